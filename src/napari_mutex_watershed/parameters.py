@@ -1,0 +1,201 @@
+"""The one description of a mutex-watershed run.
+
+The engine, the blockwise runner, the CLI and the napari widget all read this model, and
+every result stores it as JSON, so a segmentation can always be repeated.
+
+Sign convention: an affinity of 1 means "same object". The kernel sees ``affinity - bias``:
+positive weights attract, weights <= 0 repel, strongest first. A larger bias splits more.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Offset = tuple[int, ...]
+
+OFFSETS_3D: list[Offset] = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
+OFFSETS_2D: list[Offset] = [(1, 0), (0, 1), (9, 0), (0, 9)]
+
+#: Above this many distinct seed ids mwatershed's quadratic seed cost becomes seconds.
+MANY_SEEDS = 1000
+
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def is_nearest_neighbour(offset: Offset) -> bool:
+    """Nearest-neighbour (short-range) offsets are the unit steps along one axis."""
+    return sum(abs(o) for o in offset) == 1
+
+
+class WatershedParameters(BaseModel):
+    """Parameters of one mutex-watershed segmentation."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    offsets: list[Offset] = Field(
+        default_factory=lambda: list(OFFSETS_3D),
+        title="Offsets",
+        description="One integer vector per affinity channel: channel i at voxel p is the "
+        "affinity of the edge (p, p + offsets[i]).",
+    )
+    bias: UnitFloat | list[UnitFloat] | None = Field(
+        default=None,
+        title="Bias (all offsets)",
+        description="One bias for every offset, or one per offset. When set it replaces "
+        "the short- and long-range biases. A larger bias splits more.",
+    )
+    bias_short: UnitFloat = Field(
+        default=0.5,
+        title="Short-range bias",
+        description="Bias of nearest-neighbour offsets: weight = affinity - bias. "
+        "Raise it to split touching objects, lower it to merge fragments.",
+    )
+    bias_long: UnitFloat = Field(
+        default=0.7,
+        title="Long-range bias",
+        description="Bias of long-range offsets. These edges mostly act as mutex "
+        "(repulsive) constraints; a higher value adds more of them.",
+    )
+    threshold: UnitFloat = Field(
+        default=0.0,
+        title="Threshold",
+        description="Segments whose mean nearest-neighbour affinity is below this become "
+        "background (0). 0 keeps every segment.",
+    )
+    sigma: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        title="Sigma",
+        description="Gaussian smoothing (in voxels) of every affinity channel before the "
+        "watershed; suppresses noise-driven splits. 0 = off.",
+    )
+    min_size: int = Field(
+        default=0,
+        ge=0,
+        title="Minimum size",
+        description="Segments with fewer voxels than this become background (0).",
+    )
+    strides: list[int] | None = Field(
+        default=None,
+        title="Long-range strides",
+        description="Use only every n-th long-range edge along each axis (e.g. [1, 3, 3]): "
+        "about 2x faster and often less over-segmentation. Nearest neighbours keep all.",
+    )
+    randomized_strides: bool = Field(
+        default=False,
+        title="Randomized strides",
+        description="Keep each long-range edge with probability 1/prod(strides) instead of "
+        "on a regular grid, drawn from `seed` so runs are reproducible.",
+    )
+    seed: int = Field(default=0, ge=0, title="Seed", description="Random seed of randomized strides.")
+    invert: bool = Field(
+        default=False,
+        title="Invert",
+        description="The input is boundary-style (1 = boundary): use 1 - value.",
+    )
+    channels: list[int] | None = Field(
+        default=None,
+        title="Channels",
+        description="Which input channels hold the offsets, in order; default: all of them, "
+        "and their number must equal the number of offsets.",
+    )
+    context: list[int] | None = Field(
+        default=None,
+        title="Context",
+        description="Halo in voxels read around each block of a blockwise run. "
+        "Default: the largest offset along each axis.",
+    )
+
+    # ------------------------------------------------------------------ validation
+    @field_validator("offsets")
+    @classmethod
+    def _check_offsets(cls, offsets: list[Offset]) -> list[Offset]:
+        if not offsets:
+            raise ValueError("at least one offset is needed")
+        ndims = {len(o) for o in offsets}
+        if len(ndims) != 1:
+            raise ValueError(f"all offsets need the same length, got lengths {sorted(ndims)}")
+        ndim = ndims.pop()
+        if ndim not in (2, 3):
+            raise ValueError(f"offsets must be 2D or 3D vectors, got {ndim}D")
+        for o in offsets:
+            if not any(o):
+                raise ValueError(f"offset {o} is zero: an edge from a voxel to itself")
+        if len(set(offsets)) != len(offsets):
+            raise ValueError("offsets contain duplicates")
+        return [tuple(int(v) for v in o) for o in offsets]
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, channels: list[int] | None) -> list[int] | None:
+        if channels is not None and any(c < 0 for c in channels):
+            raise ValueError("channel indices must be >= 0")
+        return channels
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> WatershedParameters:
+        n, ndim = len(self.offsets), len(self.offsets[0])
+        if isinstance(self.bias, list) and len(self.bias) != n:
+            raise ValueError(f"bias has {len(self.bias)} values for {n} offsets: give one or {n}")
+        if self.strides is not None:
+            if len(self.strides) != ndim or any(s < 1 for s in self.strides):
+                raise ValueError(f"strides must be {ndim} integers >= 1, got {self.strides}")
+        if self.randomized_strides and self.strides is None:
+            raise ValueError("randomized_strides needs strides")
+        if self.channels is not None and len(self.channels) != n:
+            raise ValueError(f"channels selects {len(self.channels)} channels for {n} offsets")
+        if self.context is not None:
+            if len(self.context) != ndim or any(c < 0 for c in self.context):
+                raise ValueError(f"context must be {ndim} integers >= 0, got {self.context}")
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def ndim(self) -> int:
+        return len(self.offsets[0])
+
+    @property
+    def nearest_neighbour(self) -> np.ndarray:
+        """Boolean mask over offsets: True for short-range ones."""
+        return np.array([is_nearest_neighbour(o) for o in self.offsets])
+
+    def biases(self) -> np.ndarray:
+        """The bias of each offset, resolving the short/long convenience."""
+        if isinstance(self.bias, list):
+            return np.asarray(self.bias, dtype=np.float64)
+        if self.bias is not None:
+            return np.full(len(self.offsets), self.bias, dtype=np.float64)
+        return np.where(self.nearest_neighbour, self.bias_short, self.bias_long).astype(np.float64)
+
+    def kernel_strides(self) -> list[list[int]] | None:
+        """Regular strides in mwatershed's one-vector-per-offset form (None: all edges)."""
+        if self.strides is None or self.randomized_strides:
+            return None
+        ones = [1] * self.ndim
+        return [ones if nn else list(self.strides) for nn in self.nearest_neighbour]
+
+    def context_voxels(self) -> tuple[int, ...]:
+        if self.context is not None:
+            return tuple(self.context)
+        return tuple(int(v) for v in np.abs(np.array(self.offsets)).max(axis=0))
+
+    # ------------------------------------------------------------------ persistence
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> WatershedParameters:
+        return cls.model_validate(json.loads(text))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> WatershedParameters:
+        return cls.from_json(Path(path).read_text())
