@@ -132,17 +132,22 @@ def prepare_labels(
     overwrite: bool,
     attributes: dict,
     dtype=np.uint32,
+    roi_offset: tuple[int, ...] | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> Array:
-    """Create the output labels array with the input's geometry; refuse to clobber."""
+    """Create the output labels array with the input's geometry (or a voxel sub-box of it)."""
     source = like.array
+    spatial_shape = tuple(source.shape[1:])
+    roi_offset = roi_offset or (0,) * len(spatial_shape)
+    voxel_size = source.voxel_size
     return create_array(
         path,
         DEFAULT_OUTPUT,
-        shape=tuple(source.shape[1:]),
+        shape=shape or spatial_shape,
         dtype=dtype,
         axis_names=[a for a in source.axis_names if not a.endswith("^")],
-        voxel_size=source.voxel_size,
-        offset=source.roi.offset,
+        voxel_size=voxel_size,
+        offset=source.roi.offset + Coordinate(roi_offset) * voxel_size,
         units=source.units,
         chunk_shape=chunk_shape,
         attributes=attributes,

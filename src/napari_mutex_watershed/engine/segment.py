@@ -18,21 +18,51 @@ def run_kernel(
     parameters: WatershedParameters,
     seeds: np.ndarray | None = None,
 ) -> np.ndarray:
-    """mwatershed.agglom with its panics turned into KernelError; returns raw uint64 labels."""
+    """mwatershed.agglom with its panics turned into KernelError; returns raw uint64 labels.
+
+    With seeds, seeded segments carry their seed id and every other segment an id above the
+    largest seed id, so the two never collide (mwatershed itself names unseeded segments by a
+    flat voxel index, which can equal a seed id).
+    """
+    n_voxels = int(np.prod(weights.shape[1:]))
+    kernel_seeds = None if seeds is None else _kernel_seeds(seeds, n_voxels)
     try:
         raw = mwatershed.agglom(
             weights,
             [list(o) for o in parameters.offsets],
-            seeds=seeds,
+            seeds=kernel_seeds,
             strides=parameters.kernel_strides(),
         )
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # pyo3 PanicException derives from BaseException
         raise KernelError(f"mwatershed failed: {error}") from None
-    if seeds is None:
-        _restore_segment_of_first_voxel(raw, weights, parameters)
+    _restore_segment_of_first_voxel(raw, weights, parameters)
+    if seeds is not None:
+        _restore_seed_ids(raw, seeds, n_voxels)
     return raw
+
+
+def _kernel_seeds(seeds: np.ndarray, n_voxels: int) -> np.ndarray:
+    """Seeds shifted above every flat voxel index (and above the id of voxel 0's segment)."""
+    seeds = np.asarray(seeds, dtype=np.uint64)
+    max_seed = int(seeds.max()) if seeds.size else 0
+    if max_seed + n_voxels + 1 > np.iinfo(np.uint64).max:
+        raise InvalidInputError(
+            f"seed ids must stay below 2**64 - {n_voxels + 1} (the number of voxels), "
+            f"got {max_seed}"
+        )
+    return np.where(seeds > 0, seeds + np.uint64(n_voxels), np.uint64(0))
+
+
+def _restore_seed_ids(raw: np.ndarray, seeds: np.ndarray, n_voxels: int) -> None:
+    """Undo the shift of ``_kernel_seeds``; move unseeded ids above the largest seed id."""
+    max_seed = np.uint64(seeds.max()) if seeds.size else np.uint64(0)
+    n = np.uint64(n_voxels)
+    seeded = raw > n
+    unseeded = (raw > 0) & ~seeded
+    raw[seeded] -= n
+    raw[unseeded] += max_seed + np.uint64(1)
 
 
 def _restore_segment_of_first_voxel(raw, weights, parameters) -> None:
@@ -40,7 +70,7 @@ def _restore_segment_of_first_voxel(raw, weights, parameters) -> None:
 
     mwatershed names a segment by the flat index of its representative, so that segment comes
     out as 0, like voxels without any attractive edge. Its members are exactly the 0-labelled
-    voxels that have an attractive edge.
+    voxels that have an attractive edge among the edges the kernel used (strides skip some).
     """
     if raw.flat[0] != 0:
         return
@@ -52,9 +82,13 @@ def _restore_segment_of_first_voxel(raw, weights, parameters) -> None:
     )
     if not touches_origin:
         return
+    strides = parameters.kernel_strides() or [None] * len(parameters.offsets)
     attracted = np.zeros(spatial, bool)
-    for channel, offset in zip(weights, parameters.offsets):
+    for channel, offset, stride in zip(weights, parameters.offsets, strides):
         source, target = edge_slices(offset, spatial)
+        if stride is not None:  # the kernel takes every stride-th edge from each slice start
+            source = tuple(slice(s.start, s.stop, k) for s, k in zip(source, stride))
+            target = tuple(slice(t.start, t.stop, k) for t, k in zip(target, stride))
         positive = channel[source] > 0
         attracted[source] |= positive
         attracted[target] |= positive
@@ -76,7 +110,8 @@ def _check_seeds(seeds, spatial) -> np.ndarray:
         raise InvalidInputError(f"seeds must be integer labels, got dtype {seeds.dtype}")
     if np.issubdtype(seeds.dtype, np.signedinteger) and seeds.min() < 0:
         raise InvalidInputError("seeds contain negative ids")
-    n_seeds = np.unique(seeds).size - 1
+    ids = np.unique(seeds)
+    n_seeds = int(np.count_nonzero(ids))
     if n_seeds > MANY_SEEDS:
         warnings.warn(
             f"{n_seeds} distinct seed ids: mwatershed adds a mutex edge between every pair of "

@@ -75,8 +75,11 @@ def _check_finite(channel: np.ndarray, index: int) -> None:
 
 
 def nearest_neighbour_mean(weights: np.ndarray, parameters: WatershedParameters) -> np.ndarray:
-    """Per voxel, the mean affinity of its in-bounds nearest-neighbour edges (float32).
+    """Per voxel, the mean affinity of the in-bounds nearest-neighbour edges touching it
+    (outgoing and incoming), as float32.
 
+    Counting both directions gives every voxel at least one edge; with outgoing edges only,
+    the far corner voxel had none and pulled its segment's mean towards 0.
     Called on weights before the bias is subtracted, i.e. on affinities.
     """
     spatial = weights.shape[1:]
@@ -84,11 +87,26 @@ def nearest_neighbour_mean(weights: np.ndarray, parameters: WatershedParameters)
     count = np.zeros(spatial, np.uint8)
     for channel, offset, nn in zip(weights, parameters.offsets, parameters.nearest_neighbour):
         if nn:
-            source, _ = edge_slices(offset, spatial)
+            source, target = edge_slices(offset, spatial)
             total[source] += channel[source]
+            total[target] += channel[source]
             count[source] += 1
+            count[target] += 1
     np.divide(total, count, out=total, where=count > 0)
     return total
+
+
+def _path_leaves_mask(outside: np.ndarray, offset, source) -> np.ndarray | None:
+    """For edges (p, p + offset) with p in ``source``: does the straight line between the
+    ends pass a voxel outside the mask? None for nearest-neighbour offsets (no inner voxels)."""
+    steps = max(abs(int(o)) for o in offset)
+    if steps <= 1:
+        return None
+    crossing = np.zeros(tuple(s.stop - s.start for s in source), bool)
+    for k in range(1, steps):
+        step = [int(round(k * o / steps)) for o in offset]
+        crossing |= outside[tuple(slice(s.start + d, s.stop + d) for s, d in zip(source, step))]
+    return crossing
 
 
 def edge_weights(
@@ -132,7 +150,12 @@ def edge_weights(
         for channel, offset in zip(weights, parameters.offsets):
             channel[outside] = 0.0
             source, target = edge_slices(offset, spatial)
-            channel[source][outside[target]] = 0.0
+            edges = channel[source]  # a view
+            edges[outside[target]] = 0.0
+            # a long-range edge must not attract across masked voxels between its ends
+            crossing = _path_leaves_mask(outside, offset, source)
+            if crossing is not None:
+                edges[crossing & (edges > 0)] = 0.0
 
     if parameters.randomized_strides:
         rng = np.random.default_rng(parameters.seed if random_state is None else random_state)

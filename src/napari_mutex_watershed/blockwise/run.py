@@ -1,0 +1,214 @@
+"""Running a plan: fragments -> stitch -> relabel, resumable at every step.
+
+``start`` is what users call: it runs the job in its own process group and turns SIGINT or
+SIGTERM into a kill of that whole group (daisy has no cancel of its own), so cancelling never
+leaves a worker behind. ``run_plan`` is the job itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import daisy
+import zarr
+
+from .. import __version__
+from ..errors import MutexWatershedError
+from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
+from .fragments import FragmentStep
+from .plan import PLAN_FILE, BlockwisePlan
+from .relabel import RelabelStep
+from .stitch import build_lookup
+
+STEPS = ("fragments", "stitch", "relabel")
+
+
+class BlockwiseError(MutexWatershedError):
+    """A blockwise run could not finish."""
+
+
+class Cancelled(MutexWatershedError):
+    """The run was stopped by a signal; finished blocks are kept for a resume."""
+
+
+# ---------------------------------------------------------------------------- progress
+class ProgressReporter:
+    """daisy progress observer: one JSON object per line, or nothing but phase lines."""
+
+    def __init__(self, mode: str, started: float):
+        self.mode = mode
+        self.started = started
+        self._last = None
+
+    def emit(self, phase: str, done: int, total: int, **extra) -> None:
+        if self.mode != "json":
+            return
+        message = {"phase": phase, "done": done, "total": total,
+                   "elapsed": round(time.time() - self.started, 3), **extra}
+        key = (phase, done, total, tuple(extra.items()))
+        if key != self._last:
+            self._last = key
+            print(json.dumps(message), flush=True)
+
+    def _states(self, states) -> None:
+        for task_id, state in states.items():
+            self.emit(task_id, state.completed_count + state.skipped_count,
+                      state.total_block_count, failed=state.failed_count)
+
+    on_start = on_progress = on_finish = _states
+
+
+# ---------------------------------------------------------------------------- workers
+class ClusterWorkerLauncher:
+    """0-argument daisy worker function: starts one worker through a command template.
+
+    The template gets the worker command in ``{command}``, for example
+    ``sbatch --wait --wrap "{command}"`` or ``bsub -K {command}``. daisy's connection details
+    travel in the DAISY_CONTEXT environment variable, which these schedulers forward.
+    """
+
+    def __init__(self, template: str, plan_path: str, step: str):
+        self.template = template
+        self.plan_path = plan_path
+        self.step = step
+
+    def __call__(self) -> None:
+        command = shlex.join(
+            [sys.executable, "-m", "napari_mutex_watershed.blockwise.worker", self.plan_path, self.step]
+        )
+        subprocess.run(self.template.format(command=command), shell=True, check=True)
+
+
+def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, conflict: bool):
+    read_roi, write_roi = plan.block_rois()
+    if not conflict:
+        read_roi = write_roi
+    function = (
+        ClusterWorkerLauncher(plan.worker_command, plan_path, step)
+        if plan.worker_command
+        else block_function
+    )
+    return daisy.Task(
+        step,
+        total_roi=plan.total_roi(),
+        read_roi=read_roi,
+        write_roi=write_roi,
+        process_function=function,
+        read_write_conflict=conflict,
+        fit="shrink",
+        max_workers=plan.num_workers,
+        max_retries=plan.max_retries,
+        timeout=plan.timeout,
+        tracking_path=str(plan.tracking_dir / step),
+    )
+
+
+def _run_step(plan, plan_path, step, function, conflict, reporter) -> None:
+    task = _task(plan, plan_path, step, function, conflict)
+    states = daisy.run_blockwise(
+        [task],
+        progress=True if plan.progress == "bar" else reporter,
+        summary=False,
+        return_states=True,
+    )
+    state = states[step]
+    done = state.completed_count + state.skipped_count
+    if done < state.total_block_count:
+        failed = [tuple(b.write_roi.offset) for b in task.failed_blocks()]
+        where = f" at voxel offsets {failed[:5]}" if failed else ""
+        error = state.last_worker_error or state.abandon_reason or "no message"
+        raise BlockwiseError(
+            f"{step}: {state.total_block_count - done} of {state.total_block_count} blocks "
+            f"failed{where} after {plan.max_retries + 1} tries: {error.strip().splitlines()[-1]}"
+        )
+
+
+def run_plan(plan_path: str | Path) -> dict:
+    """Run (or resume) the job described by a saved plan; return a summary."""
+    plan_path = str(plan_path)
+    plan = BlockwisePlan.load(plan_path)
+    started = time.time()
+    reporter = ProgressReporter(plan.progress, started)
+    daisy.logging.set_log_basedir(str(Path(plan.work_dir) / "logs"))
+    output = zarr.open_array(plan.output_path, mode="r+")
+    if output.attrs.get(COMPLETE_ATTR):
+        reporter.emit("done", plan.num_blocks, plan.num_blocks)
+        return {"skipped": True, "seconds": time.time() - started}
+
+    _run_step(plan, plan_path, "fragments", FragmentStep(plan_path), True, reporter)
+    summary = {}
+    if not plan.lookup_path.exists():
+        reporter.emit("stitch", 0, 1)
+        summary = build_lookup(plan)
+    reporter.emit("stitch", 1, 1, **summary)
+    _run_step(plan, plan_path, "relabel", RelabelStep(plan_path), False, reporter)
+
+    output.attrs[COMPLETE_ATTR] = True
+    # fragments and edges are only needed to resume; drop them, keep plan and lookup table
+    shutil.rmtree(plan.fragments_path, ignore_errors=True)
+    shutil.rmtree(plan.edges_dir, ignore_errors=True)
+    summary["seconds"] = time.time() - started
+    reporter.emit("done", plan.num_blocks, plan.num_blocks, **summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------- supervision
+def start(plan_path: str | Path, stdout=None) -> int:
+    """Run a plan in a child process group; cancel the whole group on SIGINT/SIGTERM."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "napari_mutex_watershed.blockwise", str(plan_path)],
+        start_new_session=True,
+        stdout=stdout,
+    )
+    cancelled = []
+
+    def cancel(signum, _frame):
+        cancelled.append(signum)
+        _kill_group(child)
+
+    previous = {s: signal.signal(s, cancel) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if cancelled:
+        raise Cancelled("cancelled: finished blocks are kept; run the same command again to resume")
+    return code
+
+
+def _kill_group(child: subprocess.Popen, grace: float = 1.0) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + grace
+    while time.time() < deadline and child.poll() is None:
+        time.sleep(0.02)
+    try:
+        os.killpg(child.pid, signal.SIGKILL)  # workers that ignored SIGTERM, and stragglers
+    except ProcessLookupError:
+        pass
+
+
+def main(argv=None) -> int:
+    """Entry of the job process: prints a clean message instead of a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run_plan(argv[0])
+    except MutexWatershedError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+
+__all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "Cancelled", "run_plan", "start"]

@@ -1,0 +1,33 @@
+"""A daisy worker started by hand or by a cluster scheduler: processes blocks until none are left.
+
+    python -m napari_mutex_watershed.blockwise.worker PLAN.json fragments|relabel
+
+It finds the scheduler through the DAISY_CONTEXT environment variable that daisy sets.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import daisy
+
+from .fragments import FragmentStep
+from .relabel import RelabelStep
+
+STEP_FUNCTIONS = {"fragments": FragmentStep, "relabel": RelabelStep}
+
+
+def main(argv=None) -> int:
+    plan_path, step = (sys.argv[1:] if argv is None else argv)[:2]
+    process = STEP_FUNCTIONS[step](plan_path)
+    client = daisy.Client()
+    while True:
+        with client.acquire_block() as block:
+            if block is None:
+                break
+            process(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

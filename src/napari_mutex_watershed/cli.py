@@ -1,0 +1,156 @@
+"""``napari-mutex-watershed``: the engine with a command-line front.
+
+    napari-mutex-watershed sample sample.zarr
+    napari-mutex-watershed segment sample.zarr/affinities sample.zarr/labels --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .errors import MutexWatershedError
+from .parameters import WatershedParameters
+
+
+def _offsets(text: str) -> list[tuple[int, ...]]:
+    try:
+        return [tuple(int(v) for v in item.split(",")) for item in text.split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"offsets look like '1,0,0 0,1,0 0,0,1', got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-mutex-watershed",
+        description="Mutex watershed segmentation of affinities stored in zarr.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample", help="write sample affinities and ground truth")
+    sample.add_argument("output", help="zarr container to create, e.g. sample.zarr")
+    sample.add_argument("--shape", type=int, nargs="+", default=[64, 128, 128],
+                        help="volume shape in voxels, 2 or 3 values (default 64 128 128)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--noise", type=float, default=0.1)
+    sample.add_argument("--uint8", action="store_true", help="store affinities as uint8")
+    sample.add_argument("--overwrite", action="store_true")
+
+    run = commands.add_parser("segment", help="segment affinities blockwise into labels")
+    run.add_argument("input", help="affinities array, e.g. sample.zarr/affinities")
+    run.add_argument("output", help="labels array to create, e.g. sample.zarr/labels")
+    run.add_argument("--params", type=Path, help="parameters JSON (flags below override it)")
+    tuning = run.add_argument_group("parameters (see docs/parameters.md)")
+    tuning.add_argument("--offsets", type=_offsets,
+                        help="one per channel, e.g. '1,0,0 0,1,0 0,0,1' (default: from the input)")
+    tuning.add_argument("--bias", type=float, nargs="+", help="one bias for all offsets or one each")
+    tuning.add_argument("--bias-short", type=float, help="bias of nearest-neighbour offsets")
+    tuning.add_argument("--bias-long", type=float, help="bias of long-range offsets")
+    tuning.add_argument("--threshold", type=float)
+    tuning.add_argument("--sigma", type=float)
+    tuning.add_argument("--min-size", type=int)
+    tuning.add_argument("--strides", type=int, nargs="+")
+    tuning.add_argument("--randomized-strides", action="store_true", default=None)
+    tuning.add_argument("--seed", type=int)
+    tuning.add_argument("--invert", action="store_true", default=None)
+    tuning.add_argument("--channels", type=int, nargs="+")
+    tuning.add_argument("--context", type=int, nargs="+", help="halo in voxels per axis")
+    blocks = run.add_argument_group("blockwise execution")
+    blocks.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    blocks.add_argument("--block-size", type=int, nargs="+",
+                        help="block shape in voxels (default 64^3, or 512^2 in 2D)")
+    blocks.add_argument("--roi", type=int, nargs="+", metavar="N",
+                        help="offset then shape in voxels, e.g. 0 0 0 128 256 256")
+    blocks.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
+    blocks.add_argument("--worker-command",
+                        help="template that launches a worker, with {command} in it, e.g. "
+                        "'sbatch --wait --wrap \"{command}\"'")
+    blocks.add_argument("--max-retries", type=int, default=2)
+    blocks.add_argument("--timeout", type=float, help="seconds before a block is retried")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+PARAMETER_FLAGS = ("offsets", "bias", "bias_short", "bias_long", "threshold", "sigma",
+                   "min_size", "strides", "randomized_strides", "seed", "invert", "channels",
+                   "context")
+
+
+def parameters_from(args) -> WatershedParameters:
+    if args.params and not args.params.exists():
+        raise MutexWatershedError(f"parameters file {args.params} does not exist")
+    values = WatershedParameters.load(args.params).model_dump() if args.params else {}
+    for name in PARAMETER_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value[0] if name == "bias" and len(value) == 1 else value
+    return WatershedParameters.model_validate(values)
+
+
+def command_sample(args) -> int:
+    import numpy as np
+
+    from .storage import write_affinities, write_labels
+    from .synthetic import sample_volume
+
+    if len(args.shape) not in (2, 3):
+        raise MutexWatershedError("--shape takes 2 or 3 values")
+    dtype = np.uint8 if args.uint8 else np.float32
+    affinities, labels, offsets = sample_volume(tuple(args.shape), args.seed, args.noise, dtype)
+    path = write_affinities(Path(args.output) / "affinities", affinities, offsets,
+                            overwrite=args.overwrite)
+    truth = write_labels(Path(args.output) / "ground_truth", labels, overwrite=args.overwrite)
+    print(f"affinities: {path}  shape {affinities.shape}, offsets {offsets}")
+    print(f"ground truth: {truth}  ({int(labels.max())} objects)")
+    return 0
+
+
+def command_segment(args) -> int:
+    from .blockwise.launch import segment_blockwise_zarr
+
+    parameters = parameters_from(args)
+    roi = None
+    if args.roi:
+        if len(args.roi) % 2:
+            raise MutexWatershedError("--roi takes an offset and a shape, e.g. 0 0 0 64 64 64")
+        half = len(args.roi) // 2
+        roi = (tuple(args.roi[:half]), tuple(args.roi[half:]))
+    output = segment_blockwise_zarr(
+        args.input,
+        args.output,
+        parameters,
+        block_size=tuple(args.block_size) if args.block_size else None,
+        num_workers=args.workers,
+        roi=roi,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        worker_command=args.worker_command,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+    )
+    print(f"labels written to {output}", file=sys.stderr if args.progress == "json" else sys.stdout)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"sample": command_sample, "segment": command_segment}[args.command](args)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in error.errors()
+        )
+        print(f"error: invalid parameters: {problems}", file=sys.stderr)
+        return 2
+    except MutexWatershedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 130 if type(error).__name__ == "Cancelled" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

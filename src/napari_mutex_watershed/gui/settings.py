@@ -1,0 +1,49 @@
+"""Where the widget remembers its last values between napari sessions.
+
+A JSON file in the user's config directory (platformdirs, which napari depends on). Set
+``NAPARI_MUTEX_WATERSHED_CONFIG_DIR`` to use another directory (tests do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CONFIG_DIR_ENV = "NAPARI_MUTEX_WATERSHED_CONFIG_DIR"
+FILE_NAME = "widget-settings.json"
+
+
+def config_dir() -> Path:
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("napari-mutex-watershed", appauthor=False))
+
+
+def settings_path() -> Path:
+    return config_dir() / FILE_NAME
+
+
+def load_settings() -> dict:
+    """The remembered values, or {} when there are none or the file is unreadable."""
+    path = settings_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_settings(values: dict) -> None:
+    """Write atomically; a failure to save (read-only home, ...) is not an error."""
+    path = settings_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(values, indent=2))
+        tmp.replace(path)
+    except OSError:
+        pass
