@@ -181,9 +181,8 @@ def _intra_edges(plan, local, weights, lo, hi, read_lo, base):
         keep = (u != v) & on_face[u] & on_face[v]
         us.append(u[keep])
         vs.append(v[keep])
-        ws.append(np.abs(channel[core][source][keep]))
+        ws.append(channel[core][source][keep])
     u, v, w = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
     if len(u):
-        # one mutex per pair, as strong as the strongest edge between them
-        u, v, w = aggregate_edges(u, v, -w)
+        u, v, w = aggregate_edges(u, v, w)
     return u.astype(np.uint64) + base, v.astype(np.uint64) + base, w

@@ -98,7 +98,10 @@ class BlockwisePlan(BaseModel):
         return write.grow(grow, grow), write
 
     def grid_position(self, write_roi: Roi) -> tuple[int, ...]:
-        return tuple(o // b for o, b in zip(write_roi.offset, self.block_size))
+        position = tuple(o // b for o, b in zip(write_roi.offset, self.block_size))
+        if any(o % b for o, b in zip(write_roi.offset, self.block_size)):
+            raise ValueError(f"block {write_roi} is not on the block grid {self.block_size}")
+        return position
 
     def block_index(self, position) -> int:
         return int(np.ravel_multi_index(tuple(position), self.grid_shape))

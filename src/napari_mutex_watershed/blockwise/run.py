@@ -89,8 +89,11 @@ class ClusterWorkerLauncher:
 
 def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, conflict: bool):
     read_roi, write_roi = plan.block_rois()
+    # daisy's total_roi bounds the read ROIs: grow it by the halo so write ROIs tile exactly
+    # the volume from voxel 0 (reads past the edge are clipped when a block reads)
+    total_roi = plan.total_roi().grow(-read_roi.offset, -read_roi.offset)
     if not conflict:
-        read_roi = write_roi
+        read_roi, total_roi = write_roi, plan.total_roi()
     function = (
         ClusterWorkerLauncher(plan.worker_command, plan_path, step)
         if plan.worker_command
@@ -98,7 +101,7 @@ def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, confli
     )
     return daisy.Task(
         step,
-        total_roi=plan.total_roi(),
+        total_roi=total_roi,
         read_roi=read_roi,
         write_roi=write_roi,
         process_function=function,

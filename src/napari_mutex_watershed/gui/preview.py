@@ -304,6 +304,11 @@ class PreviewService:
 
     def _run(self) -> None:
         while True:
+            try:
+                self._ensure_workers()  # warm workers before the first request
+            except Exception:
+                traceback.print_exc()
+                time.sleep(0.5)
             with self._lock:
                 if self._closed:
                     return
@@ -314,7 +319,6 @@ class PreviewService:
                     self._lock.wait(timeout=0.5)
                     continue
             try:
-                self._ensure_workers()
                 self._step(self._active)
             except Exception:  # never let the dispatcher die
                 traceback.print_exc()

@@ -1,0 +1,179 @@
+"""Blockwise against one whole-volume call: quality, seams, wall time and memory.
+
+    python benchmarks/bench_blockwise.py                 # 256^3 crop of the shared neuron labels
+    python benchmarks/bench_blockwise.py --size 128      # quicker
+    python benchmarks/bench_blockwise.py --scale 512     # end-to-end run on 512^3 uint8 sample data
+
+Affinities are derived from real neuron labels (../shared/data/pinky40_gt_half.npz): offsets
+(1,0,0) (0,1,0) (0,0,1) (3,0,0) (0,9,0) (0,0,9), Gaussian blur sigma 1, noise 0.1, clip [0, 1].
+Every run happens in its own process so peak memory (RSS of the whole process tree) is clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import zarr
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pinky40_gt_half.npz"
+OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
+
+
+def load_crop(size: int) -> np.ndarray:
+    """A size^3 crop where the cutout is densely labelled (its first corner is nearly empty)."""
+    labels = np.load(DATA)["labels"]
+    return np.ascontiguousarray(labels[:size, 256 : 256 + size, 256 : 256 + size])
+
+
+def watch(command: list[str]) -> tuple[float, float, float, str]:
+    """Run a command; return (seconds, peak tree RSS GB, peak single-process RSS GB, stdout)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    root = psutil.Process(process.pid)
+    peak_tree = peak_one = 0
+    while process.poll() is None:
+        try:
+            tree = [root] + root.children(recursive=True)
+            rss = [p.memory_info().rss for p in tree if p.is_running()]
+        except psutil.Error:
+            continue
+        peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
+        time.sleep(0.05)
+    out = process.stdout.read()
+    if process.returncode:
+        raise RuntimeError(f"{command} failed:\n{out}")
+    return time.perf_counter() - started, peak_tree / 1e9, peak_one / 1e9, out
+
+
+def whole_volume(path: str, output: str, parameters_json: str) -> None:
+    """Child: the reference, one segment() over the whole array."""
+    from napari_mutex_watershed import WatershedParameters, segment
+    from napari_mutex_watershed.storage import open_affinities, write_labels
+
+    affinities = open_affinities(path)
+    data = affinities.array.data.compute()
+    parameters = WatershedParameters.from_json(parameters_json)
+    started = time.perf_counter()
+    labels = segment(data, parameters)
+    print(json.dumps({"kernel_and_engine_seconds": time.perf_counter() - started}))
+    write_labels(output, labels, overwrite=True)
+
+
+def scores(truth, segmentation) -> tuple[float, float, float]:
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    arand = adapted_rand_error(truth, segmentation, ignore_labels=(0,))[0]
+    split, merge = variation_of_information(truth, segmentation, ignore_labels=(0,))
+    return arand, split, merge
+
+
+def seam_splits(truth, segmentation, block_size) -> tuple[int, int]:
+    """(objects split at a block face, objects crossing a face): an object is split at a face
+    when most of its voxel pairs straddling that face get different ids on the two sides."""
+    split, crossing = set(), set()
+    for axis, step in enumerate(block_size):
+        for plane in range(step, truth.shape[axis], step):
+            a = np.take(truth, plane - 1, axis=axis).ravel()
+            b = np.take(truth, plane, axis=axis).ravel()
+            sa = np.take(segmentation, plane - 1, axis=axis).ravel()
+            sb = np.take(segmentation, plane, axis=axis).ravel()
+            same = (a == b) & (a != 0)
+            ids, inverse = np.unique(a[same], return_inverse=True)
+            disagree = np.bincount(inverse, weights=sa[same] != sb[same], minlength=len(ids))
+            total = np.bincount(inverse, minlength=len(ids))
+            for i, d, t in zip(ids, disagree, total):
+                crossing.add((axis, plane, int(i)))
+                if d > t / 2:
+                    split.add((axis, plane, int(i)))
+    return len(split), len(crossing)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--blocks", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--bias-short", type=float, default=0.5)
+    parser.add_argument("--bias-long", type=float, default=0.7)
+    parser.add_argument("--scale", type=int, help="instead: one end-to-end run on scale^3 uint8 sample data")
+    parser.add_argument("--skip-whole", action="store_true")
+    args = parser.parse_args()
+
+    from napari_mutex_watershed import WatershedParameters
+    from napari_mutex_watershed.storage import write_affinities
+    from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
+
+    work = Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
+    parameters = WatershedParameters(offsets=OFFSETS, bias_short=args.bias_short, bias_long=args.bias_long)
+    params_file = work / "params.json"
+    parameters.save(params_file)
+    cli = [sys.executable, "-m", "napari_mutex_watershed.cli"]
+
+    if args.scale:
+        shape = (args.scale,) * 3
+        print(f"generating {shape} uint8 sample affinities ...", flush=True)
+        affs, _, offsets = sample_volume(shape, dtype=np.uint8)
+        write_affinities(work / "in.zarr/affinities", affs, offsets)
+        del affs
+        seconds, tree, one, _ = watch(cli + ["segment", str(work / "in.zarr/affinities"),
+                                             str(work / "out.zarr/labels"), "--params", str(params_file),
+                                             "--workers", str(args.workers), "--progress", "none"])
+        print(f"| volume | workers | block | wall s | peak tree GB | peak process GB |")
+        print(f"|---|---|---|---|---|---|")
+        print(f"| {args.scale}^3 uint8, 6 offsets | {args.workers} | 64^3 | {seconds:.1f} | {tree:.2f} | {one:.2f} |")
+        return
+
+    if not DATA.exists():
+        print(f"skipped: {DATA} is absent")
+        return
+    truth = load_crop(args.size)
+    affs = affinities_from_labels(truth, OFFSETS, sigma=1.0, noise=0.1, seed=1)
+    write_affinities(work / "in.zarr/affinities", affs, OFFSETS)
+    del affs
+    rows = []
+    if not args.skip_whole:
+        context = multiprocessing.get_context("spawn")
+        seconds, tree, one, out = watch([sys.executable, "-c",
+            "import sys; sys.path.insert(0, %r); import bench_blockwise as b; "
+            "b.whole_volume(%r, %r, open(%r).read())" % (str(Path(__file__).parent),
+            str(work / "in.zarr/affinities"), str(work / "whole.zarr/labels"), str(params_file))])
+        whole = zarr.open_array(str(work / "whole.zarr/labels"))[:]
+        rows.append(("whole volume, 1 process", seconds, tree, one, whole, None, (args.size,) * 3))
+    for block in args.blocks:
+        output = work / f"b{block}.zarr/labels"
+        seconds, tree, one, out = watch(cli + ["segment", str(work / "in.zarr/affinities"), str(output),
+                                               "--params", str(params_file), "--workers", str(args.workers),
+                                               "--block-size", *[str(block)] * 3, "--progress", "json"])
+        summary = json.loads([line for line in out.splitlines() if '"done"' in line and '"phase": "done"' in line][-1])
+        rows.append((f"blockwise {block}^3, {args.workers} workers", seconds, tree, one,
+                     zarr.open_array(str(output))[:], summary, (block,) * 3))
+
+    baseline = rows[0][1] if not args.skip_whole else None
+    print(f"\n256^3 crop of pinky40 labels ({len(np.unique(truth)) - 1} objects), biases "
+          f"{args.bias_short}/{args.bias_long}, context = default (largest offset per axis)\n")
+    print("| run | wall s | speed-up | outside kernel | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | seam splits (whole's at same faces) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, seconds, tree, one, seg, summary, block in rows:
+        arand, split, merge = scores(truth, seg)
+        outside = "-"
+        seams = "-"
+        if summary:
+            outside = f"{1 - summary['kernel_seconds'] / args.workers / seconds:.0%}"
+            s, c = seam_splits(truth, seg, block)
+            sw, _ = seam_splits(truth, rows[0][4], block) if not args.skip_whole else (0, 0)
+            seams = f"{s}/{c} = {s / max(c, 1):.2%} ({sw})"
+        speed = f"{baseline / seconds:.2f}x" if baseline else "-"
+        print(f"| {name} | {seconds:.1f} | {speed} | {outside} | {tree:.2f} | {one:.2f} | {arand:.4f} | {split:.3f} | {merge:.3f} | {seams} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The dock widget and its live preview in a real napari viewer (run under xvfb-run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.gui.widget import OFFSETS_CUSTOM, PREVIEW_LAYER_NAME
+from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT = 30_000  # ms; the first preview also starts the worker process
+
+
+def preview_layer(viewer):
+    (layer,) = [layer for layer in viewer.layers if layer.name == PREVIEW_LAYER_NAME]
+    return layer
+
+
+def wait_for_new_result(qtbot, widget, previous=None, timeout=TIMEOUT):
+    qtbot.waitUntil(
+        lambda: widget.last_result is not None and widget.last_result is not previous,
+        timeout=timeout,
+    )
+    assert widget.message.value == "", widget.message.value
+    return widget.last_result
+
+
+def expected_labels(viewer, widget, parameters=None):
+    """segment() on the crop the preview shows, computed here in the test process."""
+    layer = viewer.layers["affinities"]
+    region = widget.last_result.meta["region"]
+    crop = np.asarray(layer.data[(slice(None),) + region.slices])
+    parameters = parameters or widget.parameters()
+    return segment(crop, parameters)[region.shown_in_crop], region
+
+
+def check_placement(viewer, region):
+    affinities, preview = viewer.layers["affinities"], preview_layer(viewer)
+    np.testing.assert_allclose(preview.scale, affinities.scale[1:])
+    np.testing.assert_allclose(
+        preview.translate,
+        np.asarray(affinities.translate[1:]) + np.asarray(affinities.scale[1:])
+        * np.asarray(region.shown_start),
+    )
+    assert preview.data.shape == region.shown_shape
+
+
+# -------------------------------------------------------------------------------- widget
+def test_docks_through_the_manifest(viewer_with_widget):
+    viewer, widget = viewer_with_widget
+    assert widget.affinities.value.name == "affinities"
+    assert widget.resolved_offsets() == (OFFSETS_3D, "")
+    assert widget.message.value == ""
+    # controls driven by the parameters model
+    fields = WatershedParameters.model_fields
+    slider = widget.fields["bias_short"]
+    assert slider.label == fields["bias_short"].title
+    assert slider.tooltip == fields["bias_short"].description
+    assert (slider.min, slider.max, slider.step) == (0.0, 1.0, 0.01)
+    assert slider.value == fields["bias_short"].default
+    assert widget.fields["bias_long"].value == fields["bias_long"].default
+    assert set(widget.fields) == set(fields) - {"offsets"}
+    assert widget.parameters() == WatershedParameters(offsets=OFFSETS_3D)
+
+
+def test_channel_offset_mismatch_is_a_message(viewer_with_widget, qtbot):
+    viewer, widget = viewer_with_widget
+    affinities = viewer.layers["affinities"].data
+    viewer.add_image(affinities[:5], name="five channels")
+    widget.affinities.value = viewer.layers["five channels"]
+    assert "5 channels" in widget.message.value and "6 offsets" in widget.message.value
+    assert widget.message.visible
+    # the preview does not start, and nothing raises
+    widget.preview.value = True
+    qtbot.wait(300)
+    assert widget.last_result is None
+    assert "paused" in widget.status.value
+    # custom offsets that fit clear the message
+    widget.offsets_source.value = OFFSETS_CUSTOM
+    widget.offsets_text.value = "1,0,0; 0,1,0; 0,0,1; 3,0,0; 0,9,0"
+    assert widget.message.value == ""
+    wait_for_new_result(qtbot, widget)
+
+
+def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manager, qtbot):
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    viewer = make_napari_viewer_proxy(show=True)
+    affinities, _, _ = sample_volume((96, 96))
+    viewer.add_image(affinities, name="affinities")  # no offsets in the metadata
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
+    try:
+        assert widget.resolved_offsets()[0] == OFFSETS_2D
+        assert "2D preset" in widget.message.value
+        widget.preview.value = True
+        qtbot.waitUntil(lambda: widget.last_result is not None, timeout=TIMEOUT)
+        expected, region = expected_labels(viewer, widget)
+        np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+        check_placement(viewer, region)
+    finally:
+        widget.close_preview()
+
+
+# -------------------------------------------------------------------------------- preview
+def test_preview_follows_bias_pan_and_slice(viewer_with_widget, qtbot):
+    viewer, widget = viewer_with_widget
+    camera = viewer.scene.camera
+    viewer.dims.set_current_step(1, 30)
+    camera.zoom = 4.0
+    camera.center = (0, 60, 50)
+    widget.preview.value = True
+    first = wait_for_new_result(qtbot, widget)
+
+    # the region is what the canvas shows around the camera centre, on the current slice
+    height, width = viewer.canvas.size
+    region = first.meta["region"]
+    assert region.shown_start[0] == 30 and region.shown_shape[0] == 1
+    assert region.start[0] == 30 - widget.context_slices.value
+    assert region.start[1] == max(int(np.floor(60 - height / 8 - 0.5)) + 1, 0)
+    assert region.stop[1] == min(int(np.ceil(60 + height / 8 + 0.5)), 128)
+    assert region.start[2] == max(int(np.floor(50 - width / 8 - 0.5)) + 1, 0)
+    assert region.stop[2] == min(int(np.ceil(50 + width / 8 + 0.5)), 128)
+    expected, region = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    check_placement(viewer, region)
+
+    # a bias change recomputes the same crop
+    widget.fields["bias_short"].value = 0.62
+    second = wait_for_new_result(qtbot, widget, first)
+    assert second.meta["parameters"].bias_short == pytest.approx(0.62)
+    assert second.meta["region"] == first.meta["region"]
+    expected, _ = expected_labels(viewer, widget, second.meta["parameters"])
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+
+    # panning moves the crop and the preview layer with it
+    camera.center = (0, 80, 90)
+    third = wait_for_new_result(qtbot, widget, second)
+    assert third.meta["region"].start[1:] != second.meta["region"].start[1:]
+    expected, region = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    check_placement(viewer, region)
+
+    # a new slice moves it in z
+    viewer.dims.set_current_step(1, 12)
+    fourth = wait_for_new_result(qtbot, widget, third)
+    assert fourth.meta["region"].shown_start[0] == 12
+    expected, region = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    check_placement(viewer, region)
+    # the preview layer shows on the current slice
+    assert preview_layer(viewer).world_to_data(viewer.dims.point)[0] == pytest.approx(0)
+
+
+def test_newest_request_wins(viewer_with_widget, qtbot):
+    viewer, widget = viewer_with_widget
+    viewer.scene.camera.zoom = 3.0
+    widget.preview.value = True
+    first = wait_for_new_result(qtbot, widget)
+    applied = []
+    original = widget._apply
+
+    def record(result):
+        applied.append(result.id)
+        original(result)
+
+    widget._apply = record
+    for value in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
+        widget.fields["bias_short"].value = value
+        qtbot.wait(15)
+    qtbot.waitUntil(lambda: widget.last_result.meta["parameters"].bias_short == 0.65,
+                    timeout=TIMEOUT)
+    assert applied == sorted(applied)
+    assert widget.last_result.id == widget._request_id
+    expected, _ = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    assert first.id < widget.last_result.id
+
+
+def test_3d_preview_is_capped_and_placed(viewer_with_widget, qtbot):
+    viewer, widget = viewer_with_widget
+    viewer.layers["affinities"].translate = (0, 10, -5, 3)
+    viewer.layers["affinities"].scale = (1, 2, 1, 1)
+    viewer.reset_view()
+    widget.max_box_3d.value = 40
+    viewer.dims.ndisplay = 3
+    widget.preview.value = True
+    result = wait_for_new_result(qtbot, widget)
+    region = result.meta["region"]
+    assert region.shape == (40, 40, 40)
+    assert region.shown_start == region.start
+    expected, region = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    check_placement(viewer, region)
+
+
+def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot):
+    from qtpy.QtCore import QTimer
+
+    viewer, widget = viewer_with_widget
+    widget.max_box_3d.value = 128  # the whole 64 x 128 x 128 sample: more than a second
+    viewer.dims.ndisplay = 3
+    widget.service()  # start the worker before measuring
+    qtbot.waitUntil(lambda: widget.service().worker_pids()["active"] is not None, timeout=5000)
+    qtbot.wait(1500)
+
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    started = time.perf_counter()
+    widget.preview.value = True
+    result = wait_for_new_result(qtbot, widget)
+    received = result.meta["received"]
+    timer.stop()
+
+    assert result.compute_seconds >= 1.0, "the preview was too fast to measure anything"
+    during = np.array([started] + [t for t in ticks if t <= received])
+    gaps = np.diff(during)
+    assert len(during) > 50
+    assert gaps.max() < 0.100, f"the UI froze for {gaps.max() * 1000:.0f} ms"
+
+
+# -------------------------------------------------------------------------------- recovery
+def test_crashed_worker_is_replaced(viewer_with_widget, qtbot):
+    viewer, widget = viewer_with_widget
+    widget.max_box_3d.value = 128
+    viewer.dims.ndisplay = 3
+    widget.preview.value = True
+    service = widget.service()
+    qtbot.waitUntil(lambda: not service.is_idle() and service.worker_pids()["active"], timeout=5000)
+    qtbot.wait(300)
+    os.kill(service.worker_pids()["active"], signal.SIGKILL)
+    qtbot.waitUntil(lambda: "stopped unexpectedly" in widget.message.value, timeout=TIMEOUT)
+    widget.max_box_3d.value = 32
+    wait_for_new_result(qtbot, widget)
+    assert preview_layer(viewer).data.shape == (32, 32, 32)
+
+
+def test_hung_worker_is_replaced(make_napari_viewer_proxy, plugin_manager, sample_layers, qtbot):
+    from napari_mutex_watershed.gui.widget import MutexWatershedWidget
+
+    viewer = make_napari_viewer_proxy(show=True)
+    for data, kwargs, kind in sample_layers:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = MutexWatershedWidget(viewer, preview_timeout=0.5)
+    viewer.window.add_dock_widget(widget)
+    try:
+        widget.max_box_3d.value = 128
+        viewer.dims.ndisplay = 3
+        widget.preview.value = True
+        qtbot.waitUntil(lambda: "longer than 0.5 s" in widget.message.value, timeout=TIMEOUT)
+        assert widget.service().restarts >= 1
+        widget.service().timeout = 60
+        widget.max_box_3d.value = 24
+        wait_for_new_result(qtbot, widget)
+        assert preview_layer(viewer).data.shape == (24, 24, 24)
+    finally:
+        widget.close_preview()
+
+
+# -------------------------------------------------------------------------------- settings
+def test_save_and_load_parameters(viewer_with_widget, tmp_path):
+    _, widget = viewer_with_widget
+    widget.fields["bias_short"].value = 0.33
+    widget.fields["min_size"].value = 12
+    widget.fields["strides"].value = "1, 3, 3"
+    widget.fields["bias"].value = ""
+    path = tmp_path / "run.json"
+    widget.save_parameters(path)
+    saved = WatershedParameters.load(path)
+    assert saved.bias_short == pytest.approx(0.33) and saved.min_size == 12
+    assert saved.strides == [1, 3, 3] and saved.offsets == OFFSETS_3D
+
+    widget.reset_parameters()
+    assert widget.fields["bias_short"].value == 0.5 and widget.fields["strides"].value == ""
+    widget.load_parameters(path)
+    assert widget.parameters() == saved
+
+    other = saved.model_copy(update={"offsets": [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0),
+                                                 (0, 5, 0), (0, 0, 5)]})
+    other.save(path)
+    widget.load_parameters(path)
+    assert widget.offsets_source.value == OFFSETS_CUSTOM
+    assert widget.parameters().offsets == other.offsets
+
+
+def test_values_are_remembered_between_sessions(make_napari_viewer_proxy, plugin_manager,
+                                                sample_layers):
+    from napari_mutex_watershed.gui.settings import settings_path
+    from napari_mutex_watershed.gui.widget import MutexWatershedWidget
+
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(sample_layers[0][0], **sample_layers[0][1])
+    widget = MutexWatershedWidget(viewer)
+    widget.fields["bias_long"].value = 0.81
+    widget.fields["invert"].value = True
+    widget.context_slices.value = 5
+    widget.remember()
+    stored = json.loads(settings_path().read_text())
+    assert stored["parameters"]["bias_long"] == pytest.approx(0.81)
+
+    again = MutexWatershedWidget(viewer)
+    assert again.fields["bias_long"].value == pytest.approx(0.81)
+    assert again.fields["invert"].value is True
+    assert again.context_slices.value == 5
+    # an unreadable settings file is ignored
+    settings_path().write_text("{not json")
+    fresh = MutexWatershedWidget(viewer)
+    assert fresh.fields["bias_long"].value == 0.7

@@ -1,0 +1,148 @@
+"""WatershedParameters: validation messages, derived values, JSON round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D, is_nearest_neighbour
+
+
+def test_defaults():
+    p = WatershedParameters()
+    assert p.offsets == OFFSETS_3D and p.ndim == 3
+    assert p.bias is None and p.bias_short == 0.5 and p.bias_long == 0.7
+    assert p.threshold == 0 and p.sigma == 0 and p.min_size == 0
+    assert p.strides is None and not p.randomized_strides and not p.invert
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"offsets": [(1, 0, 0), (0, 0, 0)]}, "offset (0, 0, 0) is zero"),
+        ({"offsets": [(1, 0, 0), (0, 1)]}, "all offsets need the same length, got lengths [2, 3]"),
+        ({"offsets": []}, "at least one offset"),
+        ({"offsets": [(1,), (2,)]}, "2D or 3D"),
+        ({"offsets": [(1, 0), (1, 0)]}, "duplicates"),
+        ({"offsets": OFFSETS_2D, "bias": [0.5, 0.5]}, "bias has 2 values for 4 offsets: give one or 4"),
+        ({"bias": 1.5}, "less than or equal to 1"),
+        ({"bias_short": -0.1}, "greater than or equal to 0"),
+        ({"strides": [1, 3]}, "strides must be 3 integers >= 1, got [1, 3]"),
+        ({"strides": [1, 0, 3]}, "strides must be 3 integers >= 1"),
+        ({"randomized_strides": True}, "randomized_strides needs strides"),
+        ({"context": [4, 9]}, "context must be 3 integers >= 0, got [4, 9]"),
+        ({"context": [4, -1, 9]}, "context must be 3 integers >= 0"),
+        ({"channels": [0, 1]}, "channels selects 2 channels for 6 offsets"),
+        ({"channels": [0, 1, 2, 3, 4, -5]}, "channel indices must be >= 0"),
+        ({"sigma": 11}, "less than or equal to 10"),
+        ({"min_size": -1}, "greater than or equal to 0"),
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_validation_messages(kwargs, message):
+    with pytest.raises(ValidationError) as info:
+        WatershedParameters(**kwargs)
+    assert message in str(info.value)
+
+
+def test_assignment_is_validated():
+    p = WatershedParameters()
+    with pytest.raises(ValidationError, match="strides must be 3 integers"):
+        p.strides = [2, 2]
+
+
+def test_offsets_normalised_to_int_tuples():
+    p = WatershedParameters(offsets=[[1, 0], [0, 1], [np.int64(0), 9]])
+    assert p.offsets == [(1, 0), (0, 1), (0, 9)]
+    assert all(type(v) is int for o in p.offsets for v in o)
+    assert p.ndim == 2
+
+
+def test_nearest_neighbour():
+    assert is_nearest_neighbour((0, -1, 0)) and not is_nearest_neighbour((1, 1, 0))
+    assert not is_nearest_neighbour((0, 0, 9))
+    p = WatershedParameters(offsets=[(1, 0), (0, -1), (1, 1), (0, 9)])
+    assert p.nearest_neighbour.tolist() == [True, True, False, False]
+
+
+def test_biases_short_long_split():
+    p = WatershedParameters(bias_short=0.3, bias_long=0.8)
+    np.testing.assert_array_equal(p.biases(), [0.3, 0.3, 0.3, 0.8, 0.8, 0.8])
+    assert p.biases().dtype == np.float64
+
+
+def test_biases_uniform_bias_overrides_split():
+    p = WatershedParameters(bias=0.25, bias_short=0.3, bias_long=0.8)
+    np.testing.assert_array_equal(p.biases(), [0.25] * 6)
+
+
+def test_biases_per_offset():
+    bias = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    np.testing.assert_array_equal(WatershedParameters(bias=bias).biases(), bias)
+
+
+def test_kernel_strides():
+    assert WatershedParameters().kernel_strides() is None
+    p = WatershedParameters(offsets=OFFSETS_2D, strides=[2, 3])
+    assert p.kernel_strides() == [[1, 1], [1, 1], [2, 3], [2, 3]]
+    # randomized strides are drawn by the engine, not by the kernel
+    assert p.model_copy(update={"randomized_strides": True}).kernel_strides() is None
+
+
+def test_context_voxels_default_is_largest_offset_per_axis():
+    assert WatershedParameters().context_voxels() == (3, 9, 9)
+    p = WatershedParameters(offsets=[(1, 0), (0, -1), (-4, 2)])
+    assert p.context_voxels() == (4, 2)
+    assert WatershedParameters(context=[1, 2, 3]).context_voxels() == (1, 2, 3)
+
+
+def full_parameters() -> WatershedParameters:
+    return WatershedParameters(
+        offsets=[(1, 0), (0, 1), (0, -5), (5, 5)],
+        bias=[0.4, 0.45, 0.7, 0.75],
+        bias_short=0.2,
+        bias_long=0.9,
+        threshold=0.3,
+        sigma=1.25,
+        min_size=40,
+        strides=[2, 4],
+        randomized_strides=True,
+        seed=17,
+        invert=True,
+        channels=[3, 2, 1, 0],
+        context=[6, 7],
+    )
+
+
+def test_json_round_trip():
+    p = full_parameters()
+    text = p.to_json()
+    data = json.loads(text)
+    assert data["offsets"] == [[1, 0], [0, 1], [0, -5], [5, 5]]
+    assert data["seed"] == 17
+    back = WatershedParameters.from_json(text)
+    assert back == p
+    assert back.offsets == p.offsets  # tuples again, not lists
+    np.testing.assert_array_equal(back.biases(), p.biases())
+
+
+def test_save_and_load(tmp_path):
+    p = full_parameters()
+    path = tmp_path / "parameters.json"
+    p.save(path)
+    assert WatershedParameters.load(path) == p
+    assert WatershedParameters.load(str(path)) == p
+
+
+def test_from_json_validates():
+    with pytest.raises(ValidationError, match="randomized_strides needs strides"):
+        WatershedParameters.from_json('{"randomized_strides": true}')
+
+
+def test_defaults_round_trip():
+    p = WatershedParameters()
+    assert WatershedParameters.from_json(p.to_json()) == p

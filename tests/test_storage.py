@@ -1,0 +1,173 @@
+"""Zarr input and output: round trips, what other readers see, refusals and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import open_ds
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
+from napari_mutex_watershed.storage import (
+    PARAMETERS_ATTR,
+    open_affinities,
+    parameters_for,
+    prepare_labels,
+    split_path,
+    stored_parameters,
+    write_affinities,
+    write_labels,
+)
+from napari_mutex_watershed.synthetic import sample_volume
+
+
+@pytest.fixture(scope="module")
+def small_sample():
+    return sample_volume((12, 20, 24))
+
+
+@pytest.fixture
+def stored(tmp_path, small_sample):
+    affs, _, offsets = small_sample
+    path = write_affinities(tmp_path / "volume.zarr", affs, offsets, voxel_size=(4, 2, 2),
+                            offset=(8, 4, 4))
+    return path
+
+
+def test_split_path():
+    assert split_path("a/b.zarr/seg/labels", "x") == (Path("a/b.zarr"), "seg/labels")
+    assert split_path("a/b.zarr", "labels") == (Path("a/b.zarr"), "labels")
+    assert split_path("c.n5/affs", "x") == (Path("c.n5"), "affs")
+
+
+def test_affinities_round_trip(stored, small_sample, tmp_path):
+    affs, _, offsets = small_sample
+    assert stored == tmp_path / "volume.zarr" / "affinities"
+    opened = open_affinities(tmp_path / "volume.zarr")  # bare container: its affinities
+    assert opened.path == stored
+    assert opened.offsets == offsets
+    assert opened.num_channels == 6
+    assert opened.voxel_size == Coordinate(4, 2, 2)
+    assert opened.spatial_roi == Roi((8, 4, 4), (48, 40, 48))
+    assert opened.array.axis_names == ["c^", "z", "y", "x"]
+    np.testing.assert_array_equal(opened.array[opened.array.roi], affs)
+    assert opened.array.dtype == np.float32
+
+
+def test_uint8_and_2d_round_trip(tmp_path):
+    affs, _, offsets = sample_volume((30, 40), dtype=np.uint8)
+    write_affinities(tmp_path / "flat.zarr/raw/affs", affs, offsets)
+    opened = open_affinities(tmp_path / "flat.zarr/raw/affs")
+    assert opened.offsets == offsets and opened.array.dtype == np.uint8
+    assert opened.array.axis_names == ["c^", "y", "x"]
+    np.testing.assert_array_equal(opened.array[opened.array.roi], affs)
+
+
+def test_segment_reads_stored_affinities(stored, small_sample):
+    affs, _, offsets = small_sample
+    expected = segment(affs, WatershedParameters(offsets=offsets))
+    opened = open_affinities(stored)
+    assert np.array_equal(segment(opened.array.data, WatershedParameters(offsets=offsets)),
+                          expected)  # dask
+    as_zarr = zarr.open(str(stored), mode="r")
+    assert np.array_equal(segment(as_zarr, WatershedParameters(offsets=offsets)), expected)
+
+
+def test_offsets_from_array_unless_given(stored):
+    opened = open_affinities(stored)
+    opened.offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 5, 0), (0, 0, 5)]
+    taken = parameters_for(opened, WatershedParameters(bias_short=0.4))
+    assert taken.offsets == opened.offsets and taken.bias_short == 0.4
+    explicit = WatershedParameters(offsets=[(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+    assert parameters_for(opened, explicit).offsets == explicit.offsets
+    opened.offsets = None
+    assert parameters_for(opened, explicit) is explicit
+
+
+def test_labels_readable_by_plain_zarr_and_funlib(tmp_path, small_sample):
+    _, truth, _ = small_sample
+    parameters = WatershedParameters(min_size=5)
+    path = write_labels(tmp_path / "out.zarr", truth, voxel_size=(4, 2, 2), offset=(8, 4, 4),
+                        attributes={PARAMETERS_ATTR: parameters.to_json()})
+    assert path == tmp_path / "out.zarr" / "labels"
+    group = zarr.open(str(tmp_path / "out.zarr"), mode="r")
+    assert isinstance(group, zarr.Group) and "labels" in group
+    plain = zarr.open(str(path), mode="r")
+    assert plain.shape == truth.shape and plain.dtype == truth.dtype
+    np.testing.assert_array_equal(plain[:], truth)
+    attrs = dict(plain.attrs)
+    assert attrs["voxel_size"] == [4, 2, 2] and attrs["offset"] == [8, 4, 4]
+    assert attrs["axis_names"] == ["z", "y", "x"]
+    array = open_ds(str(path))
+    assert array.roi == Roi((8, 4, 4), (48, 40, 48)) and array.voxel_size == Coordinate(4, 2, 2)
+    np.testing.assert_array_equal(array.to_ndarray(array.roi), truth)
+    # reads reaching outside come back filled
+    grown = array.roi.grow(Coordinate(4, 2, 2), Coordinate(0, 0, 0))
+    assert array.to_ndarray(grown, fill_value=0)[0].max() == 0
+    assert stored_parameters(array) == parameters
+
+
+def test_prepare_labels_copies_geometry_and_provenance(stored, tmp_path):
+    opened = open_affinities(stored)
+    parameters = WatershedParameters(threshold=0.2, offsets=opened.offsets)
+    out = prepare_labels(tmp_path / "seg.zarr", opened, chunk_shape=(6, 10, 12), overwrite=False,
+                         attributes={PARAMETERS_ATTR: json.loads(parameters.to_json())})
+    assert out.roi == opened.spatial_roi and out.voxel_size == opened.voxel_size
+    assert out.dtype == np.uint32 and out.axis_names == ["z", "y", "x"]
+    # funlib's Array.chunk_shape reports dask chunks; the zarr chunks are what was asked
+    assert zarr.open(str(tmp_path / "seg.zarr" / "labels"), mode="r").chunks == (6, 10, 12)
+    reopened = open_ds(str(tmp_path / "seg.zarr" / "labels"))
+    assert stored_parameters(reopened) == parameters  # stored as an object, not a string
+
+
+def test_stored_parameters_absent(tmp_path):
+    path = write_labels(tmp_path / "gt.zarr", np.ones((4, 4), np.uint8))
+    assert stored_parameters(open_ds(str(path))) is None
+
+
+def test_refuses_to_overwrite(stored, small_sample):
+    affs, _, offsets = small_sample
+    with pytest.raises(OutputExistsError, match="already exists"):
+        write_affinities(stored, affs, offsets)
+    assert isinstance(OutputExistsError("x"), FileExistsError)
+
+
+def test_overwrite_replaces(stored, small_sample):
+    affs, _, offsets = small_sample
+    write_affinities(stored, affs[:3] * 0, offsets[:3], overwrite=True)
+    opened = open_affinities(stored)
+    assert opened.num_channels == 3 and opened.offsets == offsets[:3]
+    assert not np.asarray(opened.array.data).any()
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidInputError, match="the path does not exist"):
+        open_affinities(tmp_path / "nothing.zarr")
+    with pytest.raises(InvalidInputError, match=r"no affinities at .*volume.zarr/missing"):
+        open_affinities(tmp_path / "volume.zarr" / "missing")
+
+
+def test_path_outside_a_container_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidInputError, match="is not inside a .zarr or .n5 container"):
+        open_affinities(tmp_path / "plain" / "affinities")
+    with pytest.raises(InvalidInputError, match="is not inside a .zarr or .n5 container"):
+        write_labels(tmp_path / "labels.tif", np.ones((2, 2), np.uint8))
+
+
+def test_labels_are_not_affinities(tmp_path):
+    path = write_labels(tmp_path / "gt.zarr", np.ones((4, 5, 6), np.uint32))
+    with pytest.raises(InvalidInputError, match="expected \\(c\\^, \\[z,\\] y, x\\) affinities"):
+        open_affinities(path)
+
+
+def test_unreadable_store_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "broken.zarr" / "affinities"
+    bogus.mkdir(parents=True)
+    (bogus / "zarr.json").write_text("{not json")
+    with pytest.raises(InvalidInputError, match="cannot open"):
+        open_affinities(bogus)
