@@ -151,7 +151,7 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
     if supervised:
         code = start(plan_path)
         if code != 0:
-            raise BlockwiseError(f"the blockwise job failed (exit code {code}); see the message above")
+            raise BlockwiseError(f"the blockwise job stopped with exit code {code}")
     else:
         run_plan(plan_path)
     return Path(plan.output_path)

@@ -8,7 +8,7 @@ leaves a worker behind. ``run_plan`` is the job itself.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import shlex
 import shutil
 import signal
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import daisy
+import psutil
 import zarr
 
 from .. import __version__
@@ -61,7 +62,8 @@ class ProgressReporter:
     def _states(self, states) -> None:
         for task_id, state in states.items():
             self.emit(task_id, state.completed_count + state.skipped_count,
-                      state.total_block_count, failed=state.failed_count)
+                      state.total_block_count, failed=state.failed_count,
+                      skipped=state.skipped_count)
 
     on_start = on_progress = on_finish = _states
 
@@ -128,10 +130,20 @@ def _run_step(plan, plan_path, step, function, conflict, reporter) -> None:
         failed = [tuple(b.write_roi.offset) for b in task.failed_blocks()]
         where = f" at voxel offsets {failed[:5]}" if failed else ""
         error = state.last_worker_error or state.abandon_reason or "no message"
+        waiting = state.total_block_count - done - state.failed_count
         raise BlockwiseError(
-            f"{step}: {state.total_block_count - done} of {state.total_block_count} blocks "
-            f"failed{where} after {plan.max_retries + 1} tries: {error.strip().splitlines()[-1]}"
+            f"{step}: {state.failed_count} block(s) failed{where} after "
+            f"{plan.max_retries + 1} tries ({waiting} more could not run): "
+            f"{_last_line(error)}"
         )
+
+
+def _last_line(error: str) -> str:
+    """The exception line of a worker traceback, without the module path of its type."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    line = next((x for x in reversed(lines) if not x.startswith((" ", "Traceback"))), lines[-1])
+    head, _, message = line.partition(": ")
+    return f"{head.rsplit('.', 1)[-1]}: {message}" if message else line
 
 
 def run_plan(plan_path: str | Path) -> dict:
@@ -165,17 +177,18 @@ def run_plan(plan_path: str | Path) -> dict:
 
 # ---------------------------------------------------------------------------- supervision
 def start(plan_path: str | Path, stdout=None) -> int:
-    """Run a plan in a child process group; cancel the whole group on SIGINT/SIGTERM."""
+    """Run a plan in a child process; on SIGINT/SIGTERM stop it and every worker below it.
+
+    The child stays in our process group, so whoever started us can also signal the group.
+    """
     child = subprocess.Popen(
-        [sys.executable, "-m", "napari_mutex_watershed.blockwise", str(plan_path)],
-        start_new_session=True,
-        stdout=stdout,
+        [sys.executable, "-m", "napari_mutex_watershed.blockwise", str(plan_path)], stdout=stdout
     )
     cancelled = []
 
     def cancel(signum, _frame):
         cancelled.append(signum)
-        _kill_group(child)
+        stop_descendants()
 
     previous = {s: signal.signal(s, cancel) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -188,23 +201,28 @@ def start(plan_path: str | Path, stdout=None) -> int:
     return code
 
 
-def _kill_group(child: subprocess.Popen, grace: float = 1.0) -> None:
-    try:
-        os.killpg(child.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + grace
-    while time.time() < deadline and child.poll() is None:
-        time.sleep(0.02)
-    try:
-        os.killpg(child.pid, signal.SIGKILL)  # workers that ignored SIGTERM, and stragglers
-    except ProcessLookupError:
-        pass
+def stop_descendants(grace: float = 1.0) -> None:
+    """SIGTERM every process below this one, SIGKILL what is left after ``grace`` seconds."""
+    family = psutil.Process().children(recursive=True)
+    for process in family:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def main(argv=None) -> int:
     """Entry of the job process: prints a clean message instead of a traceback."""
     argv = sys.argv[1:] if argv is None else argv
+    # daisy logs every worker traceback as a warning; our own summary says what failed
+    logging.getLogger().setLevel(logging.ERROR)
     try:
         run_plan(argv[0])
     except MutexWatershedError as error:

@@ -1,0 +1,199 @@
+"""Blockwise runs with real daisy workers on small synthetic volumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import zarr
+from skimage.metrics import adapted_rand_error
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.blockwise.launch import plan_run, segment_blockwise_zarr, work_dir_for
+from napari_mutex_watershed.blockwise.plan import BlockwisePlan
+from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
+from napari_mutex_watershed.storage import COMPLETE_ATTR, PARAMETERS_ATTR, write_affinities
+from napari_mutex_watershed.synthetic import sample_volume
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
+PARAMS = WatershedParameters(bias_short=0.4, bias_long=0.6)
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    affinities, truth, offsets = sample_volume((24, 64, 64), seed=3)
+    path = tmp_path_factory.mktemp("bw") / "in.zarr" / "affinities"
+    write_affinities(path, affinities, offsets)
+    return path, affinities, truth
+
+
+def read(path) -> np.ndarray:
+    return zarr.open_array(str(path), mode="r")[:]
+
+
+def test_blockwise_reproduces_whole_volume(volume, tmp_path):
+    path, affinities, _ = volume
+    out = segment_blockwise_zarr(path, tmp_path / "o.zarr/labels", PARAMS, block_size=(12, 32, 32),
+                                 num_workers=2, progress="none", supervised=False)
+    blockwise = read(out)
+    whole = segment(affinities, PARAMS)
+    assert blockwise.dtype == np.uint32
+    assert adapted_rand_error(whole, blockwise)[0] < 0.01
+    ids = np.unique(blockwise)
+    assert ids[0] == 0 and np.array_equal(ids[1:], np.arange(1, len(ids)))  # consecutive
+    array = zarr.open_array(str(out))
+    assert array.attrs[COMPLETE_ATTR] is True
+    assert WatershedParameters.model_validate(array.attrs[PARAMETERS_ATTR]) == PARAMS
+    assert not (work_dir_for(tmp_path / "o.zarr/labels") / "fragments.zarr").exists()
+
+
+def test_context_changes_the_result(volume, tmp_path):
+    path, affinities, _ = volume
+    results = []
+    for context in ([0, 0, 0], [3, 9, 9]):
+        params = PARAMS.model_copy(update={"context": context})
+        out = segment_blockwise_zarr(path, tmp_path / f"c{context[0]}.zarr/labels", params,
+                                     block_size=(12, 32, 32), progress="none", supervised=False)
+        results.append(read(out))
+    assert not np.array_equal(results[0], results[1])
+
+
+def test_fragment_ids_never_collide():
+    plan = BlockwisePlan(input_path="i", output_path="o", work_dir="w", parameters=PARAMS,
+                         roi_offset=(0, 0, 0), shape=(100_000, 100_000, 100_000),
+                         block_size=(64, 64, 64))
+    last = plan.block_index(tuple(g - 1 for g in plan.grid_shape))
+    # block b owns ids b * block_voxels + 1 .. (b + 1) * block_voxels: disjoint, and < 2^64
+    assert (last + 1) * plan.block_voxels < 2**64
+
+
+def test_2d_blockwise(tmp_path):
+    affinities, _, offsets = sample_volume((160, 160), seed=1)
+    path = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    params = WatershedParameters(offsets=offsets, bias_short=0.4, bias_long=0.6)
+    out = segment_blockwise_zarr(path, tmp_path / "in.zarr/labels", params, block_size=(64, 64),
+                                 progress="none", supervised=False)
+    assert adapted_rand_error(segment(affinities, params), read(out))[0] < 0.01
+
+
+def test_refuses_existing_output_and_bad_block_size(volume, tmp_path):
+    path, _, _ = volume
+    target = tmp_path / "o.zarr/labels"
+    segment_blockwise_zarr(path, target, PARAMS, block_size=(12, 32, 32), progress="none", supervised=False)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        plan_run(path, target, PARAMS.model_copy(update={"bias_short": 0.5}), block_size=(12, 32, 32))
+    with pytest.raises(InvalidInputError, match="larger than the longest offset"):
+        plan_run(path, tmp_path / "p.zarr/labels", PARAMS, block_size=(12, 8, 8))
+
+
+def _run_cli(args, **kwargs):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_rerun_of_finished_job_is_quick(volume, tmp_path):
+    path, _, _ = volume
+    args = ["segment", path, tmp_path / "o.zarr/labels", "--block-size", 12, 32, 32,
+            "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "none"]
+    assert _run_cli(args).returncode == 0
+    first = read(tmp_path / "o.zarr/labels")
+    started = time.time()
+    assert _run_cli(args).returncode == 0
+    assert time.time() - started < 10
+    assert np.array_equal(first, read(tmp_path / "o.zarr/labels"))
+
+
+def _start_cli(args):
+    return subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_blocks(output, n, process, timeout=120):
+    records = work_dir_for(output) / "edges"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if records.exists() and len(list(records.glob("*.npz"))) >= n:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the run never got going")
+
+
+@pytest.fixture(scope="module")
+def bigger(tmp_path_factory):
+    affinities, _, offsets = sample_volume((48, 96, 96), seed=5)
+    path = tmp_path_factory.mktemp("big") / "in.zarr" / "affinities"
+    write_affinities(path, affinities, offsets)
+    return path
+
+
+def test_killed_run_resumes_to_identical_output(bigger, tmp_path):
+    args = lambda out: ["segment", bigger, out, "--block-size", 12, 24, 24, "--workers", 2,  # noqa: E731
+                        "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "none"]
+    reference = tmp_path / "ref.zarr/labels"
+    assert _run_cli(args(reference)).returncode == 0
+
+    output = tmp_path / "out.zarr/labels"
+    process = _start_cli(args(output))
+    _wait_for_blocks(output, 5, process)
+    os.killpg(process.pid, signal.SIGKILL)  # the CLI, the job and every worker
+    process.wait()
+    assert not psutil.pid_exists(process.pid)
+    assert zarr.open_array(str(output)).attrs[COMPLETE_ATTR] is False
+
+    resumed = _run_cli(args(output)[:-1] + ["json"])
+    assert resumed.returncode == 0, resumed.stderr
+    progress = [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")]
+    assert max(p.get("skipped", 0) for p in progress if p["phase"] == "fragments") >= 5
+    assert np.array_equal(read(reference), read(output))
+
+
+def test_cancel_stops_every_process(bigger, tmp_path):
+    output = tmp_path / "out.zarr/labels"
+    process = _start_cli(["segment", bigger, output, "--block-size", 12, 24, 24, "--workers", 2,
+                          "--progress", "none"])
+    _wait_for_blocks(output, 2, process)
+    family = [psutil.Process(process.pid)] + psutil.Process(process.pid).children(recursive=True)
+    assert len(family) >= 3  # the CLI, the job, workers
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=10)
+    assert time.time() - sent < 2.0
+    _, still = psutil.wait_procs(family, timeout=1.0)
+    assert still == []
+    assert process.returncode == 130
+    assert "resume" in process.stderr.read()
+    assert zarr.open_array(str(output)).attrs[COMPLETE_ATTR] is False
+
+
+def test_failing_block_is_retried_then_reported_with_its_position(tmp_path):
+    affinities, _, offsets = sample_volume((24, 64, 64), seed=2)
+    affinities[:, 14, 40, 40] = np.nan  # inside block (1, 1, 1) of 12 x 32 x 32 blocks
+    path = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    result = _run_cli(["segment", path, tmp_path / "in.zarr/labels", "--block-size", 12, 32, 32,
+                       "--max-retries", 1, "--progress", "none"])
+    assert result.returncode == 1
+    summary = [line for line in result.stderr.splitlines() if line.startswith("error: fragments")]
+    assert summary, result.stderr
+    assert "(12, 32, 32)" in summary[0]  # the failed block's voxel offset
+    assert "NaN" in summary[0] and "after 2 tries" in summary[0]
+
+
+def test_worker_command_template(volume, tmp_path):
+    path, affinities, _ = volume
+    marker = tmp_path / "launched"
+    template = f"touch {marker} && env MWS_LAUNCHED_BY_TEMPLATE=1 {{command}}"
+    result = _run_cli(["segment", path, tmp_path / "o.zarr/labels", "--block-size", 12, 32, 32,
+                       "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "none",
+                       "--worker-command", template])
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()
+    assert adapted_rand_error(segment(affinities, PARAMS), read(tmp_path / "o.zarr/labels"))[0] < 0.01
