@@ -59,7 +59,7 @@ def test_blockwise_reproduces_whole_volume(volume, tmp_path):
 def test_context_changes_the_result(volume, tmp_path):
     path, affinities, _ = volume
     results = []
-    for context in ([0, 0, 0], [3, 9, 9]):
+    for context in ([1, 2, 2], [3, 9, 9]):
         params = PARAMS.model_copy(update={"context": context})
         out = segment_blockwise_zarr(path, tmp_path / f"c{context[0]}.zarr/labels", params,
                                      block_size=(12, 32, 32), progress="none", supervised=False)
@@ -91,8 +91,11 @@ def test_refuses_existing_output_and_bad_block_size(volume, tmp_path):
     segment_blockwise_zarr(path, target, PARAMS, block_size=(12, 32, 32), progress="none", supervised=False)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         plan_run(path, target, PARAMS.model_copy(update={"bias_short": 0.5}), block_size=(12, 32, 32))
-    with pytest.raises(InvalidInputError, match="larger than the longest offset"):
+    with pytest.raises(InvalidInputError, match="smaller than the block size"):
         plan_run(path, tmp_path / "p.zarr/labels", PARAMS, block_size=(12, 8, 8))
+    with pytest.raises(InvalidInputError, match="at least 1"):
+        plan_run(path, tmp_path / "p.zarr/labels", PARAMS.model_copy(update={"context": [0, 9, 9]}),
+                 block_size=(12, 32, 32))
 
 
 def _run_cli(args, **kwargs):

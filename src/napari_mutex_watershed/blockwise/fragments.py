@@ -1,12 +1,11 @@
-"""Step 1 of a blockwise run: fragments of one block and the edges that stitch it.
+"""Step 1 of a blockwise run: fragments of one block, and how they continue next door.
 
 Each block is segmented with ``context`` voxels of halo and cropped to its core. Blocks run
 in daisy's conflict-free waves, so when a block runs, each neighbour is either finished or not
-started: the block records the edges across every face it shares with a finished neighbour,
-and the later of two neighbours always does. Edges keep the strongest attractive and the
-strongest repulsive weight per fragment pair, which is what a mutex watershed over all voxels
-would have acted on first; fragments of one block that touch a face also get a mutex edge
-between them, so the global step cannot undo the block's own decision to keep them apart.
+started. Over every finished neighbour's core the block compares its own halo labels with the
+neighbour's fragments: a pair is stitched when each covers at least half of the other's voxels
+there (mutual majority). Objects that only touch across a face share no voxels in the halo, so
+they are never stitched, and a pair that merely overlaps a little does not spread a merge.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import zlib
 import numpy as np
 import zarr
 
-from ..engine import edge_slices, edge_weights, finalize, run_kernel
+from ..engine import edge_weights, finalize, run_kernel
 from ..engine.weights import check_affinities
 from .plan import BlockwisePlan
 
@@ -36,21 +35,6 @@ def grow_clipped(lo, hi, amount, shape):
 
 def relative(inner_lo, inner_hi, outer_lo) -> tuple[slice, ...]:
     return tuple(slice(a - o, b - o) for a, b, o in zip(inner_lo, inner_hi, outer_lo))
-
-
-def aggregate_edges(u, v, w):
-    """Per unordered pair: the strongest attractive and the strongest repulsive weight."""
-    u, v = np.minimum(u, v), np.maximum(u, v)
-    attractive = w > 0
-    order = np.lexsort((w, attractive, v, u))
-    u, v, w, attractive = u[order], v[order], w[order], attractive[order]
-    new_group = np.ones(len(u), bool)
-    new_group[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1]) | (attractive[1:] != attractive[:-1])
-    starts = np.flatnonzero(new_group)
-    ends = np.append(starts[1:], len(u)) - 1
-    # sorted ascending by w inside a group: attractive keep the last (max), repulsive the first (min)
-    pick = np.where(attractive[starts], ends, starts)
-    return u[pick], v[pick], w[pick]
 
 
 class FragmentStep:
@@ -82,8 +66,8 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
     shape = plan.shape
 
     kernel_lo, kernel_hi = grow_clipped(lo, hi, plan.context, shape)
-    edge_lo, edge_hi = grow_clipped(lo, hi, plan.margin, shape)
-    reach = tuple(max(c, m) + plan.smoothing_margin for c, m in zip(plan.context, plan.margin))
+    # smoothing reads a little further, so the kernel sees what a whole-volume run would
+    reach = tuple(c + plan.smoothing_margin for c in plan.context)
     read_lo, read_hi = grow_clipped(lo, hi, reach, shape)
 
     read = (slice(None),) + box(
@@ -104,8 +88,9 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
     kernel_started = time.perf_counter()
     raw = run_kernel(np.ascontiguousarray(weights[in_kernel]), parameters)
     kernel_seconds = time.perf_counter() - kernel_started
-    local = finalize(raw[relative(lo, hi, kernel_lo)])  # consecutive 1..n, no filters yet
-    del raw
+    del weights
+    core_raw = raw[relative(lo, hi, kernel_lo)]
+    local = finalize(core_raw)  # consecutive 1..n, no filters yet
     n_fragments = int(local.max())
     base = np.uint64(index) * np.uint64(plan.block_voxels)
     ids = np.where(local > 0, local.astype(np.uint64) + base, np.uint64(0))
@@ -119,70 +104,49 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
         else np.zeros(0)
     )
 
-    cross = _cross_edges(plan, fragments, weights, position, lo, hi, edge_lo, edge_hi, read_lo)
-    intra = _intra_edges(plan, local, weights, lo, hi, read_lo, base)
-    u, v, w = (np.concatenate(pair) for pair in zip(cross, intra))
-    if len(u):
-        u, v, w = aggregate_edges(u, v, w)
+    u, v = _overlap_matches(
+        plan, fragments, raw, core_raw, local, base, position, kernel_lo, kernel_hi
+    )
 
     record = plan.block_record(index)
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, u=u, v=v, w=w, sizes=sizes, nn_sums=nn_sums, kernel_seconds=kernel_seconds)
+    np.savez(partial, u=u, v=v, sizes=sizes, nn_sums=nn_sums, kernel_seconds=kernel_seconds)
     os.replace(partial, record)  # atomic: a record on disk means the block is finished
 
 
-def _cross_edges(plan, fragments, weights, position, lo, hi, edge_lo, edge_hi, read_lo):
-    """Edges between this block's core and every finished neighbour."""
-    labels = fragments[box(edge_lo, edge_hi)]
-    valid = np.zeros(labels.shape, bool)
-    in_core = np.zeros(labels.shape, bool)
-    in_core[relative(lo, hi, edge_lo)] = True
-    valid |= in_core
+#: A pair is stitched when it covers this fraction of each side's voxels in the halo.
+AGREEMENT = 0.5
+
+
+def _overlap_matches(plan, fragments, raw, core_raw, local, base, position, kernel_lo, kernel_hi):
+    """Pairs (ours, theirs) that agree in our halo over each finished neighbour's core."""
+    to_local = np.zeros(raw.size + 2, np.uint64)
+    to_local[core_raw.ravel()] = local.ravel()
+    to_local[0] = 0
+    us, vs = [], []
     for other in plan.neighbours(position):
-        if plan.block_record(plan.block_index(other)).exists():
-            theirs = plan.core(other)
-            a = [max(b, e) for b, e in zip(theirs.begin, edge_lo)]
-            z = [min(b, e) for b, e in zip(theirs.end, edge_hi)]
-            if all(x < y for x, y in zip(a, z)):
-                valid[relative(a, z, edge_lo)] = True
-    region = relative(edge_lo, edge_hi, read_lo)
-    us, vs, ws = [], [], []
-    for channel, offset in zip(weights, plan.parameters.offsets):
-        source, target = edge_slices(offset, labels.shape)
-        u, v = labels[source], labels[target]
-        keep = (in_core[source] != in_core[target]) & valid[source] & valid[target]
-        keep &= (u != 0) & (v != 0)
-        us.append(u[keep])
-        vs.append(v[keep])
-        ws.append(channel[region][source][keep])
-    return np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
-
-
-def _intra_edges(plan, local, weights, lo, hi, read_lo, base):
-    """Mutex edges between fragments of this block that both touch a shared face."""
-    shell = np.zeros(local.shape, bool)
-    for axis, (m, a, b, n) in enumerate(zip(plan.margin, lo, hi, plan.shape)):
-        index = [slice(None)] * local.ndim
-        if a > 0:
-            index[axis] = slice(0, m)
-            shell[tuple(index)] = True
-        if b < n:
-            index[axis] = slice(max(local.shape[axis] - m, 0), None)
-            shell[tuple(index)] = True
-    on_face = np.zeros(int(local.max()) + 1, bool)
-    on_face[local[shell]] = True
-    on_face[0] = False
-    core = relative(lo, hi, read_lo)
-    us, vs, ws = [], [], []
-    for channel, offset in zip(weights, plan.parameters.offsets):
-        source, target = edge_slices(offset, local.shape)
-        u, v = local[source], local[target]
-        keep = (u != v) & on_face[u] & on_face[v]
-        us.append(u[keep])
-        vs.append(v[keep])
-        ws.append(channel[core][source][keep])
-    u, v, w = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
-    if len(u):
-        u, v, w = aggregate_edges(u, v, w)
-    return u.astype(np.uint64) + base, v.astype(np.uint64) + base, w
+        if not plan.block_record(plan.block_index(other)).exists():
+            continue
+        theirs = plan.core(other)
+        a = [max(b, e) for b, e in zip(theirs.begin, kernel_lo)]
+        z = [min(b, e) for b, e in zip(theirs.end, kernel_hi)]
+        if not all(x < y for x, y in zip(a, z)):
+            continue
+        ours = to_local[raw[relative(a, z, kernel_lo)]].ravel()
+        ours = np.where(ours > 0, ours + base, 0)
+        them = fragments[box(a, z)].ravel()
+        both = (ours > 0) & (them > 0)
+        pairs, counts = np.unique(np.stack([ours[both], them[both]]), axis=1, return_counts=True)
+        if not len(counts):
+            continue
+        ours_ids, ours_sizes = np.unique(ours[ours > 0], return_counts=True)
+        them_ids, them_sizes = np.unique(them[them > 0], return_counts=True)
+        n_ours = ours_sizes[np.searchsorted(ours_ids, pairs[0])]
+        n_them = them_sizes[np.searchsorted(them_ids, pairs[1])]
+        keep = counts >= AGREEMENT * np.maximum(n_ours, n_them)
+        us.append(pairs[0][keep])
+        vs.append(pairs[1][keep])
+    if not us:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    return np.concatenate(us), np.concatenate(vs)

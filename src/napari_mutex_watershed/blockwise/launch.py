@@ -79,15 +79,16 @@ def plan_run(
     block_size = tuple(int(b) for b in (block_size or (
         DEFAULT_BLOCK_SIZE_3D if len(spatial) == 3 else DEFAULT_BLOCK_SIZE_2D)))
     block_size = tuple(min(b, s) for b, s in zip(block_size, shape))
-    margin = np.abs(np.array(parameters.offsets)).max(axis=0)
-    too_small = [
-        (b, int(m)) for b, m, s in zip(block_size, margin, shape) if b <= m and b < s
-    ]
-    if len(block_size) != len(spatial) or too_small:
-        raise InvalidInputError(
-            f"block size {block_size} must be {len(spatial)} values, each larger than the "
-            f"longest offset along its axis {tuple(int(m) for m in margin)}"
-        )
+    context = parameters.context_voxels()
+    if len(block_size) != len(spatial):
+        raise InvalidInputError(f"block size {block_size} needs {len(spatial)} values")
+    for b, c, s in zip(block_size, context, shape):
+        if b < s and not 1 <= c < b:
+            raise InvalidInputError(
+                f"context {context} must be at least 1 and smaller than the block size "
+                f"{block_size} along each axis that has several blocks: blocks are stitched "
+                "where their halos overlap"
+            )
     if num_workers < 1:
         raise InvalidInputError("num_workers must be at least 1")
 

@@ -76,11 +76,6 @@ class BlockwisePlan(BaseModel):
         return int(np.prod(self.block_size))
 
     @cached_property
-    def margin(self) -> tuple[int, ...]:
-        """How far an edge reaches: the largest offset along each axis."""
-        return tuple(int(v) for v in np.abs(np.array(self.parameters.offsets)).max(axis=0))
-
-    @cached_property
     def context(self) -> tuple[int, ...]:
         return self.parameters.context_voxels()
 
@@ -93,7 +88,7 @@ class BlockwisePlan(BaseModel):
 
     def block_rois(self) -> tuple[Roi, Roi]:
         """(read, write) ROIs of the first block, in voxels, as daisy wants them."""
-        grow = Coordinate(max(c, m) for c, m in zip(self.context, self.margin))
+        grow = Coordinate(self.context)
         write = Roi((0,) * self.ndim, self.block_size)
         return write.grow(grow, grow), write
 

@@ -201,7 +201,7 @@ def start(plan_path: str | Path, stdout=None) -> int:
     return code
 
 
-def stop_descendants(grace: float = 1.0) -> None:
+def stop_descendants(grace: float = 0.5) -> None:
     """SIGTERM every process below this one, SIGKILL what is left after ``grace`` seconds."""
     family = psutil.Process().children(recursive=True)
     for process in family:
