@@ -1,11 +1,8 @@
-"""Step 1 of a blockwise run: fragments of one block, and how they continue next door.
+"""Step 1 of a blockwise run: the fragments of one block, and what its halo saw.
 
-Each block is segmented with ``context`` voxels of halo and cropped to its core. Blocks run
-in daisy's conflict-free waves, so when a block runs, each neighbour is either finished or not
-started. Over every finished neighbour's core the block compares its own halo labels with the
-neighbour's fragments: a pair is stitched when each covers at least half of the other's voxels
-there (mutual majority). Objects that only touch across a face share no voxels in the halo, so
-they are never stitched, and a pair that merely overlaps a little does not spread a merge.
+Each block is segmented with ``context`` voxels of halo and cropped to its core. Blocks are
+independent, so they all run in parallel. Besides its core, a block keeps its labels in the
+halo (only of segments that reach its core): step 2 compares them with the neighbours' cores.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import numpy as np
 import zarr
 
 from ..engine import edge_weights, finalize, run_kernel
-from ..engine.weights import check_affinities
+from ..errors import InvalidInputError
 from .plan import BlockwisePlan
 
 
@@ -75,13 +72,18 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
         [o + b for o, b in zip(plan.roi_offset, read_hi)],
     )
     affinities = source[read]
-    check_affinities(affinities, parameters)
-    weights, nn_mean = edge_weights(
-        affinities,
-        parameters,
-        random_state=zlib.crc32(f"{parameters.seed}:{index}".encode()),
-        keep_nn_mean=parameters.threshold > 0,
-    )
+    try:
+        weights, nn_mean = edge_weights(
+            affinities,
+            parameters,
+            random_state=zlib.crc32(f"{parameters.seed}:{index}".encode()),
+            keep_nn_mean=parameters.threshold > 0,
+        )
+    except InvalidInputError as error:
+        where = tuple(int(o + a) for o, a in zip(plan.roi_offset, read_lo))
+        raise InvalidInputError(
+            f"{error} (voxel positions relative to the block's read region at {where})"
+        ) from None
     del affinities
 
     in_kernel = (slice(None),) + relative(kernel_lo, kernel_hi, read_lo)
@@ -104,49 +106,14 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
         else np.zeros(0)
     )
 
-    u, v = _overlap_matches(
-        plan, fragments, raw, core_raw, local, base, position, kernel_lo, kernel_hi
-    )
+    to_local = np.zeros(raw.size + 2, np.uint32)
+    to_local[core_raw.ravel()] = local.ravel()
+    to_local[0] = 0
+    halo = to_local[raw]  # halo-only segments become 0: they have nothing to stitch to
 
     record = plan.block_record(index)
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, u=u, v=v, sizes=sizes, nn_sums=nn_sums, kernel_seconds=kernel_seconds)
+    np.savez_compressed(partial, halo=halo, sizes=sizes, nn_sums=nn_sums,
+                        kernel_seconds=kernel_seconds)
     os.replace(partial, record)  # atomic: a record on disk means the block is finished
-
-
-#: A pair is stitched when it covers this fraction of each side's voxels in the halo.
-AGREEMENT = 0.5
-
-
-def _overlap_matches(plan, fragments, raw, core_raw, local, base, position, kernel_lo, kernel_hi):
-    """Pairs (ours, theirs) that agree in our halo over each finished neighbour's core."""
-    to_local = np.zeros(raw.size + 2, np.uint64)
-    to_local[core_raw.ravel()] = local.ravel()
-    to_local[0] = 0
-    us, vs = [], []
-    for other in plan.neighbours(position):
-        if not plan.block_record(plan.block_index(other)).exists():
-            continue
-        theirs = plan.core(other)
-        a = [max(b, e) for b, e in zip(theirs.begin, kernel_lo)]
-        z = [min(b, e) for b, e in zip(theirs.end, kernel_hi)]
-        if not all(x < y for x, y in zip(a, z)):
-            continue
-        ours = to_local[raw[relative(a, z, kernel_lo)]].ravel()
-        ours = np.where(ours > 0, ours + base, 0)
-        them = fragments[box(a, z)].ravel()
-        both = (ours > 0) & (them > 0)
-        pairs, counts = np.unique(np.stack([ours[both], them[both]]), axis=1, return_counts=True)
-        if not len(counts):
-            continue
-        ours_ids, ours_sizes = np.unique(ours[ours > 0], return_counts=True)
-        them_ids, them_sizes = np.unique(them[them > 0], return_counts=True)
-        n_ours = ours_sizes[np.searchsorted(ours_ids, pairs[0])]
-        n_them = them_sizes[np.searchsorted(them_ids, pairs[1])]
-        keep = counts >= AGREEMENT * np.maximum(n_ours, n_them)
-        us.append(pairs[0][keep])
-        vs.append(pairs[1][keep])
-    if not us:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    return np.concatenate(us), np.concatenate(vs)

@@ -86,12 +86,6 @@ class BlockwisePlan(BaseModel):
     def total_roi(self) -> Roi:
         return Roi((0,) * self.ndim, self.shape)
 
-    def block_rois(self) -> tuple[Roi, Roi]:
-        """(read, write) ROIs of the first block, in voxels, as daisy wants them."""
-        grow = Coordinate(self.context)
-        write = Roi((0,) * self.ndim, self.block_size)
-        return write.grow(grow, grow), write
-
     def grid_position(self, write_roi: Roi) -> tuple[int, ...]:
         position = tuple(o // b for o, b in zip(write_roi.offset, self.block_size))
         if any(o % b for o, b in zip(write_roi.offset, self.block_size)):
@@ -119,8 +113,8 @@ class BlockwisePlan(BaseModel):
         return Path(self.work_dir) / "fragments.zarr"
 
     @property
-    def edges_dir(self) -> Path:
-        return Path(self.work_dir) / "edges"
+    def records_dir(self) -> Path:
+        return Path(self.work_dir) / "blocks"
 
     @property
     def tracking_dir(self) -> Path:
@@ -137,5 +131,9 @@ class BlockwisePlan(BaseModel):
         return Path(self.work_dir) / "bases.npy"
 
     def block_record(self, index: int) -> Path:
-        """Per-block fragment statistics and stitching edges; also the block's done flag."""
-        return self.edges_dir / f"{index}.npz"
+        """Per-block fragment statistics and halo labels, written when step 1 finishes it."""
+        return self.records_dir / f"{index}.npz"
+
+    def match_record(self, index: int) -> Path:
+        """Stitched fragment pairs found in one block's halo (step 2)."""
+        return self.records_dir / f"{index}.matches.npy"

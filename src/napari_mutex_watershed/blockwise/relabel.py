@@ -1,4 +1,4 @@
-"""Step 3 of a blockwise run: write final ids, block by block, through the lookup table."""
+"""Step 4 of a blockwise run: write final ids, block by block, through the lookup table."""
 
 from __future__ import annotations
 

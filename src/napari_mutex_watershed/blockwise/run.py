@@ -1,4 +1,4 @@
-"""Running a plan: fragments -> stitch -> relabel, resumable at every step.
+"""Running a plan: fragments -> match -> stitch -> relabel, resumable at every step.
 
 ``start`` is what users call: it runs the job in its own process group and turns SIGINT or
 SIGTERM into a kill of that whole group (daisy has no cancel of its own), so cancelling never
@@ -20,16 +20,18 @@ from pathlib import Path
 import daisy
 import psutil
 import zarr
+from funlib.geometry import Roi
 
 from .. import __version__
 from ..errors import MutexWatershedError
 from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
 from .fragments import FragmentStep
+from .matching import MatchStep
 from .plan import PLAN_FILE, BlockwisePlan
 from .relabel import RelabelStep
 from .stitch import build_lookup
 
-STEPS = ("fragments", "stitch", "relabel")
+STEPS = ("fragments", "match", "stitch", "relabel")
 
 
 class BlockwiseError(MutexWatershedError):
@@ -89,13 +91,10 @@ class ClusterWorkerLauncher:
         subprocess.run(self.template.format(command=command), shell=True, check=True)
 
 
-def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, conflict: bool):
-    read_roi, write_roi = plan.block_rois()
-    # daisy's total_roi bounds the read ROIs: grow it by the halo so write ROIs tile exactly
-    # the volume from voxel 0 (reads past the edge are clipped when a block reads)
-    total_roi = plan.total_roi().grow(-read_roi.offset, -read_roi.offset)
-    if not conflict:
-        read_roi, total_roi = write_roi, plan.total_roi()
+def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function):
+    # blocks of one step never depend on each other: each reads what earlier steps wrote,
+    # so every block of a step can run at once (reads past the volume edge are clipped)
+    write_roi = Roi((0,) * plan.ndim, plan.block_size)
     function = (
         ClusterWorkerLauncher(plan.worker_command, plan_path, step)
         if plan.worker_command
@@ -103,39 +102,49 @@ def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, confli
     )
     return daisy.Task(
         step,
-        total_roi=total_roi,
-        read_roi=read_roi,
+        total_roi=plan.total_roi(),
+        read_roi=write_roi,
         write_roi=write_roi,
         process_function=function,
-        read_write_conflict=conflict,
+        read_write_conflict=False,
         fit="shrink",
         max_workers=plan.num_workers,
         max_retries=plan.max_retries,
+        # let every block use its retries even when several blocks fail
+        max_worker_restarts=plan.num_blocks * (plan.max_retries + 1),
         timeout=plan.timeout,
         tracking_path=str(plan.tracking_dir / step),
     )
 
 
-def _run_step(plan, plan_path, step, function, conflict, reporter) -> None:
-    task = _task(plan, plan_path, step, function, conflict)
-    states = daisy.run_blockwise(
-        [task],
-        progress=True if plan.progress == "bar" else reporter,
-        summary=False,
-        return_states=True,
-    )
+def _run_step(plan, plan_path, step, function, reporter) -> None:
+    task = _task(plan, plan_path, step, function)
+    try:
+        states = daisy.run_blockwise(
+            [task],
+            progress=True if plan.progress == "bar" else reporter,
+            summary=False,
+            return_states=True,
+        )
+    except RuntimeError as error:  # daisy gives up on a task whose workers keep dying
+        raise BlockwiseError(f"{step}: {_failed_blocks(task)}{_last_line(str(error))}") from None
     state = states[step]
     done = state.completed_count + state.skipped_count
     if done < state.total_block_count:
-        failed = [tuple(b.write_roi.offset) for b in task.failed_blocks()]
-        where = f" at voxel offsets {failed[:5]}" if failed else ""
         error = state.last_worker_error or state.abandon_reason or "no message"
         waiting = state.total_block_count - done - state.failed_count
         raise BlockwiseError(
-            f"{step}: {state.failed_count} block(s) failed{where} after "
-            f"{plan.max_retries + 1} tries ({waiting} more could not run): "
-            f"{_last_line(error)}"
+            f"{step}: {_failed_blocks(task)}after {plan.max_retries + 1} tries "
+            f"({waiting} more could not run): {_last_line(error)}"
         )
+
+
+def _failed_blocks(task) -> str:
+    failed = [tuple(b.write_roi.offset) for b in task.failed_blocks()]
+    if not failed:
+        return ""
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return f"{len(failed)} block(s) failed, at voxel offsets {failed[:5]}{more}, "
 
 
 def _last_line(error: str) -> str:
@@ -158,18 +167,19 @@ def run_plan(plan_path: str | Path) -> dict:
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
 
-    _run_step(plan, plan_path, "fragments", FragmentStep(plan_path), True, reporter)
+    _run_step(plan, plan_path, "fragments", FragmentStep(plan_path), reporter)
+    _run_step(plan, plan_path, "match", MatchStep(plan_path), reporter)
     summary = {}
     if not plan.lookup_path.exists():
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
-    _run_step(plan, plan_path, "relabel", RelabelStep(plan_path), False, reporter)
+    _run_step(plan, plan_path, "relabel", RelabelStep(plan_path), reporter)
 
     output.attrs[COMPLETE_ATTR] = True
-    # fragments and edges are only needed to resume; drop them, keep plan and lookup table
+    # fragments and block records are only needed to resume; drop them, keep plan and lookup table
     shutil.rmtree(plan.fragments_path, ignore_errors=True)
-    shutil.rmtree(plan.edges_dir, ignore_errors=True)
+    shutil.rmtree(plan.records_dir, ignore_errors=True)
     summary["seconds"] = time.time() - started
     reporter.emit("done", plan.num_blocks, plan.num_blocks, **summary)
     return summary

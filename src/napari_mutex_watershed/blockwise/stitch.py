@@ -1,4 +1,4 @@
-"""Step 2 of a blockwise run: join stitched fragments and number the segments.
+"""Step 3 of a blockwise run: join agreed fragment pairs and number the segments.
 
 The graph has one edge per stitched pair, so it grows with the area of the block faces, not
 with the volume. The result is a lookup table from every fragment to its final consecutive id,
@@ -31,15 +31,26 @@ def load_records(plan: BlockwisePlan):
         with np.load(path) as record:
             sizes.append(record["sizes"])
             nn_sums.append(record["nn_sums"])
-            us.append(record["u"])
-            vs.append(record["v"])
             kernel_seconds += float(record["kernel_seconds"])
+        u, v = np.load(plan.match_record(index))
+        us.append(u)
+        vs.append(v)
     return sizes, nn_sums, np.concatenate(us), np.concatenate(vs), kernel_seconds
+
+
+def agreed_pairs(u, v):
+    """Pairs that both blocks of a face found: each block reports a pair from its own halo."""
+    if not len(u):
+        return u, v
+    pairs, counts = np.unique(np.stack([np.minimum(u, v), np.maximum(u, v)]), axis=1,
+                              return_counts=True)
+    return pairs[0][counts >= 2], pairs[1][counts >= 2]
 
 
 def build_lookup(plan: BlockwisePlan) -> dict:
     """Compute and save the fragment -> final id table; return a summary."""
     sizes, nn_sums, u, v, kernel_seconds = load_records(plan)
+    u, v = agreed_pairs(u, v)
     counts = np.array([len(s) - 1 for s in sizes], np.int64)  # fragments per block
     base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())

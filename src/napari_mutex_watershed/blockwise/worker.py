@@ -1,6 +1,6 @@
 """A daisy worker started by hand or by a cluster scheduler: processes blocks until none are left.
 
-    python -m napari_mutex_watershed.blockwise.worker PLAN.json fragments|relabel
+    python -m napari_mutex_watershed.blockwise.worker PLAN.json fragments|match|relabel
 
 It finds the scheduler through the DAISY_CONTEXT environment variable that daisy sets.
 """
@@ -12,9 +12,10 @@ import sys
 import daisy
 
 from .fragments import FragmentStep
+from .matching import MatchStep
 from .relabel import RelabelStep
 
-STEP_FUNCTIONS = {"fragments": FragmentStep, "relabel": RelabelStep}
+STEP_FUNCTIONS = {"fragments": FragmentStep, "match": MatchStep, "relabel": RelabelStep}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,79 @@
+"""Step 2 of a blockwise run: which fragments continue into which, across block faces.
+
+A block's halo overlaps its neighbours' cores. There, the block's own labels are compared
+with the neighbours' fragments, and a pair is a candidate when each covers at least half of
+the other's voxels in that overlap (mutual majority). The stitch step joins a pair only when
+both blocks found it, each in its own halo. Objects that only touch across a face share no
+voxels in the halo, so they are never joined, and a small overlap cannot spread a merge.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import zarr
+
+from .fragments import box, grow_clipped, relative
+from .plan import BlockwisePlan
+
+#: A pair is stitched when it covers this fraction of each side's voxels in the overlap.
+AGREEMENT = 0.5
+
+
+def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label pairs covering at least AGREEMENT of both labels' voxels (0 = nothing)."""
+    ours, theirs = ours.ravel(), theirs.ravel()
+    both = (ours > 0) & (theirs > 0)
+    if not both.any():
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    pairs, counts = np.unique(np.stack([ours[both], theirs[both]]), axis=1, return_counts=True)
+    ours_ids, ours_sizes = np.unique(ours[ours > 0], return_counts=True)
+    theirs_ids, theirs_sizes = np.unique(theirs[theirs > 0], return_counts=True)
+    n_ours = ours_sizes[np.searchsorted(ours_ids, pairs[0])]
+    n_theirs = theirs_sizes[np.searchsorted(theirs_ids, pairs[1])]
+    keep = counts >= AGREEMENT * np.maximum(n_ours, n_theirs)
+    return pairs[0][keep], pairs[1][keep]
+
+
+class MatchStep:
+    """Picklable block function: stitch one block's halo to its neighbours' cores."""
+
+    def __init__(self, plan_path: str):
+        self.plan_path = plan_path
+        self._state = None
+
+    def __call__(self, block) -> None:
+        if self._state is None:
+            plan = BlockwisePlan.load(self.plan_path)
+            self._state = plan, zarr.open_array(str(plan.fragments_path), mode="r")
+        plan, fragments = self._state
+        match_block(plan, fragments, plan.grid_position(block.write_roi))
+
+
+def match_block(plan: BlockwisePlan, fragments, position) -> None:
+    index = plan.block_index(position)
+    core = plan.core(position)
+    kernel_lo, kernel_hi = grow_clipped(core.begin, core.end, plan.context, plan.shape)
+    with np.load(plan.block_record(index)) as record:
+        halo = record["halo"].astype(np.uint64)
+    base = np.uint64(index) * np.uint64(plan.block_voxels)
+    halo[halo > 0] += base
+    around = fragments[box(kernel_lo, kernel_hi)]
+    us, vs = [], []
+    for other in plan.neighbours(position):
+        theirs = plan.core(other)
+        lo = [max(b, e) for b, e in zip(theirs.begin, kernel_lo)]
+        hi = [min(b, e) for b, e in zip(theirs.end, kernel_hi)]
+        if all(a < z for a, z in zip(lo, hi)):
+            region = relative(lo, hi, kernel_lo)
+            u, v = majority_pairs(halo[region], around[region])
+            us.append(u)
+            vs.append(v)
+    u = np.concatenate(us) if us else np.zeros(0, np.uint64)
+    v = np.concatenate(vs) if vs else np.zeros(0, np.uint64)
+    path = plan.match_record(index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(partial, np.stack([u, v]))
+    os.replace(partial, path)
