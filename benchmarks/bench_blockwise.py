@@ -104,7 +104,9 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--bias-short", type=float, default=0.5)
     parser.add_argument("--bias-long", type=float, default=0.7)
-    parser.add_argument("--scale", type=int, help="instead: one end-to-end run on scale^3 uint8 sample data")
+    parser.add_argument("--scale", type=int, nargs=3, action="append", metavar=("Z", "Y", "X"),
+                        help="instead: end-to-end runs on uint8 sample data of these shapes "
+                        "(repeat the option to compare sizes)")
     parser.add_argument("--skip-whole", action="store_true")
     args = parser.parse_args()
 
@@ -119,17 +121,18 @@ def main() -> None:
     cli = [sys.executable, "-m", "napari_mutex_watershed.cli"]
 
     if args.scale:
-        shape = (args.scale,) * 3
-        print(f"generating {shape} uint8 sample affinities ...", flush=True)
-        affs, _, offsets = sample_volume(shape, dtype=np.uint8)
-        write_affinities(work / "in.zarr/affinities", affs, offsets)
-        del affs
-        seconds, tree, one, _ = watch(cli + ["segment", str(work / "in.zarr/affinities"),
-                                             str(work / "out.zarr/labels"), "--params", str(params_file),
-                                             "--workers", str(args.workers), "--progress", "none"])
-        print(f"| volume | workers | block | wall s | peak tree GB | peak process GB |")
-        print(f"|---|---|---|---|---|---|")
-        print(f"| {args.scale}^3 uint8, 6 offsets | {args.workers} | 64^3 | {seconds:.1f} | {tree:.2f} | {one:.2f} |")
+        print("| volume | workers | block | wall s | peak tree GB | peak process GB |")
+        print("|---|---|---|---|---|---|")
+        for shape in args.scale:
+            affs, _, offsets = sample_volume(tuple(shape), dtype=np.uint8)
+            write_affinities(work / "in.zarr/affinities", affs, offsets, overwrite=True)
+            del affs
+            seconds, tree, one, _ = watch(cli + ["segment", str(work / "in.zarr/affinities"),
+                                                 str(work / "out.zarr/labels"), "--params", str(params_file),
+                                                 "--workers", str(args.workers), "--progress", "none",
+                                                 "--overwrite"])
+            print(f"| {'x'.join(map(str, shape))} uint8, 6 offsets | {args.workers} | 64^3 | "
+                  f"{seconds:.1f} | {tree:.2f} | {one:.2f} |", flush=True)
         return
 
     if not DATA.exists():
@@ -158,7 +161,7 @@ def main() -> None:
                      zarr.open_array(str(output))[:], summary, (block,) * 3))
 
     baseline = rows[0][1] if not args.skip_whole else None
-    print(f"\n256^3 crop of pinky40 labels ({len(np.unique(truth)) - 1} objects), biases "
+    print(f"\n{args.size}^3 crop of pinky40 labels ({len(np.unique(truth)) - 1} objects), biases "
           f"{args.bias_short}/{args.bias_long}, context = default (largest offset per axis)\n")
     print("| run | wall s | speed-up | outside kernel | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | seam splits (whole's at same faces) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -338,7 +338,8 @@ def test_inf_is_rejected(sample_2d, params_2d):
     affs = sample_2d[0].copy()
     affs[1, 7, 8] = np.inf
     affs[1, 9, 9] = -np.inf
-    with pytest.raises(InvalidInputError, match=r"2 infinite values in channel 1 \(first at voxel \(7, 8\)\)"):
+    message = r"2 infinite values in channel 1 \(first at voxel \(7, 8\)\)"
+    with pytest.raises(InvalidInputError, match=message):
         segment(affs, params_2d)
 
 
@@ -378,7 +379,8 @@ def test_mask_of_wrong_shape(sample_2d, params_2d):
 
 
 def test_seeds_of_wrong_shape(sample_2d, params_2d):
-    with pytest.raises(InvalidInputError, match=r"seeds have shape \(95, 96\), expected \(96, 96\)"):
+    message = r"seeds have shape \(95, 96\), expected \(96, 96\)"
+    with pytest.raises(InvalidInputError, match=message):
         segment(sample_2d[0], params_2d, seeds=np.zeros((95, 96), np.uint64))
 
 
@@ -446,3 +448,20 @@ def test_first_voxel_restore_honours_strides():
     params = WatershedParameters(offsets=offsets, bias=0.5, strides=[1, 2])
     labels = segment(affs, params)
     assert same_partition(labels, np.array([[1, 2, 2, 0, 0, 0]]))
+
+
+def test_first_voxel_singleton_with_seeds_elsewhere():
+    offsets = [(0, 1), (0, 2)]
+    affs = np.zeros((2, 1, 3), np.float32)
+    affs[0, 0, :2] = [0.6, 0.9]
+    seeds = np.array([[0, 0, 4]], np.uint64)
+    labels = segment(affs, WatershedParameters(offsets=offsets, bias=0.5), seeds=seeds)
+    assert labels.tolist() == [[5, 4, 4]]
+
+
+def test_seed_ids_near_uint64_max_are_refused():
+    seeds = np.zeros((4, 4), np.uint64)
+    seeds[0, 0] = np.iinfo(np.uint64).max - 3
+    with pytest.raises(InvalidInputError, match="seed ids must stay below"):
+        segment(np.ones((2, 4, 4), np.float32), WatershedParameters(offsets=[(1, 0), (0, 1)]),
+                seeds=seeds)

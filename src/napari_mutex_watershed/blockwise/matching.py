@@ -1,8 +1,8 @@
 """Step 2 of a blockwise run: which fragments continue into which, across block faces.
 
 A block's halo overlaps its neighbours' cores. There, the block's own labels are compared
-with the neighbours' fragments, and a pair is a candidate when each covers at least half of
-the other's voxels in that overlap (mutual majority). The stitch step joins a pair only when
+with the neighbours' fragments, and a pair is a candidate when their common voxels are at
+least AGREEMENT of each label's voxels in that overlap. The stitch step joins a pair only when
 both blocks found it, each in its own halo. Objects that only touch across a face share no
 voxels in the halo, so they are never joined, and a small overlap cannot spread a merge.
 """
@@ -17,12 +17,14 @@ import zarr
 from .fragments import box, grow_clipped, relative
 from .plan import BlockwisePlan
 
-#: A pair is stitched when it covers this fraction of each side's voxels in the overlap.
-AGREEMENT = 0.5
+#: A pair is a candidate when it covers this fraction of both labels' voxels in the overlap.
+#: Measured on neuron data: 0.2 splits fewest objects at faces while matching whole-volume
+#: quality (docs/blockwise.md); requiring both blocks to agree keeps merges in check.
+AGREEMENT = 0.2
 
 
 def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Label pairs covering at least AGREEMENT of both labels' voxels (0 = nothing)."""
+    """Label pairs whose overlap is at least AGREEMENT of both labels' voxels (0 = nothing)."""
     ours, theirs = ours.ravel(), theirs.ravel()
     both = (ours > 0) & (theirs > 0)
     if not both.any():

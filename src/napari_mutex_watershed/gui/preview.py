@@ -21,6 +21,7 @@ Scripts that open napari and use the preview need the usual multiprocessing guar
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -91,8 +92,21 @@ def _warm_up(segment, parameters_class) -> None:
         segment(rng.random((ndim,) + (8,) * ndim, dtype=np.float32), parameters)
 
 
+#: The worker runs this much "nicer" than napari, so the UI (and the X server) win the CPU
+#: when cores are scarce.
+NICENESS = 5
+
+
+def _lower_priority() -> None:
+    try:
+        os.nice(NICENESS)
+    except (AttributeError, OSError):  # Windows has no nice(); not permitted: run as is
+        pass
+
+
 def serve(conn: Connection) -> None:
     """Worker process main loop: segment crops until the pipe closes."""
+    _lower_priority()
     from ..engine import segment
     from ..errors import MutexWatershedError
     from ..parameters import WatershedParameters
@@ -256,6 +270,17 @@ class PreviewService:
             "spare": spare.pid if spare is not None else None,
         }
 
+    def workers_ready(self) -> bool:
+        """True once the active worker (and the spare, if used) finished starting up."""
+        active, spare = self._active, self._spare
+        return (active is not None and active.ready
+                and (not self.use_spare or (spare is not None and spare.ready)))
+
+    def busy_pid(self) -> int | None:
+        """Process id of the worker computing a preview right now, if any."""
+        active = self._active
+        return active.pid if active is not None and active.busy_with is not None else None
+
     def is_idle(self) -> bool:
         active = self._active
         with self._lock:
@@ -306,6 +331,9 @@ class PreviewService:
         while True:
             try:
                 self._ensure_workers()  # warm workers before the first request
+                for worker in (self._active, self._spare):
+                    if worker is not None and worker.busy_with is None:
+                        worker.check_ready()
             except Exception:
                 traceback.print_exc()
                 time.sleep(0.5)

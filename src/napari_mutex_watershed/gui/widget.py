@@ -27,6 +27,7 @@ from magicgui.widgets import (
 )
 from pydantic import ValidationError
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from ..engine.weights import SUPPORTED_DTYPES
 from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
@@ -43,7 +44,6 @@ OFFSETS_PRESET_2D = "2D: nearest + long range"
 OFFSETS_CUSTOM = "custom"
 OFFSET_SOURCES = [OFFSETS_FROM_LAYER, OFFSETS_PRESET_3D, OFFSETS_PRESET_2D, OFFSETS_CUSTOM]
 
-NO_LAYER = None
 INT_MAX = 2**31 - 1
 
 
@@ -174,7 +174,6 @@ class MutexWatershedWidget(Container):
             tooltip=offsets_field.description + " Format: 1,0,0; 0,1,0; ...",
         )
         self.message = Label(name="message", label="", value="")
-        self.message.native.setWordWrap(True)
         self.message.native.setStyleSheet("color: #ff6060;")
         self.fields = build_parameter_widgets()
         self.mask = ComboBox(
@@ -209,7 +208,13 @@ class MutexWatershedWidget(Container):
             "the view.",
         )
         self.status = Label(name="status", label="", value="Preview off")
-        self.status.native.setWordWrap(True)
+        for label, lines in ((self.message, 3), (self.status, 2)):
+            label.label = ""  # (magicgui turns label="" in the constructor into the name)
+            # a fixed size: new texts must not resize the dock, which would resize the
+            # canvas (a redraw, and another visible region)
+            label.native.setWordWrap(True)
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+            label.native.setFixedHeight(label.native.fontMetrics().lineSpacing() * lines + 4)
         self.save_button = PushButton(name="save_button", text="Save parameters...")
         self.load_button = PushButton(name="load_button", text="Load parameters...")
         self.reset_button = PushButton(name="reset_button", text="Reset to defaults")
@@ -302,7 +307,9 @@ class MutexWatershedWidget(Container):
         if self._closed:
             return
         if self._preview_layer is not None and self._preview_layer not in self.viewer.layers:
-            self._preview_layer = None
+            self._preview_layer = None  # deleted by the user: make a new one
+            self._last_key = None
+            self._schedule()
         self.reset_choices()
 
     # ------------------------------------------------------------------ parameters
@@ -439,7 +446,7 @@ class MutexWatershedWidget(Container):
     # ------------------------------------------------------------------ validation
     def _show_message(self, text: str) -> None:
         self.message.value = text
-        self.message.visible = bool(text)
+        self.message.tooltip = text
 
     def check(self) -> tuple[WatershedParameters | None, str]:
         """(parameters, problem): what is wrong with the layer/parameters, '' if nothing."""
@@ -523,7 +530,7 @@ class MutexWatershedWidget(Container):
         self.offsets_text.enabled = self.offsets_source.value == OFFSETS_CUSTOM
 
     def _make_layer_callback(self, layer):
-        key = id(layer)
+        key = _identity(layer)
         ref = weakref.ref(self)
 
         def on_layer_event(_event=None):
@@ -574,7 +581,9 @@ class MutexWatershedWidget(Container):
             return
         quiet = (time.perf_counter() - self._last_dispatch) * 1000 >= self.debounce_ms
         if self.leading_edge and quiet and self._service is not None and self._service.is_idle():
-            self._dispatch()
+            # at the next turn of the event loop, not inside the event: the emitter may
+            # not have finished its change (napari emits `paint` before writing the data)
+            self._debounce.start(0)
         else:
             self._debounce.start(self.debounce_ms)
 
@@ -621,8 +630,8 @@ class MutexWatershedWidget(Container):
             self._show_message(str(error))
             return
         data = _layer_data(layer)
-        token = self._data_tokens.get(id(layer), 0)
-        crop_key = (id(layer), id(data), token, region.start, region.stop)
+        token = self._data_tokens.get(_identity(layer), 0)
+        crop_key = (_identity(layer), id(data), token, region.start, region.stop)
         mask = self._crop(self.mask.value, region)
         seeds = self._crop(self.seeds.value, region)
         key = (crop_key, parameters.to_json(), region.shown_start, region.shown_stop,
@@ -649,7 +658,9 @@ class MutexWatershedWidget(Container):
             self._poll.start()
 
     def _layer_key(self, layer):
-        return None if layer is None else (id(layer), self._data_tokens.get(id(layer), 0))
+        if layer is None:
+            return None
+        return _identity(layer), self._data_tokens.get(_identity(layer), 0)
 
     @staticmethod
     def _crop(layer, region):
@@ -686,6 +697,12 @@ class MutexWatershedWidget(Container):
             "parameters": json.loads(result.meta["parameters"].to_json()),
         }
         preview = self._preview_layer
+        if preview is not None and preview in self.viewer.layers and (
+            preview.ndim != result.labels.ndim
+        ):
+            self._preview_layer = None
+            self.viewer.layers.remove(preview)  # another layer's dimensionality
+            preview = None
         if preview is None or preview not in self.viewer.layers:
             self._preview_layer = self.viewer.add_labels(
                 result.labels, name=PREVIEW_LAYER_NAME, scale=scale, translate=translate,
@@ -698,10 +715,14 @@ class MutexWatershedWidget(Container):
             preview.data = result.labels
         self._shown_id = result.id
         self.last_result = result
-        n = int(result.labels.max()) if result.labels.size else 0
         self.status.value = (
-            f"Preview: {' x '.join(map(str, region.shape))} voxels, {n} segments shown, "
-            f"{result.compute_seconds:.2f} s (total {result.total_seconds:.2f} s)"
+            f"Preview of {' x '.join(map(str, region.shape))} voxels: "
+            f"{result.compute_seconds:.2f} s"
+        )
+        self.status.tooltip = (
+            f"Segmented voxels {region.start} to {region.stop} (exclusive) of "
+            f"'{layer.name}'; {result.compute_seconds:.2f} s in the worker, "
+            f"{result.total_seconds:.2f} s from the request to the result."
         )
 
     # ------------------------------------------------------------------ teardown
@@ -724,6 +745,11 @@ class MutexWatershedWidget(Container):
                 pass
         self._connections = []
         self._unwatch_layers()
+
+
+def _identity(layer) -> int:
+    """A layer's identity: plugins see layers through proxies, a new one per access."""
+    return id(getattr(layer, "__wrapped__", layer))
 
 
 def _close_service(box: list) -> None:

@@ -1,0 +1,116 @@
+"""The preview's worker process and dispatcher, without Qt."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.gui.preview import PreviewRequest, PreviewService
+from napari_mutex_watershed.synthetic import sample_volume
+
+
+@pytest.fixture(scope="module")
+def service():
+    service = PreviewService()
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def volume():
+    affinities, _, offsets = sample_volume((16, 48, 48))
+    return affinities, WatershedParameters(offsets=offsets)
+
+
+def wait(service, timeout=60.0):
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        results = service.results()
+        if results:
+            return results
+        time.sleep(0.005)
+    raise TimeoutError("no preview result")
+
+
+def request(id, affinities, parameters, key=("crop",), shown=None, **kwargs):
+    calls = kwargs.pop("calls", [])
+
+    def read():
+        calls.append(id)
+        return affinities
+
+    return PreviewRequest(
+        id=id, crop_key=key, affinities=read, parameters_json=parameters.to_json(),
+        shown=shown or (slice(None),) * (affinities.ndim - 1), **kwargs,
+    )
+
+
+def test_result_equals_segment_and_crop_is_sent_once(service, volume):
+    affinities, parameters = volume
+    calls = []
+    service.submit(request(1, affinities, parameters, calls=calls))
+    (result,) = wait(service)
+    assert result.error is None and result.id == 1
+    np.testing.assert_array_equal(result.labels, segment(affinities, parameters))
+
+    other = parameters.model_copy(update={"bias_short": 0.6, "min_size": 5})
+    shown = (slice(3, 4), slice(None), slice(10, 40))
+    service.submit(request(2, affinities, other, calls=calls, shown=shown))
+    (result,) = wait(service)
+    np.testing.assert_array_equal(result.labels, segment(affinities, other)[shown])
+    assert calls == [1], "the worker keeps the crop: a parameter change does not resend it"
+
+
+def test_newest_request_wins(service, volume):
+    affinities, parameters = volume
+    for i in range(10, 16):
+        changed = parameters.model_copy(update={"bias_short": 0.3 + 0.05 * (i - 10)})
+        service.submit(request(i, affinities, changed, key=("other",)))
+    results = wait(service)
+    time.sleep(0.3)
+    results += service.results()
+    assert [r.id for r in results] == [15]
+    expected = parameters.model_copy(update={"bias_short": 0.55})
+    np.testing.assert_array_equal(results[0].labels, segment(affinities, expected))
+
+
+def test_errors_come_back_as_messages(service, volume):
+    affinities, parameters = volume
+    broken = affinities.copy()
+    broken[0, 1, 2, 3] = np.nan
+    service.submit(request(20, broken, parameters, key=("nan",)))
+    (result,) = wait(service)
+    assert result.labels is None and "NaN" in result.error
+    # the worker still serves
+    service.submit(request(21, affinities, parameters, key=("crop",)))
+    (result,) = wait(service)
+    assert result.error is None
+
+
+def test_seeds_and_mask_are_used(service, volume):
+    affinities, parameters = volume
+    mask = np.ones(affinities.shape[1:], bool)
+    mask[:, :10] = False
+    seeds = np.zeros(affinities.shape[1:], np.uint32)
+    seeds[8, 20, 20] = 7
+    service.submit(request(30, affinities, parameters, mask=mask, seeds=seeds))
+    (result,) = wait(service)
+    np.testing.assert_array_equal(
+        result.labels, segment(affinities, parameters, mask=mask, seeds=seeds)
+    )
+    assert result.labels[8, 20, 20] == 7 and not result.labels[:, :10].any()
+
+
+def test_close_stops_the_workers(volume):
+    service = PreviewService(spare=False)
+    affinities, parameters = volume
+    service.submit(request(1, affinities, parameters))
+    wait(service)
+    pid = service.worker_pids()["active"]
+    service.close()
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
