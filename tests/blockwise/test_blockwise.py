@@ -200,3 +200,17 @@ def test_worker_command_template(volume, tmp_path):
     assert result.returncode == 0, result.stderr
     assert marker.exists()
     assert adapted_rand_error(segment(affinities, PARAMS), read(tmp_path / "o.zarr/labels"))[0] < 0.01
+
+
+def test_roi_segments_a_sub_box_with_its_geometry(volume, tmp_path):
+    path, affinities, _ = volume
+    out = tmp_path / "o.zarr/labels"
+    result = _run_cli(["segment", path, out, "--roi", 4, 8, 16, 16, 40, 40, "--block-size", 8, 20, 20,
+                       "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "none"])
+    assert result.returncode == 0, result.stderr
+    from funlib.persistence import open_ds
+
+    labels = open_ds(str(out))
+    assert tuple(labels.roi.offset) == (4, 8, 16) and tuple(labels.roi.shape) == (16, 40, 40)
+    crop = affinities[:, 4:20, 8:48, 16:56]
+    assert adapted_rand_error(segment(crop, PARAMS), read(out))[0] < 0.01
