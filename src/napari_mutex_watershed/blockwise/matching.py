@@ -1,10 +1,11 @@
 """Step 2 of a blockwise run: which fragments continue into which, across block faces.
 
 A block's halo overlaps its neighbours' cores. There, the block's own labels are compared
-with the neighbours' fragments, and a pair is a candidate when their common voxels are at
-least AGREEMENT of each label's voxels in that overlap. The stitch step joins a pair only when
-both blocks found it, each in its own halo. Objects that only touch across a face share no
-voxels in the halo, so they are never joined, and a small overlap cannot spread a merge.
+with the neighbours' fragments: a pair is a candidate when each is the other's largest
+overlap there (so a label one block merged cannot pull two of the other's together) and they
+share at least AGREEMENT of each one's voxels. The stitch step joins a pair only when both
+blocks found it, each in its own halo. Objects that only touch across a face share no voxels
+in the halo, so they are never joined.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import zarr
 from .fragments import box, grow_clipped, relative
 from .plan import BlockwisePlan
 
-#: A pair is a candidate when it covers this fraction of both labels' voxels in the overlap.
-#: Measured on neuron data: 0.2 splits fewest objects at faces while matching whole-volume
-#: quality (docs/blockwise.md); requiring both blocks to agree keeps merges in check.
+#: Least overlap, as a fraction of both labels' voxels, for a pair to be a candidate.
 AGREEMENT = 0.2
 
 
 def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Label pairs whose overlap is at least AGREEMENT of both labels' voxels (0 = nothing)."""
+    """Label pairs that are each other's largest overlap, covering at least AGREEMENT of
+    both labels' voxels (0 = nothing)."""
     ours, theirs = ours.ravel(), theirs.ravel()
     both = (ours > 0) & (theirs > 0)
     if not both.any():
@@ -32,9 +32,15 @@ def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np
     pairs, counts = np.unique(np.stack([ours[both], theirs[both]]), axis=1, return_counts=True)
     ours_ids, ours_sizes = np.unique(ours[ours > 0], return_counts=True)
     theirs_ids, theirs_sizes = np.unique(theirs[theirs > 0], return_counts=True)
-    n_ours = ours_sizes[np.searchsorted(ours_ids, pairs[0])]
-    n_theirs = theirs_sizes[np.searchsorted(theirs_ids, pairs[1])]
-    keep = counts >= AGREEMENT * np.maximum(n_ours, n_theirs)
+    ours_index = np.searchsorted(ours_ids, pairs[0])
+    theirs_index = np.searchsorted(theirs_ids, pairs[1])
+    keep = counts >= AGREEMENT * np.maximum(ours_sizes[ours_index], theirs_sizes[theirs_index])
+    # one partner each: a label that a block merged cannot pull two of the other's together
+    best_of_ours = np.zeros(len(ours_ids), counts.dtype)
+    np.maximum.at(best_of_ours, ours_index, counts)
+    best_of_theirs = np.zeros(len(theirs_ids), counts.dtype)
+    np.maximum.at(best_of_theirs, theirs_index, counts)
+    keep &= (counts == best_of_ours[ours_index]) & (counts == best_of_theirs[theirs_index])
     return pairs[0][keep], pairs[1][keep]
 
 
