@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -200,7 +201,10 @@ def start(plan_path: str | Path, stdout=None) -> int:
         cancelled.append(signum)
         stop_descendants()
 
-    previous = {s: signal.signal(s, cancel) for s in (signal.SIGINT, signal.SIGTERM)}
+    # signal handlers can only be set from the main thread; elsewhere the caller cancels
+    on_main = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM) if on_main else ()
+    previous = {s: signal.signal(s, cancel) for s in signals}
     try:
         code = child.wait()
     finally:

@@ -1,0 +1,110 @@
+"""Worker file for ``segment_blockwise``: a mutex watershed of every block, with context.
+
+Each block reads its read ROI (the write ROI grown by the context, clipped to the input),
+segments it with :func:`napari_mutex_watershed.segment`, keeps the write ROI and writes it
+with ids no other block uses (see ``block_unique_ids``). Blocks are not stitched: a cell
+cut by a block border keeps one id per block. For one stitched segmentation use
+``WatershedPostProcessor.process`` or the CLI, which run the project's blockwise engine.
+``min_size`` and ``threshold`` apply to the pieces inside each block.
+
+Arguments (pass them to ``segment_blockwise`` as keywords)::
+
+    from napari_mutex_watershed.dacapo import segment_blockwise
+    from napari_mutex_watershed.workers import WATERSHED_WORKER
+
+    segment_blockwise(
+        WATERSHED_WORKER, context, total_roi, read_roi, write_roi, num_workers=2,
+        input_array_identifier=LocalArrayIdentifier("in.zarr", "affinities"),
+        output_array_identifier=LocalArrayIdentifier("in.zarr", "fragments"),
+        parameters=WatershedParameters(bias=0.5),  # or WatershedPostProcessorParameters,
+    )                                              # a dict of WatershedParameters fields, None
+
+The output (uint64, the input's spatial axes and voxel size, covering ``total_roi``, chunked
+by the write ROI so that parallel blocks never share a chunk) is created if it does not
+exist; an existing one must match. Offsets come from the parameters, else from the input's
+``offsets`` attribute.
+"""
+
+from __future__ import annotations
+
+from funlib.geometry import Roi
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.dacapo import (
+    LocalArrayIdentifier,
+    WatershedPostProcessorParameters,
+    ZarrArray,
+    block_unique_ids,
+    require_block_aligned_chunks,
+)
+from napari_mutex_watershed.errors import InvalidInputError
+from napari_mutex_watershed.storage import PARAMETERS_ATTR
+
+# every block writes only its own write ROI and reads only the input: no conflicts
+read_write_conflict = False
+fit = "shrink"
+
+
+def resolve_parameters(parameters, input_array: ZarrArray) -> WatershedParameters:
+    """The ``WatershedParameters`` for this input, from any accepted form of ``parameters``."""
+    stored = input_array.attrs.get("offsets")
+    stored = [tuple(int(v) for v in o) for o in stored] if stored else None
+    if isinstance(parameters, WatershedPostProcessorParameters):
+        n = len(parameters.offsets or stored or ())
+        channels = list(range(n)) if n and input_array.num_channels > n else None
+        return parameters.watershed_parameters(input_array.voxel_size, stored, channels)
+    if parameters is None:
+        parameters = WatershedParameters()
+    elif isinstance(parameters, dict):
+        parameters = WatershedParameters.model_validate(parameters)
+    elif not isinstance(parameters, WatershedParameters):
+        raise InvalidInputError(
+            "parameters must be WatershedParameters, WatershedPostProcessorParameters, a dict "
+            f"or None, got {type(parameters).__name__}"
+        )
+    if stored is not None and "offsets" not in parameters.model_fields_set:
+        parameters = parameters.model_copy(update={"offsets": stored})
+    return parameters
+
+
+def init_callback_fn(input_array_identifier: LocalArrayIdentifier,
+                     output_array_identifier: LocalArrayIdentifier, parameters=None, *,
+                     total_roi: Roi, write_roi: Roi) -> None:
+    """Before any block: create the output over ``total_roi`` chunked by the write ROI (or
+    check an existing one), and record the parameters in its attributes."""
+    source = ZarrArray.open_from_array_identifier(input_array_identifier, mode="r")
+    resolved = resolve_parameters(parameters, source)
+    output = ZarrArray.create_from_array_identifier(
+        output_array_identifier, source.spatial_axes, total_roi, None, source.voxel_size,
+        "uint64", mode="a", write_size=write_roi.shape,
+    )
+    require_block_aligned_chunks(output, total_roi, write_roi)
+    output.add_metadata({PARAMETERS_ATTR: resolved.model_dump(mode="json")})
+
+
+def spawn_worker(input_array_identifier: LocalArrayIdentifier,
+                 output_array_identifier: LocalArrayIdentifier, parameters=None) -> dict:
+    """Once per worker process: open both arrays, resolve the parameters."""
+    input_array = ZarrArray.open_from_array_identifier(input_array_identifier, mode="r")
+    return {
+        "input_array": input_array,
+        "output_array": ZarrArray.open_from_array_identifier(output_array_identifier),
+        "watershed_parameters": resolve_parameters(parameters, input_array),
+    }
+
+
+def start_worker(block, input_array_identifier, output_array_identifier, parameters=None, *,
+                 input_array: ZarrArray, output_array: ZarrArray,
+                 watershed_parameters: WatershedParameters) -> None:
+    """One block: segment read ROI, crop to write ROI, write unique ids."""
+    read = block.read_roi.intersect(input_array.roi)
+    write = block.write_roi.intersect(output_array.roi)
+    if write.empty:
+        return
+    labels = segment(input_array[read], watershed_parameters)
+    voxel_size = input_array.voxel_size
+    begin = (write.offset - read.offset) / voxel_size
+    crop = tuple(slice(int(b), int(b + s)) for b, s in zip(begin, write.shape / voxel_size))
+    output_array[Roi(write.offset, write.shape)] = block_unique_ids(
+        labels[crop], write, output_array.roi, voxel_size
+    )
