@@ -4,7 +4,9 @@
   runner write it) opens as an Image layer of dask data, with ``metadata["offsets"]`` from the
   array's ``offsets`` attribute and scale/translate from its voxel size and offset.
 - A labels array written by this package (attribute ``mutex_watershed_parameters``) opens as
-  a Labels layer with the parameters in its metadata.
+  a Labels layer with the parameters in its metadata (and, for blockwise results, the block
+  size, input and completeness), so the widget can restore them; so does a Labels layer
+  exported by the plugin's zarr writer (attribute ``mutex_watershed_export``).
 - A container path (``volume.zarr``) opens its ``affinities`` array and every top-level
   labels array written by this package; an OME-Zarr image group opens as a multiscale layer.
 - N5 (which zarr 3 no longer reads) is read by a small dask-backed block reader here.
@@ -23,7 +25,12 @@ import dask.array as da
 import numpy as np
 
 from ..parameters import WatershedParameters
-from ..storage import PARAMETERS_ATTR
+from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
+
+#: Written by this plugin's zarr writer (gui/writer.py) on exported Labels layers.
+EXPORT_ATTR = "mutex_watershed_export"
+#: Provenance attributes of blockwise results, copied into the layer metadata.
+PROVENANCE_ATTRS = ("mutex_watershed_block_size", "mutex_watershed_input", COMPLETE_ATTR)
 
 SUFFIXES = (".zarr", ".n5")
 AFFINITIES = "affinities"
@@ -119,6 +126,9 @@ def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, p
             json.loads(stored) if isinstance(stored, str) else stored
         )
         meta[PARAMETERS_ATTR] = json.loads(parameters.to_json())
+        meta.update({key: attrs[key] for key in PROVENANCE_ATTRS if key in attrs})
+        return data, kwargs, "labels"
+    if attrs.get(EXPORT_ATTR) and channels == 0:
         return data, kwargs, "labels"
     offsets = attrs.get("offsets")
     if offsets:
@@ -149,7 +159,7 @@ def _read_container(path: Path, n5: bool) -> list[tuple]:
             continue
         attrs = (_read_json(child / "attributes.json") if kind == "n5-array"
                  else _zarr_attrs(child))
-        if child.name != AFFINITIES and PARAMETERS_ATTR not in attrs:
+        if child.name != AFFINITIES and PARAMETERS_ATTR not in attrs and EXPORT_ATTR not in attrs:
             continue
         if kind == "n5-array":
             layers.append(_layer_tuple(*_open_n5(child), name=child.name, path=child))

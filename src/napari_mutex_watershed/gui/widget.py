@@ -33,6 +33,7 @@ from ..engine.weights import SUPPORTED_DTYPES
 from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
 from . import settings as settings_store
 from .preview import PreviewRequest, PreviewService
+from .run_job import FullRunController
 from .visible_region import NotVisible, placement, visible_region
 
 PREVIEW_LAYER_NAME = "preview"
@@ -224,6 +225,9 @@ class MutexWatershedWidget(Container):
         self.extend([self.mask, self.seeds, self.preview, self.context_slices,
                      self.max_box_3d, self.max_box_2d, self.status,
                      self.save_button, self.load_button, self.reset_button])
+        # ---------------------------------------------------------------- full run
+        self.full_run = FullRunController(self)
+        self.extend(self.full_run.widgets)
 
         # ---------------------------------------------------------------- timers
         self._debounce = QTimer(self.native)
@@ -244,6 +248,7 @@ class MutexWatershedWidget(Container):
         self.offsets_text.changed.connect(self._on_parameters_changed)
         self.offsets_source.changed.connect(self._on_offsets_source_changed)
         self.affinities.changed.connect(self._on_layer_changed)
+        self.affinities.changed.connect(self.full_run.update_default_output)
         self.mask.changed.connect(self._on_layer_changed)
         self.seeds.changed.connect(self._on_layer_changed)
         for widget in (self.context_slices, self.max_box_3d, self.max_box_2d):
@@ -407,6 +412,8 @@ class MutexWatershedWidget(Container):
             "context_slices": self.context_slices.value,
             "max_box_3d": self.max_box_3d.value,
             "max_box_2d": self.max_box_2d.value,
+            "workers": self.full_run.workers.value,
+            "block_size": self.full_run.block_size.value,
         }
         try:
             values["parameters"] = json.loads(self.parameters().to_json())
@@ -425,6 +432,12 @@ class MutexWatershedWidget(Container):
                 try:
                     if key in values:
                         getattr(self, key).value = values[key]
+                except (ValueError, TypeError):
+                    pass
+            for key in ("workers", "block_size"):
+                try:
+                    if key in values:
+                        getattr(self.full_run, key).value = values[key]
                 except (ValueError, TypeError):
                     pass
             if values.get("offsets_source") in OFFSET_SOURCES:
@@ -745,6 +758,7 @@ class MutexWatershedWidget(Container):
                 pass
         self._connections = []
         self._unwatch_layers()
+        self.full_run.shutdown()  # a running full-run job is stopped with its workers
 
 
 def _identity(layer) -> int:

@@ -1,0 +1,185 @@
+"""napari writers: export a Labels layer to zarr (funlib.persistence metadata) or TIFF.
+
+- ``.zarr``: the path is a container; the layer goes into ``<path>/<layer name>`` (other
+  arrays of an existing container are kept), written with ``storage.create_array`` so
+  ``funlib.persistence.open_ds`` sees voxel size and offset (the layer's scale and translate
+  when they are integers) and this plugin's reader opens it again. The parameters a result
+  was made with (``metadata["mutex_watershed_parameters"]``) are stored with it.
+- ``.tif`` / ``.tiff``: one TIFF (BigTIFF when large), a page per 2D plane, zlib-compressed,
+  with axes, scale, translate and parameters in its JSON description. napari's builtin
+  reader opens it (as an image layer; *Layers > Convert to Labels* to paint on it).
+
+Both write uint32 when the ids fit (64-bit and signed ids are narrowed), and read lazy
+(dask / zarr) layers one slab at a time, so an export does not load the whole volume.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..storage import PARAMETERS_ATTR
+from .reader import EXPORT_ATTR  # marks exported arrays, so the reader opens them from a container
+#: Layer metadata copied into the zarr attributes when present (provenance of results).
+PROVENANCE_KEYS = (PARAMETERS_ATTR, "mutex_watershed_block_size", "mutex_watershed_input",
+                   "mutex_watershed_complete")
+SLAB_BYTES = 64 * 2**20
+
+
+def _level0(data):
+    return data[0] if isinstance(data, list | tuple) else data
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._")
+    return cleaned or "labels"
+
+
+def _minmax(array) -> tuple[int, int]:
+    if hasattr(array, "compute") or not isinstance(array, np.ndarray):
+        import dask.array as da
+
+        lazy = array if hasattr(array, "compute") else da.from_array(array)
+        low, high = da.compute(lazy.min(), lazy.max())
+        return int(low), int(high)
+    if array.size == 0:
+        return 0, 0
+    return int(array.min()), int(array.max())
+
+
+def export_dtype(array) -> np.dtype:
+    """uint32 when the ids fit; unsigned 8/16/32-bit stay as they are."""
+    dtype = np.dtype(array.dtype)
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, got {dtype}")
+    if dtype.kind == "u" and dtype.itemsize <= 4:
+        return dtype
+    low, high = _minmax(array)
+    if low >= 0 and high < 2**32:
+        return np.dtype(np.uint32)
+    return dtype
+
+
+def _slabs(shape: tuple[int, ...], itemsize: int):
+    """Slices along the first axis of about SLAB_BYTES each."""
+    if not shape:
+        yield ()
+        return
+    plane = int(np.prod(shape[1:])) * itemsize or 1
+    step = max(1, SLAB_BYTES // plane)
+    for start in range(0, shape[0], step):
+        yield (slice(start, min(start + step, shape[0])),)
+
+
+def _integral(values) -> tuple[int, ...] | None:
+    values = [float(v) for v in values]
+    return tuple(int(v) for v in values) if all(v == int(v) for v in values) else None
+
+
+def _geometry(meta: dict, ndim: int):
+    scale = tuple(meta.get("scale") or (1,) * ndim)[-ndim:]
+    translate = tuple(meta.get("translate") or (0,) * ndim)[-ndim:]
+    voxel_size, offset = _integral(scale), _integral(translate)
+    if voxel_size is None or offset is None or any(v <= 0 for v in voxel_size) or any(
+        o % v for o, v in zip(offset, voxel_size)
+    ):
+        return (1,) * ndim, (0,) * ndim, scale, translate
+    return voxel_size, offset, scale, translate
+
+
+def _axis_names(ndim: int) -> list[str]:
+    names = ["t", "z", "y", "x"]
+    return names[-ndim:] if ndim <= 4 else [f"d{i}" for i in range(ndim - 3)] + names[1:]
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                                 else str(o)))
+
+
+def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
+    """npe2 single-layer writer: a Labels layer into ``path`` (a .zarr container)."""
+    import zarr
+
+    from ..storage import create_array
+
+    container = Path(path)
+    if not container.name.endswith(".zarr"):
+        raise ValueError(f"{path}: expected a path ending in .zarr")
+    array = _level0(data)
+    ndim = array.ndim
+    dtype = export_dtype(array)
+    voxel_size, offset, scale, translate = _geometry(meta, ndim)
+    name = _safe_name(meta.get("name") or "labels")
+    metadata = meta.get("metadata") or {}
+    attributes = {EXPORT_ATTR: {"layer": meta.get("name") or name, "scale": list(scale),
+                                "translate": list(translate)}}
+    for key in PROVENANCE_KEYS:
+        if metadata.get(key) is not None:
+            attributes[key] = _jsonable(metadata[key])
+    if (container / "zarr.json").exists() or (container / ".zarray").exists():
+        node = _read_json(container / "zarr.json").get("node_type")
+        if node == "array" or (container / ".zarray").exists():
+            shutil.rmtree(container)  # an array, not a container: replace it (napari asked)
+    target = create_array(
+        container / name, name, shape=tuple(array.shape), dtype=dtype,
+        axis_names=_axis_names(ndim), voxel_size=voxel_size, offset=offset,
+        chunk_shape=tuple(min(64, s) for s in array.shape), attributes=attributes,
+        overwrite=True,
+    )
+    del target  # funlib's handle; the slabs go through zarr directly
+    store = zarr.open_array(str(container / name), mode="r+")
+    for index in _slabs(tuple(array.shape), dtype.itemsize):
+        store[index] = np.asarray(array[index]).astype(dtype, copy=False)
+    return [str(container / name)]
+
+
+def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
+    """npe2 single-layer writer: a Labels layer into one TIFF file."""
+    import tifffile
+
+    array = _level0(data)
+    dtype = export_dtype(array)
+    ndim = array.ndim
+    _, _, scale, translate = _geometry(meta, ndim)
+    description = {
+        "axes": "".join(_axis_names(ndim)).upper() if ndim <= 4 else None,
+        "scale": [float(s) for s in scale],
+        "translate": [float(t) for t in translate],
+        "name": meta.get("name"),
+    }
+    stored = (meta.get("metadata") or {}).get(PARAMETERS_ATTR)
+    if stored is not None:
+        description[PARAMETERS_ATTR] = _jsonable(stored)
+    description = {k: v for k, v in description.items() if v is not None}
+    shape = tuple(int(s) for s in array.shape)
+
+    def planes():
+        for index in np.ndindex(*shape[:-2]) if ndim > 2 else [()]:
+            yield np.ascontiguousarray(np.asarray(array[index]).astype(dtype, copy=False))
+
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    tifffile.imwrite(
+        path,
+        data=planes() if ndim > 2 else np.asarray(array).astype(dtype, copy=False),
+        shape=shape if ndim > 2 else None,
+        dtype=dtype if ndim > 2 else None,
+        photometric="minisblack",
+        compression="zlib",
+        bigtiff=nbytes > 2**32 - 2**25,
+        metadata=description,
+    )
+    return [str(path)]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
