@@ -109,8 +109,12 @@ def create_array(
             raise OutputExistsError(f"{location} already exists; pass --overwrite to replace it")
         shutil.rmtree(location)
     ndim = sum(not a.endswith("^") for a in axis_names)
-    container, _ = split_path(path, default_dataset)
-    zarr.open_group(str(container), mode="a")  # a root group, so other readers see the container
+    container, dataset = split_path(path, default_dataset)
+    # groups all the way down, so other readers can walk the container to the array
+    root = zarr.open_group(str(container), mode="a")
+    parent = "/".join(dataset.split("/")[:-1])
+    if parent:
+        root.require_group(parent)
     return prepare_ds(
         str(location),
         shape=tuple(shape),

@@ -29,9 +29,10 @@ DEFAULT_BLOCK_SIZE_2D = (512, 512)
 
 
 def work_dir_for(output_path: str | Path) -> Path:
-    """Resume state lives inside the output container, beside the labels it belongs to."""
+    """Resume state lives beside the output container (``out.zarr.mutex_watershed/labels``),
+    outside it, so zarr readers walking the container find nothing foreign."""
     container, dataset = split_path(output_path, DEFAULT_OUTPUT)
-    return container / WORK_DIR / dataset
+    return container.with_name(container.name + WORK_DIR) / dataset
 
 
 def plan_run(

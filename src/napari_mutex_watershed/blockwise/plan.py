@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from ..parameters import WatershedParameters
 
 PLAN_FILE = "plan.json"
-WORK_DIR = ".mutex_watershed"
+WORK_DIR = ".mutex_watershed"  # suffix of the folder beside the output container
 
 
 class BlockwisePlan(BaseModel):

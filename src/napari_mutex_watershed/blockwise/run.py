@@ -178,9 +178,11 @@ def run_plan(plan_path: str | Path) -> dict:
     _run_step(plan, plan_path, "relabel", RelabelStep(plan_path), reporter)
 
     output.attrs[COMPLETE_ATTR] = True
-    # fragments and block records are only needed to resume; drop them, keep plan and lookup table
+    # only the plan (which makes a rerun return at once) and daisy's tiny markers stay
     shutil.rmtree(plan.fragments_path, ignore_errors=True)
     shutil.rmtree(plan.records_dir, ignore_errors=True)
+    plan.lookup_path.unlink(missing_ok=True)
+    plan.bases_path.unlink(missing_ok=True)
     summary["seconds"] = time.time() - started
     reporter.emit("done", plan.num_blocks, plan.num_blocks, **summary)
     return summary

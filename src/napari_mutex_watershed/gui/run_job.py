@@ -210,14 +210,14 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
     'finished' (this same job, complete) or 'other' (anything else: needs --overwrite)."""
     import zarr
 
-    from ..blockwise.plan import PLAN_FILE, WORK_DIR, BlockwisePlan
-    from ..storage import DEFAULT_OUTPUT, array_path, split_path
+    from ..blockwise.launch import work_dir_for
+    from ..blockwise.plan import PLAN_FILE, BlockwisePlan
+    from ..storage import DEFAULT_OUTPUT, array_path
 
     location = array_path(output, DEFAULT_OUTPUT)
     if not location.exists():
         return "absent"
-    container, dataset = split_path(output, DEFAULT_OUTPUT)
-    plan_file = container / WORK_DIR / dataset / PLAN_FILE
+    plan_file = work_dir_for(output) / PLAN_FILE
     try:
         previous = BlockwisePlan.load(plan_file).identity()
         expected = BlockwisePlan(
