@@ -73,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--max-retries", type=int, default=2)
     blocks.add_argument("--timeout", type=float, help="seconds before a block is retried")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    sweep = commands.add_parser(
+        "sweep", help="segment a region with a grid of parameters and score each against "
+        "ground truth (see docs/sweep.md)")
+    sweep.add_argument("input", help="affinities array, e.g. sample.zarr/affinities")
+    sweep.add_argument("--gt", required=True,
+                       help="ground-truth labels array, e.g. sample.zarr/ground_truth; "
+                       "0 = unlabelled (not scored), so sparse annotations work")
+    sweep.add_argument("--roi", type=int, nargs="+", metavar="N",
+                       help="offset then shape in voxels, e.g. 0 0 0 32 64 64 "
+                       "(default: the whole volume)")
+    sweep.add_argument("--params", type=Path,
+                       help="parameters JSON the sweep starts from (default: defaults, "
+                       "offsets from the input)")
+    sweep.add_argument("--bias", nargs="+", metavar="V", default=None,
+                       help="uniform biases to try: numbers and/or ranges start:stop:step "
+                       "(default 0.1 0.25 0.5 0.75 0.9)")
+    sweep.add_argument("--threshold", nargs="+", metavar="V",
+                       help="thresholds to try (default: only the base value)")
+    sweep.add_argument("--min-size", nargs="+", metavar="N",
+                       help="minimum sizes to try (default: only the base value)")
+    sweep.add_argument("--workers", type=int, default=2,
+                       help="settings run in parallel (worker processes, default 2)")
+    sweep.add_argument("--csv", type=Path, help="also write the table to this CSV file")
     return parser
 
 
@@ -137,10 +161,87 @@ def command_segment(args) -> int:
     return 0
 
 
+def command_sweep(args) -> int:
+    import time
+
+    import numpy as np
+    from funlib.geometry import Coordinate, Roi
+    from funlib.persistence import open_ds
+
+    from .storage import array_path, open_affinities, parameters_for
+    from .sweep import DEFAULT_BIASES, best, format_table, parameter_grid, parse_values
+    from .sweep import run_sweep, write_csv
+
+    if args.params and not args.params.exists():
+        raise MutexWatershedError(f"parameters file {args.params} does not exist")
+    if args.workers < 1:
+        raise MutexWatershedError("--workers must be at least 1")
+    affinities = open_affinities(args.input)
+    base = WatershedParameters.load(args.params) if args.params else WatershedParameters()
+    base = parameters_for(affinities, base)
+    spatial = tuple(int(s) for s in affinities.array.shape[1:])
+    if len(spatial) != base.ndim:
+        raise MutexWatershedError(
+            f"the affinities are {len(spatial)}D but the offsets are {base.ndim}D")
+    gt_location = array_path(args.gt, "ground_truth")
+    if not gt_location.exists():
+        raise MutexWatershedError(f"no ground truth at {gt_location}: the path does not exist")
+    try:
+        truth = open_ds(str(gt_location), mode="r")
+    except Exception as error:
+        raise MutexWatershedError(f"cannot open {gt_location} as a zarr array: {error}") from None
+    if truth.voxel_size != affinities.voxel_size or len(truth.shape) != len(spatial):
+        raise MutexWatershedError(
+            f"the ground truth ({len(truth.shape)}D, voxel size {truth.voxel_size}) does not "
+            f"match the affinities ({len(spatial)}D, voxel size {affinities.voxel_size})")
+
+    offset, shape = (0,) * len(spatial), spatial
+    if args.roi:
+        if len(args.roi) != 2 * len(spatial):
+            raise MutexWatershedError(
+                f"--roi takes {len(spatial)} offsets and {len(spatial)} sizes, e.g. "
+                + " ".join(["0"] * len(spatial) + ["32"] * len(spatial)))
+        offset, shape = tuple(args.roi[:len(spatial)]), tuple(args.roi[len(spatial):])
+        if any(o < 0 or s <= 0 or o + s > n for o, s, n in zip(offset, shape, spatial)):
+            raise MutexWatershedError(f"roi {offset} + {shape} is not inside the volume {spatial}")
+    voxel_size = affinities.voxel_size
+    roi = Roi(affinities.spatial_roi.offset + Coordinate(offset) * voxel_size,
+              Coordinate(shape) * voxel_size)
+
+    try:
+        settings = parameter_grid(
+            base,
+            bias=parse_values(args.bias) if args.bias else list(DEFAULT_BIASES),
+            threshold=parse_values(args.threshold),
+            min_size=parse_values(args.min_size, int),
+        )
+    except ValueError as error:
+        raise MutexWatershedError(str(error)) from None
+    crop = affinities.array.to_ndarray(roi)
+    ground_truth = truth.to_ndarray(roi, fill_value=0)  # outside the annotation: unlabelled
+    labelled = int(np.count_nonzero(ground_truth))
+    if not labelled:
+        raise MutexWatershedError(f"the ground truth has no labelled voxel in {offset} + {shape}")
+    print(f"sweeping {len(settings)} settings on {' x '.join(map(str, shape))} voxels at "
+          f"{offset} ({labelled} labelled) with {min(args.workers, len(settings))} workers",
+          file=sys.stderr)
+    started = time.perf_counter()
+    results = run_sweep(crop, settings, ground_truth, workers=args.workers, keep_labels=False)
+    print(format_table(results))
+    winner = best(results)
+    if winner is not None:
+        print(f"best: {winner.name} (adapted Rand error {winner.adapted_rand_error:.4f}); "
+              f"{time.perf_counter() - started:.1f} s")
+    if args.csv:
+        print(f"table written to {write_csv(results, args.csv)}")
+    return 0 if all(r.error is None for r in results) else 1
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"sample": command_sample, "segment": command_segment}[args.command](args)
+        return {"sample": command_sample, "segment": command_segment,
+                "sweep": command_sweep}[args.command](args)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in error.errors()

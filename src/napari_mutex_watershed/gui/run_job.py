@@ -378,7 +378,10 @@ class Job:
 
     def _finish(self, code: int) -> None:
         self.returncode = code
-        # whatever is left of the group (nothing, normally) goes too
+        self._kill_everything()  # whatever is left of the group (nothing, normally)
+
+    def _kill_everything(self) -> None:
+        """SIGKILL the process group and every descendant seen when cancel began."""
         self._signal_group(_KILL)
         for process in self._family:
             try:
@@ -404,12 +407,7 @@ class Job:
         if (self.cancel_requested and not self.killed and self.cancelled_at is not None
                 and time.monotonic() - self.cancelled_at >= KILL_AFTER):
             self.killed = True
-            self._signal_group(_KILL)
-            for process in self._family:
-                try:
-                    process.kill()
-                except Exception:
-                    pass
+            self._kill_everything()
 
     def kill_now(self, grace: float = KILL_AFTER) -> None:
         """Blocking cancel (shutdown): SIGTERM, wait up to ``grace`` s, SIGKILL, reap."""

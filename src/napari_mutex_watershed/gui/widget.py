@@ -34,6 +34,7 @@ from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
 from . import settings as settings_store
 from .preview import PreviewRequest, PreviewService
 from .run_job import FullRunController
+from .sweep_panel import SweepPanel
 from .visible_region import NotVisible, placement, visible_region
 
 PREVIEW_LAYER_NAME = "preview"
@@ -278,6 +279,8 @@ class MutexWatershedWidget(Container):
 
         self.reset_choices()
         self._on_layer_changed()
+        self.sweep_panel = SweepPanel(self)
+        self.native.layout().addWidget(self.sweep_panel.native)
         # kill the worker processes when the widget goes away, whoever closes it
         box = self._service_box = [None]
         self._finalizer = weakref.finalize(self, _close_service, box)
@@ -741,6 +744,7 @@ class MutexWatershedWidget(Container):
     # ------------------------------------------------------------------ teardown
     def close_preview(self) -> None:
         """Stop the preview and its worker processes (also done when the widget is deleted)."""
+        self.sweep_panel.close_sweep()
         self._debounce.stop()
         self._poll.stop()
         if self._service is not None:

@@ -1,0 +1,639 @@
+"""The Sweep section: run a grid of parameters on the preview region, look at every result
+side by side, score them against a (sparse) ground truth and apply the best.
+
+``SweepPanel(main_widget)`` is a magicgui Container that works with a
+``MutexWatershedWidget``: it takes the parameters from the widget's controls
+(``check()``), the crop from the widget's ``current_region()`` (the same crop the live
+preview segments), and applies a chosen row with ``set_parameters()``. The computation is
+``sweep.Sweeper`` (worker processes, up to the worker count, started on the first sweep and
+kept warm); the panel polls it from a QTimer and only touches layers on the main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QBrush, QColor, QFont
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy, QTableWidget
+from qtpy.QtWidgets import QTableWidgetItem
+
+from ..sweep import (
+    COLUMNS,
+    DEFAULT_BIASES,
+    SweepInputs,
+    Sweeper,
+    best,
+    format_cell,
+    parameter_grid,
+    parse_values,
+    rank,
+    table_rows,
+    write_csv,
+)
+from .visible_region import NotVisible, placement
+
+SWEEP_METADATA_KEY = "mutex_watershed_sweep"
+#: Sweep layers also carry the preview's metadata key, so the main widget does not offer
+#: them as mask or seeds.
+PREVIEW_METADATA_KEY = "mutex_watershed_preview"
+LAYER_PREFIX = "sweep "
+BEST_COLOUR = QColor(46, 125, 70)
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+INDEX_ROLE = Qt.ItemDataRole.UserRole
+
+
+#: Column titles in the panel (short: it is a dock) and their tooltips.
+HEADERS = {
+    "rank": ("#", "Rank: by adapted Rand error, ties in grid order"),
+    "setting": ("Setting", "The swept values (the layer is 'sweep <setting>')"),
+    "adapted_rand_error": ("ARE", "Adapted Rand error (skimage.metrics.adapted_rand_error): "
+                           "1 - F-score of the pairs of labelled voxels put together. "
+                           "Lower is better."),
+    "voi_split": ("Split", "VOI split: H(segmentation | ground truth): over-segmentation. Lower "
+                  "is better."),
+    "voi_merge": ("Merge", "VOI merge: H(ground truth | segmentation): under-segmentation. Lower "
+                  "is better."),
+    "n_segments": ("Segments", "Number of segments in the shown region"),
+    "seconds": ("Time", "Segmentation time in the worker, in seconds"),
+}
+
+
+class _Item(QTableWidgetItem):
+    """A table cell that sorts by its number (text sorts '10' before '9')."""
+
+    def __init__(self, text: str, sort_key) -> None:
+        super().__init__(text)
+        self.setData(SORT_ROLE, sort_key)
+        self.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
+        if isinstance(sort_key, (int, float)):
+            self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def __lt__(self, other) -> bool:
+        mine, theirs = self.data(SORT_ROLE), other.data(SORT_ROLE)
+        try:
+            return (mine is None, mine) < (theirs is None, theirs)
+        except TypeError:
+            return str(mine) < str(theirs)
+
+
+def _layer_data(layer):
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def _grid(viewer):
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+class SweepPanel(Container):
+    """Sweep bias (and threshold, min size) on the preview region; score, rank, apply."""
+
+    def __init__(self, main_widget, *, workers: int | None = None) -> None:
+        super().__init__(labels=True, name="sweep")
+        self.label = ""
+        self.main = main_widget
+        self.viewer = main_widget.viewer
+        self.job = None
+        self.results = []  # SweepResult of the current/last sweep, in arrival order
+        self.best_result = None
+        self._sweeper: Sweeper | None = None
+        self._sweeper_box: list = [None]
+        self._meta: dict = {}
+        self._closed = False
+        self._job_number = 0
+        self._to_remove: list = []
+        self._arrived: list = []  # results received, not shown yet
+        self._active = False
+
+        cpus = os.cpu_count() or 1
+        self.heading = Label(name="sweep_heading", value="<b>Sweep</b>")
+        self.bias_values = LineEdit(
+            name="sweep_bias", label="Bias values",
+            value=", ".join(f"{b:g}" for b in DEFAULT_BIASES),
+            tooltip="Uniform biases to try (the bias of every offset), e.g. "
+            "'0.1, 0.25, 0.5' or a range 'start:stop:step' such as '0.3:0.7:0.1' (stop "
+            "included). Empty: keep the bias set above.",
+        )
+        self.threshold_values = LineEdit(
+            name="sweep_threshold", label="Threshold values", value="",
+            tooltip="Thresholds to try, as for the bias. Empty: keep the threshold above.",
+        )
+        self.min_size_values = LineEdit(
+            name="sweep_min_size", label="Min size values", value="",
+            tooltip="Minimum sizes to try, e.g. '0, 20, 50' or '0:100:25'. Empty: keep the "
+            "minimum size above.",
+        )
+        for widget, text in ((self.bias_values, "e.g. 0.1, 0.5 or 0.3:0.7:0.1"),
+                             (self.threshold_values, "empty: keep; e.g. 0, 0.2, 0.4"),
+                             (self.min_size_values, "empty: keep; e.g. 0, 20, 50")):
+            widget.native.setPlaceholderText(text)
+        self.ground_truth = ComboBox(
+            name="ground_truth", label="Ground truth", choices=self._labels_choices,
+            nullable=True, value=None,
+            tooltip="Labels layer to score against; it may be sparse: only voxels > 0 "
+            "count (0 = unlabelled). Without it the results are shown but not scored.",
+        )
+        self.workers = SpinBox(
+            name="workers", label="Workers", value=workers or min(2, cpus), min=1,
+            max=max(cpus, workers or 1),
+            tooltip="Settings computed in parallel, each in its own process.",
+        )
+        self.run_button = PushButton(name="run_sweep", text="Run sweep")
+        self.run_button.tooltip = (
+            "Segment the preview region (what the live preview segments for the current "
+            "view) once per setting, in the background; each result becomes a Labels layer "
+            "named by its setting.")
+        self.cancel_button = PushButton(name="cancel_sweep", text="Cancel", enabled=False)
+        self.grid_view = CheckBox(
+            name="grid_view", text="Grid view", label="", value=bool(_grid(self.viewer).enabled),
+            tooltip="napari's grid mode: every visible layer in its own view, side by side.",
+        )
+        self.status = Label(name="sweep_status", value="")
+        self.status.label = ""
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status.native.setFixedHeight(self.status.native.fontMetrics().lineSpacing() * 2 + 4)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels([HEADERS[key][0] for key, _ in COLUMNS])
+        for column, (key, _) in enumerate(COLUMNS):
+            self.table.horizontalHeaderItem(column).setToolTip(HEADERS[key][1])
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.table.setMinimumHeight(150)
+        self.table.setMaximumHeight(330)
+        self.table.setToolTip(
+            "Lower is better for every score. Adapted Rand error: 1 - F-score of the pairs "
+            "of labelled voxels put together; VOI split / merge: conditional entropies of "
+            "the segmentation given the ground truth (over-segmentation) and the reverse "
+            "(under-segmentation). Click a header to sort; the best row is highlighted.")
+
+        self.apply_button = PushButton(name="apply_sweep", text="Apply", enabled=False)
+        self.apply_button.tooltip = ("Copy the parameters of the selected row (none selected: "
+                                     "the best, highlighted) into the controls above. "
+                                     "Double-click a row to apply it.")
+        self.save_button = PushButton(name="save_sweep", text="Save CSV...", enabled=False)
+        self.clear_button = PushButton(name="clear_sweep", text="Remove layers")
+        self.clear_button.tooltip = "Remove the sweep's Labels layers from the viewer."
+
+        run_row = Container(widgets=[self.run_button, self.cancel_button, self.grid_view],
+                            layout="horizontal", labels=False, name="sweep_run_row")
+        result_row = Container(widgets=[self.apply_button, self.save_button, self.clear_button],
+                               layout="horizontal", labels=False, name="sweep_result_row")
+        for row in (run_row, result_row):
+            row.label = ""
+            row.margins = (0, 0, 0, 0)
+        self.extend([self.heading, self.bias_values, self.threshold_values,
+                     self.min_size_values, self.ground_truth, self.workers, run_row,
+                     self.status, result_row])
+        self.heading.label = ""
+        # the table spans the whole width, between the status and the buttons below it
+        self.native.layout().insertWidget(self.index(self.status) + 1, self.table)
+        self.native.layout().addStretch(1)  # extra height below, not between the rows
+
+        self._timer = QTimer(self.native)
+        self._timer.setInterval(50)
+        self._timer.timeout.connect(self._poll)
+        # layers are removed one per turn of the event loop, and never hidden first: under
+        # Xvfb/Mesa, napari 0.9 segfaults drawing after several Labels layers were removed
+        # in one go, or after a hidden Labels layer was removed
+        self._removal_timer = QTimer(self.native)
+        self._removal_timer.setInterval(30)
+        self._removal_timer.timeout.connect(self._remove_next)
+
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.apply_button.changed.connect(self.apply)
+        self.save_button.changed.connect(self._save_dialog)
+        self.clear_button.changed.connect(self.remove_layers)
+        self.grid_view.changed.connect(self._on_grid_toggled)
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.table.itemDoubleClicked.connect(lambda *_: self.apply())
+
+        grid = _grid(self.viewer)
+        self._connections = [
+            (grid.events.enabled, self._on_grid_changed),
+            (self.viewer.layers.events.inserted, self._on_layers_changed),
+            (self.viewer.layers.events.removed, self._on_layers_changed),
+        ]
+        for emitter, callback in self._connections:
+            emitter.connect(callback)
+        self.reset_choices()
+        self._choose_ground_truth()
+
+        box = self._sweeper_box
+        self._finalizer = weakref.finalize(self, _close_sweeper, box)
+        ref = weakref.ref(self)
+
+        def on_destroyed(*_args):
+            panel = ref()
+            if panel is not None:
+                panel._teardown()
+            _close_sweeper(box)
+
+        self.native.destroyed.connect(on_destroyed)
+
+    # ------------------------------------------------------------------ choices
+    def _labels_choices(self, _widget=None):
+        from napari.layers import Labels
+
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels)
+            and not layer.metadata.get(SWEEP_METADATA_KEY)
+            and not layer.metadata.get(PREVIEW_METADATA_KEY)
+        ]
+
+    def _choose_ground_truth(self) -> None:
+        """Preselect a layer that says it is the ground truth (the sample data's is)."""
+        for name, layer in self._labels_choices():
+            lowered = name.lower()
+            if "ground truth" in lowered or "ground_truth" in lowered or lowered == "gt":
+                self.ground_truth.value = layer
+                return
+
+    def _on_layers_changed(self, _event=None) -> None:
+        if not self._closed:
+            self.reset_choices()
+
+    # ------------------------------------------------------------------ running
+    def sweeper(self) -> Sweeper:
+        if self._sweeper is not None and self._sweeper.workers != self.workers.value:
+            self._sweeper.close()
+            self._sweeper = None
+        if self._sweeper is None:
+            self._sweeper = Sweeper(workers=self.workers.value, nice=True)
+            self._sweeper_box[0] = self._sweeper
+        return self._sweeper
+
+    @property
+    def running(self) -> bool:
+        """True from Run until every result is shown (or the sweep was cancelled)."""
+        return self._active
+
+    def settings(self, parameters):
+        """The grid the value fields describe around ``parameters``; raises ValueError."""
+        return parameter_grid(
+            parameters,
+            bias=parse_values(self.bias_values.value),
+            threshold=parse_values(self.threshold_values.value),
+            min_size=parse_values(self.min_size_values.value, int),
+        )
+
+    def run(self, *_args) -> bool:
+        """Start a sweep on the current preview region; False (and a status) if it cannot."""
+        if self.running or self._closed:
+            return False
+        parameters, problem = self.main.check()
+        if parameters is None:
+            self.status.value = f"Cannot sweep: {problem}"
+            return False
+        layer = self.main.affinities.value
+        if layer is None:
+            self.status.value = "Cannot sweep: choose an affinities layer"
+            return False
+        try:
+            region = self.main.current_region(layer)
+        except NotVisible as reason:
+            self.status.value = f"Cannot sweep: {reason}"
+            return False
+        except ValueError as error:
+            self.status.value = f"Cannot sweep: {error}"
+            return False
+        try:
+            settings = self.settings(parameters)
+        except ValueError as error:
+            self.status.value = f"Cannot sweep: {error}"
+            return False
+        data = _layer_data(layer)
+        spatial = tuple(data.shape[1:])
+        truth = self.ground_truth.value
+        if truth is not None and tuple(_layer_data(truth).shape) != spatial:
+            self.status.value = (f"Cannot sweep: ground truth '{truth.name}' has shape "
+                                 f"{tuple(_layer_data(truth).shape)}, the affinities' spatial "
+                                 f"shape is {spatial}")
+            return False
+        for other, what in ((self.main.mask.value, "mask"), (self.main.seeds.value, "seeds")):
+            if other is not None and tuple(_layer_data(other).shape) != spatial:
+                self.status.value = f"Cannot sweep: the {what} has another shape"
+                return False
+
+        shown = tuple(slice(a, b) for a, b in zip(region.shown_start, region.shown_stop))
+        inputs = SweepInputs(
+            affinities=_reader(data, (slice(None),) + region.slices),
+            ground_truth=None if truth is None else _reader(_layer_data(truth), shown),
+            mask=None if self.main.mask.value is None
+            else _reader(_layer_data(self.main.mask.value), region.slices),
+            seeds=None if self.main.seeds.value is None
+            else _reader(_layer_data(self.main.seeds.value), region.slices),
+            shown=region.shown_in_crop,
+        )
+        self._job_number += 1
+        self._queue_removal(self._own_layers())  # the previous sweep's
+        self._clear_table()
+        self.results = []
+        self._arrived = []
+        self.best_result = None
+        scale, translate = placement(region, layer.scale[1:], layer.translate[1:])
+        self._meta = {
+            "region": region, "scale": scale, "translate": translate,
+            "units": tuple(layer.units)[1:], "layer": layer.name,
+            "ground_truth": None if truth is None else truth.name,
+            "settings": settings, "started": time.perf_counter(),
+        }
+        self.job = self.sweeper().start(inputs, settings)
+        self._active = True
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.apply_button.enabled = self.save_button.enabled = False
+        workers = min(self.workers.value, len(settings))
+        self.status.value = (f"Sweeping {len(settings)} settings on "
+                             f"{' x '.join(map(str, region.shape))} voxels "
+                             f"({workers} worker{'s' if workers > 1 else ''}) ...")
+        self._timer.start()
+        return True
+
+    def cancel(self, *_args) -> None:
+        if not self.running or self.job.done:
+            return
+        self.job.cancel()
+        self._poll()
+
+    def _poll(self) -> None:
+        job = self.job
+        if job is None:
+            self._timer.stop()
+            return
+        self._arrived.extend(job.poll())
+        if self._arrived:
+            # one result per tick: adding a Labels layer is napari's most expensive step
+            # (0.1-0.4 s on the main thread), so two results never add up to one freeze
+            result = self._arrived.pop(0)
+            self.results.append(result)
+            self._show(result)
+        elif job.done:
+            self._timer.stop()
+            self._finish()
+
+    # ------------------------------------------------------------------ results
+    def _own_layers(self) -> list:
+        return [layer for layer in self.viewer.layers
+                if layer.metadata.get(SWEEP_METADATA_KEY)
+                and layer.metadata.get("sweep_panel") == id(self)]
+
+    def layers(self) -> list:
+        """The current sweep's Labels layers in the viewer, in grid order."""
+        found = [layer for layer in self._own_layers()
+                 if layer.metadata.get("sweep_job") == self._job_number
+                 and layer not in self._to_remove]
+        return sorted(found, key=lambda layer: layer.metadata.get("sweep_index", 0))
+
+    def remove_layers(self, *_args) -> None:
+        """Remove the sweep's layers (one by one, at the next turns of the event loop)."""
+        self._queue_removal(self._own_layers())
+
+    @property
+    def removing(self) -> bool:
+        """True while layers wait to be removed."""
+        return bool(self._to_remove)
+
+    def _queue_removal(self, layers) -> None:
+        for layer in layers:
+            if layer not in self._to_remove:
+                self._to_remove.append(layer)
+        if self._to_remove and not self._removal_timer.isActive():
+            self._removal_timer.start()
+
+    def _remove_next(self) -> None:
+        if self._to_remove:
+            layer = self._to_remove.pop(0)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        if not self._to_remove:
+            self._removal_timer.stop()
+
+    def _show(self, result) -> None:
+        """Add a result's layer (main thread), in grid order, and its table row."""
+        if result.labels is not None:
+            from napari.layers import Labels
+
+            metadata = {
+                SWEEP_METADATA_KEY: True,
+                PREVIEW_METADATA_KEY: True,
+                "sweep_panel": id(self),
+                "sweep_job": self._job_number,
+                "sweep_index": result.setting.index,
+                "region_start": self._meta["region"].start,
+                "region_stop": self._meta["region"].stop,
+                "shown_start": self._meta["region"].shown_start,
+                "parameters": result.parameters.model_dump(mode="json"),
+            }
+            layer = Labels(result.labels, name=LAYER_PREFIX + result.name,
+                           scale=self._meta["scale"], translate=self._meta["translate"],
+                           units=self._meta["units"], metadata=metadata)
+            # (no layer.name_overlay to name the grid cells: under Xvfb, napari 0.9 crashes
+            # drawing after a Labels layer that had one is removed)
+            self.viewer.layers.insert(self._insert_position(result.setting.index), layer)
+        self._add_row(result)
+        done, total = len(self.results), len(self._meta["settings"])
+        if not self.job.done:
+            self.status.value = (f"Sweeping: {done} of {total} settings done "
+                                 f"({time.perf_counter() - self._meta['started']:.1f} s)")
+
+    def _insert_position(self, index: int) -> int:
+        """Layer-list position keeping the sweep layers in grid order (bottom = first
+        cell), above the other layers."""
+        layers = list(self.viewer.layers)
+        current = self.layers()
+        ours = [(layer.metadata.get("sweep_index", 0), i) for i, layer in enumerate(layers)
+                if layer in current]
+        after = [i for other, i in ours if other > index]
+        if after:
+            return min(after)
+        before = [i for other, i in ours if other < index]
+        return max(before) + 1 if before else len(layers)
+
+    def _clear_table(self) -> None:
+        self.table.setSortingEnabled(False)
+        self.table.clearContents()
+        self.table.setRowCount(0)
+        self.table.setSortingEnabled(True)
+
+    def _add_row(self, result, position: int | None = None) -> int:
+        """Append a row for ``result``; returns its row number."""
+        row_values = table_rows([result])[0]
+        if position is not None:
+            row_values["rank"] = position
+        else:
+            row_values["rank"] = None
+        sorting = self.table.isSortingEnabled()
+        self.table.setSortingEnabled(False)
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        for column, (key, _title) in enumerate(COLUMNS):
+            value = row_values[key]
+            if key == "setting":
+                text, sort_key = value, result.setting.index
+            else:
+                text, sort_key = format_cell(key, value), value
+            item = _Item(text, sort_key)
+            item.setData(INDEX_ROLE, result.setting.index)
+            if result.error:
+                item.setToolTip(f"failed: {result.error}")
+            self.table.setItem(row, column, item)
+        self.table.setSortingEnabled(sorting)
+        return row
+
+    def _finish(self) -> None:
+        """All results are in (or the sweep was cancelled): rank, highlight, select."""
+        job = self.job
+        self._active = False
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self._clear_table()
+        self.table.setSortingEnabled(False)
+        for position, result in enumerate(rank(self.results), start=1):
+            self._add_row(result, position)
+        self.table.setSortingEnabled(True)
+        self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
+        self.best_result = best(self.results)
+        if self.best_result is not None:
+            row = self.row_of(self.best_result.setting.index)
+            font = QFont(self.table.font())
+            font.setBold(True)
+            for column in range(self.table.columnCount()):
+                item = self.table.item(row, column)
+                item.setBackground(QBrush(BEST_COLOUR))
+                item.setFont(font)
+                item.setToolTip("Best: lowest adapted Rand error")
+        self.save_button.enabled = bool(self.results)
+        self.apply_button.enabled = self.selected_result() is not None
+        seconds = (job.finished or time.perf_counter()) - self._meta["started"]
+        failed = [r for r in self.results if r.error]
+        total = len(self._meta["settings"])
+        if job.error:
+            text = f"Sweep failed: {job.error}"
+        elif job.cancelled:
+            text = f"Sweep cancelled: {len(self.results)} of {total} settings done"
+        else:
+            text = f"Sweep of {total} settings: {seconds:.1f} s"
+        if self.best_result is not None:
+            text += (f"; best {self.best_result.name} (adapted Rand error "
+                     f"{self.best_result.adapted_rand_error:.4f})")
+        elif self._meta.get("ground_truth") is None and not job.error:
+            text += "; not scored (no ground truth chosen)"
+        elif not job.error and self.results and all(r.scores is None for r in self.results):
+            text += "; not scored: the ground truth has no labelled voxel in the region"
+        if failed:
+            text += f"; {len(failed)} failed: {failed[0].error}"
+        self.status.value = text
+        self.status.tooltip = text
+
+    # ------------------------------------------------------------------ table actions
+    def row_of(self, index: int) -> int:
+        """Table row (as currently sorted) of the setting with grid ``index``."""
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(INDEX_ROLE) == index:
+                return row
+        raise KeyError(index)
+
+    def selected_result(self):
+        rows = {item.row() for item in self.table.selectedItems()}
+        if not rows:
+            return self.best_result
+        index = self.table.item(min(rows), 0).data(INDEX_ROLE)
+        for result in self.results:
+            if result.setting.index == index:
+                return result
+        return None
+
+    def _on_selection(self) -> None:
+        result = self.selected_result()
+        self.apply_button.enabled = (result is not None and result.error is None
+                                     and not self.running)
+
+    def apply(self, *_args):
+        """Copy the selected (default: best) row's parameters into the main widget."""
+        result = self.selected_result()
+        if result is None or result.error is not None:
+            return None
+        self.main.set_parameters(result.parameters)
+        self.status.value = f"Applied {result.name} to the parameters above"
+        return result
+
+    def save_csv(self, path):
+        return write_csv(self.results, path)
+
+    def _save_dialog(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self.native, "Save the sweep table",
+                                              "sweep.csv", "CSV (*.csv)")
+        if path:
+            try:
+                self.save_csv(path)
+                self.status.value = f"Table saved to {path}"
+            except OSError as error:
+                self.status.value = f"Cannot save: {error}"
+
+    # ------------------------------------------------------------------ grid view
+    def _on_grid_toggled(self, on: bool) -> None:
+        grid = _grid(self.viewer)
+        if grid.enabled != bool(on):
+            grid.enabled = bool(on)
+
+    def _on_grid_changed(self, _event=None) -> None:
+        enabled = bool(_grid(self.viewer).enabled)
+        if self.grid_view.value != enabled:
+            self.grid_view.value = enabled
+
+    # ------------------------------------------------------------------ teardown
+    def close_sweep(self) -> None:
+        """Cancel a running sweep and stop the worker processes (also done when the panel
+        is deleted)."""
+        self._timer.stop()
+        self._removal_timer.stop()
+        self._to_remove = []
+        if self.job is not None and not self.job.done:
+            self.job.cancel()
+        self._active = False
+        if self._sweeper is not None:
+            self._sweeper.close()
+            self._sweeper = None
+            self._sweeper_box[0] = None
+
+    def _teardown(self) -> None:
+        self._closed = True
+        for emitter, callback in self._connections:
+            try:
+                emitter.disconnect(callback)
+            except Exception:
+                pass
+        self._connections = []
+
+
+def _reader(data, slices):
+    """Reads a crop when called (on the sweep's background thread, not the UI's)."""
+    return lambda: np.asarray(data[slices])
+
+
+def _close_sweeper(box: list) -> None:
+    sweeper = box[0]
+    if sweeper is not None:
+        sweeper.close()
+        box[0] = None
+
+
+__all__ = ["SweepPanel"]

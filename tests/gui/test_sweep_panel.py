@@ -1,0 +1,246 @@
+"""The Sweep section in a real napari viewer (run under xvfb-run)."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import time
+
+import numpy as np
+import pytest
+
+from napari_mutex_watershed import segment
+from napari_mutex_watershed.sweep import score
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT = 60_000  # ms; the first sweep also starts the worker processes
+
+
+@pytest.fixture
+def panel(viewer_with_widget, qtbot):
+    """The Sweep panel of the docked main widget, docked beside it; workers stopped at the
+    end."""
+    from napari_mutex_watershed.gui.sweep_panel import SweepPanel
+
+    viewer, widget = viewer_with_widget
+    panel = SweepPanel(widget)
+    viewer.window.add_dock_widget(panel, name="Sweep")
+    yield viewer, widget, panel
+    panel.close_sweep()
+
+
+def wait_for_sweep(qtbot, panel, timeout=TIMEOUT):
+    qtbot.waitUntil(lambda: panel.job is not None and panel.job.done and not panel.running
+                    and not panel.removing, timeout=timeout)
+    assert panel.job.error is None, panel.job.error
+
+
+def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, panel = panel
+    viewer.dims.set_current_step(1, 30)
+    viewer.scene.camera.zoom = 5.0
+    viewer.scene.camera.center = (0, 64, 64)
+    assert panel.ground_truth.value.name == "ground truth"  # preselected
+    panel.bias_values.value = "0.25, 0.5, 0.75"
+    assert panel.run() is True
+    assert panel.running and panel.cancel_button.enabled
+    wait_for_sweep(qtbot, panel)
+
+    # one layer per setting, named by it, in grid order, placed like the preview
+    names = [layer.name for layer in panel.layers()]
+    assert names == ["sweep bias=0.25", "sweep bias=0.50", "sweep bias=0.75"]
+    region = widget.current_region()
+    affinities = viewer.layers["affinities"]
+    crop = np.asarray(affinities.data[(slice(None),) + region.slices])
+    truth = viewer.layers["ground truth"].data
+    shown = tuple(slice(a, b) for a, b in zip(region.shown_start, region.shown_stop))
+    expected_error = {}
+    for layer, bias in zip(panel.layers(), (0.25, 0.5, 0.75)):
+        parameters = widget.parameters().model_copy(update={"bias": bias})
+        labels = segment(crop, parameters)[region.shown_in_crop]
+        np.testing.assert_array_equal(layer.data, labels)
+        np.testing.assert_allclose(layer.scale, affinities.scale[1:])
+        np.testing.assert_allclose(layer.translate, np.asarray(affinities.translate[1:])
+                                   + np.asarray(region.shown_start))
+        expected_error[bias] = score(labels, truth[shown]).adapted_rand_error
+    # the widget does not offer sweep layers as mask / seeds / ground truth
+    for combo in (panel.ground_truth, widget.mask, widget.seeds):
+        offered = [layer.name for layer in combo.choices if layer is not None]
+        assert "ground truth" in offered
+        assert not [name for name in offered if name.startswith("sweep")]
+
+    # the table: one row per setting, the best (lowest adapted Rand error) highlighted
+    table = panel.table
+    assert table.rowCount() == 3
+    best_bias = min(expected_error, key=lambda b: (expected_error[b], b))
+    assert panel.best_result.setting.value("bias") == best_bias
+    assert panel.best_result.adapted_rand_error == pytest.approx(expected_error[best_bias])
+    row = panel.row_of(panel.best_result.setting.index)
+    assert table.item(row, 0).font().bold()
+    assert table.item(row, 1).text() == f"bias={best_bias:.2f}"
+    assert table.item(row, 0).text() == "1"
+    assert "best" in panel.status.value and f"bias={best_bias:.2f}" in panel.status.value
+
+    # sortable: by adapted Rand error descending, the best row is last
+    table.sortItems(2, Qt.SortOrder.DescendingOrder)
+    assert table.item(table.rowCount() - 1, 1).text() == f"bias={best_bias:.2f}"
+    errors = [float(table.item(r, 2).text()) for r in range(table.rowCount())]
+    assert errors == sorted(errors, reverse=True)
+
+    # Apply copies the best row's parameters into the main widget
+    assert widget.parameters().bias is None
+    table.clearSelection()
+    applied = panel.apply()
+    assert applied is panel.best_result
+    assert widget.parameters().bias == pytest.approx(best_bias)
+    assert widget.fields["bias"].value == str(best_bias)
+    # ... or any selected row
+    table.selectRow(0)
+    assert panel.apply().setting.value("bias") != best_bias
+    assert widget.parameters().bias == pytest.approx(panel.selected_result().setting
+                                                     .value("bias"))
+
+    # the table as CSV
+    path = panel.save_csv(tmp_path / "sweep.csv")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["setting"] == f"bias={best_bias:.2f}"
+    assert float(rows[0]["adapted_rand_error"]) == pytest.approx(expected_error[best_bias])
+
+    # grid view is napari's grid mode, both ways
+    panel.grid_view.value = True
+    assert viewer.canvas.grid.enabled
+    qtbot.wait(200)
+    viewer.canvas.grid.enabled = False
+    assert panel.grid_view.value is False
+
+    # a new sweep replaces the layers; min size joins the names
+    panel.bias_values.value = "0.5"
+    panel.min_size_values.value = "0, 20"
+    panel.run()
+    wait_for_sweep(qtbot, panel)
+    assert [layer.name for layer in panel.layers()] == [
+        "sweep bias=0.50 min_size=0", "sweep bias=0.50 min_size=20"]
+    assert len([layer for layer in viewer.layers if layer.name.startswith("sweep")]) == 2
+    panel.remove_layers()
+    qtbot.waitUntil(lambda: not panel.removing, timeout=5_000)
+    assert not [layer for layer in viewer.layers if layer.name.startswith("sweep")]
+
+
+def test_problems_are_messages(panel, qtbot):
+    viewer, widget, panel = panel
+    panel.bias_values.value = "0.5, 1.5"
+    assert panel.run() is False
+    assert "1.50" in panel.status.value
+    panel.bias_values.value = "0.9:0.1:0.1"
+    assert panel.run() is False and "start <= stop" in panel.status.value
+    panel.bias_values.value = "0.5"
+    viewer.add_labels(np.zeros((10, 10, 10), np.uint32), name="small")
+    panel.ground_truth.value = viewer.layers["small"]
+    assert panel.run() is False and "shape" in panel.status.value
+    # without ground truth: shown, not scored
+    panel.ground_truth.value = None
+    assert panel.run() is True
+    wait_for_sweep(qtbot, panel)
+    assert panel.best_result is None and "not scored" in panel.status.value
+    assert panel.table.item(0, 2).text() == "-"
+
+
+def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
+    """The widget's 100 ms QTimer test, from Run until every result is a layer and a table
+    row, with 2 workers computing.
+
+    The one thing that takes longer on the main thread is napari adding a Labels layer
+    (0.1-0.4 s under Xvfb's software OpenGL, whatever adds it); the panel adds one per turn
+    of the event loop, and those spans are measured separately.
+    """
+    from qtpy.QtCore import QTimer
+
+    viewer, widget, panel = panel
+    # a 2D view of the whole 64 x 128 x 128 sample with 31 context slices on each side:
+    # seconds of computing per setting, one-slice result layers
+    viewer.dims.set_current_step(1, 32)
+    widget.context_slices.value = 31
+    panel.bias_values.value = "0.4, 0.6"
+    panel.workers.value = 2
+    warm_up_workers(qtbot, panel, widget)
+
+    adding = []  # (start, end) of napari adding a result layer
+    show = panel._show
+
+    def timed_show(result):
+        begin = time.perf_counter()
+        show(result)
+        adding.append((begin, time.perf_counter()))
+
+    panel._show = timed_show
+    gc.collect()
+    gc.freeze()
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    started = time.perf_counter()
+    try:
+        assert panel.run()
+        wait_for_sweep(qtbot, panel)
+        ended = time.perf_counter()
+    finally:
+        timer.stop()
+        gc.unfreeze()
+
+    region = panel._meta["region"]
+    assert region.shape[0] == 63 and region.shown_shape[0] == 1
+    assert len(panel.layers()) == 2 and panel.table.rowCount() == 2
+    assert min(r.seconds for r in panel.results) >= 0.5, "too fast to measure anything"
+    during = np.array([started] + [t for t in ticks if t <= ended] + [ended])
+    assert len(during) > 50
+    assert len(adding) == 2 and max(b - a for a, b in adding) < 1.0
+    frozen = [
+        (a - started, b - a) for a, b in zip(during[:-1], during[1:])
+        if b - a >= 0.100 and not any(a < end and b > begin for begin, end in adding)
+    ]
+    assert not frozen, f"the UI froze (start s, duration s): {frozen}"
+
+
+def warm_up_workers(qtbot, panel, widget):
+    """Start the worker processes before measuring (as the widget's test does)."""
+    sweeper = panel.sweeper()
+    parameters = widget.parameters().model_copy(update={"offsets": [(1, 0, 0), (0, 1, 0),
+                                                                    (0, 0, 1)]})
+    task = {"affinities": np.zeros((3, 4, 4, 4), np.float32), "ground_truth": None,
+            "mask": None, "seeds": None, "parameters": parameters.to_json()}
+    warm = [sweeper.submit(task) for _ in range(panel.workers.value)]
+    qtbot.waitUntil(lambda: all(f.done() for f in warm), timeout=TIMEOUT)
+    qtbot.wait(300)
+
+
+def test_cancel_stops_the_workers(panel, qtbot):
+    viewer, widget, panel = panel
+    widget.max_box_3d.value = 128
+    viewer.dims.ndisplay = 3
+    panel.bias_values.value = "0.3, 0.5, 0.7, 0.9"
+    panel.workers.value = 2
+    panel.run()
+    sweeper = panel.sweeper()
+    qtbot.waitUntil(lambda: len(sweeper.worker_pids()) == 2, timeout=TIMEOUT)
+    pids = sweeper.worker_pids()
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.running, timeout=TIMEOUT)
+    assert "cancelled" in panel.status.value
+    assert panel.run_button.enabled and not panel.cancel_button.enabled
+    qtbot.waitUntil(lambda: not any(_alive(pid) for pid in pids), timeout=10_000)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
