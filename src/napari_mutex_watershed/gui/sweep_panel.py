@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
@@ -35,6 +34,7 @@ from ..sweep import (
     table_rows,
     write_csv,
 )
+from .lifecycle import stop_with_widget
 from .visible_region import NotVisible, placement
 
 SWEEP_METADATA_KEY = "mutex_watershed_sweep"
@@ -232,17 +232,7 @@ class SweepPanel(Container):
         self.reset_choices()
         self._choose_ground_truth()
 
-        box = self._sweeper_box
-        self._finalizer = weakref.finalize(self, _close_sweeper, box)
-        ref = weakref.ref(self)
-
-        def on_destroyed(*_args):
-            panel = ref()
-            if panel is not None:
-                panel._teardown()
-            _close_sweeper(box)
-
-        self.native.destroyed.connect(on_destroyed)
+        self._finalizer = stop_with_widget(self, self._sweeper_box, _close_sweeper)
 
     # ------------------------------------------------------------------ choices
     def _labels_choices(self, _widget=None):

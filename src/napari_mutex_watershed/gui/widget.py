@@ -33,6 +33,7 @@ from ..engine.weights import SUPPORTED_DTYPES
 from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
 from . import settings as settings_store
 from .preview import PreviewRequest, PreviewService
+from .lifecycle import stop_with_widget
 from .run_job import FullRunController
 from .sweep_panel import SweepPanel
 from .visible_region import NotVisible, placement, visible_region
@@ -282,17 +283,8 @@ class MutexWatershedWidget(Container):
         self.sweep_panel = SweepPanel(self)
         self.native.layout().addWidget(self.sweep_panel.native)
         # kill the worker processes when the widget goes away, whoever closes it
-        box = self._service_box = [None]
-        self._finalizer = weakref.finalize(self, _close_service, box)
-        ref = weakref.ref(self)
-
-        def on_destroyed(*_args):
-            widget = ref()
-            if widget is not None:
-                widget._teardown()
-            _close_service(box)
-
-        self.native.destroyed.connect(on_destroyed)
+        self._service_box = [None]
+        self._finalizer = stop_with_widget(self, self._service_box, _close_service)
 
     # ------------------------------------------------------------------ choices
     def _affinity_choices(self, _widget=None):
