@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -144,7 +143,6 @@ def main() -> None:
     del affs
     rows = []
     if not args.skip_whole:
-        context = multiprocessing.get_context("spawn")
         seconds, tree, one, out = watch([sys.executable, "-c",
             "import sys; sys.path.insert(0, %r); import bench_blockwise as b; "
             "b.whole_volume(%r, %r, open(%r).read())" % (str(Path(__file__).parent),

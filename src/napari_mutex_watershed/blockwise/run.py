@@ -23,9 +23,8 @@ import psutil
 import zarr
 from funlib.geometry import Roi
 
-from .. import __version__
 from ..errors import MutexWatershedError
-from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
+from ..storage import COMPLETE_ATTR
 from .fragments import FragmentStep
 from .matching import MatchStep
 from .plan import PLAN_FILE, BlockwisePlan
