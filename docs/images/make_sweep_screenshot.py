@@ -21,7 +21,6 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_mutex_watershed.gui.sample_data import sample_cells
-    from napari_mutex_watershed.gui.sweep_panel import SweepPanel
     from napari_mutex_watershed.gui.widget import MutexWatershedWidget
 
     def settle(seconds):
@@ -37,9 +36,8 @@ def main() -> None:
     viewer.layers["ground truth"].visible = True  # its own cell in the grid, to compare
     widget = MutexWatershedWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Mutex Watershed")
-    panel = SweepPanel(widget)
-    panel.native.setMinimumWidth(540)  # room for every column of the table
-    viewer.window.add_dock_widget(panel, name="Sweep", tabify=True)
+    panel = widget.sweep_panel
+    widget.native.setMinimumWidth(540)  # room for every column of the table
     settle(0.5)
     viewer.dims.set_current_step(1, 32)
     viewer.reset_view()

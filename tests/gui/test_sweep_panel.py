@@ -19,13 +19,9 @@ TIMEOUT = 60_000  # ms; the first sweep also starts the worker processes
 
 @pytest.fixture
 def panel(viewer_with_widget, qtbot):
-    """The Sweep panel of the docked main widget, docked beside it; workers stopped at the
-    end."""
-    from napari_mutex_watershed.gui.sweep_panel import SweepPanel
-
+    """The Sweep section of the docked main widget; workers stopped at the end."""
     viewer, widget = viewer_with_widget
-    panel = SweepPanel(widget)
-    viewer.window.add_dock_widget(panel, name="Sweep")
+    panel = widget.sweep_panel
     yield viewer, widget, panel
     panel.close_sweep()
 

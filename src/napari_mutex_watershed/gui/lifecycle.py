@@ -20,3 +20,13 @@ def stop_with_widget(owner, box: list, close) -> weakref.finalize:
 
     owner.native.destroyed.connect(on_destroyed)
     return finalizer
+
+
+def disconnect_all(connections: list) -> None:
+    """Disconnect (emitter, callback) pairs, ignoring emitters that are already gone."""
+    for emitter, callback in connections:
+        try:
+            emitter.disconnect(callback)
+        except Exception:
+            pass
+    connections.clear()

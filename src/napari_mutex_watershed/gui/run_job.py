@@ -50,6 +50,7 @@ import numpy as np
 
 from ..parameters import WatershedParameters
 from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
+from .lifecycle import disconnect_all
 
 #: Name of the output array when the user does not choose one.
 DEFAULT_OUTPUT_NAME = "labels_mws"
@@ -1018,12 +1019,7 @@ class FullRunController:
 
     def shutdown(self) -> None:
         """The widget goes away: kill the job (blocking, at most about 1 s) and clean up."""
-        for emitter, callback in self._connections:
-            try:
-                emitter.disconnect(callback)
-            except Exception:
-                pass
-        self._connections = []
+        disconnect_all(self._connections)
         if self.job is not None:
             self.job.kill_now()
         self._aborted = True

@@ -34,7 +34,7 @@ from ..sweep import (
     table_rows,
     write_csv,
 )
-from .lifecycle import stop_with_widget
+from .lifecycle import disconnect_all, stop_with_widget
 from .visible_region import NotVisible, placement
 
 SWEEP_METADATA_KEY = "mutex_watershed_sweep"
@@ -606,12 +606,7 @@ class SweepPanel(Container):
 
     def _teardown(self) -> None:
         self._closed = True
-        for emitter, callback in self._connections:
-            try:
-                emitter.disconnect(callback)
-            except Exception:
-                pass
-        self._connections = []
+        disconnect_all(self._connections)
 
 
 def _reader(data, slices):

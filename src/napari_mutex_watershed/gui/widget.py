@@ -33,7 +33,7 @@ from ..engine.weights import SUPPORTED_DTYPES
 from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
 from . import settings as settings_store
 from .preview import PreviewRequest, PreviewService
-from .lifecycle import stop_with_widget
+from .lifecycle import disconnect_all, stop_with_widget
 from .run_job import FullRunController
 from .sweep_panel import SweepPanel
 from .visible_region import NotVisible, placement, visible_region
@@ -747,12 +747,7 @@ class MutexWatershedWidget(Container):
     def _teardown(self) -> None:
         """The Qt side is gone: stop listening to the viewer and the layers."""
         self._closed = True
-        for emitter, callback in self._connections:
-            try:
-                emitter.disconnect(callback)
-            except Exception:
-                pass
-        self._connections = []
+        disconnect_all(self._connections)
         self._unwatch_layers()
         self.full_run.shutdown()  # a running full-run job is stopped with its workers
 
