@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from main_thread import main_thread_ticks
 import zarr
 
 from napari_mutex_watershed import WatershedParameters
@@ -93,7 +93,6 @@ def alive(processes) -> list:
 def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     make_napari_viewer_proxy, plugin_manager, cli_result, qtbot
 ):
-    from qtpy.QtCore import QTimer
 
     container, parameters, expected = cli_result
     viewer = make_napari_viewer_proxy(show=True, ensure_main_thread=True)
@@ -110,22 +109,11 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     assert panel.output.native.placeholderText() == str(container / "labels_mws")
 
     qtbot.wait(500)  # the first drawing of the viewer and the dock is not part of the run
-    gc.collect()
-    gc.freeze()  # see the 3D preview responsiveness test: keep old viewers out of the GC
-    ticks, cpu = [], []  # wall clock, and the main thread's CPU time (for diagnosis)
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: (ticks.append(time.perf_counter()),
-                                   cpu.append(time.thread_time())))
-    timer.start()
-    started = time.perf_counter()
-    try:
+    with main_thread_ticks() as (ticks, cpu):  # cpu: the main thread's CPU time, for diagnosis
+        started = time.perf_counter()
         assert panel.start()
         assert panel.run_button.text == "Cancel"
         wait_until_idle(qtbot, panel)
-    finally:
-        timer.stop()
-        gc.unfreeze()
     finished = time.perf_counter()
 
     job = panel.last_job

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import gc
 import time
 
 import numpy as np
 import pytest
+from main_thread import main_thread_ticks
 
 from napari_mutex_watershed import segment
 from napari_mutex_watershed.sweep import score
@@ -154,7 +154,6 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
     (0.1-0.4 s under Xvfb's software OpenGL, whatever adds it); the panel adds one per turn
     of the event loop, and those spans are measured separately.
     """
-    from qtpy.QtCore import QTimer
 
     viewer, widget, panel = panel
     # a 2D view of the whole 64 x 128 x 128 sample with 31 context slices on each side:
@@ -174,21 +173,11 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
         adding.append((begin, time.perf_counter()))
 
     panel._show = timed_show
-    gc.collect()
-    gc.freeze()
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    started = time.perf_counter()
-    try:
+    with main_thread_ticks() as (ticks, _):
+        started = time.perf_counter()
         assert panel.run()
         wait_for_sweep(qtbot, panel)
         ended = time.perf_counter()
-    finally:
-        timer.stop()
-        gc.unfreeze()
 
     region = panel._meta["region"]
     assert region.shape[0] == 63 and region.shown_shape[0] == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -10,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from main_thread import main_thread_ticks
 
 from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.gui.widget import OFFSETS_CUSTOM, PREVIEW_LAYER_NAME
@@ -244,7 +244,6 @@ def test_3d_preview_is_capped_and_placed(viewer_with_widget, qtbot):
 
 
 def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot):
-    from qtpy.QtCore import QTimer
 
     viewer, widget = viewer_with_widget
     widget.max_box_3d.value = 128  # the whole 64 x 128 x 128 sample: more than a second
@@ -253,23 +252,10 @@ def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot)
     qtbot.waitUntil(service.workers_ready, timeout=TIMEOUT)
     qtbot.wait(500)
 
-    # A full garbage collection of this test process's heap (viewers of earlier tests)
-    # stalls the main thread for ~0.2 s, whatever the widget does: collect first, and keep
-    # the survivors out of the collector while measuring.
-    gc.collect()
-    gc.freeze()
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    started = time.perf_counter()
-    try:
+    with main_thread_ticks() as (ticks, _):
+        started = time.perf_counter()
         widget.preview.value = True
         result = wait_for_new_result(qtbot, widget)
-    finally:
-        timer.stop()
-        gc.unfreeze()
     received = result.meta["received"]
 
     assert result.compute_seconds >= 1.0, "the preview was too fast to measure anything"
