@@ -19,6 +19,7 @@ from scipy import ndimage
 from skimage.metrics import adapted_rand_error
 
 from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.dacapo import (
     DEFAULT_BIAS_VALUES,
     LocalArrayIdentifier,
@@ -33,7 +34,7 @@ from napari_mutex_watershed.dacapo import (
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
 from napari_mutex_watershed.reference import arrays as arrays_module
 from napari_mutex_watershed.reference import post_processor as post_processor_module
-from napari_mutex_watershed.storage import PARAMETERS_ATTR, write_affinities
+from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 from napari_mutex_watershed.workers import WATERSHED_WORKER
 

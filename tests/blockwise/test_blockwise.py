@@ -16,10 +16,16 @@ import zarr
 from skimage.metrics import adapted_rand_error
 
 from napari_mutex_watershed import WatershedParameters, segment
-from napari_mutex_watershed.blockwise.launch import plan_run, segment_blockwise_zarr, work_dir_for
+from napari_mutex_watershed.attributes import COMPLETE_ATTR, PARAMETERS_ATTR
+from napari_mutex_watershed.blockwise.launch import (
+    fragment_chunks,
+    plan_run,
+    segment_blockwise_zarr,
+    work_dir_for,
+)
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
-from napari_mutex_watershed.storage import COMPLETE_ATTR, PARAMETERS_ATTR, write_affinities
+from napari_mutex_watershed.storage import create_array, write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
 pytestmark = pytest.mark.slow
@@ -73,6 +79,24 @@ def test_fragment_ids_never_collide():
     last = plan.block_index(tuple(g - 1 for g in plan.grid_shape))
     # block b owns ids b * block_voxels + 1 .. (b + 1) * block_voxels: disjoint, and < 2^64
     assert (last + 1) * plan.block_voxels < 2**64
+
+
+@pytest.mark.parametrize("block", [(64, 64, 64), (12, 32, 32), (33, 64, 20), (512, 512), (7,)])
+def test_fragment_chunks_tile_the_block(block):
+    # a block's writes must cover whole chunks, or two workers would rewrite one chunk
+    chunks = fragment_chunks(block)
+    assert all(b % c == 0 for b, c in zip(block, chunks))
+
+
+def test_blocks_too_large_for_local_ids_are_refused(tmp_path):
+    # an empty (never written) input: only its metadata is read
+    create_array(tmp_path / "huge.zarr/affinities", "affinities", (6, 2048, 2048, 2048),
+                 np.float32, ["c^", "z", "y", "x"],
+                 attributes={"offsets": [list(o) for o in PARAMS.offsets]})
+    with pytest.raises(InvalidInputError, match="2\\*\\*32"):
+        plan_run(tmp_path / "huge.zarr/affinities", tmp_path / "p.zarr/labels", PARAMS,
+                 block_size=(2048, 2048, 2048))
+    assert not (tmp_path / "p.zarr/labels").exists()
 
 
 def test_2d_blockwise(tmp_path):

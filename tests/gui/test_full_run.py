@@ -10,12 +10,13 @@ import time
 import numpy as np
 import psutil
 import pytest
-from main_thread import main_thread_ticks
 import zarr
+from main_thread import main_thread_ticks
 
 from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from napari_mutex_watershed.gui import run_job
-from napari_mutex_watershed.storage import COMPLETE_ATTR, PARAMETERS_ATTR, write_affinities
+from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
 PLUGIN = "napari-mutex-watershed"
@@ -278,3 +279,24 @@ def test_cli_defaults_match():
 
     assert run_job.default_block_size(3) == DEFAULT_BLOCK_SIZE_3D
     assert run_job.default_block_size(2) == DEFAULT_BLOCK_SIZE_2D
+
+
+def test_progress_bar_counts_interleaved_steps_without_going_back():
+    # fragments and match run together: their lines interleave in the job's output
+    tally = run_job.ProgressTally()
+    assert tally.value() == (-1, -1) and tally.describe() == "starting"
+    values = []
+    for phase, done, total in [("fragments", 3, 8), ("match", 0, 8), ("fragments", 5, 8),
+                               ("match", 2, 8), ("fragments", 8, 8), ("match", 8, 8),
+                               ("stitch", 0, 1), ("stitch", 1, 1), ("relabel", 4, 8),
+                               ("relabel", 8, 8)]:
+        tally.add({"phase": phase, "done": done, "total": total})
+        values.append(tally.value()[0])
+        if (phase, done) == ("match", 2):
+            assert tally.describe() == "fragments: 5/8 blocks, match: 2/8 blocks"
+        if (phase, done) == ("stitch", 0):
+            assert tally.describe() == "stitching blocks"
+    assert values == sorted(values) and values[0] == 3
+    assert tally.value() == (24, 25) and tally.describe() == "relabel: 8/8 blocks"
+    tally.add({"phase": "done", "done": 8, "total": 8})
+    assert tally.value() == (25, 25) and tally.describe() == "done"

@@ -11,10 +11,11 @@ import pytest
 import zarr
 
 from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.gui.reader import napari_get_reader
 from napari_mutex_watershed.gui.sample_data import sample_cells
 from napari_mutex_watershed.parameters import OFFSETS_3D
-from napari_mutex_watershed.storage import PARAMETERS_ATTR, write_affinities, write_labels
+from napari_mutex_watershed.storage import write_affinities, write_labels
 
 OFFSETS = [list(o) for o in OFFSETS_3D]
 

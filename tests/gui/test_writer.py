@@ -10,9 +10,14 @@ import pytest
 import tifffile
 
 from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.gui.reader import EXPORT_ATTR, napari_get_reader
-from napari_mutex_watershed.gui.writer import export_dtype, write_labels_tiff, write_labels_zarr
-from napari_mutex_watershed.storage import PARAMETERS_ATTR, write_affinities
+from napari_mutex_watershed.gui.writer import (
+    export_dtype,
+    write_labels_tiff,
+    write_labels_zarr,
+)
+from napari_mutex_watershed.storage import write_affinities
 
 PLUGIN = "napari-mutex-watershed"
 PARAMETERS = WatershedParameters(bias_short=0.42, min_size=7)

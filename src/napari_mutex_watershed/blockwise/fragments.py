@@ -110,6 +110,7 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
     to_local[core_raw.ravel()] = local.ravel()
     to_local[0] = 0
     halo = to_local[raw]  # halo-only segments become 0: they have nothing to stitch to
+    halo[relative(lo, hi, kernel_lo)] = 0  # the core is in fragments.zarr; zeros pack small
 
     record = plan.block_record(index)
     record.parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,11 @@ import numpy as np
 import zarr
 
 from .. import __version__
+from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..errors import InvalidInputError, OutputExistsError
 from ..parameters import WatershedParameters
 from ..storage import (
-    COMPLETE_ATTR,
     DEFAULT_OUTPUT,
-    PARAMETERS_ATTR,
     array_path,
     open_affinities,
     parameters_for,
@@ -92,6 +91,11 @@ def plan_run(
             )
     if num_workers < 1:
         raise InvalidInputError("num_workers must be at least 1")
+    if int(np.prod(block_size)) >= 2**32:
+        raise InvalidInputError(
+            f"block size {block_size} has 2**32 voxels or more; fragment ids within a block "
+            "are 32-bit: use smaller blocks"
+        )
 
     output_location = array_path(output_path, DEFAULT_OUTPUT)
     work_dir = work_dir_for(output_path)
@@ -136,11 +140,17 @@ def plan_run(
         shape=shape,
     )
     zarr.create_array(
-        str(plan.fragments_path), shape=shape, chunks=block_size, dtype=np.uint64,
+        str(plan.fragments_path), shape=shape, chunks=fragment_chunks(block_size), dtype=np.uint64,
         fill_value=0, overwrite=True,
     )
     plan.save()
     return plan
+
+
+def fragment_chunks(block_size) -> tuple[int, ...]:
+    """Half-block chunks where they tile the block: the match step reads each block with its
+    halo, and a block's writes must cover whole chunks (no two workers share a chunk)."""
+    return tuple(b // 2 if b % 2 == 0 and b >= 32 else b for b in block_size)
 
 
 def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=True, **options) -> Path:

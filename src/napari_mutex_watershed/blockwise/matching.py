@@ -24,24 +24,24 @@ AGREEMENT = 0.2
 
 def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label pairs that are each other's largest overlap, covering at least AGREEMENT of
-    both labels' voxels (0 = nothing)."""
-    ours, theirs = ours.ravel(), theirs.ravel()
+    both labels' voxels (0 = nothing). Labels are block-local ids, below 2**32."""
+    ours = np.asarray(ours).ravel().astype(np.uint64)
+    theirs = np.asarray(theirs).ravel().astype(np.uint64)
     both = (ours > 0) & (theirs > 0)
     if not both.any():
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    pairs, counts = np.unique(np.stack([ours[both], theirs[both]]), axis=1, return_counts=True)
-    ours_ids, ours_sizes = np.unique(ours[ours > 0], return_counts=True)
-    theirs_ids, theirs_sizes = np.unique(theirs[theirs > 0], return_counts=True)
-    ours_index = np.searchsorted(ours_ids, pairs[0])
-    theirs_index = np.searchsorted(theirs_ids, pairs[1])
-    keep = counts >= AGREEMENT * np.maximum(ours_sizes[ours_index], theirs_sizes[theirs_index])
+    ours_sizes, theirs_sizes = np.bincount(ours), np.bincount(theirs)
+    # one sort of packed 64-bit keys: several times faster than unique over stacked rows
+    keys, counts = np.unique((ours[both] << np.uint64(32)) | theirs[both], return_counts=True)
+    u, v = keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)
+    keep = counts >= AGREEMENT * np.maximum(ours_sizes[u], theirs_sizes[v])
     # one partner each: a label that a block merged cannot pull two of the other's together
-    best_of_ours = np.zeros(len(ours_ids), counts.dtype)
-    np.maximum.at(best_of_ours, ours_index, counts)
-    best_of_theirs = np.zeros(len(theirs_ids), counts.dtype)
-    np.maximum.at(best_of_theirs, theirs_index, counts)
-    keep &= (counts == best_of_ours[ours_index]) & (counts == best_of_theirs[theirs_index])
-    return pairs[0][keep], pairs[1][keep]
+    best_of_ours = np.zeros(len(ours_sizes), counts.dtype)
+    np.maximum.at(best_of_ours, u, counts)
+    best_of_theirs = np.zeros(len(theirs_sizes), counts.dtype)
+    np.maximum.at(best_of_theirs, v, counts)
+    keep &= (counts == best_of_ours[u]) & (counts == best_of_theirs[v])
+    return u[keep], v[keep]
 
 
 class MatchStep:
@@ -63,21 +63,27 @@ def match_block(plan: BlockwisePlan, fragments, position) -> None:
     index = plan.block_index(position)
     core = plan.core(position)
     kernel_lo, kernel_hi = grow_clipped(core.begin, core.end, plan.context, plan.shape)
-    with np.load(plan.block_record(index)) as record:
-        halo = record["halo"].astype(np.uint64)
     base = np.uint64(index) * np.uint64(plan.block_voxels)
-    halo[halo > 0] += base
+    unfinished = [p for p in [position, *plan.neighbours(position)]
+                  if not plan.block_record(plan.block_index(p)).exists()]
+    if unfinished:  # daisy starts a block only after the fragments it reads: never expected
+        raise RuntimeError(f"match of block {position} started before the fragments of {unfinished}")
+    with np.load(plan.block_record(index)) as record:
+        halo = record["halo"]  # local ids of this block
     around = fragments[box(kernel_lo, kernel_hi)]
     us, vs = [], []
     for other in plan.neighbours(position):
-        theirs = plan.core(other)
-        lo = [max(b, e) for b, e in zip(theirs.begin, kernel_lo)]
-        hi = [min(b, e) for b, e in zip(theirs.end, kernel_hi)]
+        their_core = plan.core(other)
+        lo = [max(b, e) for b, e in zip(their_core.begin, kernel_lo)]
+        hi = [min(b, e) for b, e in zip(their_core.end, kernel_hi)]
         if all(a < z for a, z in zip(lo, hi)):
             region = relative(lo, hi, kernel_lo)
-            u, v = majority_pairs(halo[region], around[region])
-            us.append(u)
-            vs.append(v)
+            their_base = np.uint64(plan.block_index(other)) * np.uint64(plan.block_voxels)
+            theirs = around[region]
+            theirs = np.where(theirs > 0, theirs - their_base, np.uint64(0))
+            u, v = majority_pairs(halo[region], theirs)
+            us.append(u + base)
+            vs.append(v + their_base)
     u = np.concatenate(us) if us else np.zeros(0, np.uint64)
     v = np.concatenate(vs) if vs else np.zeros(0, np.uint64)
     path = plan.match_record(index)

@@ -7,7 +7,6 @@ Rust panic, which is a BaseException and reads as gibberish to a user.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InvalidInputError
 from ..parameters import WatershedParameters
@@ -139,6 +138,10 @@ def edge_weights(
         if parameters.invert:
             np.subtract(1.0, weights[i], out=weights[i])
         if parameters.sigma > 0:
+            from scipy import (
+                ndimage,  # only when smoothing: a slow import for every worker
+            )
+
             ndimage.gaussian_filter(weights[i], parameters.sigma, output=weights[i], mode="nearest")
 
     nn_mean = nearest_neighbour_mean(weights, parameters) if keep_nn_mean else None

@@ -24,8 +24,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..parameters import WatershedParameters
-from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
 
 #: Written by this plugin's zarr writer (gui/writer.py) on exported Labels layers.
 EXPORT_ATTR = "mutex_watershed_export"

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..parameters import WatershedParameters
-from ..storage import COMPLETE_ATTR, PARAMETERS_ATTR
 from .lifecycle import disconnect_all
 
 #: Name of the output array when the user does not choose one.
@@ -491,26 +491,50 @@ def _parse_progress(line: str) -> dict | None:
     return message
 
 
-def overall_progress(message: dict) -> tuple[int, int]:
-    """(value, total) over all phases: fragments, match and relabel blocks, plus the stitch."""
-    phase, done, total = message["phase"], int(message["done"]), int(message["total"])
-    if phase == "stitch":
-        return -1, -1  # the block count is known from the other phases
-    blocks = total
-    overall = 3 * blocks + 1
-    base = {"fragments": 0, "match": blocks, "relabel": 2 * blocks + 1, "done": overall}
-    if phase == "done":
-        return overall, overall
-    return base.get(phase, 0) + done, overall
+class ProgressTally:
+    """All steps of a run (fragments, match, stitch, relabel) as one bar and one line.
+
+    Fragments and match run together, so their lines interleave: the tally keeps the
+    latest line of every step instead of showing one line at a time.
+    """
+
+    BLOCK_STEPS = ("fragments", "match", "relabel")
+
+    def __init__(self):
+        self.latest: dict[str, dict] = {}
+
+    def add(self, message: dict) -> None:
+        self.latest[message["phase"]] = message
+
+    @property
+    def blocks(self) -> int:
+        counts = [int(m["total"]) for p, m in self.latest.items() if p != "stitch"]
+        return counts[-1] if counts else 0
+
+    def value(self) -> tuple[int, int]:
+        """(value, total), or (-1, -1) before the block count is known."""
+        if not self.blocks:
+            return -1, -1
+        total = 3 * self.blocks + 1
+        if "done" in self.latest:
+            return total, total
+        done = sum(int(self.latest[p]["done"]) for p in self.BLOCK_STEPS if p in self.latest)
+        stitched = int(bool(self.latest.get("stitch", {}).get("done")))
+        return min(done + stitched, total - 1), total
+
+    def describe(self) -> str:
+        if "done" in self.latest:
+            return "done"
+        if "relabel" not in self.latest and "stitch" in self.latest:
+            return "stitched" if self.latest["stitch"]["done"] else "stitching blocks"
+        running = [p for p in self.BLOCK_STEPS if p in self.latest]
+        if "relabel" in running:
+            running = ["relabel"]
+        return ", ".join(_describe_step(self.latest[p]) for p in running) or "starting"
 
 
-def describe(message: dict) -> str:
-    phase = message["phase"]
-    if phase == "stitch":
-        return "stitching blocks" if not message["done"] else "stitched"
-    if phase == "done":
-        return "done"
-    text = f"{phase}: {message['done']}/{message['total']} blocks"
+def _describe_step(message: dict) -> str:
+    text = f"{message['phase']}: {message['done']}/{message['total']} blocks"
     if message.get("skipped"):
         text += f" ({message['skipped']} already done)"
     if message.get("failed"):
@@ -567,6 +591,7 @@ class FullRunController:
         self.max_retries: int | None = None  # None: the CLI's default
         self.last_error: str | None = None
         self._pbar = None
+        self._tally = ProgressTally()
         self._pbar_text = ""
         self._future: concurrent.futures.Future | None = None
         self._next = None
@@ -858,6 +883,7 @@ class FullRunController:
             return self._reset(f"Could not start the job: {error}", error=True)
         self._last_refresh = 0.0
         self._pending = None
+        self._tally = ProgressTally()
         self._status("Running: starting the job ...",
                      tooltip="Equivalent command:\n" + shell_command(command))
         self._timer.start()
@@ -882,7 +908,8 @@ class FullRunController:
         finished = False
         for event in job.poll():
             if event.kind == "progress":
-                self._pending = event.progress  # only the newest line matters
+                self._tally.add(event.progress)
+                self._pending = event.progress  # only the newest line is shown
             else:
                 finished = True
         if finished:
@@ -898,15 +925,15 @@ class FullRunController:
                 self._show_result(complete=False)  # blocks appear as they are relabelled
             else:
                 self._pending = None
-                self._on_progress(message)
+                self._on_progress()
         if job.cancel_requested and not job.killed:
             remaining = KILL_AFTER - (time.monotonic() - job.cancelled_at)
             if remaining > 0 and not self._kill_timer.isActive():
                 self._kill_timer.start(int(remaining * 1000) + 1)
 
-    def _on_progress(self, message: dict) -> None:
-        value, total = overall_progress(message)
-        text = describe(message)
+    def _on_progress(self) -> None:
+        value, total = self._tally.value()
+        text = self._tally.describe()
         if self._pbar is None:
             self._start_progress()
         if self._pbar is not None:
@@ -936,7 +963,7 @@ class FullRunController:
         self._timer.stop()
         self._kill_timer.stop()
         if job.cancel_requested:
-            where = f" at {describe(job.progress[-1])}" if job.progress else ""
+            where = f" at {self._tally.describe()}" if job.progress else ""
             text = (f"Full run cancelled{where}; all processes stopped. Finished blocks are "
                     f"kept in {request.output}: Run again to resume.")
             self._reset(text)

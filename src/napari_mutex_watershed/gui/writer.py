@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import PARAMETERS_ATTR
-from .reader import EXPORT_ATTR  # marks exported arrays, so the reader opens them from a container
+from ..attributes import PARAMETERS_ATTR
+from .reader import (
+    EXPORT_ATTR,  # marks exported arrays, so the reader opens them from a container
+)
+
 #: Layer metadata copied into the zarr attributes when present (provenance of results).
 PROVENANCE_KEYS = (PARAMETERS_ATTR, "mutex_watershed_block_size", "mutex_watershed_input",
                    "mutex_watershed_complete")

@@ -30,6 +30,7 @@ from __future__ import annotations
 from funlib.geometry import Roi
 
 from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.dacapo import (
     LocalArrayIdentifier,
     WatershedPostProcessorParameters,
@@ -38,7 +39,6 @@ from napari_mutex_watershed.dacapo import (
     require_block_aligned_chunks,
 )
 from napari_mutex_watershed.errors import InvalidInputError
-from napari_mutex_watershed.storage import PARAMETERS_ATTR
 
 # every block writes only its own write ROI and reads only the input: no conflicts
 read_write_conflict = False
