@@ -24,16 +24,19 @@ AGREEMENT = 0.2
 
 def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label pairs that are each other's largest overlap, covering at least AGREEMENT of
-    both labels' voxels (0 = nothing). Labels are block-local ids, below 2**32."""
-    ours = np.asarray(ours).ravel().astype(np.uint64)
-    theirs = np.asarray(theirs).ravel().astype(np.uint64)
+    both labels' voxels (0 = nothing). Labels are a block's consecutive local ids 1..n (n below
+    2**32), so counting them by ``bincount`` stays small."""
+    ours = np.asarray(ours).ravel().astype(np.int64)
+    theirs = np.asarray(theirs).ravel().astype(np.int64)
     both = (ours > 0) & (theirs > 0)
     if not both.any():
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     ours_sizes, theirs_sizes = np.bincount(ours), np.bincount(theirs)
     # one sort of packed 64-bit keys: several times faster than unique over stacked rows
-    keys, counts = np.unique((ours[both] << np.uint64(32)) | theirs[both], return_counts=True)
-    u, v = keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)
+    keys = (ours[both].astype(np.uint64) << np.uint64(32)) | theirs[both].astype(np.uint64)
+    keys, counts = np.unique(keys, return_counts=True)
+    u = (keys >> np.uint64(32)).astype(np.int64)
+    v = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
     keep = counts >= AGREEMENT * np.maximum(ours_sizes[u], theirs_sizes[v])
     # one partner each: a label that a block merged cannot pull two of the other's together
     best_of_ours = np.zeros(len(ours_sizes), counts.dtype)
@@ -41,7 +44,7 @@ def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np
     best_of_theirs = np.zeros(len(theirs_sizes), counts.dtype)
     np.maximum.at(best_of_theirs, v, counts)
     keep &= (counts == best_of_ours[u]) & (counts == best_of_theirs[v])
-    return u[keep], v[keep]
+    return u[keep].astype(np.uint64), v[keep].astype(np.uint64)
 
 
 class MatchStep:
@@ -67,7 +70,9 @@ def match_block(plan: BlockwisePlan, fragments, position) -> None:
     unfinished = [p for p in [position, *plan.neighbours(position)]
                   if not plan.block_record(plan.block_index(p)).exists()]
     if unfinished:  # daisy starts a block only after the fragments it reads: never expected
-        raise RuntimeError(f"match of block {position} started before the fragments of {unfinished}")
+        raise RuntimeError(
+            f"match of block {position} started before the fragments of {unfinished}"
+        )
     with np.load(plan.block_record(index)) as record:
         halo = record["halo"]  # local ids of this block
     around = fragments[box(kernel_lo, kernel_hi)]
