@@ -138,9 +138,8 @@ def edge_weights(
         if parameters.invert:
             np.subtract(1.0, weights[i], out=weights[i])
         if parameters.sigma > 0:
-            from scipy import (
-                ndimage,  # only when smoothing: a slow import for every worker
-            )
+            # imported only when smoothing: scipy.ndimage slows every worker's start-up
+            from scipy import ndimage
 
             ndimage.gaussian_filter(weights[i], parameters.sigma, output=weights[i], mode="nearest")
 

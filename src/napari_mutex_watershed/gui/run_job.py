@@ -508,8 +508,7 @@ class ProgressTally:
 
     @property
     def blocks(self) -> int:
-        counts = [int(m["total"]) for p, m in self.latest.items() if p != "stitch"]
-        return counts[-1] if counts else 0
+        return next((int(m["total"]) for p, m in self.latest.items() if p != "stitch"), 0)
 
     def value(self) -> tuple[int, int]:
         """(value, total), or (-1, -1) before the block count is known."""

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..attributes import PARAMETERS_ATTR
-from .reader import (
-    EXPORT_ATTR,  # marks exported arrays, so the reader opens them from a container
-)
+# EXPORT_ATTR marks exported arrays, so the reader opens them from a container
+from .reader import EXPORT_ATTR
 
 #: Layer metadata copied into the zarr attributes when present (provenance of results).
 PROVENANCE_KEYS = (PARAMETERS_ATTR, "mutex_watershed_block_size", "mutex_watershed_input",
