@@ -7,27 +7,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
     os.environ.setdefault("NAPARI_MUTEX_WATERSHED_CONFIG_DIR", tempfile.mkdtemp())
     import napari
-    import numpy as np
-    from PIL import Image
-    from qtpy.QtWidgets import QApplication
+    from screenshots import save_shot, settle
 
     from napari_mutex_watershed.gui.sample_data import sample_cells
     from napari_mutex_watershed.gui.widget import MutexWatershedWidget
-
-    def settle(seconds):
-        until = time.perf_counter() + seconds
-        while time.perf_counter() < until:
-            QApplication.processEvents()
-            time.sleep(0.01)
 
     viewer = napari.Viewer(show=True, title="napari: mutex watershed sweep")
     viewer.window.resize(1640, 940)
@@ -50,11 +38,7 @@ def main() -> None:
     settle(1.0)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     panel.close_sweep()
-    image = Image.fromarray(np.asarray(shot)[..., :3])
-    image = image.quantize(colors=128, method=Image.Quantize.MEDIANCUT)
-    path = HERE / "sweep-grid.png"
-    image.save(path, optimize=True)
-    print(path, path.stat().st_size // 1024, "KB", image.size)
+    save_shot(shot, "sweep-grid.png", colors=128)
     print(panel.status.value)
     os._exit(0)  # (closing a viewer with several Labels layers can crash under Xvfb)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,9 +23,7 @@ def main() -> None:
     os.environ.setdefault("NAPARI_MUTEX_WATERSHED_DATA_DIR", str(scratch / "data"))
     import napari
     import npe2
-    import numpy as np
-    from PIL import Image
-    from qtpy.QtWidgets import QApplication
+    from screenshots import save_shot, settle
 
     from napari_mutex_watershed.storage import write_affinities
     from napari_mutex_watershed.synthetic import sample_volume
@@ -36,20 +33,9 @@ def main() -> None:
     if "napari-mutex-watershed" not in manager:  # editable install: the manifest is at the root
         manager.register(npe2.PluginManifest.from_file(ROOT / "napari.yaml"))
 
-    def settle(seconds):
-        until = time.perf_counter() + seconds
-        while time.perf_counter() < until:
-            QApplication.processEvents()
-            time.sleep(0.01)
-
     def shoot(viewer, name):
         settle(0.5)
-        shot = viewer.screenshot(canvas_only=False, flash=False)
-        image = Image.fromarray(np.asarray(shot)[..., :3])
-        image = image.quantize(colors=96, method=Image.Quantize.MEDIANCUT)
-        path = HERE / name
-        image.save(path, optimize=True)
-        print(path, path.stat().st_size // 1024, "KB", image.size)
+        save_shot(viewer.screenshot(canvas_only=False, flash=False), name, colors=96)
 
     affinities, _truth, offsets = sample_volume((64, 128, 128))
     container = scratch / "sample.zarr"
