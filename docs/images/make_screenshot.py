@@ -8,18 +8,9 @@ import tempfile
 
 def main() -> None:
     os.environ.setdefault("NAPARI_MUTEX_WATERSHED_CONFIG_DIR", tempfile.mkdtemp())
-    import napari
-    from screenshots import save_shot, settle
+    from screenshots import sample_viewer, save_shot, settle
 
-    from napari_mutex_watershed.gui.sample_data import sample_cells
-    from napari_mutex_watershed.gui.widget import MutexWatershedWidget
-
-    viewer = napari.Viewer(show=True, title="napari: mutex watershed preview")
-    viewer.window.resize(1280, 860)
-    for data, kwargs, kind in sample_cells():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = MutexWatershedWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Mutex Watershed")
+    viewer, widget = sample_viewer("napari: mutex watershed preview", (1280, 860))
     settle(0.5)
     viewer.dims.set_current_step(1, 32)
     viewer.reset_view()

@@ -11,19 +11,10 @@ import tempfile
 
 def main() -> None:
     os.environ.setdefault("NAPARI_MUTEX_WATERSHED_CONFIG_DIR", tempfile.mkdtemp())
-    import napari
-    from screenshots import save_shot, settle
+    from screenshots import sample_viewer, save_shot, settle
 
-    from napari_mutex_watershed.gui.sample_data import sample_cells
-    from napari_mutex_watershed.gui.widget import MutexWatershedWidget
-
-    viewer = napari.Viewer(show=True, title="napari: mutex watershed sweep")
-    viewer.window.resize(1640, 940)
-    for data, kwargs, kind in sample_cells():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer, widget = sample_viewer("napari: mutex watershed sweep", (1640, 940))
     viewer.layers["ground truth"].visible = True  # its own cell in the grid, to compare
-    widget = MutexWatershedWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Mutex Watershed")
     panel = widget.sweep_panel
     widget.native.setMinimumWidth(540)  # room for every column of the table
     settle(0.5)

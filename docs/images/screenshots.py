@@ -1,4 +1,5 @@
-"""What the screenshot scripts in this folder share: settling Qt and saving a small PNG.
+"""What the screenshot scripts in this folder share: a viewer with the sample data and the
+widget, settling Qt, and saving a small PNG.
 
 The scripts run as ``python docs/images/<script>.py``, so this folder is on ``sys.path``.
 Import this module after the scripts set their environment (Qt is imported here).
@@ -32,3 +33,19 @@ def save_shot(shot, name: str, colors: int) -> Path:
     image.save(path, optimize=True)
     print(path, path.stat().st_size // 1024, "KB", image.size)
     return path
+
+
+def sample_viewer(title: str, size: tuple[int, int]):
+    """A shown viewer with the built-in sample layers and the widget docked: (viewer, widget)."""
+    import napari
+
+    from napari_mutex_watershed.gui.sample_data import sample_cells
+    from napari_mutex_watershed.gui.widget import MutexWatershedWidget
+
+    viewer = napari.Viewer(show=True, title=title)
+    viewer.window.resize(*size)
+    for data, kwargs, kind in sample_cells():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = MutexWatershedWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Mutex Watershed")
+    return viewer, widget
