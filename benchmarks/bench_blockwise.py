@@ -164,7 +164,7 @@ def main() -> None:
     baseline = rows[0][1] if not args.skip_whole else None
     print(f"\n{args.size}^3 crop of pinky40 labels ({len(np.unique(truth)) - 1} objects), biases "
           f"{args.bias_short}/{args.bias_long}, noise seed {args.noise_seed}, "
-          "context = default (largest offset per axis)\n")
+          f"default context {parameters.context_voxels()}\n")
     print("| run | wall s | speed-up | outside kernel | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | VOI | seam splits (whole's at same faces) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, seconds, tree, one, seg, summary, block in rows:

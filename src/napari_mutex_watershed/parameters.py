@@ -109,7 +109,8 @@ class WatershedParameters(BaseModel):
         default=None,
         title="Context",
         description="Halo in voxels read around each block of a blockwise run. "
-        "Default: the largest offset along each axis.",
+        "Default: twice the largest offset along each axis, at most the largest offset "
+        "along any axis.",
     )
 
     # ------------------------------------------------------------------ validation
@@ -181,9 +182,17 @@ class WatershedParameters(BaseModel):
         return [ones if nn else list(self.strides) for nn in self.nearest_neighbour]
 
     def context_voxels(self) -> tuple[int, ...]:
+        """The halo of a blockwise block.
+
+        One offset of halo along an axis with short offsets leaves a block blind right behind
+        that face, where it then merges objects the whole-volume run keeps apart; twice that
+        costs little, because that axis is the thin one of the halo. Capped at the longest
+        offset: beyond it, more context buys little and costs like a larger block.
+        """
         if self.context is not None:
             return tuple(self.context)
-        return tuple(int(v) for v in np.abs(np.array(self.offsets)).max(axis=0))
+        longest = np.abs(np.array(self.offsets)).max(axis=0)
+        return tuple(int(v) for v in np.minimum(2 * longest, longest.max()))
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> str:

@@ -114,6 +114,13 @@ def test_refuses_existing_output_and_bad_block_size(volume, tmp_path):
     segment_blockwise_zarr(path, target, PARAMS, block_size=(12, 32, 32), progress="none", supervised=False)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         plan_run(path, target, PARAMS.model_copy(update={"bias_short": 0.5}), block_size=(12, 32, 32))
+    # left by a version with other block records: same settings, but not resumed
+    plan_file = work_dir_for(target) / "plan.json"
+    older = json.loads(plan_file.read_text())
+    del older["record_format"]
+    plan_file.write_text(json.dumps(older))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        plan_run(path, target, PARAMS, block_size=(12, 32, 32))
     with pytest.raises(InvalidInputError, match="smaller than the block size"):
         plan_run(path, tmp_path / "p.zarr/labels", PARAMS, block_size=(12, 8, 8))
     with pytest.raises(InvalidInputError, match="at least 1"):

@@ -3,6 +3,7 @@
 Each block is segmented with ``context`` voxels of halo and cropped to its core. Blocks are
 independent, so they all run in parallel. Besides its core, a block keeps its labels in the
 halo (only of segments that reach its core): step 2 compares them with the neighbours' cores.
+It also keeps which of its fragments touch deep inside it: step 3 keeps those apart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import zarr
 from ..engine import edge_weights, finalize, run_kernel
 from ..errors import InvalidInputError
 from .plan import BlockwisePlan
+
+#: Voxels from every inner block face beyond which a block's separations are trusted.
+SEPARATION_MARGIN = 8
 
 
 def box(lo, hi) -> tuple[slice, ...]:
@@ -106,6 +110,8 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
         else np.zeros(0)
     )
 
+    separated = separated_pairs(local, plan.inner_faces(position))
+
     to_local = np.zeros(raw.size + 2, np.uint32)
     to_local[core_raw.ravel()] = local.ravel()
     to_local[0] = 0
@@ -116,5 +122,36 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez_compressed(partial, halo=halo, sizes=sizes, nn_sums=nn_sums,
-                        kernel_seconds=kernel_seconds)
+                        separated=separated, kernel_seconds=kernel_seconds)
     os.replace(partial, record)  # atomic: a record on disk means the block is finished
+
+
+def separated_pairs(local: np.ndarray, inner_faces) -> np.ndarray:
+    """(2, n) local ids of fragment pairs that touch at least SEPARATION_MARGIN voxels from
+    every face the block shares with another block.
+
+    Near a face a block lacks what lies beyond its halo, and its separations there are as
+    unreliable as its merges; deep inside it saw all around, so the stitch step treats these
+    pairs as objects that must end in different segments. ``inner_faces`` is, per axis,
+    whether there is a block (below, above).
+    """
+    trusted = []
+    for size, (below, above) in zip(local.shape, inner_faces):
+        lo = SEPARATION_MARGIN if below else 0
+        hi = size - SEPARATION_MARGIN if above else size
+        if lo >= hi:
+            return np.zeros((2, 0), np.uint32)
+        trusted.append(slice(lo, hi))
+    region = local[tuple(trusted)]
+    keys = []
+    for axis in range(region.ndim):
+        before = [slice(None)] * region.ndim
+        after = [slice(None)] * region.ndim
+        before[axis], after[axis] = slice(0, -1), slice(1, None)
+        a, b = region[tuple(before)], region[tuple(after)]
+        touching = (a != b) & (a > 0) & (b > 0)
+        low = np.minimum(a[touching], b[touching]).astype(np.uint64)
+        high = np.maximum(a[touching], b[touching]).astype(np.uint64)
+        keys.append((low << np.uint64(32)) | high)
+    keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
+    return np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)

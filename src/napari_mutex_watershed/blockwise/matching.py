@@ -5,7 +5,8 @@ with the neighbours' fragments: a pair is a candidate when each is the other's l
 overlap there (so a label one block merged cannot pull two of the other's together) and they
 share at least AGREEMENT of each one's voxels. The stitch step joins a pair only when both
 blocks found it, each in its own halo. Objects that only touch across a face share no voxels
-in the halo, so they are never joined.
+in the halo, so they are never joined. Each pair keeps its overlap: the stitch step cuts the
+weakest joins when it has to keep two fragments apart.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from .plan import BlockwisePlan
 AGREEMENT = 0.2
 
 
-def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Label pairs that are each other's largest overlap, covering at least AGREEMENT of
-    both labels' voxels (0 = nothing). Labels are a block's consecutive local ids 1..n (n below
-    2**32), so counting them by ``bincount`` stays small."""
+def majority_pairs(ours: np.ndarray, theirs: np.ndarray):
+    """(ours, theirs, overlap in voxels) of label pairs that are each other's largest overlap,
+    covering at least AGREEMENT of both labels' voxels (0 = nothing). Labels are a block's
+    consecutive local ids 1..n (n below 2**32), so counting them by ``bincount`` stays small."""
     ours = np.asarray(ours).ravel().astype(np.int64)
     theirs = np.asarray(theirs).ravel().astype(np.int64)
     both = (ours > 0) & (theirs > 0)
     if not both.any():
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     ours_sizes, theirs_sizes = np.bincount(ours), np.bincount(theirs)
     # one sort of packed 64-bit keys: several times faster than unique over stacked rows
     keys = (ours[both].astype(np.uint64) << np.uint64(32)) | theirs[both].astype(np.uint64)
@@ -44,7 +45,7 @@ def majority_pairs(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np
     best_of_theirs = np.zeros(len(theirs_sizes), counts.dtype)
     np.maximum.at(best_of_theirs, v, counts)
     keep &= (counts == best_of_ours[u]) & (counts == best_of_theirs[v])
-    return u[keep].astype(np.uint64), v[keep].astype(np.uint64)
+    return u[keep].astype(np.uint64), v[keep].astype(np.uint64), counts[keep].astype(np.uint64)
 
 
 class MatchStep:
@@ -76,7 +77,7 @@ def match_block(plan: BlockwisePlan, fragments, position) -> None:
     with np.load(plan.block_record(index)) as record:
         halo = record["halo"]  # local ids of this block
     around = fragments[box(kernel_lo, kernel_hi)]
-    us, vs = [], []
+    us, vs, overlaps = [], [], []
     for other in plan.neighbours(position):
         their_core = plan.core(other)
         lo = [max(b, e) for b, e in zip(their_core.begin, kernel_lo)]
@@ -86,13 +87,14 @@ def match_block(plan: BlockwisePlan, fragments, position) -> None:
             their_base = np.uint64(plan.block_index(other)) * np.uint64(plan.block_voxels)
             theirs = around[region]
             theirs = np.where(theirs > 0, theirs - their_base, np.uint64(0))
-            u, v = majority_pairs(halo[region], theirs)
+            u, v, overlap = majority_pairs(halo[region], theirs)
             us.append(u + base)
             vs.append(v + their_base)
-    u = np.concatenate(us) if us else np.zeros(0, np.uint64)
-    v = np.concatenate(vs) if vs else np.zeros(0, np.uint64)
+            overlaps.append(overlap)
+    u, v, overlap = (np.concatenate(a) if a else np.zeros(0, np.uint64)
+                     for a in (us, vs, overlaps))
     path = plan.match_record(index)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(partial, np.stack([u, v]))
+    np.save(partial, np.stack([u, v, overlap]))
     os.replace(partial, path)

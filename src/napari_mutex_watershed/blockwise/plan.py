@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from ..parameters import WatershedParameters
 
 PLAN_FILE = "plan.json"
+#: Layout of the block records and the default context; a run left by an older layout is
+#: not resumed (its records would not fit), it has to be overwritten.
+RECORD_FORMAT = 2
 WORK_DIR = ".mutex_watershed"  # suffix of the folder beside the output container
 
 
@@ -39,12 +42,15 @@ class BlockwisePlan(BaseModel):
     timeout: float | None = None
     worker_command: str | None = None
     progress: Literal["bar", "json", "none"] = "bar"
+    record_format: int = 1  # plans written before this field existed
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict:
         """What must match for a run to resume another one's blocks."""
         return self.model_dump(
-            mode="json", include={"input_path", "parameters", "roi_offset", "shape", "block_size"}
+            mode="json",
+            include={"input_path", "parameters", "roi_offset", "shape", "block_size",
+                     "record_format"},
         )
 
     def save(self) -> Path:
@@ -106,6 +112,10 @@ class BlockwisePlan(BaseModel):
                 other = tuple(p + s for p, s in zip(position, step))
                 if all(0 <= o < g for o, g in zip(other, self.grid_shape)):
                     yield other
+
+    def inner_faces(self, position) -> tuple[tuple[bool, bool], ...]:
+        """Per axis: is there a block below and above this one?"""
+        return tuple((p > 0, p < g - 1) for p, g in zip(position, self.grid_shape))
 
     # ------------------------------------------------------------------ files
     @property

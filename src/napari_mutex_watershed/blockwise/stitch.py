@@ -1,8 +1,10 @@
 """Step 3 of a blockwise run: join agreed fragment pairs and number the segments.
 
 The graph has one edge per stitched pair, so it grows with the area of the block faces, not
-with the volume. The result is a lookup table from every fragment to its final consecutive id,
-where the size and affinity filters are applied to whole segments.
+with the volume. Fragments that a block kept apart deep inside it must not end in one
+segment: where the joins connect them, the joins with the least overlap between them are cut.
+The result is a lookup table from every fragment to its final consecutive id, where the size
+and affinity filters are applied to whole segments.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
 
 from ..engine.labels import segment_keep_mask, smallest_label_dtype
 from .plan import BlockwisePlan
@@ -22,7 +24,9 @@ class IncompleteRunError(RuntimeError):
 
 
 def load_records(plan: BlockwisePlan):
-    sizes, nn_sums, us, vs, kernel_seconds = [], [], [], [], 0.0
+    """Per block sizes and affinity sums; all matched pairs (u, v, overlap) and all separated
+    pairs (a, b), as fragment ids; the summed kernel time."""
+    sizes, nn_sums, matches, separated, kernel_seconds = [], [], [], [], 0.0
     for index in range(plan.num_blocks):
         path = plan.block_record(index)
         if not path.exists():
@@ -31,26 +35,94 @@ def load_records(plan: BlockwisePlan):
         with np.load(path) as record:
             sizes.append(record["sizes"])
             nn_sums.append(record["nn_sums"])
+            base = np.uint64(index) * np.uint64(plan.block_voxels)
+            separated.append(record["separated"].astype(np.uint64) + base)
             kernel_seconds += float(record["kernel_seconds"])
-        u, v = np.load(plan.match_record(index))
-        us.append(u)
-        vs.append(v)
-    return sizes, nn_sums, np.concatenate(us), np.concatenate(vs), kernel_seconds
+        matches.append(np.load(plan.match_record(index)))
+    return (sizes, nn_sums, np.concatenate(matches, axis=1), np.concatenate(separated, axis=1),
+            kernel_seconds)
 
 
-def agreed_pairs(u, v):
-    """Pairs that both blocks of a face found: each block reports a pair from its own halo."""
+def agreed_pairs(u, v, overlap):
+    """Pairs that both blocks of a face found (each block reports a pair from its own halo),
+    with the overlap of both reports summed."""
     if not len(u):
-        return u, v
-    pairs, counts = np.unique(np.stack([np.minimum(u, v), np.maximum(u, v)]), axis=1,
-                              return_counts=True)
-    return pairs[0][counts >= 2], pairs[1][counts >= 2]
+        return u, v, overlap
+    pairs, inverse, counts = np.unique(
+        np.stack([np.minimum(u, v), np.maximum(u, v)]), axis=1,
+        return_inverse=True, return_counts=True,
+    )
+    summed = np.bincount(inverse.ravel(), weights=overlap.astype(np.float64))
+    both = counts >= 2
+    return pairs[0][both], pairs[1][both], summed[both]
+
+
+def components(n: int, u, v) -> np.ndarray:
+    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def cut_separations(n: int, u, v, overlap, a, b) -> np.ndarray:
+    """Which joins (u, v) to keep so that no separated pair (a, b) ends in one segment.
+
+    A fragment that merged two objects near a block face gets joined to the continuations of
+    both; where a block saw the two apart deep inside it, a minimum cut (capacity: overlap)
+    removes the weakest joins between them, so one wrong merge near a face does not join two
+    whole neurons. Only components that hold a separated pair are touched.
+    """
+    keep = np.ones(len(u), bool)
+    component = components(n, u, v)
+    violated = component[a] == component[b]
+    if not violated.any():
+        return keep
+    a, b = a[violated], b[violated]
+    # nodes, joins and separations grouped by component with one sort each, so the work
+    # grows with the components that hold a separation, not with their count times the graph
+    grouped = []
+    for keys in (component, component[u], component[a]):
+        order = np.argsort(keys, kind="stable")
+        grouped.append((order, keys[order]))
+    (nodes_by, node_keys), (joins_by, join_keys), (pairs_by, pair_keys) = grouped
+    for c in np.unique(component[a]):
+        nodes = nodes_by[_group(node_keys, c)]  # ascending: the sort is stable
+        edges = joins_by[_group(join_keys, c)]
+        here = pairs_by[_group(pair_keys, c)]
+        eu, ev = np.searchsorted(nodes, u[edges]), np.searchsorted(nodes, v[edges])
+        capacity = np.maximum(np.rint(overlap[edges]), 1).astype(np.int32)
+        for s, t in zip(np.searchsorted(nodes, a[here]), np.searchsorted(nodes, b[here])):
+            alive = keep[edges]
+            connected = components(len(nodes), eu[alive], ev[alive])
+            if connected[s] != connected[t]:
+                continue
+            cut = _minimum_cut(len(nodes), eu[alive], ev[alive], capacity[alive], s, t)
+            keep[edges[np.flatnonzero(alive)[cut]]] = False
+    return keep
+
+
+def _group(sorted_keys: np.ndarray, key) -> slice:
+    return slice(np.searchsorted(sorted_keys, key, "left"),
+                 np.searchsorted(sorted_keys, key, "right"))
+
+
+def _minimum_cut(n: int, u, v, capacity, source: int, sink: int) -> np.ndarray:
+    """Mask of the undirected edges (u, v) in a minimum source-sink cut."""
+    graph = csr_matrix(
+        (np.concatenate([capacity, capacity]), (np.concatenate([u, v]), np.concatenate([v, u]))),
+        shape=(n, n),
+    )
+    flow = maximum_flow(graph, source, sink).flow
+    residual = (graph - flow).tocsr()
+    residual.data[residual.data < 0] = 0
+    residual.eliminate_zeros()
+    reachable = np.zeros(n, bool)
+    reachable[breadth_first_order(residual, source, directed=True, return_predecessors=False)] = True
+    return reachable[u] != reachable[v]
 
 
 def build_lookup(plan: BlockwisePlan) -> dict:
     """Compute and save the fragment -> final id table; return a summary."""
-    sizes, nn_sums, u, v, kernel_seconds = load_records(plan)
-    u, v = agreed_pairs(u, v)
+    sizes, nn_sums, matches, separated, kernel_seconds = load_records(plan)
+    u, v, overlap = agreed_pairs(*matches)
     counts = np.array([len(s) - 1 for s in sizes], np.int64)  # fragments per block
     base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())
@@ -60,10 +132,10 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         block, local = np.divmod(ids.astype(np.int64), plan.block_voxels)
         return base[block] + local
 
-    graph = coo_matrix(
-        (np.ones(len(u), np.int8), (position(u), position(v))), shape=(total + 1, total + 1)
-    )
-    _, component = connected_components(graph, directed=False)
+    u, v = position(u), position(v)
+    keep_join = cut_separations(total + 1, u, v, overlap, *(position(s) for s in separated))
+    u, v = u[keep_join], v[keep_join]
+    component = components(total + 1, u, v)
     # a segment is named by its first fragment, so numbering follows block order
     first = np.full(component.max() + 1, total + 1, np.int64)
     np.minimum.at(first, component, np.arange(total + 1))
@@ -88,5 +160,6 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(partial, table)
         os.replace(partial, path)
-    return {"fragments": total, "stitched_pairs": int(len(u)), "segments": n_segments,
+    return {"fragments": total, "stitched_pairs": int(len(u)),
+            "cut_pairs": int((~keep_join).sum()), "segments": n_segments,
             "kernel_seconds": round(kernel_seconds, 3)}

@@ -125,7 +125,7 @@ def build_parameter_widgets() -> dict[str, Any]:
                 "bias": "empty: short/long biases; or 0.5; or one per offset",
                 "strides": "empty: all edges; e.g. 1, 3, 3",
                 "channels": "empty: all channels in order",
-                "context": "empty: largest offset (blockwise runs only)",
+                "context": "empty: from the offsets (blockwise runs only)",
             }
             if name in placeholders:
                 widget.native.setPlaceholderText(placeholders[name])
