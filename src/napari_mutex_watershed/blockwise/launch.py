@@ -20,7 +20,7 @@ from ..storage import (
     prepare_labels,
     split_path,
 )
-from .plan import PLAN_FILE, RECORD_FORMAT, WORK_DIR, BlockwisePlan
+from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
 from .run import BlockwiseError, run_plan, start
 
 DEFAULT_BLOCK_SIZE_3D = (64, 64, 64)
@@ -112,7 +112,6 @@ def plan_run(
         timeout=timeout,
         worker_command=worker_command,
         progress=progress,
-        record_format=RECORD_FORMAT,
     )
 
     previous = work_dir / PLAN_FILE

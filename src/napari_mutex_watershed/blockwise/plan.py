@@ -42,7 +42,7 @@ class BlockwisePlan(BaseModel):
     timeout: float | None = None
     worker_command: str | None = None
     progress: Literal["bar", "json", "none"] = "bar"
-    record_format: int = 1  # plans written before this field existed
+    record_format: int = RECORD_FORMAT
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict:
@@ -61,7 +61,9 @@ class BlockwisePlan(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> BlockwisePlan:
-        return cls.model_validate(json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        data.setdefault("record_format", 1)  # written before the field existed
+        return cls.model_validate(data)
 
     # ------------------------------------------------------------------ geometry
     @property
