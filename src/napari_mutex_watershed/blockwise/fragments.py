@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import zarr
 
-from ..engine import edge_weights, finalize, run_kernel
+from ..engine import edge_slices, edge_weights, finalize, run_kernel
 from ..errors import InvalidInputError
 from .plan import BlockwisePlan
 
@@ -145,10 +145,9 @@ def separated_pairs(local: np.ndarray, inner_faces) -> np.ndarray:
     region = local[tuple(trusted)]
     keys = []
     for axis in range(region.ndim):
-        before = [slice(None)] * region.ndim
-        after = [slice(None)] * region.ndim
-        before[axis], after[axis] = slice(0, -1), slice(1, None)
-        a, b = region[tuple(before)], region[tuple(after)]
+        step = tuple(int(d == axis) for d in range(region.ndim))
+        source, target = edge_slices(step, region.shape)
+        a, b = region[source], region[target]
         touching = (a != b) & (a > 0) & (b > 0)
         low = np.minimum(a[touching], b[touching]).astype(np.uint64)
         high = np.maximum(a[touching], b[touching]).astype(np.uint64)
