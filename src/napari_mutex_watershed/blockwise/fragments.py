@@ -152,5 +152,5 @@ def separated_pairs(local: np.ndarray, inner_faces) -> np.ndarray:
         low = np.minimum(a[touching], b[touching]).astype(np.uint64)
         high = np.maximum(a[touching], b[touching]).astype(np.uint64)
         keys.append((low << np.uint64(32)) | high)
-    keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
+    keys = np.unique(np.concatenate(keys))  # one list per axis, never empty
     return np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
