@@ -26,7 +26,7 @@ from napari_mutex_watershed.blockwise.launch import (
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
 from napari_mutex_watershed.storage import create_array, write_affinities
-from napari_mutex_watershed.synthetic import sample_volume
+from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
@@ -70,6 +70,29 @@ def test_context_changes_the_result(volume, tmp_path):
                                      block_size=(12, 32, 32), progress="none", supervised=False)
         results.append(read(out))
     assert not np.array_equal(results[0], results[1])
+
+
+def test_a_branch_that_meets_beyond_the_face_keeps_one_id(tmp_path):
+    # a U: two arms in the lower block, joined by a bar in the upper block beyond the lower
+    # block's halo. The lower block sees two objects; only the contained pair of the thin arm
+    # joins it to the rest. A cube apart from the U must stay apart.
+    truth = np.zeros((32, 12, 24), np.uint32)
+    truth[2:26, 4:8, 2:8] = 1     # thick arm
+    truth[2:26, 4:8, 16:19] = 1   # thin arm, 8 voxels from the thick one
+    truth[22:26, 4:8, 2:19] = 1   # the bar, 6 voxels past the face at z = 16
+    truth[4:10, 4:8, 11:13] = 2   # a separate object between the arms
+    offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 3, 0), (0, 0, 3)]
+    affinities = affinities_from_labels(truth, offsets, sigma=0, noise=0)
+    path = tmp_path / "in.zarr" / "affinities"
+    write_affinities(path, affinities, offsets)
+    parameters = WatershedParameters(offsets=offsets, bias=0.5, context=(3, 3, 3))
+    out = segment_blockwise_zarr(path, tmp_path / "o.zarr/labels", parameters,
+                                 block_size=(16, 12, 24), num_workers=2, progress="none",
+                                 supervised=False)
+    labels = read(out)
+    assert len(np.unique(labels[truth == 1])) == 1
+    assert len(np.unique(labels[truth == 2])) == 1
+    assert labels[truth == 1][0] != labels[truth == 2][0]
 
 
 def test_fragment_ids_never_collide():

@@ -4,7 +4,10 @@ import numpy as np
 
 from napari_mutex_watershed.blockwise.fragments import (
     SEPARATION_MARGIN,
+    face_fragments,
+    pairs_between,
     separated_pairs,
+    touching_pairs,
 )
 from napari_mutex_watershed.blockwise.stitch import cut_separations
 
@@ -35,6 +38,29 @@ def test_background_and_one_fragment_are_no_separation():
     local = np.zeros((3 * M, 3 * M), np.uint32)
     local[:, M:] = 5
     assert separated_pairs(local, ((False, False), (False, False))).shape == (2, 0)
+
+
+def test_adjacent_pairs_are_linked_by_any_offset():
+    local = np.zeros((1, 30), np.uint32)
+    local[0, :4], local[0, 6:10], local[0, 10:20], local[0, 20:] = 1, 2, 3, 4
+    # 1 and 2 do not touch, but an edge of offset 5 links them; 1 and 3 are 7 apart
+    assert pairs(touching_pairs(local, [(0, 1), (0, 5)])) == {(1, 2), (2, 3), (3, 4)}
+    assert pairs(touching_pairs(local, [(0, 1)])) == {(2, 3), (3, 4)}
+
+
+def test_only_pairs_of_fragments_at_a_face_are_kept():
+    local = np.zeros((1, 30), np.uint32)
+    local[0, :4], local[0, 6:10], local[0, 10:20], local[0, 20:] = 1, 2, 3, 4
+    all_pairs = touching_pairs(local, [(0, 1), (0, 5)])
+    below = ((False, False), (True, False))  # a block below along the second axis only
+    # 3 starts 10 voxels from that face, 4 20 voxels
+    assert face_fragments(local, below, (0, 8)).tolist() == [False, True, True, False, False]
+    assert pairs(pairs_between(all_pairs, face_fragments(local, below, (0, 12)))) == {
+        (1, 2), (2, 3)}
+    assert pairs(pairs_between(all_pairs, face_fragments(local, below, (0, 25)))) == {
+        (1, 2), (2, 3), (3, 4)}
+    alone = ((False, False), (False, False))  # no neighbour: nothing can be matched
+    assert not face_fragments(local, alone, (0, 12)).any()
 
 
 def test_weakest_join_between_separated_fragments_is_cut():

@@ -3,7 +3,9 @@
 Each block is segmented with ``context`` voxels of halo and cropped to its core. Blocks are
 independent, so they all run in parallel. Besides its core, a block keeps its labels in the
 halo (only of segments that reach its core): step 2 compares them with the neighbours' cores.
-It also keeps which of its fragments touch deep inside it: step 3 keeps those apart.
+It also keeps which of its fragments touch deep inside it (step 3 keeps those apart), and
+which are linked by an edge of any offset although the kernel kept them apart (step 3 joins
+no two of those through a contained pair), both only among fragments that reach a face.
 """
 
 from __future__ import annotations
@@ -110,7 +112,10 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
         else np.zeros(0)
     )
 
-    separated = separated_pairs(local, plan.inner_faces(position))
+    inner_faces = plan.inner_faces(position)
+    at_face = face_fragments(local, inner_faces, plan.context)
+    separated = pairs_between(separated_pairs(local, inner_faces), at_face)
+    adjacent = pairs_between(touching_pairs(local, parameters.offsets), at_face)
 
     to_local = np.zeros(raw.size + 2, np.uint32)
     to_local[core_raw.ravel()] = local.ravel()
@@ -122,7 +127,8 @@ def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez_compressed(partial, halo=halo, sizes=sizes, nn_sums=nn_sums,
-                        separated=separated, kernel_seconds=kernel_seconds)
+                        separated=separated, adjacent=adjacent,
+                        kernel_seconds=kernel_seconds)
     os.replace(partial, record)  # atomic: a record on disk means the block is finished
 
 
@@ -142,15 +148,42 @@ def separated_pairs(local: np.ndarray, inner_faces) -> np.ndarray:
         if lo >= hi:
             return np.zeros((2, 0), np.uint32)
         trusted.append(slice(lo, hi))
-    region = local[tuple(trusted)]
-    keys = []
-    for axis in range(region.ndim):
-        step = tuple(int(d == axis) for d in range(region.ndim))
-        source, target = edge_slices(step, region.shape)
-        a, b = region[source], region[target]
+    steps = [tuple(int(d == axis) for d in range(local.ndim)) for axis in range(local.ndim)]
+    return touching_pairs(local[tuple(trusted)], steps)
+
+
+def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:
+    """Per local id: does the fragment reach within ``context`` of a face the block shares
+    with another block? Only those can be matched, so the stitch step needs no pair of
+    fragments that are not both at a face (on data with many small fragments, most pairs)."""
+    near_face = np.zeros(local.shape, bool)
+    for axis, ((below, above), reach) in enumerate(zip(inner_faces, context)):
+        band = [slice(None)] * local.ndim
+        if below:
+            band[axis] = slice(0, reach)
+            near_face[tuple(band)] = True
+        if above:
+            band[axis] = slice(max(local.shape[axis] - reach, 0), None)
+            near_face[tuple(band)] = True
+    at_face = np.zeros(int(local.max()) + 1, bool)
+    at_face[local[near_face]] = True
+    at_face[0] = False
+    return at_face
+
+
+def pairs_between(pairs: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    return pairs[:, wanted[pairs[0]] & wanted[pairs[1]]]
+
+
+def touching_pairs(local: np.ndarray, steps) -> np.ndarray:
+    """(2, n) unique pairs (low, high) of different non-zero labels linked by one of ``steps``."""
+    keys = [np.zeros(0, np.uint64)]
+    for step in steps:
+        source, target = edge_slices(step, local.shape)
+        a, b = local[source], local[target]
         touching = (a != b) & (a > 0) & (b > 0)
         low = np.minimum(a[touching], b[touching]).astype(np.uint64)
         high = np.maximum(a[touching], b[touching]).astype(np.uint64)
         keys.append((low << np.uint64(32)) | high)
-    keys = np.unique(np.concatenate(keys))  # one list per axis, never empty
+    keys = np.unique(np.concatenate(keys))
     return np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)

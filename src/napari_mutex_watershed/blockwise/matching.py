@@ -1,12 +1,17 @@
 """Step 2 of a blockwise run: which fragments continue into which, across block faces.
 
 A block's halo overlaps its neighbours' cores. There, the block's own labels are compared
-with the neighbours' fragments: a pair is a candidate when each is the other's largest
-overlap there (so a label one block merged cannot pull two of the other's together) and they
-share at least AGREEMENT of each one's voxels. The stitch step joins a pair only when both
-blocks found it, each in its own halo. Objects that only touch across a face share no voxels
-in the halo, so they are never joined. Each pair keeps its overlap: the stitch step cuts the
-weakest joins when it has to keep two fragments apart.
+with the neighbours' fragments, and a pair is reported as
+- MAJORITY when each is the other's largest overlap there (so a label one block merged
+  cannot pull two of the other's together) and they share at least AGREEMENT of each one's
+  voxels;
+- CONTAINED when at least CONTAINMENT of one label's voxels there lie in the other: a branch
+  that meets its neuron just beyond the face, or a piece that one block split off.
+The stitch step joins MAJORITY pairs that both blocks found, each in its own halo, and
+CONTAINED pairs that both found as long as they do not join fragments a block kept apart.
+Objects that only touch across a face share no voxels in the halo, so they are never paired.
+Each pair keeps its overlap: the stitch step cuts the weakest joins when it has to keep two
+fragments apart.
 """
 
 from __future__ import annotations
@@ -19,33 +24,45 @@ import zarr
 from .fragments import box, grow_clipped, relative
 from .plan import BlockwisePlan
 
-#: Least overlap, as a fraction of both labels' voxels, for a pair to be a candidate.
+#: Least overlap, as a fraction of both labels' voxels, for a MAJORITY pair.
 AGREEMENT = 0.2
+#: Least overlap, as a fraction of one label's voxels, for a CONTAINED pair ...
+CONTAINMENT = 0.5
+#: ... and least overlap in voxels, so that specks are not paired.
+MIN_CONTAINED_OVERLAP = 20
+
+#: Bits of a pair's kind.
+MAJORITY, CONTAINED = 1, 2
 
 
-def majority_pairs(ours: np.ndarray, theirs: np.ndarray):
-    """(ours, theirs, overlap in voxels) of label pairs that are each other's largest overlap,
-    covering at least AGREEMENT of both labels' voxels (0 = nothing). Labels are a block's
-    consecutive local ids 1..n (n below 2**32), so counting them by ``bincount`` stays small."""
+def candidate_pairs(ours: np.ndarray, theirs: np.ndarray):
+    """(ours, theirs, overlap in voxels, kind) of the label pairs that are MAJORITY or
+    CONTAINED pairs or both (0 = nothing). Labels are a block's consecutive local ids 1..n
+    (n below 2**32), so counting them by ``bincount`` stays small."""
     ours = np.asarray(ours).ravel().astype(np.int64)
     theirs = np.asarray(theirs).ravel().astype(np.int64)
     both = (ours > 0) & (theirs > 0)
     if not both.any():
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return tuple(np.zeros(0, np.uint64) for _ in range(4))
     ours_sizes, theirs_sizes = np.bincount(ours), np.bincount(theirs)
     # one sort of packed 64-bit keys: several times faster than unique over stacked rows
     keys = (ours[both].astype(np.uint64) << np.uint64(32)) | theirs[both].astype(np.uint64)
     keys, counts = np.unique(keys, return_counts=True)
     u = (keys >> np.uint64(32)).astype(np.int64)
     v = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    keep = counts >= AGREEMENT * np.maximum(ours_sizes[u], theirs_sizes[v])
+    majority = counts >= AGREEMENT * np.maximum(ours_sizes[u], theirs_sizes[v])
     # one partner each: a label that a block merged cannot pull two of the other's together
     best_of_ours = np.zeros(len(ours_sizes), counts.dtype)
     np.maximum.at(best_of_ours, u, counts)
     best_of_theirs = np.zeros(len(theirs_sizes), counts.dtype)
     np.maximum.at(best_of_theirs, v, counts)
-    keep &= (counts == best_of_ours[u]) & (counts == best_of_theirs[v])
-    return u[keep].astype(np.uint64), v[keep].astype(np.uint64), counts[keep].astype(np.uint64)
+    majority &= (counts == best_of_ours[u]) & (counts == best_of_theirs[v])
+    contained = (counts >= CONTAINMENT * np.minimum(ours_sizes[u], theirs_sizes[v])) & (
+        counts >= MIN_CONTAINED_OVERLAP
+    )
+    kind = np.where(majority, MAJORITY, 0) | np.where(contained, CONTAINED, 0)
+    keep = kind > 0
+    return tuple(a[keep].astype(np.uint64) for a in (u, v, counts, kind))
 
 
 class MatchStep:
@@ -77,7 +94,7 @@ def match_block(plan: BlockwisePlan, fragments, position) -> None:
     with np.load(plan.block_record(index)) as record:
         halo = record["halo"]  # local ids of this block
     around = fragments[box(kernel_lo, kernel_hi)]
-    us, vs, overlaps = [], [], []
+    found = []
     for other in plan.neighbours(position):
         their_core = plan.core(other)
         lo = [max(b, e) for b, e in zip(their_core.begin, kernel_lo)]
@@ -87,14 +104,11 @@ def match_block(plan: BlockwisePlan, fragments, position) -> None:
             their_base = np.uint64(plan.block_index(other)) * np.uint64(plan.block_voxels)
             theirs = around[region]
             theirs = np.where(theirs > 0, theirs - their_base, np.uint64(0))
-            u, v, overlap = majority_pairs(halo[region], theirs)
-            us.append(u + base)
-            vs.append(v + their_base)
-            overlaps.append(overlap)
-    u, v, overlap = (np.concatenate(a) if a else np.zeros(0, np.uint64)
-                     for a in (us, vs, overlaps))
+            u, v, overlap, kind = candidate_pairs(halo[region], theirs)
+            found.append(np.stack([u + base, v + their_base, overlap, kind]))
+    pairs = np.concatenate(found, axis=1) if found else np.zeros((4, 0), np.uint64)
     path = plan.match_record(index)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(partial, np.stack([u, v, overlap]))
+    np.save(partial, pairs)
     os.replace(partial, path)

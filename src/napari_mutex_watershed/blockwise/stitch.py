@@ -1,21 +1,26 @@
-"""Step 3 of a blockwise run: join agreed fragment pairs and number the segments.
+"""Step 3 of a blockwise run: join matched fragment pairs and number the segments.
 
-The graph has one edge per stitched pair, so it grows with the area of the block faces, not
-with the volume. Fragments that a block kept apart deep inside it must not end in one
+Pairs that both blocks of a face agree on are joined. Pairs where one fragment contains the
+other, seen from both blocks, are joined next, largest overlap first, unless they would join
+two fragments that touch inside one block and were kept apart there (a mutex watershed over
+the contained pairs). Fragments that a block kept apart deep inside it must not end in one
 segment: where the joins connect them, the joins with the least overlap between them are cut.
-The result is a lookup table from every fragment to its final consecutive id, where the size
-and affinity filters are applied to whole segments.
+The graph has one edge per pair, so it grows with the area of the block faces, not with the
+volume. The result is a lookup table from every fragment to its final consecutive id, where
+the size and affinity filters are applied to whole segments.
 """
 
 from __future__ import annotations
 
 import os
 
+import mwatershed
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
 
 from ..engine.labels import segment_keep_mask, smallest_label_dtype
+from .matching import CONTAINED, MAJORITY
 from .plan import BlockwisePlan
 
 
@@ -24,8 +29,8 @@ class IncompleteRunError(RuntimeError):
 
 
 def load_records(plan: BlockwisePlan):
-    """Per block sizes and affinity sums; all matched pairs (u, v, overlap) and all separated
-    pairs (a, b), as fragment ids; the summed kernel time."""
+    """Per block sizes and affinity sums; all matched pairs (u, v, overlap, kind) and all
+    separated pairs (a, b), as fragment ids; the summed kernel time."""
     sizes, nn_sums, matches, separated, kernel_seconds = [], [], [], [], 0.0
     for index in range(plan.num_blocks):
         path = plan.block_record(index)
@@ -43,18 +48,61 @@ def load_records(plan: BlockwisePlan):
             kernel_seconds)
 
 
-def agreed_pairs(u, v, overlap):
-    """Pairs that both blocks of a face found (each block reports a pair from its own halo),
-    with the overlap of both reports summed."""
+def load_adjacent(plan: BlockwisePlan, position, wanted):
+    """The adjacent pairs (a, b) of every block, as positions, for which ``wanted(a, b)``
+    holds: read block by block, because on data with many small fragments all of them
+    together would take more memory than the rest of the stitch step."""
+    found = [np.zeros((2, 0), np.int64)]
+    for index in range(plan.num_blocks):
+        with np.load(plan.block_record(index)) as record:
+            pairs = record["adjacent"].astype(np.uint64)
+        pairs = position(pairs + np.uint64(index) * np.uint64(plan.block_voxels))
+        found.append(pairs[:, wanted(*pairs)])
+    return np.concatenate(found, axis=1)
+
+
+def agreed_pairs(u, v, overlap, kind):
+    """The MAJORITY pairs and the other CONTAINED pairs that both blocks of a face found (each
+    block reports a pair from its own halo), with the overlap of both reports summed: two
+    (u, v, overlap) triples."""
     if not len(u):
-        return u, v, overlap
-    pairs, inverse, counts = np.unique(
-        np.stack([np.minimum(u, v), np.maximum(u, v)]), axis=1,
-        return_inverse=True, return_counts=True,
+        return (u, v, overlap.astype(np.float64)), (u, v, overlap.astype(np.float64))
+    pairs, inverse = np.unique(
+        np.stack([np.minimum(u, v), np.maximum(u, v)]), axis=1, return_inverse=True
     )
-    summed = np.bincount(inverse.ravel(), weights=overlap.astype(np.float64))
-    both = counts >= 2
-    return pairs[0][both], pairs[1][both], summed[both]
+    inverse = inverse.ravel()
+    summed = np.bincount(inverse, weights=overlap.astype(np.float64))
+    majority = np.bincount(inverse, weights=(kind & MAJORITY) > 0) >= 2
+    contained = (np.bincount(inverse, weights=(kind & CONTAINED) > 0) >= 2) & ~majority
+    return tuple((pairs[0][m], pairs[1][m], summed[m]) for m in (majority, contained))
+
+
+def join_contained(segment, contained_u, contained_v, overlap, adjacent_a, adjacent_b):
+    """Which contained pairs to join on top of the joins that made ``segment`` (the segment of
+    every fragment): largest overlap first, each one unless a block kept two fragments of the
+    segments it would join apart although they are adjacent (a mutex watershed over segments).
+
+    A fragment that a block split off, or a branch that meets its neuron beyond the face, is
+    contained in one fragment across the face without being its largest overlap there. A
+    fragment that merged two objects near a face contains pieces of both; the two pieces
+    are then adjacent in their own block, which kept them apart.
+    """
+    if not len(contained_u):
+        return np.zeros(0, bool)
+    contained_u, contained_v = segment[contained_u], segment[contained_v]
+    # only separations between segments that contained pairs could join matter
+    involved = np.zeros(len(segment), bool)
+    involved[contained_u] = involved[contained_v] = True
+    a, b = segment[adjacent_a], segment[adjacent_b]
+    mutex = involved[a] & involved[b] & (a != b)
+    order = np.argsort(-overlap, kind="stable")
+    edges = [(False, int(x), int(y)) for x, y in zip(a[mutex], b[mutex])]
+    edges += [(True, int(contained_u[i]), int(contained_v[i]))
+              for i in order if contained_u[i] != contained_v[i]]
+    clusters = dict(mwatershed.cluster(edges))
+    ends = [np.array([clusters.get(int(x), int(x)) for x in side])
+            for side in (contained_u, contained_v)]
+    return ends[0] == ends[1]
 
 
 def components(n: int, u, v) -> np.ndarray:
@@ -122,7 +170,7 @@ def _minimum_cut(n: int, u, v, capacity, source: int, sink: int) -> np.ndarray:
 def build_lookup(plan: BlockwisePlan) -> dict:
     """Compute and save the fragment -> final id table; return a summary."""
     sizes, nn_sums, matches, separated, kernel_seconds = load_records(plan)
-    u, v, overlap = agreed_pairs(*matches)
+    (u, v, overlap), (cu, cv, c_overlap) = agreed_pairs(*matches)
     counts = np.array([len(s) - 1 for s in sizes], np.int64)  # fragments per block
     base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())
@@ -132,7 +180,17 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         block, local = np.divmod(ids.astype(np.int64), plan.block_voxels)
         return base[block] + local
 
-    u, v = position(u), position(v)
+    u, v, cu, cv = position(u), position(v), position(cu), position(cv)
+    joined = np.zeros(0, bool)
+    if len(cu):
+        segment = components(total + 1, u, v)
+        involved = np.zeros(total + 1, bool)
+        involved[segment[cu]] = involved[segment[cv]] = True
+        adjacent = load_adjacent(plan, position,
+                                 lambda a, b: involved[segment[a]] & involved[segment[b]])
+        joined = join_contained(segment, cu, cv, c_overlap, *adjacent)
+    u, v = np.concatenate([u, cu[joined]]), np.concatenate([v, cv[joined]])
+    overlap = np.concatenate([overlap, c_overlap[joined]])
     keep_join = cut_separations(total + 1, u, v, overlap, *(position(s) for s in separated))
     u, v = u[keep_join], v[keep_join]
     component = components(total + 1, u, v)
@@ -161,5 +219,6 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         np.save(partial, table)
         os.replace(partial, path)
     return {"fragments": total, "stitched_pairs": int(len(u)),
+            "contained_pairs": int(joined.sum()),
             "cut_pairs": int((~keep_join).sum()), "segments": n_segments,
             "kernel_seconds": round(kernel_seconds, 3)}
