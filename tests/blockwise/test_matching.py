@@ -8,7 +8,11 @@ from napari_mutex_watershed.blockwise.matching import (
     MIN_CONTAINED_OVERLAP,
     candidate_pairs,
 )
-from napari_mutex_watershed.blockwise.stitch import agreed_pairs, components, join_contained
+from napari_mutex_watershed.blockwise.stitch import (
+    agreed_pairs,
+    components,
+    join_contained,
+)
 
 
 def found(ours, theirs) -> dict:
@@ -58,16 +62,21 @@ def test_only_pairs_both_blocks_found_are_joined():
     assert list(zip(ca.tolist(), cb.tolist(), c_summed.tolist())) == [(50, 60, 50)]
 
 
+def adjacent(a, b):
+    """A loader of the adjacent pairs (a, b), as the stitch step reads them from the blocks."""
+    pairs = np.array([a, b], np.int64).reshape(2, -1)
+    return lambda wanted: pairs[:, wanted(*pairs)]
+
+
 def test_contained_pairs_do_not_join_what_a_block_kept_apart():
     # joins: 0-1. Contained pairs: 2 into 1 (overlap 30) and 3 into 1 (overlap 20);
     # 2 and 3 touch in their own block, which kept them apart: only the larger one is joined
     segment = components(4, np.array([0]), np.array([1]))
     cu, cv = np.array([1, 1]), np.array([2, 3])
-    joined = join_contained(segment, cu, cv, np.array([20.0, 30.0]), np.array([2]), np.array([3]))
+    joined = join_contained(segment, cu, cv, np.array([20.0, 30.0]), adjacent([2], [3]))
     assert joined.tolist() == [False, True]
     # without that separation both are joined
-    joined = join_contained(segment, cu, cv, np.array([20.0, 30.0]), np.zeros(0, int),
-                            np.zeros(0, int))
+    joined = join_contained(segment, cu, cv, np.array([20.0, 30.0]), adjacent([], []))
     assert joined.tolist() == [True, True]
 
 
@@ -75,5 +84,5 @@ def test_a_separation_inside_a_joined_segment_blocks_a_contained_pair():
     # 0-1 joined; 1 touches 4 in a block that kept them apart; contained pair 0 into 4
     segment = components(5, np.array([0]), np.array([1]))
     joined = join_contained(segment, np.array([0]), np.array([4]), np.array([50.0]),
-                            np.array([1]), np.array([4]))
+                            adjacent([1], [4]))
     assert joined.tolist() == [False]

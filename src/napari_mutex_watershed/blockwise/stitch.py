@@ -77,26 +77,25 @@ def agreed_pairs(u, v, overlap, kind):
     return tuple((pairs[0][m], pairs[1][m], summed[m]) for m in (majority, contained))
 
 
-def join_contained(segment, contained_u, contained_v, overlap, adjacent_a, adjacent_b):
+def join_contained(segment, contained_u, contained_v, overlap, load_adjacent):
     """Which contained pairs to join on top of the joins that made ``segment`` (the segment of
     every fragment): largest overlap first, each one unless a block kept two fragments of the
     segments it would join apart although they are adjacent (a mutex watershed over segments).
+    ``load_adjacent(wanted)`` returns the adjacent pairs (2, n) for which ``wanted(a, b)``
+    holds, so only those between segments that contained pairs could join are ever loaded.
 
     A fragment that a block split off, or a branch that meets its neuron beyond the face, is
     contained in one fragment across the face without being its largest overlap there. A
     fragment that merged two objects near a face contains pieces of both; the two pieces
     are then adjacent in their own block, which kept them apart.
     """
-    if not len(contained_u):
-        return np.zeros(0, bool)
     contained_u, contained_v = segment[contained_u], segment[contained_v]
-    # only separations between segments that contained pairs could join matter
     involved = np.zeros(len(segment), bool)
     involved[contained_u] = involved[contained_v] = True
-    a, b = segment[adjacent_a], segment[adjacent_b]
-    mutex = involved[a] & involved[b] & (a != b)
+    a, b = segment[load_adjacent(lambda x, y: involved[segment[x]] & involved[segment[y]])]
+    apart = a != b
     order = np.argsort(-overlap, kind="stable")
-    edges = [(False, int(x), int(y)) for x, y in zip(a[mutex], b[mutex])]
+    edges = [(False, int(x), int(y)) for x, y in zip(a[apart], b[apart])]
     edges += [(True, int(contained_u[i]), int(contained_v[i]))
               for i in order if contained_u[i] != contained_v[i]]
     clusters = dict(mwatershed.cluster(edges))
@@ -182,13 +181,9 @@ def build_lookup(plan: BlockwisePlan) -> dict:
 
     u, v, cu, cv = position(u), position(v), position(cu), position(cv)
     joined = np.zeros(0, bool)
-    if len(cu):
-        segment = components(total + 1, u, v)
-        involved = np.zeros(total + 1, bool)
-        involved[segment[cu]] = involved[segment[cv]] = True
-        adjacent = load_adjacent(plan, position,
-                                 lambda a, b: involved[segment[a]] & involved[segment[b]])
-        joined = join_contained(segment, cu, cv, c_overlap, *adjacent)
+    if len(cu):  # the components below are a pass over every fragment
+        joined = join_contained(components(total + 1, u, v), cu, cv, c_overlap,
+                                lambda wanted: load_adjacent(plan, position, wanted))
     u, v = np.concatenate([u, cu[joined]]), np.concatenate([v, cv[joined]])
     overlap = np.concatenate([overlap, c_overlap[joined]])
     keep_join = cut_separations(total + 1, u, v, overlap, *(position(s) for s in separated))
