@@ -13,6 +13,7 @@ the size and affinity filters are applied to whole segments.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import mwatershed
 import numpy as np
@@ -20,6 +21,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
 
 from ..engine.labels import segment_keep_mask, smallest_label_dtype
+from ..errors import MutexWatershedError
 from .matching import CONTAINED, MAJORITY
 from .plan import BlockwisePlan
 
@@ -29,34 +31,42 @@ class IncompleteRunError(RuntimeError):
 
 
 def load_records(plan: BlockwisePlan):
-    """Per block sizes and affinity sums; all matched pairs (u, v, overlap, kind) and all
-    separated pairs (a, b), as fragment ids; the summed kernel time."""
-    sizes, nn_sums, matches, separated, kernel_seconds = [], [], [], [], 0.0
+    """Fragments per block; all matched pairs (u, v, overlap, kind) and all separated pairs
+    (a, b), as fragment ids; the summed kernel time. Sizes stay on disk: see ``block_sizes``."""
+    counts, matches, separated, kernel_seconds = [], [], [], 0.0
     for index in range(plan.num_blocks):
         path = plan.block_record(index)
         if not path.exists():
             position = tuple(int(p) for p in np.unravel_index(index, plan.grid_shape))
             raise IncompleteRunError(f"block {position} has no fragments")
         with np.load(path) as record:
-            sizes.append(record["sizes"])
-            nn_sums.append(record["nn_sums"])
+            counts.append(len(record["sizes"]) - 1)
             base = np.uint64(index) * np.uint64(plan.block_voxels)
             separated.append(record["separated"].astype(np.uint64) + base)
             kernel_seconds += float(record["kernel_seconds"])
         matches.append(np.load(plan.match_record(index)))
-    return (sizes, nn_sums, np.concatenate(matches, axis=1), np.concatenate(separated, axis=1),
-            kernel_seconds)
+    return (np.array(counts, np.int64), np.concatenate(matches, axis=1),
+            np.concatenate(separated, axis=1), kernel_seconds)
 
 
-def load_adjacent(plan: BlockwisePlan, position, wanted):
-    """The adjacent pairs (a, b) of every block, as positions, for which ``wanted(a, b)``
-    holds: read block by block, because on data with many small fragments all of them
-    together would take more memory than the rest of the stitch step."""
+def block_sizes(plan: BlockwisePlan):
+    """(index, sizes, affinity sums or None) of every block in order, read one at a time."""
+    wants_nn = plan.parameters.threshold > 0
+    for index in range(plan.num_blocks):
+        with np.load(plan.block_record(index)) as record:
+            yield index, record["sizes"], record["nn_sums"] if wants_nn else None
+
+
+def load_adjacent(plan: BlockwisePlan, node_of, wanted):
+    """The adjacent pairs (a, b) of every block, as graph nodes, between fragments that are
+    nodes and for which ``wanted(a, b)`` holds: read block by block, because on data with many
+    small fragments all of them together would take more memory than the rest of the stitch."""
     found = [np.zeros((2, 0), np.int64)]
     for index in range(plan.num_blocks):
         with np.load(plan.block_record(index)) as record:
             pairs = record["adjacent"].astype(np.uint64)
-        pairs = position(pairs + np.uint64(index) * np.uint64(plan.block_voxels))
+        pairs = node_of(pairs + np.uint64(index) * np.uint64(plan.block_voxels))
+        pairs = pairs[:, (pairs >= 0).all(axis=0)]
         found.append(pairs[:, wanted(*pairs)])
     return np.concatenate(found, axis=1)
 
@@ -167,53 +177,105 @@ def _minimum_cut(n: int, u, v, capacity, source: int, sink: int) -> np.ndarray:
 
 
 def build_lookup(plan: BlockwisePlan) -> dict:
-    """Compute and save the fragment -> final id table; return a summary."""
-    sizes, nn_sums, matches, separated, kernel_seconds = load_records(plan)
+    """Compute and save the fragment -> final id table; return a summary.
+
+    The graph holds only fragments that a join or a separation names (those at block faces),
+    so its memory grows with the area of the faces. The sizes of all other fragments, each its
+    own segment, are streamed block by block, and the table is written to disk as it is built.
+    """
+    counts, matches, separated, kernel_seconds = load_records(plan)
     (u, v, overlap), (cu, cv, c_overlap) = agreed_pairs(*matches)
-    counts = np.array([len(s) - 1 for s in sizes], np.int64)  # fragments per block
     base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())
 
     def position(ids):
-        """Fragment id (block * block_voxels + local) -> index in 1..total."""
+        """Fragment id (block * block_voxels + local) -> index in 1..total (block order)."""
         block, local = np.divmod(ids.astype(np.int64), plan.block_voxels)
         return base[block] + local
 
     u, v, cu, cv = position(u), position(v), position(cu), position(cv)
-    joined = np.zeros(0, bool)
-    if len(cu):  # the components below are a pass over every fragment
-        joined = join_contained(components(total + 1, u, v), cu, cv, c_overlap,
-                                lambda wanted: load_adjacent(plan, position, wanted))
-    u, v = np.concatenate([u, cu[joined]]), np.concatenate([v, cv[joined]])
-    overlap = np.concatenate([overlap, c_overlap[joined]])
-    keep_join = cut_separations(total + 1, u, v, overlap, *(position(s) for s in separated))
-    u, v = u[keep_join], v[keep_join]
-    component = components(total + 1, u, v)
-    # a segment is named by its first fragment, so numbering follows block order
-    first = np.full(component.max() + 1, total + 1, np.int64)
-    np.minimum.at(first, component, np.arange(total + 1))
-    representative = first[component]
+    sa, sb = position(separated)
+    nodes = np.unique(np.concatenate([u, v, cu, cv, sa, sb]))  # ascending: block order
+    n = len(nodes)
 
-    all_sizes = np.concatenate([[0]] + [s[1:] for s in sizes]).astype(np.int64)
-    segment_sizes = np.bincount(representative, weights=all_sizes, minlength=total + 1)
-    segment_nn = None
-    if plan.parameters.threshold > 0:
-        all_nn = np.concatenate([[0.0]] + [s[1:] for s in nn_sums])
-        segment_nn = np.bincount(representative, weights=all_nn, minlength=total + 1)
-    keep = segment_keep_mask(
-        segment_sizes, plan.parameters.min_size, plan.parameters.threshold, segment_nn
+    def node_of(ids):
+        """Fragment ids -> graph nodes, -1 for fragments outside the graph (needs n > 0)."""
+        at = position(ids)
+        found = np.minimum(np.searchsorted(nodes, at), n - 1)
+        return np.where(nodes[found] == at, found, -1)
+
+    u, v, cu, cv, sa, sb = (np.searchsorted(nodes, x) for x in (u, v, cu, cv, sa, sb))
+    joined, keep_join, representative = np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, np.int64)
+    if n:
+        if len(cu):
+            joined = join_contained(components(n, u, v), cu, cv, c_overlap,
+                                    lambda wanted: load_adjacent(plan, node_of, wanted))
+        u, v = np.concatenate([u, cu[joined]]), np.concatenate([v, cv[joined]])
+        overlap = np.concatenate([overlap, c_overlap[joined]])
+        keep_join = cut_separations(n, u, v, overlap, sa, sb)
+        u, v = u[keep_join], v[keep_join]
+        component = components(n, u, v)
+        # a segment is named by its first fragment, so numbering follows block order
+        first = np.full(component.max() + 1, n, np.int64)
+        np.minimum.at(first, component, np.arange(n))
+        representative = first[component]
+
+    node_block = np.searchsorted(base, nodes, side="left") - 1  # base[b] < position <= base[b+1]
+    node_local = nodes - base[node_block]
+    node_sizes, node_nn = np.zeros(n), np.zeros(n)
+    outside_kept = np.zeros(plan.num_blocks, np.int64)
+    for index, sizes, nn_sums in block_sizes(plan):
+        here = slice(*np.searchsorted(node_block, [index, index + 1]))
+        node_sizes[here] = sizes[node_local[here]]
+        if nn_sums is not None:
+            node_nn[here] = nn_sums[node_local[here]]
+        kept = _kept(plan, sizes, nn_sums)
+        kept[node_local[here]] = False
+        outside_kept[index] = int(kept.sum())
+    segment_kept = segment_keep_mask(
+        np.bincount(representative, node_sizes, minlength=n), plan.parameters.min_size,
+        plan.parameters.threshold, np.bincount(representative, node_nn, minlength=n),
+    ) & (representative == np.arange(n))
+    n_segments = int(outside_kept.sum() + segment_kept.sum())
+    if n_segments > np.iinfo(np.uint32).max:
+        raise MutexWatershedError(
+            f"{n_segments} segments do not fit the uint32 output; use larger min_size or a "
+            "smaller region (--roi)"
+        )
+
+    lookup = np.lib.format.open_memmap(
+        plan.lookup_path.with_suffix(f".{os.getpid()}.tmp.npy"), mode="w+",
+        dtype=smallest_label_dtype(n_segments), shape=(total + 1,),
     )
-    keep &= representative == np.arange(total + 1)
-    keep[0] = False
-    final = np.cumsum(keep, dtype=np.int64)
-    n_segments = int(final[-1])
-    lookup = np.where(keep, final, 0)[representative].astype(smallest_label_dtype(n_segments))
-
-    for path, table in [(plan.bases_path, base), (plan.lookup_path, lookup)]:
-        partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(partial, table)
-        os.replace(partial, path)
-    return {"fragments": total, "stitched_pairs": int(len(u)),
+    lookup[0] = 0
+    segment_id = np.zeros(n, np.int64)
+    next_id = 0
+    for index, sizes, nn_sums in block_sizes(plan):
+        here = slice(*np.searchsorted(node_block, [index, index + 1]))
+        kept = _kept(plan, sizes, nn_sums)
+        locals_here = node_local[here]
+        kept[locals_here] = segment_kept[here]  # a node is kept as the first of its segment
+        ids = np.where(kept, np.cumsum(kept) + next_id, 0)
+        next_id += int(kept.sum())
+        segment_id[here] = ids[locals_here]
+        # the rest of a segment follows its first fragment, in this block or an earlier one
+        ids[locals_here] = segment_id[representative[here]]
+        lookup[base[index] + 1 : base[index] + counts[index] + 1] = ids[1:]
+    lookup.flush()
+    partial = Path(lookup.filename)
+    del lookup
+    os.replace(partial, plan.lookup_path)
+    partial = plan.bases_path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(partial, base)
+    os.replace(partial, plan.bases_path)
+    return {"fragments": total, "stitched_pairs": len(u),
             "contained_pairs": int(joined.sum()),
             "cut_pairs": int((~keep_join).sum()), "segments": n_segments,
             "kernel_seconds": round(kernel_seconds, 3)}
+
+
+def _kept(plan: BlockwisePlan, sizes, nn_sums) -> np.ndarray:
+    """Which of these segments (indices; 0 is never one) survive the size and affinity filters."""
+    keep = segment_keep_mask(sizes, plan.parameters.min_size, plan.parameters.threshold, nn_sums)
+    keep[0] = False
+    return keep

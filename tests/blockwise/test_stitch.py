@@ -1,0 +1,120 @@
+"""build_lookup on hand-written block records: numbering, filters on whole segments, cuts."""
+
+import numpy as np
+import pytest
+
+from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.blockwise.matching import CONTAINED, MAJORITY
+from napari_mutex_watershed.blockwise.plan import BlockwisePlan
+from napari_mutex_watershed.blockwise.stitch import IncompleteRunError, build_lookup
+
+BOTH = MAJORITY | CONTAINED
+
+
+def make_plan(tmp_path, n_blocks, **parameters) -> BlockwisePlan:
+    """A 1 x n_blocks grid of 4 x 4 blocks (2D); only the records matter here."""
+    plan = BlockwisePlan(
+        input_path=str(tmp_path / "in.zarr"),
+        output_path=str(tmp_path / "out.zarr"),
+        work_dir=str(tmp_path / "work"),
+        parameters=WatershedParameters(offsets=[(1, 0), (0, 1)], **parameters),
+        roi_offset=(0, 0),
+        shape=(4, 4 * n_blocks),
+        block_size=(4, 4),
+    )
+    plan.records_dir.mkdir(parents=True)
+    return plan
+
+
+def fragment(plan, block, local) -> int:
+    return block * plan.block_voxels + local
+
+
+def write_block(plan, index, sizes, matches=(), separated=(), nn_sums=None):
+    """``sizes`` of local fragments 1..n; ``matches`` (u, v, overlap, kind) as fragment ids."""
+    empty = np.zeros((2, 0), np.uint32)
+    np.savez(
+        plan.block_record(index),
+        halo=np.zeros((1, 1), np.uint32),
+        sizes=np.array([0, *sizes], np.int64),
+        nn_sums=np.zeros(0) if nn_sums is None else np.array([0.0, *nn_sums]),
+        separated=np.array(separated, np.uint32).reshape(2, -1) if separated else empty,
+        adjacent=empty,
+        kernel_seconds=0.5,
+    )
+    np.save(plan.match_record(index), np.array(matches, np.uint64).reshape(-1, 4).T)
+
+
+def lookup_of(plan) -> list[int]:
+    return np.load(plan.lookup_path).tolist()
+
+
+def test_fragments_without_a_join_are_numbered_in_block_order(tmp_path):
+    plan = make_plan(tmp_path, 3)
+    write_block(plan, 0, [5, 6])
+    write_block(plan, 1, [])  # a block can hold no fragment at all
+    write_block(plan, 2, [7])
+    summary = build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 2, 3]
+    assert np.load(plan.bases_path).tolist() == [0, 2, 2]
+    assert summary["segments"] == 3 and summary["kernel_seconds"] == 1.5
+
+
+def test_a_joined_segment_takes_the_id_of_its_first_fragment(tmp_path):
+    plan = make_plan(tmp_path, 2)
+    a, b = fragment(plan, 0, 2), fragment(plan, 1, 1)
+    # both blocks of the face report the pair
+    write_block(plan, 0, [3, 4, 5], matches=[(a, b, 10, BOTH)])
+    write_block(plan, 1, [6, 7], matches=[(b, a, 12, BOTH)])
+    summary = build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 2, 3, 2, 4]
+    assert summary["segments"] == 4 and summary["stitched_pairs"] == 1
+
+
+def test_a_pair_only_one_block_reports_is_not_joined(tmp_path):
+    plan = make_plan(tmp_path, 2)
+    a, b = fragment(plan, 0, 1), fragment(plan, 1, 1)
+    write_block(plan, 0, [3], matches=[(a, b, 10, BOTH)])
+    write_block(plan, 1, [6])
+    build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 2]
+
+
+def test_min_size_applies_to_whole_segments(tmp_path):
+    plan = make_plan(tmp_path, 2, min_size=10)
+    a, b = fragment(plan, 0, 1), fragment(plan, 1, 2)
+    # 6 + 6 voxels across the face survive; a lone 6-voxel fragment does not
+    write_block(plan, 0, [6, 6, 20], matches=[(a, b, 3, BOTH)])
+    write_block(plan, 1, [9, 6], matches=[(b, a, 3, BOTH)])
+    summary = build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 0, 2, 0, 1]
+    assert summary["segments"] == 2
+
+
+def test_threshold_applies_to_the_mean_affinity_of_whole_segments(tmp_path):
+    plan = make_plan(tmp_path, 2, threshold=0.5)
+    a, b = fragment(plan, 0, 1), fragment(plan, 1, 1)
+    # joined: (0.8 * 4 + 0.1 * 4) / 8 = 0.45 < 0.5; alone, 0.8 would have passed
+    write_block(plan, 0, [4, 4], matches=[(a, b, 3, BOTH)], nn_sums=[3.2, 3.6])
+    write_block(plan, 1, [4], matches=[(b, a, 3, BOTH)], nn_sums=[0.4])
+    build_lookup(plan)
+    assert lookup_of(plan) == [0, 0, 1, 0]
+
+
+def test_a_separation_cuts_the_weakest_join(tmp_path):
+    plan = make_plan(tmp_path, 2)
+    # block 0 kept fragments 1 and 2 apart deep inside; block 1's fragment 1 overlaps both
+    a1, a2, b = fragment(plan, 0, 1), fragment(plan, 0, 2), fragment(plan, 1, 1)
+    write_block(plan, 0, [9, 9], matches=[(a1, b, 30, BOTH), (a2, b, 2, BOTH)],
+                separated=[(1,), (2,)])
+    write_block(plan, 1, [9], matches=[(b, a1, 30, BOTH), (b, a2, 2, BOTH)])
+    summary = build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 2, 1]
+    assert summary["cut_pairs"] == 1
+
+
+def test_a_missing_record_names_the_block(tmp_path):
+    plan = make_plan(tmp_path, 2)
+    write_block(plan, 0, [3])
+    with pytest.raises(IncompleteRunError, match=r"block \(0, 1\)"):
+        build_lookup(plan)
