@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.blockwise import stitch
 from napari_mutex_watershed.blockwise.matching import CONTAINED, MAJORITY
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
 from napari_mutex_watershed.blockwise.stitch import IncompleteRunError, build_lookup
+from napari_mutex_watershed.errors import MutexWatershedError
 
 BOTH = MAJORITY | CONTAINED
 
@@ -118,3 +120,12 @@ def test_a_missing_record_names_the_block(tmp_path):
     write_block(plan, 0, [3])
     with pytest.raises(IncompleteRunError, match=r"block \(0, 1\)"):
         build_lookup(plan)
+
+
+def test_more_segments_than_the_output_holds_is_a_clear_error(tmp_path, monkeypatch):
+    plan = make_plan(tmp_path, 1)
+    write_block(plan, 0, [3, 3, 3])
+    monkeypatch.setattr(stitch, "MAX_SEGMENTS", 2)
+    with pytest.raises(MutexWatershedError, match="3 segments do not fit the uint32 output"):
+        build_lookup(plan)
+    assert not plan.lookup_path.exists()

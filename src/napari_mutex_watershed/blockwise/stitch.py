@@ -25,6 +25,9 @@ from ..errors import MutexWatershedError
 from .matching import CONTAINED, MAJORITY
 from .plan import BlockwisePlan
 
+#: Ids the output array holds: ``plan_run`` creates it as uint32.
+MAX_SEGMENTS = int(np.iinfo(np.uint32).max)
+
 
 class IncompleteRunError(RuntimeError):
     """A block has no record: step 1 did not finish."""
@@ -237,7 +240,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         plan.parameters.threshold, np.bincount(representative, node_nn, minlength=n),
     ) & (representative == np.arange(n))
     n_segments = int(outside_kept.sum() + segment_kept.sum())
-    if n_segments > np.iinfo(np.uint32).max:
+    if n_segments > MAX_SEGMENTS:
         raise MutexWatershedError(
             f"{n_segments} segments do not fit the uint32 output; use larger min_size or a "
             "smaller region (--roi)"
