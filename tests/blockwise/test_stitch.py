@@ -115,6 +115,21 @@ def test_a_separation_cuts_the_weakest_join(tmp_path):
     assert summary["cut_pairs"] == 1
 
 
+def test_contained_pairs_count_only_joins_between_different_segments(tmp_path):
+    plan = make_plan(tmp_path, 2)
+    a1, a2, a3 = (fragment(plan, 0, i) for i in (1, 2, 3))
+    b1, b2, b3 = (fragment(plan, 1, i) for i in (1, 2, 3))
+    majority = [(a1, b1, 30, MAJORITY), (a2, b1, 20, MAJORITY), (a2, b2, 20, MAJORITY)]
+    # a1-b2 lies inside the segment the majority pairs make; a3-b3 joins two segments
+    contained = [(a1, b2, 25, CONTAINED), (a3, b3, 25, CONTAINED)]
+    pairs = majority + contained
+    write_block(plan, 0, [30, 40, 25], matches=pairs)
+    write_block(plan, 1, [50, 40, 90], matches=[(v, u, o, k) for u, v, o, k in pairs])
+    summary = build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 1, 2, 1, 1, 2]
+    assert summary["contained_pairs"] == 1
+
+
 def test_a_missing_record_names_the_block(tmp_path):
     plan = make_plan(tmp_path, 2)
     write_block(plan, 0, [3])

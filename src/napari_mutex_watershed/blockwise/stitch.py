@@ -209,10 +209,13 @@ def build_lookup(plan: BlockwisePlan) -> dict:
 
     u, v, cu, cv, sa, sb = (np.searchsorted(nodes, x) for x in (u, v, cu, cv, sa, sb))
     joined, keep_join, representative = np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, np.int64)
+    n_contained = 0
     if n:
         if len(cu):
-            joined = join_contained(components(n, u, v), cu, cv, c_overlap,
+            segment = components(n, u, v)
+            joined = join_contained(segment, cu, cv, c_overlap,
                                     lambda wanted: load_adjacent(plan, node_of, wanted))
+            n_contained = int((joined & (segment[cu] != segment[cv])).sum())
         u, v = np.concatenate([u, cu[joined]]), np.concatenate([v, cv[joined]])
         overlap = np.concatenate([overlap, c_overlap[joined]])
         keep_join = cut_separations(n, u, v, overlap, sa, sb)
@@ -272,7 +275,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     np.save(partial, base)
     os.replace(partial, plan.bases_path)
     return {"fragments": total, "stitched_pairs": len(u),
-            "contained_pairs": int(joined.sum()),
+            "contained_pairs": n_contained,
             "cut_pairs": int((~keep_join).sum()), "segments": n_segments,
             "kernel_seconds": round(kernel_seconds, 3)}
 
