@@ -183,8 +183,9 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     """Compute and save the fragment -> final id table; return a summary.
 
     The graph holds only fragments that a join or a separation names (those at block faces),
-    so its memory grows with the area of the faces. The sizes of all other fragments, each its
-    own segment, are streamed block by block, and the table is written to disk as it is built.
+    so its memory grows with the fragments at faces, not with all of them. The sizes of all
+    other fragments, each its own segment, are read block by block, and the table is written to
+    disk as it is built.
     """
     counts, matches, separated, kernel_seconds = load_records(plan)
     (u, v, overlap), (cu, cv, c_overlap) = agreed_pairs(*matches)
