@@ -2,7 +2,8 @@
 
     python benchmarks/bench_blockwise.py                 # 256^3 crop of the shared neuron labels
     python benchmarks/bench_blockwise.py --size 128      # quicker
-    python benchmarks/bench_blockwise.py --scale 512     # end-to-end run on 512^3 uint8 sample data
+    python benchmarks/bench_blockwise.py --scale 512 512 512   # end-to-end on uint8 sample data
+    python benchmarks/bench_blockwise.py --keep          # keep inputs and outputs in /tmp
 
 Affinities are derived from real neuron labels (../shared/data/pinky40_gt_half.npz): offsets
 (1,0,0) (0,1,0) (0,0,1) (3,0,0) (0,9,0) (0,0,9), Gaussian blur sigma 1, noise 0.1, clip [0, 1].
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,13 +111,25 @@ def main() -> None:
     parser.add_argument("--noise-seed", type=int, default=1,
                         help="seed of the noise added to the derived affinities: repeat the "
                         "benchmark with other seeds to see how much the scores move by chance")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the inputs and outputs (about 0.8 GB per run) instead of "
+                        "deleting them at the end")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
+    try:
+        run(args, work)
+    finally:
+        if args.keep:
+            print(f"\ninputs and outputs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
+
+def run(args, work: Path) -> None:
     from napari_mutex_watershed import WatershedParameters
     from napari_mutex_watershed.storage import write_affinities
     from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
 
-    work = Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
     parameters = WatershedParameters(offsets=OFFSETS, bias_short=args.bias_short, bias_long=args.bias_long)
     params_file = work / "params.json"
     parameters.save(params_file)
