@@ -182,7 +182,7 @@ def _minimum_cut(n: int, u, v, capacity, source: int, sink: int) -> np.ndarray:
 def build_lookup(plan: BlockwisePlan) -> dict:
     """Compute and save the fragment -> final id table; return a summary.
 
-    The graph holds only fragments that a join or a separation names (those at block faces),
+    The graph holds only fragments that a matched pair names (those at block faces),
     so its memory grows with the fragments at faces, not with all of them. The sizes of all
     other fragments, each its own segment, are read block by block, and the table is written to
     disk as it is built.
@@ -198,8 +198,11 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         return base[block] + local
 
     u, v, cu, cv = position(u), position(v), position(cu), position(cv)
+    nodes = np.unique(np.concatenate([u, v, cu, cv]))  # ascending: block order
+    # a fragment without a join is a segment of its own: its separations hold already
     sa, sb = position(separated)
-    nodes = np.unique(np.concatenate([u, v, cu, cv, sa, sb]))  # ascending: block order
+    joined_both = np.isin(sa, nodes) & np.isin(sb, nodes)
+    sa, sb = sa[joined_both], sb[joined_both]
     n = len(nodes)
 
     def node_of(ids):
