@@ -199,7 +199,9 @@ def test_killed_run_resumes_to_identical_output(bigger, tmp_path):
 
     output = tmp_path / "out.zarr/labels"
     process = _start_cli(args(output))
-    _wait_for_blocks(output, 5, process)
+    # a worker writes a block's record just before daisy marks the block done, so each of
+    # the 2 workers may die between the two: 7 records leave at least 5 blocks marked
+    _wait_for_blocks(output, 7, process)
     os.killpg(process.pid, signal.SIGKILL)  # the CLI, the job and every worker
     process.wait()
     assert not psutil.pid_exists(process.pid)
