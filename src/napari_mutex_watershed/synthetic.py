@@ -22,23 +22,37 @@ def cell_labels(
     ndim = len(shape)
     n_cells = max(2, int(np.prod(shape) / cell_size**ndim))
     centres = rng.uniform(0, 1, (n_cells, ndim)) * np.array(shape)
-    grid = np.indices(shape, dtype=np.float32).reshape(ndim, -1).T
     # smooth random warp: curved, irregular membranes instead of flat Voronoi faces
-    warp = np.stack(
-        [ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), cell_size / 2)
-         for _ in range(ndim)]
-    ).reshape(ndim, -1).T
+    warp = np.empty((ndim,) + tuple(shape), np.float32)
+    for axis in range(ndim):
+        ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), cell_size / 2,
+                                output=warp[axis])
     warp *= cell_size * 0.15 / (warp.std() + 1e-9)
-    distances, nearest = cKDTree(centres).query(grid + warp, k=2, workers=-1)
-    labels = (nearest[:, 0] + 1).astype(np.uint32)
-    labels[(distances[:, 1] - distances[:, 0]) < membrane] = 0
+    tree = cKDTree(centres)
+    labels = np.empty(shape, np.uint32)
+    # slabs along the first axis: the query's float64 output would otherwise need about
+    # 40 bytes per voxel at once (24 GB at 1024 x 512 x 512)
+    step = max(1, 2**22 // int(np.prod(shape[1:])))
+    for start in range(0, shape[0], step):
+        stop = min(start + step, shape[0])
+        grid = np.indices((stop - start,) + tuple(shape[1:]), dtype=np.float32)
+        grid[0] += start
+        points = (grid + warp[:, start:stop]).reshape(ndim, -1).T
+        distances, nearest = tree.query(points, k=2, workers=-1)
+        slab = (nearest[:, 0] + 1).astype(np.uint32)
+        slab[(distances[:, 1] - distances[:, 0]) < membrane] = 0
+        labels[start:stop] = slab.reshape(labels[start:stop].shape)
+    del warp
     # one connected piece per id, so the ground truth is what a segmentation can recover
-    pieces = measure.label(labels.reshape(shape), background=0, connectivity=1)
+    pieces = measure.label(labels, background=0, connectivity=1)
+    del labels
     sizes = np.bincount(pieces.ravel())
     sizes[0] = 0
-    pieces[sizes[pieces] < min(sizes.max(), cell_size**ndim / 8)] = 0
-    _, consecutive = np.unique(pieces, return_inverse=True)
-    return consecutive.reshape(shape).astype(np.uint32)
+    pieces[(sizes < min(sizes.max(), cell_size**ndim / 8))[pieces]] = 0
+    # consecutive ids in the order of the pieces (a table, not np.unique: no sort of the volume)
+    present = np.bincount(pieces.ravel(), minlength=len(sizes)) > 0
+    consecutive = (np.cumsum(present) - 1).astype(np.uint32)
+    return consecutive[pieces]
 
 
 def affinities_from_labels(
@@ -54,18 +68,23 @@ def affinities_from_labels(
     from .engine.weights import edge_slices
 
     rng = np.random.default_rng(seed)
-    affs = np.zeros((len(offsets),) + labels.shape, np.float32)
-    for channel, offset in zip(affs, offsets):
+    as_uint8 = np.dtype(dtype) == np.uint8
+    affs = np.empty((len(offsets),) + labels.shape, np.uint8 if as_uint8 else np.float32)
+    channel = np.empty(labels.shape, np.float32)  # one channel at a time bounds the memory
+    for out, offset in zip(affs, offsets):
+        channel[...] = 0
         source, target = edge_slices(offset, labels.shape)
         channel[source] = (labels[source] == labels[target]) & (labels[source] != 0)
         if sigma > 0:
             ndimage.gaussian_filter(channel, sigma, output=channel)
         if noise > 0:
             channel += rng.normal(0, noise, labels.shape).astype(np.float32)
-    np.clip(affs, 0, 1, out=affs)
-    if np.dtype(dtype) == np.uint8:
-        return np.round(affs * 255).astype(np.uint8)
-    return affs.astype(dtype, copy=False)
+        np.clip(channel, 0, 1, out=channel)
+        if as_uint8:
+            channel *= 255
+            np.round(channel, out=channel)
+        out[...] = channel
+    return affs if as_uint8 else affs.astype(dtype, copy=False)
 
 
 def sample_volume(
