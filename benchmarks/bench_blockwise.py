@@ -77,11 +77,12 @@ def scores(truth, segmentation) -> tuple[float, float, float]:
     return arand, split, merge
 
 
-def seam_splits(truth, segmentation, block_size) -> tuple[set, int]:
-    """(the (axis, plane, object) split at a block face, how many objects cross a face): an
-    object is split at a face when most of its voxel pairs straddling that face get different
-    ids on the two sides."""
-    split, crossing = set(), 0
+def seam_splits(truth, segmentation, block_size) -> tuple[set, int, float]:
+    """(the (axis, plane, object) split at a block face, how many objects cross a face, the
+    share of all straddling voxel pairs that belong to a split crossing): an object is split
+    at a face when most of its voxel pairs straddling that face get different ids on the two
+    sides. The share weighs each split by its contact area, so a thin branch counts little."""
+    split, crossing, pairs, split_pairs = set(), 0, 0, 0
     for axis, step in enumerate(block_size):
         for plane in range(step, truth.shape[axis], step):
             a = np.take(truth, plane - 1, axis=axis).ravel()
@@ -93,8 +94,10 @@ def seam_splits(truth, segmentation, block_size) -> tuple[set, int]:
             disagree = np.bincount(inverse, weights=sa[same] != sb[same], minlength=len(ids))
             total = np.bincount(inverse, minlength=len(ids))
             crossing += len(ids)
+            pairs += int(total.sum())
+            split_pairs += int(total[disagree > total / 2].sum())
             split.update((axis, plane, int(i)) for i in ids[disagree > total / 2])
-    return split, crossing
+    return split, crossing, split_pairs / max(pairs, 1)
 
 
 def main() -> None:
@@ -178,7 +181,7 @@ def run(args, work: Path) -> None:
     print(f"\n{args.size}^3 crop of pinky40 labels ({len(np.unique(truth)) - 1} objects), biases "
           f"{args.bias_short}/{args.bias_long}, noise seed {args.noise_seed}, "
           f"default context {parameters.context_voxels()}\n")
-    print("| run | wall s | speed-up | outside kernel | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | VOI | seam splits (whole's at same faces; of them not split by whole) |")
+    print("| run | wall s | speed-up | outside kernel | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | VOI | seam splits (whole's at same faces; of them not split by whole); share of face contact split |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, seconds, tree, one, seg, summary, block in rows:
         arand, split, merge = scores(truth, seg)
@@ -186,11 +189,13 @@ def run(args, work: Path) -> None:
         seams = "-"
         if summary:
             outside = f"{1 - summary['kernel_seconds'] / args.workers / seconds:.0%}"
-            s, c = seam_splits(truth, seg, block)
+            s, c, contact = seam_splits(truth, seg, block)
             seams = f"{len(s)}/{c} = {len(s) / max(c, 1):.2%}"
             if not args.skip_whole:
-                sw, _ = seam_splits(truth, rows[0][4], block)
-                seams += f" ({len(sw)}; {len(s - sw)})"
+                sw, _, whole_contact = seam_splits(truth, rows[0][4], block)
+                seams += f" ({len(sw)}; {len(s - sw)}); {contact:.2%} ({whole_contact:.2%})"
+            else:
+                seams += f"; {contact:.2%}"
         speed = f"{baseline / seconds:.2f}x" if baseline else "-"
         print(f"| {name} | {seconds:.1f} | {speed} | {outside} | {tree:.2f} | {one:.2f} | {arand:.4f} | {split:.3f} | {merge:.3f} | {split + merge:.3f} | {seams} |")
 
