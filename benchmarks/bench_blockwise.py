@@ -93,10 +93,11 @@ def seam_splits(truth, segmentation, block_size) -> tuple[set, int, float]:
             ids, inverse = np.unique(a[same], return_inverse=True)
             disagree = np.bincount(inverse, weights=sa[same] != sb[same], minlength=len(ids))
             total = np.bincount(inverse, minlength=len(ids))
+            is_split = disagree > total / 2
             crossing += len(ids)
             pairs += int(total.sum())
-            split_pairs += int(total[disagree > total / 2].sum())
-            split.update((axis, plane, int(i)) for i in ids[disagree > total / 2])
+            split_pairs += int(total[is_split].sum())
+            split.update((axis, plane, int(i)) for i in ids[is_split])
     return split, crossing, split_pairs / max(pairs, 1)
 
 
