@@ -70,6 +70,8 @@ def relabelling_block(shape, block, grid, band) -> np.ndarray:
 
 
 def seeded(weights, seeds, offsets, source) -> None:
+    """Seeds through the weights, not the kernel's seeds: there every two seed ids are mutex
+    (and the cost grows with their square), but labels of two blocks may be one object."""
     from napari_mutex_watershed.engine.weights import edge_slices
 
     for channel, offset in enumerate(offsets):
@@ -83,11 +85,8 @@ def seeded(weights, seeds, offsets, source) -> None:
 
 def two_colour(affinities, parameters, block) -> tuple[np.ndarray, float]:
     """(labels, kernel seconds summed over blocks)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     from napari_mutex_watershed.blockwise import fragments
-    from napari_mutex_watershed.blockwise.stitch import cut_separations
+    from napari_mutex_watershed.blockwise.stitch import components, cut_separations
     from napari_mutex_watershed.engine import edge_weights, run_kernel
 
     shape = affinities.shape[1:]
@@ -144,12 +143,12 @@ def two_colour(affinities, parameters, block) -> tuple[np.ndarray, float]:
                 pairs, counts = np.unique(np.stack([raw[taken], seeds[taken]]), axis=1, return_counts=True)
                 where = np.minimum(np.searchsorted(written, pairs[0]), len(written) - 1)
                 is_written = written[where] == pairs[0]
-                joins += [(int(new[w]), int(s) | (1 << 62)) for w, s in zip(where[is_written], pairs[1][is_written])]
+                joins += [(int(new[w]), int(s | even_tag)) for w, s in zip(where[is_written], pairs[1][is_written])]
                 overlaps += counts[is_written].tolist()
                 # a segment only in the halo still joins the seeds it takes in
                 halo_only = {}
                 for r, s, c in zip(pairs[0][~is_written], pairs[1][~is_written], counts[~is_written]):
-                    halo_only.setdefault(int(r), []).append((int(s) | (1 << 62), int(c)))
+                    halo_only.setdefault(int(r), []).append((int(s | even_tag), int(c)))
                 for taken_seeds in halo_only.values():
                     for s, c in taken_seeds[1:]:
                         joins.append((taken_seeds[0][0], s))
@@ -181,8 +180,7 @@ def two_colour(affinities, parameters, block) -> tuple[np.ndarray, float]:
     a, a_ok = node(apart[:, 0])
     b, b_ok = node(apart[:, 1])
     keep = cut_separations(len(nodes), u, v, overlap, a[a_ok & b_ok], b[a_ok & b_ok])
-    graph = coo_matrix((np.ones(int(keep.sum())), (u[keep], v[keep])), shape=(len(nodes),) * 2)
-    component = connected_components(graph, directed=False)[1] + 1
+    component = components(len(nodes), u[keep], v[keep]) + 1
     component[nodes == 0] = 0
     return component[inverse.ravel()].reshape(shape), kernel_seconds
 
