@@ -100,8 +100,8 @@ def test_fragment_ids_never_collide():
                          roi_offset=(0, 0, 0), shape=(100_000, 100_000, 100_000),
                          block_size=(64, 64, 64))
     last = plan.block_index(tuple(g - 1 for g in plan.grid_shape))
-    # block b owns ids b * block_voxels + 1 .. (b + 1) * block_voxels: disjoint, and < 2^64
-    assert (last + 1) * plan.block_voxels < 2**64
+    # block b owns ids b * ids_per_block + 1 .. (b + 1) * ids_per_block: disjoint, and < 2^64
+    assert (last + 1) * plan.ids_per_block < 2**64
 
 
 @pytest.mark.parametrize("block", [(64, 64, 64), (12, 32, 32), (33, 64, 20), (512, 512), (7,)])
@@ -210,21 +210,21 @@ def test_killed_run_resumes_to_identical_output(bigger, tmp_path):
     resumed = _run_cli(args(output)[:-1] + ["json"])
     assert resumed.returncode == 0, resumed.stderr
     progress = [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")]
-    assert max(p.get("skipped", 0) for p in progress if p["phase"] == "fragments") >= 5
+    assert max(p.get("skipped", 0) for p in progress if p["phase"] == "even") >= 5
     assert np.array_equal(read(reference), read(output))
 
 
-def test_match_starts_only_after_the_fragments_of_its_neighbours(bigger, tmp_path):
-    # match runs in one pipeline with fragments; a match block that started before the
-    # fragments around it would raise, fail and show in the progress and the worker logs
+def test_odd_blocks_start_only_after_the_even_blocks_around_them(bigger, tmp_path):
+    # an odd block that started before the even blocks around it would raise, fail and show
+    # in the progress and the worker logs
     output = tmp_path / "o.zarr/labels"
     run = _run_cli(["segment", bigger, output, "--block-size", 12, 24, 24, "--workers", 2,
                     "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "json"])
     assert run.returncode == 0, run.stderr
     progress = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert {p["phase"] for p in progress} >= {"fragments", "match", "stitch", "relabel", "done"}
+    assert {p["phase"] for p in progress} >= {"even", "odd", "stitch", "relabel", "done"}
     assert all(p.get("failed", 0) == 0 for p in progress)
-    logs = work_dir_for(output) / "logs" / "match"
+    logs = work_dir_for(output) / "logs" / "odd"
     assert not any("started before" in f.read_text() for f in logs.glob("*.err"))
 
 
@@ -253,7 +253,8 @@ def test_failing_block_is_retried_then_reported_with_its_position(tmp_path):
     result = _run_cli(["segment", path, tmp_path / "in.zarr/labels", "--block-size", 12, 32, 32,
                        "--max-retries", 1, "--progress", "none"])
     assert result.returncode == 1
-    summary = [line for line in result.stderr.splitlines() if line.startswith("error: fragments")]
+    # (1, 1, 1) is an odd block: the even blocks ran and the run stopped at the odd step
+    summary = [line for line in result.stderr.splitlines() if line.startswith("error: odd")]
     assert summary, result.stderr
     assert "(12, 32, 32)" in summary[0]  # the failed block's voxel offset
     assert "NaN" in summary[0] and "after 2 tries" in summary[0]

@@ -1,4 +1,5 @@
-"""Separations a block made deep inside it, and the cuts they force on the stitched joins."""
+"""Separations a block made deep inside it, how strongly they repel, and how the stitch
+weighs them against the joins."""
 
 import numpy as np
 
@@ -7,9 +8,14 @@ from napari_mutex_watershed.blockwise.fragments import (
     face_fragments,
     pairs_between,
     separated_pairs,
+    separation_strength,
     touching_pairs,
 )
-from napari_mutex_watershed.blockwise.stitch import cut_separations
+from napari_mutex_watershed.blockwise.stitch import (
+    SEPARATION_FLOOR,
+    SEPARATION_WEIGHT,
+    join_fragments,
+)
 
 M = SEPARATION_MARGIN
 
@@ -24,20 +30,20 @@ def test_only_separations_away_from_inner_faces_count():
     local[0, M // 2 : 2 * M] = 2   # 2|3 touch 2M from it: deep inside
     local[0, 2 * M :] = 3
     below_and_above = ((False, False), (True, True))
-    assert pairs(separated_pairs(local, below_and_above)) == {(2, 3)}
+    assert pairs(separated_pairs(local, below_and_above, M)) == {(2, 3)}
     # at the volume's edge there is no neighbour, and a block sees as much as a whole run
-    assert pairs(separated_pairs(local, ((False, False), (False, False)))) == {(1, 2), (2, 3)}
+    assert pairs(separated_pairs(local, ((False, False), (False, False)), M)) == {(1, 2), (2, 3)}
 
 
 def test_a_block_thinner_than_twice_the_margin_trusts_nothing():
     local = np.arange(1, 2 * M).reshape(1, -1).astype(np.uint32)
-    assert separated_pairs(local, ((False, False), (True, True))).shape == (2, 0)
+    assert separated_pairs(local, ((False, False), (True, True)), M).shape == (2, 0)
 
 
 def test_background_and_one_fragment_are_no_separation():
     local = np.zeros((3 * M, 3 * M), np.uint32)
     local[:, M:] = 5
-    assert separated_pairs(local, ((False, False), (False, False))).shape == (2, 0)
+    assert separated_pairs(local, ((False, False), (False, False)), M).shape == (2, 0)
 
 
 def test_adjacent_pairs_are_linked_by_any_offset():
@@ -59,29 +65,71 @@ def test_only_pairs_of_fragments_at_a_face_are_kept():
         (1, 2), (2, 3)}
     assert pairs(pairs_between(all_pairs, face_fragments(local, below, (0, 25)))) == {
         (1, 2), (2, 3), (3, 4)}
-    alone = ((False, False), (False, False))  # no neighbour: nothing can be matched
+    alone = ((False, False), (False, False))  # no neighbour: nothing can be joined
     assert not face_fragments(local, alone, (0, 12)).any()
 
 
-def test_weakest_join_between_separated_fragments_is_cut():
-    # x1 -50- x2 -5- f -40- y2 -60- y1, and a block saw x1 and y1 apart
-    u, v = np.array([1, 2, 3, 4]), np.array([2, 3, 4, 5])
-    overlap = np.array([50.0, 5.0, 40.0, 60.0])
-    keep = cut_separations(6, u, v, overlap, np.array([1]), np.array([5]))
-    assert keep.tolist() == [True, False, True, True]
+def test_strength_sums_the_repulsion_of_every_offset_between_two_fragments():
+    local = np.zeros((1, 3 * M), np.uint32)
+    local[0, :M], local[0, M : 2 * M], local[0, 2 * M :] = 1, 2, 3
+    offsets = [(0, 1), (0, 2)]
+    weights = np.full((2, 1, 3 * M), 0.3)  # attracting everywhere ...
+    weights[:, 0, M - 2 : M] = -0.4  # ... but on the edges leaving 1 for 2
+    alone = ((False, False), (False, False))
+    pairs = separated_pairs(local, alone, M)
+    assert pairs.tolist() == [[1, 2], [2, 3]]
+    # 1|2: one unit edge (-0.4) and two offset-2 edges (-0.4 each); 2|3 attracts: no repulsion
+    assert np.allclose(separation_strength(local, weights, offsets, alone, M, pairs), [1.2, 0])
 
 
-def test_joins_are_kept_without_a_violated_separation():
-    u, v = np.array([1, 2, 4]), np.array([2, 3, 5])
-    overlap = np.ones(3)
-    # (1, 4) are separated but in different segments anyway; (2, 2) is no pair at all
-    keep = cut_separations(6, u, v, overlap, np.array([1, 3]), np.array([4, 5]))
-    assert keep.all()
+def test_strength_counts_only_the_trusted_region():
+    local = np.zeros((1, 4 * M), np.uint32)
+    local[0, : M // 2], local[0, M // 2 :] = 1, 2  # they touch M/2 from the face below
+    weights = np.full((1, 1, 4 * M), -1.0)
+    pairs = np.array([[1], [2]], np.uint32)
+    below = ((False, False), (True, False))
+    assert separation_strength(local, weights, [(0, 1)], below, M, pairs).tolist() == [0.0]
+    assert separation_strength(local, weights, [(0, 1)], ((False, False),) * 2, M,
+                               pairs).tolist() == [1.0]
 
 
-def test_every_separation_in_a_component_is_honoured():
+def test_a_weak_join_does_not_cross_a_strong_separation():
+    # x -50- f -5- y, and a block saw x and y apart with strength 10
+    u, v, overlap = np.array([0, 1]), np.array([1, 2]), np.array([50.0, 5.0])
+    segment = join_fragments(3, u, v, overlap, np.array([0]), np.array([2]), np.array([10.0]))
+    assert segment.tolist() == [0, 0, 2]
+
+
+def test_a_strong_join_outweighs_a_weak_separation():
+    # the same, but both joins outweigh the separation
+    strong = 2 * SEPARATION_FLOOR
+    u, v, overlap = np.array([0, 1]), np.array([1, 2]), np.array([strong + 10, strong])
+    weak = np.array([SEPARATION_FLOOR / SEPARATION_WEIGHT])
+    segment = join_fragments(3, u, v, overlap, np.array([0]), np.array([2]), weak)
+    assert segment.tolist() == [0, 0, 0]
+
+
+def test_no_join_weaker_than_the_floor_crosses_a_repelling_contact():
+    u, v, overlap = np.array([0, 1]), np.array([1, 2]), np.array([SEPARATION_FLOOR + 1, 90.0])
+    tiny = np.array([0.01])
+    segment = join_fragments(3, u, v, overlap, np.array([0]), np.array([2]), tiny)
+    assert segment.tolist() == [0, 0, 2]
+    attracting = np.array([0.0])  # a contact that attracts on the whole is no separation
+    segment = join_fragments(3, u, v, overlap, np.array([0]), np.array([2]), attracting)
+    assert segment.tolist() == [0, 0, 0]
+
+
+def test_separations_between_unjoined_fragments_change_nothing():
+    u, v, overlap = np.array([0, 3]), np.array([1, 4]), np.ones(2)
+    segment = join_fragments(5, u, v, overlap, np.array([1, 2]), np.array([3, 4]),
+                             np.array([5.0, 5.0]))
+    assert segment.tolist() == [0, 0, 2, 3, 3]
+
+
+def test_every_separation_in_a_segment_is_honoured():
     # a star: fragment 0 joined to 1..4; blocks saw 1|2 and 3|4 apart
     u, v = np.zeros(4, np.int64), np.arange(1, 5)
     overlap = np.array([10.0, 3.0, 8.0, 2.0])
-    keep = cut_separations(5, u, v, overlap, np.array([1, 3]), np.array([2, 4]))
-    assert keep.tolist() == [True, False, True, False]
+    segment = join_fragments(5, u, v, overlap, np.array([1, 3]), np.array([2, 4]),
+                             np.array([100.0, 100.0]))
+    assert segment.tolist() == [0, 0, 2, 0, 4]

@@ -1,16 +1,14 @@
-"""build_lookup on hand-written block records: numbering, filters on whole segments, cuts."""
+"""build_lookup on hand-written block records: numbering, joins, separations, filters on
+whole segments."""
 
 import numpy as np
 import pytest
 
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.blockwise import stitch
-from napari_mutex_watershed.blockwise.matching import CONTAINED, MAJORITY
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
 from napari_mutex_watershed.blockwise.stitch import IncompleteRunError, build_lookup
 from napari_mutex_watershed.errors import MutexWatershedError
-
-BOTH = MAJORITY | CONTAINED
 
 
 def make_plan(tmp_path, n_blocks, **parameters) -> BlockwisePlan:
@@ -29,22 +27,22 @@ def make_plan(tmp_path, n_blocks, **parameters) -> BlockwisePlan:
 
 
 def fragment(plan, block, local) -> int:
-    return block * plan.block_voxels + local
+    return block * plan.ids_per_block + local
 
 
-def write_block(plan, index, sizes, matches=(), separated=(), nn_sums=None):
-    """``sizes`` of local fragments 1..n; ``matches`` (u, v, overlap, kind) as fragment ids."""
-    empty = np.zeros((2, 0), np.uint32)
+def write_block(plan, index, sizes, joins=(), separated=(), nn_sums=None):
+    """``sizes`` of local fragments 1..n; ``joins`` (u, v, overlap) as fragment ids;
+    ``separated`` (a, b, strength) as local ids."""
     np.savez(
         plan.block_record(index),
-        halo=np.zeros((1, 1), np.uint32),
         sizes=np.array([0, *sizes], np.int64),
         nn_sums=np.zeros(0) if nn_sums is None else np.array([0.0, *nn_sums]),
-        separated=np.array(separated, np.uint32).reshape(2, -1) if separated else empty,
-        adjacent=empty,
+        separated=np.array([(a, b) for a, b, _ in separated], np.uint32).reshape(-1, 2).T,
+        strength=np.array([w for _, _, w in separated], float),
+        joins=np.array([(u, v) for u, v, _ in joins], np.uint64).reshape(-1, 2).T,
+        overlap=np.array([o for _, _, o in joins], np.int64),
         kernel_seconds=0.5,
     )
-    np.save(plan.match_record(index), np.array(matches, np.uint64).reshape(-1, 4).T)
 
 
 def lookup_of(plan) -> list[int]:
@@ -65,29 +63,19 @@ def test_fragments_without_a_join_are_numbered_in_block_order(tmp_path):
 def test_a_joined_segment_takes_the_id_of_its_first_fragment(tmp_path):
     plan = make_plan(tmp_path, 2)
     a, b = fragment(plan, 0, 2), fragment(plan, 1, 1)
-    # both blocks of the face report the pair
-    write_block(plan, 0, [3, 4, 5], matches=[(a, b, 10, BOTH)])
-    write_block(plan, 1, [6, 7], matches=[(b, a, 12, BOTH)])
+    write_block(plan, 0, [3, 4, 5])
+    write_block(plan, 1, [6, 7], joins=[(b, a, 10)])  # block 1 took a in as a seed
     summary = build_lookup(plan)
     assert lookup_of(plan) == [0, 1, 2, 3, 2, 4]
-    assert summary["segments"] == 4 and summary["stitched_pairs"] == 1
-
-
-def test_a_pair_only_one_block_reports_is_not_joined(tmp_path):
-    plan = make_plan(tmp_path, 2)
-    a, b = fragment(plan, 0, 1), fragment(plan, 1, 1)
-    write_block(plan, 0, [3], matches=[(a, b, 10, BOTH)])
-    write_block(plan, 1, [6])
-    build_lookup(plan)
-    assert lookup_of(plan) == [0, 1, 2]
+    assert summary["segments"] == 4 and summary["joins"] == 1
 
 
 def test_min_size_applies_to_whole_segments(tmp_path):
     plan = make_plan(tmp_path, 2, min_size=10)
     a, b = fragment(plan, 0, 1), fragment(plan, 1, 2)
     # 6 + 6 voxels across the face survive; a lone 6-voxel fragment does not
-    write_block(plan, 0, [6, 6, 20], matches=[(a, b, 3, BOTH)])
-    write_block(plan, 1, [9, 6], matches=[(b, a, 3, BOTH)])
+    write_block(plan, 0, [6, 6, 20])
+    write_block(plan, 1, [9, 6], joins=[(b, a, 3)])
     summary = build_lookup(plan)
     assert lookup_of(plan) == [0, 1, 0, 2, 0, 1]
     assert summary["segments"] == 2
@@ -97,37 +85,32 @@ def test_threshold_applies_to_the_mean_affinity_of_whole_segments(tmp_path):
     plan = make_plan(tmp_path, 2, threshold=0.5)
     a, b = fragment(plan, 0, 1), fragment(plan, 1, 1)
     # joined: (0.8 * 4 + 0.1 * 4) / 8 = 0.45 < 0.5; alone, 0.8 would have passed
-    write_block(plan, 0, [4, 4], matches=[(a, b, 3, BOTH)], nn_sums=[3.2, 3.6])
-    write_block(plan, 1, [4], matches=[(b, a, 3, BOTH)], nn_sums=[0.4])
+    write_block(plan, 0, [4, 4], nn_sums=[3.2, 3.6])
+    write_block(plan, 1, [4], joins=[(b, a, 3)], nn_sums=[0.4])
     build_lookup(plan)
     assert lookup_of(plan) == [0, 0, 1, 0]
 
 
-def test_a_separation_cuts_the_weakest_join(tmp_path):
+def test_a_separation_refuses_the_weaker_join(tmp_path):
     plan = make_plan(tmp_path, 2)
-    # block 0 kept fragments 1 and 2 apart deep inside; block 1's fragment 1 overlaps both
+    # block 0 kept fragments 1 and 2 apart deep inside; block 1's fragment 1 took in both
     a1, a2, b = fragment(plan, 0, 1), fragment(plan, 0, 2), fragment(plan, 1, 1)
-    write_block(plan, 0, [9, 9], matches=[(a1, b, 30, BOTH), (a2, b, 2, BOTH)],
-                separated=[(1,), (2,)])
-    write_block(plan, 1, [9], matches=[(b, a1, 30, BOTH), (b, a2, 2, BOTH)])
+    write_block(plan, 0, [9, 9], separated=[(1, 2, 4.0)])
+    write_block(plan, 1, [9], joins=[(b, a1, 30), (b, a2, 2)])
     summary = build_lookup(plan)
     assert lookup_of(plan) == [0, 1, 2, 1]
-    assert summary["cut_pairs"] == 1
+    assert summary["joins_refused"] == 1
 
 
-def test_contained_pairs_count_only_joins_between_different_segments(tmp_path):
-    plan = make_plan(tmp_path, 2)
-    a1, a2, a3 = (fragment(plan, 0, i) for i in (1, 2, 3))
-    b1, b2, b3 = (fragment(plan, 1, i) for i in (1, 2, 3))
-    majority = [(a1, b1, 30, MAJORITY), (a2, b1, 20, MAJORITY), (a2, b2, 20, MAJORITY)]
-    # a1-b2 lies inside the segment the majority pairs make; a3-b3 joins two segments
-    contained = [(a1, b2, 25, CONTAINED), (a3, b3, 25, CONTAINED)]
-    pairs = majority + contained
-    write_block(plan, 0, [30, 40, 25], matches=pairs)
-    write_block(plan, 1, [50, 40, 90], matches=[(v, u, o, k) for u, v, o, k in pairs])
-    summary = build_lookup(plan)
-    assert lookup_of(plan) == [0, 1, 1, 2, 1, 1, 2]
-    assert summary["contained_pairs"] == 1
+def test_joins_from_ids_of_two_blocks_use_each_blocks_numbering(tmp_path):
+    # a segment of block 1's halo alone took in fragments of blocks 0 and 2: it joins them
+    plan = make_plan(tmp_path, 3)
+    a, c = fragment(plan, 0, 2), fragment(plan, 2, 1)
+    write_block(plan, 0, [5, 5])
+    write_block(plan, 1, [5], joins=[(a, c, 7)])
+    write_block(plan, 2, [5])
+    build_lookup(plan)
+    assert lookup_of(plan) == [0, 1, 2, 3, 2]
 
 
 def test_a_missing_record_names_the_block(tmp_path):

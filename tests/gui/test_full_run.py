@@ -175,12 +175,12 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     panel.run_button.native.click()  # Run
     qtbot.waitUntil(
         lambda: panel.job is not None and any(
-            m["phase"] == "fragments" and m["done"] >= 4 for m in panel.job.progress),
+            m["phase"] == "even" and m["done"] >= 4 for m in panel.job.progress),
         timeout=RUN_TIMEOUT,
     )
     # progress shows in the activity dock: a napari progress bar with the phase
     bars = [bar for bar in progress._all_instances if "Mutex watershed" in str(bar.desc)]
-    assert bars and "fragments" in bars[0].desc and bars[0].total == 3 * 64 + 1
+    assert bars and "even" in bars[0].desc and bars[0].total == 3 * 64 + 1
     job = panel.job
     root = psutil.Process(job.pid)
     family = [root, *root.children(recursive=True)]
@@ -209,7 +209,7 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     assert resumed.returncode == 0, list(resumed.stderr_tail)
     assert "--overwrite" not in resumed.command
     assert panel.request.copy_current  # the in-memory copy was reused, not rewritten
-    skipped = max(m.get("skipped", 0) for m in resumed.progress if m["phase"] == "fragments")
+    skipped = max(m.get("skipped", 0) for m in resumed.progress if m["phase"] == "even")
     assert skipped >= 4
     assert zarr.open_array(str(output)).attrs[COMPLETE_ATTR] is True
     labels = np.asarray(viewer.layers["labels_mws"].data)
@@ -246,7 +246,7 @@ def test_job_error_is_a_notification_with_its_message(
     errors = [n.message for n in notifications("error")[before:]]
     assert len(errors) == 1, errors
     message = errors[0]
-    assert "NaN" in message and message.startswith("Mutex watershed run failed: fragments:")
+    assert "NaN" in message and message.startswith("Mutex watershed run failed: even:")
     assert "\n" not in message and "Traceback" not in message
     assert panel.run_status.value.startswith("Failed:")
     assert panel.run_button.text == "Run"
@@ -282,18 +282,18 @@ def test_cli_defaults_match():
 
 
 def test_progress_bar_counts_interleaved_steps_without_going_back():
-    # fragments and match run together: their lines interleave in the job's output
+    # lines of two steps may interleave in the job's output: the bar never goes back
     tally = run_job.ProgressTally()
     assert tally.value() == (-1, -1) and tally.describe() == "starting"
     values = []
-    for phase, done, total in [("fragments", 3, 8), ("match", 0, 8), ("fragments", 5, 8),
-                               ("match", 2, 8), ("fragments", 8, 8), ("match", 8, 8),
+    for phase, done, total in [("even", 3, 8), ("odd", 0, 8), ("even", 5, 8),
+                               ("odd", 2, 8), ("even", 8, 8), ("odd", 8, 8),
                                ("stitch", 0, 1), ("stitch", 1, 1), ("relabel", 4, 8),
                                ("relabel", 8, 8)]:
         tally.add({"phase": phase, "done": done, "total": total})
         values.append(tally.value()[0])
-        if (phase, done) == ("match", 2):
-            assert tally.describe() == "fragments: 5/8 blocks, match: 2/8 blocks"
+        if (phase, done) == ("odd", 2):
+            assert tally.describe() == "even: 5/8 blocks, odd: 2/8 blocks"
         if (phase, done) == ("stitch", 0):
             assert tally.describe() == "stitching blocks"
     assert values == sorted(values) and values[0] == 3

@@ -1,11 +1,11 @@
-"""Step 1 of a blockwise run: the fragments of one block, and what its halo saw.
+"""Step 1 of a blockwise run: the even blocks, each segmented alone.
 
-Each block is segmented with ``context`` voxels of halo and cropped to its core. Blocks are
-independent, so they all run in parallel. Besides its core, a block keeps its labels in the
-halo (only of segments that reach its core): step 2 compares them with the neighbours' cores.
-It also keeps which of its fragments touch deep inside it (step 3 keeps those apart), and
-which are linked by an edge of any offset although the kernel kept them apart (step 3 joins
-no two of those through a contained pair), both only among fragments that reach a face.
+Blocks are coloured like a checkerboard. An even block is segmented with ``context`` voxels of
+halo and cropped to its core; the odd blocks around it (step 2, ``seeded``) later take its
+labels as seeds. Besides its fragments a block records which of them touch deep inside it
+and how strongly the affinities between them repel: the stitch step keeps those apart unless
+the joins between them are stronger. Fragment sizes leave out the bands the odd blocks label
+again, so size and affinity filters count every voxel once.
 """
 
 from __future__ import annotations
@@ -13,16 +13,20 @@ from __future__ import annotations
 import os
 import time
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 import zarr
 
 from ..engine import edge_slices, edge_weights, finalize, run_kernel
 from ..errors import InvalidInputError
+from .bands import band_owner
 from .plan import BlockwisePlan
 
-#: Voxels from every inner block face beyond which a block's separations are trusted.
+#: Voxels from every inner block face beyond which an even block's separations are trusted.
+#: Odd blocks trust theirs from ODD_SEPARATION_MARGIN: their halo held their neighbours' labels.
 SEPARATION_MARGIN = 8
+ODD_SEPARATION_MARGIN = 2
 
 
 def box(lo, hi) -> tuple[slice, ...]:
@@ -40,121 +44,189 @@ def relative(inner_lo, inner_hi, outer_lo) -> tuple[slice, ...]:
     return tuple(slice(a - o, b - o) for a, b, o in zip(inner_lo, inner_hi, outer_lo))
 
 
-class FragmentStep:
-    """Picklable block function: daisy ships it to every worker process."""
+class BlockStep:
+    """Picklable block function: daisy ships it to every worker process. Blocks of the other
+    colour return at once (daisy's grid has no checkerboard)."""
+
+    odd = False
 
     def __init__(self, plan_path: str):
         self.plan_path = plan_path
-        self._plan = None
-        self._input = None
-        self._fragments = None
+        self._state = None
 
     def _open(self):
-        if self._plan is None:
-            self._plan = BlockwisePlan.load(self.plan_path)
-            self._input = zarr.open_array(self._plan.input_path, mode="r")
-            self._fragments = zarr.open_array(str(self._plan.fragments_path), mode="r+")
-        return self._plan
+        if self._state is None:
+            plan = BlockwisePlan.load(self.plan_path)
+            self._state = (plan, zarr.open_array(plan.input_path, mode="r"),
+                           zarr.open_array(str(plan.fragments_path), mode="r+"))
+        return self._state
 
     def __call__(self, block) -> None:
-        plan = self._open()
-        process_block(plan, self._input, self._fragments, plan.grid_position(block.write_roi))
+        plan, source, fragments = self._open()
+        position = plan.grid_position(block.write_roi)
+        if plan.is_odd(position) == self.odd:
+            self.process(plan, source, fragments, position)
+
+    def process(self, plan, source, fragments, position) -> None:
+        raise NotImplementedError
 
 
-def process_block(plan: BlockwisePlan, source, fragments, position) -> None:
-    parameters = plan.parameters
+class BlockInput(NamedTuple):
+    """What a block reads: its core [lo, hi), the kernel box (core and halo) and the read box
+    (the kernel box and the smoothing margin), with the weights of the kernel box and of the
+    core (kept apart: seeds change the first) and the nearest-neighbour mean of the read box
+    (None unless the threshold needs it)."""
+
+    index: int
+    lo: tuple
+    hi: tuple
+    kernel_lo: tuple
+    kernel_hi: tuple
+    read_lo: tuple
+    kernel_weights: np.ndarray
+    core_weights: np.ndarray
+    nn_mean: np.ndarray | None
+
+
+def read_block(plan: BlockwisePlan, source, position, context) -> BlockInput:
     index = plan.block_index(position)
     core = plan.core(position)
     lo, hi = tuple(core.begin), tuple(core.end)
-    shape = plan.shape
-
-    kernel_lo, kernel_hi = grow_clipped(lo, hi, plan.context, shape)
+    kernel_lo, kernel_hi = grow_clipped(lo, hi, context, plan.shape)
     # smoothing reads a little further, so the kernel sees what a whole-volume run would
-    reach = tuple(c + plan.smoothing_margin for c in plan.context)
-    read_lo, read_hi = grow_clipped(lo, hi, reach, shape)
-
+    reach = tuple(c + plan.smoothing_margin for c in context)
+    read_lo, read_hi = grow_clipped(lo, hi, reach, plan.shape)
     read = (slice(None),) + box(
         [o + a for o, a in zip(plan.roi_offset, read_lo)],
         [o + b for o, b in zip(plan.roi_offset, read_hi)],
     )
-    affinities = source[read]
     try:
         weights, nn_mean = edge_weights(
-            affinities,
-            parameters,
-            random_state=zlib.crc32(f"{parameters.seed}:{index}".encode()),
-            keep_nn_mean=parameters.threshold > 0,
+            source[read],
+            plan.parameters,
+            random_state=zlib.crc32(f"{plan.parameters.seed}:{index}".encode()),
+            keep_nn_mean=plan.parameters.threshold > 0,
         )
     except InvalidInputError as error:
         where = tuple(int(o + a) for o, a in zip(plan.roi_offset, read_lo))
         raise InvalidInputError(
             f"{error} (voxel positions relative to the block's read region at {where})"
         ) from None
-    del affinities
-
     in_kernel = (slice(None),) + relative(kernel_lo, kernel_hi, read_lo)
-    kernel_started = time.perf_counter()
-    raw = run_kernel(np.ascontiguousarray(weights[in_kernel]), parameters)
-    kernel_seconds = time.perf_counter() - kernel_started
-    del weights
-    core_raw = raw[relative(lo, hi, kernel_lo)]
-    local = finalize(core_raw)  # consecutive 1..n, no filters yet
-    n_fragments = int(local.max())
-    base = np.uint64(index) * np.uint64(plan.block_voxels)
-    ids = np.where(local > 0, local.astype(np.uint64) + base, np.uint64(0))
-    fragments[box(lo, hi)] = ids
+    in_core = (slice(None),) + relative(lo, hi, read_lo)
+    return BlockInput(index, lo, hi, kernel_lo, kernel_hi, read_lo,
+                      kernel_weights=np.ascontiguousarray(weights[in_kernel]),
+                      core_weights=weights[in_core].copy(), nn_mean=nn_mean)
 
-    sizes = np.bincount(local.ravel(), minlength=n_fragments + 1)
-    nn_sums = (
-        np.bincount(local.ravel(), weights=nn_mean[relative(lo, hi, read_lo)].ravel(),
-                    minlength=n_fragments + 1)
-        if nn_mean is not None
-        else np.zeros(0)
-    )
 
-    inner_faces = plan.inner_faces(position)
-    at_face = face_fragments(local, inner_faces, plan.context)
-    separated = pairs_between(separated_pairs(local, inner_faces), at_face)
-    adjacent = pairs_between(touching_pairs(local, parameters.offsets), at_face)
-
-    to_local = np.zeros(raw.size + 2, np.uint32)
-    to_local[core_raw.ravel()] = local.ravel()
-    to_local[0] = 0
-    halo = to_local[raw]  # halo-only segments become 0: they have nothing to stitch to
-    halo[relative(lo, hi, kernel_lo)] = 0  # the core is in fragments.zarr; zeros pack small
-
+def save_record(plan: BlockwisePlan, index: int, **arrays) -> None:
     record = plan.block_record(index)
     record.parent.mkdir(parents=True, exist_ok=True)
     partial = record.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(partial, halo=halo, sizes=sizes, nn_sums=nn_sums,
-                        separated=separated, adjacent=adjacent,
-                        kernel_seconds=kernel_seconds)
+    np.savez_compressed(partial, **arrays)
     os.replace(partial, record)  # atomic: a record on disk means the block is finished
 
 
-def separated_pairs(local: np.ndarray, inner_faces) -> np.ndarray:
-    """(2, n) local ids of fragment pairs that touch at least SEPARATION_MARGIN voxels from
-    every face the block shares with another block.
+class EvenStep(BlockStep):
+    def process(self, plan, source, fragments, position):
+        process_even_block(plan, source, fragments, position)
+
+
+def process_even_block(plan: BlockwisePlan, source, fragments, position) -> None:
+    block = read_block(plan, source, position, plan.context)
+    index, lo, hi = block.index, block.lo, block.hi
+    kernel_lo, read_lo = block.kernel_lo, block.read_lo
+    kernel_started = time.perf_counter()
+    raw = run_kernel(block.kernel_weights, plan.parameters)
+    kernel_seconds = time.perf_counter() - kernel_started
+    block = block._replace(kernel_weights=None)
+    local = finalize(raw[relative(lo, hi, kernel_lo)])  # consecutive 1..n, no filters yet
+    del raw
+    base = np.uint64(index) * np.uint64(plan.ids_per_block)
+    fragments[box(lo, hi)] = np.where(local > 0, local.astype(np.uint64) + base, np.uint64(0))
+
+    # voxels the odd blocks label again are counted there
+    kept = band_owner(lo, hi, plan.block_size, plan.grid_shape, plan.band) < 0
+    n_fragments = int(local.max())
+    sizes = np.bincount(local[kept], minlength=n_fragments + 1)
+    nn_sums = (
+        np.bincount(local[kept], weights=block.nn_mean[relative(lo, hi, read_lo)][kept],
+                    minlength=n_fragments + 1)
+        if block.nn_mean is not None
+        else np.zeros(0)
+    )
+    inner_faces = plan.inner_faces(position)
+    # only fragments an odd block can see can be joined, so only theirs are needed
+    seen = face_fragments(local, inner_faces, plan.odd_context)
+    separated = pairs_between(separated_pairs(local, inner_faces, SEPARATION_MARGIN), seen)
+    strength = separation_strength(local, block.core_weights, plan.parameters.offsets,
+                                   inner_faces, SEPARATION_MARGIN, separated)
+    save_record(plan, index, sizes=sizes, nn_sums=nn_sums, separated=separated,
+                strength=strength, joins=np.zeros((2, 0), np.uint64),
+                overlap=np.zeros(0, np.int64), kernel_seconds=kernel_seconds)
+
+
+def trusted_region(shape, inner_faces, margin):
+    """Slices of the part of a block at least ``margin`` voxels from every face it shares with
+    another block, or None if there is none."""
+    trusted = []
+    for size, (below, above) in zip(shape, inner_faces):
+        lo = margin if below else 0
+        hi = size - margin if above else size
+        if lo >= hi:
+            return None
+        trusted.append(slice(lo, hi))
+    return tuple(trusted)
+
+
+def separated_pairs(local: np.ndarray, inner_faces, margin: int) -> np.ndarray:
+    """(2, n) local ids of fragment pairs that touch at least ``margin`` voxels from every face
+    the block shares with another block.
 
     Near a face a block lacks what lies beyond its halo, and its separations there are as
-    unreliable as its merges; deep inside it saw all around, so the stitch step treats these
-    pairs as objects that must end in different segments. ``inner_faces`` is, per axis,
+    unreliable as its merges; deep inside it saw all around. ``inner_faces`` is, per axis,
     whether there is a block (below, above).
     """
-    trusted = []
-    for size, (below, above) in zip(local.shape, inner_faces):
-        lo = SEPARATION_MARGIN if below else 0
-        hi = size - SEPARATION_MARGIN if above else size
-        if lo >= hi:
-            return np.zeros((2, 0), np.uint32)
-        trusted.append(slice(lo, hi))
+    trusted = trusted_region(local.shape, inner_faces, margin)
+    if trusted is None:
+        return np.zeros((2, 0), np.uint32)
     steps = [tuple(int(d == axis) for d in range(local.ndim)) for axis in range(local.ndim)]
-    return touching_pairs(local[tuple(trusted)], steps)
+    return touching_pairs(local[trusted], steps)
+
+
+def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> np.ndarray:
+    """Per separated pair: minus the summed weight of every edge (any offset) between the two
+    fragments in the trusted region; 0 where that sum attracts.
+
+    A block may keep apart two fragments the affinities join, because of seeds or because it
+    could not see the path around that the whole volume has; such a separation must not
+    outweigh the joins that put the two together elsewhere.
+    """
+    trusted = trusted_region(local.shape, inner_faces, margin)
+    if trusted is None or pairs.shape[1] == 0:
+        return np.zeros(pairs.shape[1])
+    labels = local[trusted].astype(np.uint64)
+    keys, sums = [np.zeros(0, np.uint64)], [np.zeros(0)]
+    for channel, offset in enumerate(offsets):
+        source, target = edge_slices(offset, labels.shape)
+        a, b = labels[source], labels[target]
+        between = (a != b) & (a > 0) & (b > 0)
+        keys.append((np.minimum(a[between], b[between]) << np.uint64(32))
+                    | np.maximum(a[between], b[between]))
+        sums.append(weights[channel][trusted][source][between])
+    keys, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    if len(keys) == 0:
+        return np.zeros(pairs.shape[1])
+    total = np.bincount(inverse.ravel(), np.concatenate(sums), minlength=len(keys))
+    low, high = np.minimum(*pairs).astype(np.uint64), np.maximum(*pairs).astype(np.uint64)
+    wanted = (low << np.uint64(32)) | high
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, np.maximum(-total[at], 0.0), 0.0)
 
 
 def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:
     """Per local id: does the fragment reach within ``context`` of a face the block shares
-    with another block? Only those can be matched, so the stitch step needs no pair of
+    with another block? Only those can be joined, so the stitch step needs no pair of
     fragments that are not both at a face (on data with many small fragments, most pairs)."""
     near_face = np.zeros(local.shape, bool)
     for axis, ((below, above), reach) in enumerate(zip(inner_faces, context)):

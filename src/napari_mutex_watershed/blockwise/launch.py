@@ -91,12 +91,6 @@ def plan_run(
             )
     if num_workers < 1:
         raise InvalidInputError("num_workers must be at least 1")
-    if int(np.prod(block_size)) >= 2**32:
-        raise InvalidInputError(
-            f"block size {block_size} has 2**32 voxels or more; fragment ids within a block "
-            "are 32-bit: use smaller blocks"
-        )
-
     output_location = array_path(output_path, DEFAULT_OUTPUT)
     work_dir = work_dir_for(output_path)
     plan = BlockwisePlan(
@@ -113,6 +107,11 @@ def plan_run(
         worker_command=worker_command,
         progress=progress,
     )
+    if plan.ids_per_block >= 2**32:
+        raise InvalidInputError(
+            f"block size {block_size} with the bands odd blocks label again ({plan.band}) has "
+            "2**32 voxels or more; fragment ids within a block are 32-bit: use smaller blocks"
+        )
 
     previous = work_dir / PLAN_FILE
     if output_location.exists() and not overwrite:
@@ -148,7 +147,7 @@ def plan_run(
 
 
 def fragment_chunks(block_size) -> tuple[int, ...]:
-    """Half-block chunks where they tile the block: the match step reads each block with its
+    """Half-block chunks where they tile the block: an odd block reads the even labels in its
     halo, and a block's writes must cover whole chunks (no two workers share a chunk)."""
     return tuple(b // 2 if b % 2 == 0 and b >= 32 else b for b in block_size)
 

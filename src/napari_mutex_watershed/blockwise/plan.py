@@ -6,7 +6,6 @@ resumed run must match it, so a half-finished output is never completed with oth
 
 from __future__ import annotations
 
-import itertools
 import json
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..parameters import WatershedParameters
 PLAN_FILE = "plan.json"
 #: Layout of the block records and the default context; a run left by an older layout is
 #: not resumed (its records would not fit), it has to be overwritten.
-RECORD_FORMAT = 3
+RECORD_FORMAT = 4
 WORK_DIR = ".mutex_watershed"  # suffix of the folder beside the output container
 
 
@@ -78,14 +77,42 @@ class BlockwisePlan(BaseModel):
     def num_blocks(self) -> int:
         return int(np.prod(self.grid_shape))
 
-    @property
-    def block_voxels(self) -> int:
-        """Fragment ids of block b are b * block_voxels + 1 .. b * block_voxels + n_b."""
-        return int(np.prod(self.block_size))
+    @cached_property
+    def ids_per_block(self) -> int:
+        """Fragment ids of block b are b * ids_per_block + 1 .. b * ids_per_block + n_b: an odd
+        block numbers its core and the bands it labels again, at most this many voxels."""
+        return int(np.prod([b + 2 * w for b, w in zip(self.block_size, self.band)]))
 
     @cached_property
     def context(self) -> tuple[int, ...]:
+        """Halo of an even block, which is segmented alone."""
         return self.parameters.context_voxels()
+
+    @cached_property
+    def _longest_offsets(self) -> np.ndarray:
+        return np.abs(np.array(self.parameters.offsets)).max(axis=0)
+
+    @cached_property
+    def band(self) -> tuple[int, ...]:
+        """Voxels on the even side of a face that the odd block across it labels again.
+
+        There the even block, blind beyond its halo, decided worst. Three quarters of the
+        longest offset along each axis: (3, 7, 7) for the default offsets, the band measured
+        in docs/blockwise.md.
+        """
+        return tuple(int(np.ceil(0.75 * v)) for v in self._longest_offsets)
+
+    @cached_property
+    def odd_context(self) -> tuple[int, ...]:
+        """Halo of an odd block: it reaches one longest offset beyond the band it relabels,
+        so every edge of a band voxel is in view."""
+        return tuple(max(int(c), b + int(v))
+                     for c, b, v in zip(self.context, self.band, self._longest_offsets))
+
+    @staticmethod
+    def is_odd(position) -> bool:
+        """Blocks are coloured like a checkerboard: every face neighbour has the other colour."""
+        return sum(position) % 2 == 1
 
     @cached_property
     def smoothing_margin(self) -> int:
@@ -107,14 +134,6 @@ class BlockwisePlan(BaseModel):
         offset = Coordinate(p * b for p, b in zip(position, self.block_size))
         return Roi(offset, self.block_size).intersect(self.total_roi())
 
-    def neighbours(self, position):
-        """Grid positions of the blocks around one block (faces, edges and corners)."""
-        for step in itertools.product((-1, 0, 1), repeat=self.ndim):
-            if any(step):
-                other = tuple(p + s for p, s in zip(position, step))
-                if all(0 <= o < g for o, g in zip(other, self.grid_shape)):
-                    yield other
-
     def inner_faces(self, position) -> tuple[tuple[bool, bool], ...]:
         """Per axis: is there a block below and above this one?"""
         return tuple((p > 0, p < g - 1) for p, g in zip(position, self.grid_shape))
@@ -134,7 +153,7 @@ class BlockwisePlan(BaseModel):
 
     @property
     def lookup_path(self) -> Path:
-        """Final id of every fragment, by position; written last, so it marks step 2 done."""
+        """Final id of every fragment, by position; written last: it marks the stitch done."""
         return Path(self.work_dir) / "lookup.npy"
 
     @property
@@ -143,9 +162,6 @@ class BlockwisePlan(BaseModel):
         return Path(self.work_dir) / "bases.npy"
 
     def block_record(self, index: int) -> Path:
-        """Per-block fragment statistics and halo labels, written when step 1 finishes it."""
+        """Per-block fragment statistics, joins and bands, written when its step finishes it."""
         return self.records_dir / f"{index}.npz"
 
-    def match_record(self, index: int) -> Path:
-        """Stitched fragment pairs found in one block's halo (step 2)."""
-        return self.records_dir / f"{index}.matches.npy"

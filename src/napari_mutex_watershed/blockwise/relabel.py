@@ -1,11 +1,15 @@
-"""Step 4 of a blockwise run: write final ids, block by block, through the lookup table."""
+"""Step 4 of a blockwise run: write final ids, block by block, through the lookup table.
+
+An even block first takes back the bands its odd neighbours labelled again.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import zarr
 
-from .fragments import box
+from .bands import band_boxes, band_key
+from .fragments import box, relative
 from .plan import BlockwisePlan
 
 
@@ -31,12 +35,31 @@ class RelabelStep:
     def __call__(self, block) -> None:
         plan, fragments, output, lookup, bases = self._open()
         position = plan.grid_position(block.write_roi)
-        index = plan.block_index(position)
         core = plan.core(position)
-        ids = fragments[box(core.begin, core.end)]
-        local = (ids - np.uint64(index * plan.block_voxels)).astype(np.int64)
-        local[ids == 0] = 0
-        base = int(bases[index])
-        table = np.array(lookup[base : base + int(local.max()) + 1])
-        table[0] = 0  # position `base` belongs to the previous block; local 0 is background
-        output[box(core.begin, core.end)] = table[local]
+        lo, hi = tuple(core.begin), tuple(core.end)
+        ids = fragments[box(lo, hi)]
+        block_of, local = np.divmod(ids.astype(np.int64), plan.ids_per_block)
+        at = np.where(ids > 0, bases[block_of] + local, 0)
+        if not plan.is_odd(position):
+            for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
+                here = relative(slab_lo, slab_hi, lo)
+                at[here] = np.where(band > 0, bases[neighbour] + band, at[here])
+        positions, inverse = np.unique(at, return_inverse=True)
+        output[box(lo, hi)] = np.asarray(lookup[positions])[inverse.reshape(at.shape)]
+
+
+def odd_bands(plan: BlockwisePlan, position):
+    """(odd neighbour index, its labels, lo, hi) of every band an odd neighbour labelled in
+    this even block; 0 where the neighbour did not."""
+    for axis in range(plan.ndim):
+        for step in (-1, 1):
+            other = list(position)
+            other[axis] += step
+            if not 0 <= other[axis] < plan.grid_shape[axis]:
+                continue
+            for band_axis, band_step, slab_lo, slab_hi in band_boxes(tuple(other), plan):
+                if band_axis == axis and band_step == -step:
+                    index = plan.block_index(other)
+                    with np.load(plan.block_record(index)) as record:
+                        band = record[band_key(band_axis, band_step)].astype(np.int64)
+                    yield index, band, slab_lo, slab_hi

@@ -1,4 +1,4 @@
-"""Running a plan: fragments -> match -> stitch -> relabel, resumable at every step.
+"""Running a plan: even blocks -> odd blocks -> stitch -> relabel, resumable at every step.
 
 ``start`` is what users call: it runs the job in its own process group and turns SIGINT or
 SIGTERM into a kill of that whole group (daisy has no cancel of its own), so cancelling never
@@ -21,17 +21,17 @@ from pathlib import Path
 import daisy
 import psutil
 import zarr
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Roi
 
 from ..attributes import COMPLETE_ATTR
 from ..errors import MutexWatershedError
-from .fragments import FragmentStep
-from .matching import MatchStep
+from .fragments import EvenStep
 from .plan import PLAN_FILE, BlockwisePlan
 from .relabel import RelabelStep
+from .seeded import OddStep
 from .stitch import build_lookup
 
-STEPS = ("fragments", "match", "stitch", "relabel")
+STEPS = ("even", "odd", "stitch", "relabel")
 
 
 class BlockwiseError(MutexWatershedError):
@@ -91,19 +91,14 @@ class ClusterWorkerLauncher:
         subprocess.run(self.template.format(command=command), shell=True, check=True)
 
 
-def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, reads_context=False):
+def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function):
     """One daisy task over the block grid.
 
     Blocks of a step never depend on each other (no conflict waves): each reads only what
-    earlier steps wrote. A step that reads its blocks with the context around them, piped
-    after another (``upstream + task``), starts a block as soon as the upstream blocks under
-    its read region are done.
+    earlier steps wrote.
     """
     write_roi = Roi((0,) * plan.ndim, plan.block_size)
     total_roi, read_roi = plan.total_roi(), write_roi
-    if reads_context:
-        context = Coordinate(plan.context)
-        total_roi, read_roi = total_roi.grow(context, context), write_roi.grow(context, context)
     function = (
         ClusterWorkerLauncher(plan.worker_command, plan_path, step)
         if plan.worker_command
@@ -126,33 +121,27 @@ def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, reads_
     )
 
 
-def _run_tasks(plan, tasks, reporter) -> None:
-    """Run a chain of tasks, each downstream of the one before it."""
-    pipeline = tasks[0]
-    for task in tasks[1:]:
-        pipeline = pipeline + task
+def _run_task(plan, task, reporter) -> None:
     try:
         states = daisy.run_blockwise(
-            pipeline,
+            task,
             progress=True if plan.progress == "bar" else reporter,
             summary=False,
             return_states=True,
         )
     except RuntimeError as error:  # daisy gives up on a task whose workers keep dying
-        task = next((t for t in tasks if t.failed_blocks()), tasks[0])
         raise BlockwiseError(
             f"{task.task_id}: {_failed_blocks(task)}{_last_line(str(error))}"
         ) from None
-    for task in tasks:
-        state = states[task.task_id]
-        done = state.completed_count + state.skipped_count
-        if done < state.total_block_count:
-            error = state.last_worker_error or state.abandon_reason or "no message"
-            waiting = state.total_block_count - done - state.failed_count
-            raise BlockwiseError(
-                f"{task.task_id}: {_failed_blocks(task)}after {plan.max_retries + 1} tries "
-                f"({waiting} more could not run): {_last_line(error)}"
-            )
+    state = states[task.task_id]
+    done = state.completed_count + state.skipped_count
+    if done < state.total_block_count:
+        error = state.last_worker_error or state.abandon_reason or "no message"
+        waiting = state.total_block_count - done - state.failed_count
+        raise BlockwiseError(
+            f"{task.task_id}: {_failed_blocks(task)}after {plan.max_retries + 1} tries "
+            f"({waiting} more could not run): {_last_line(error)}"
+        )
 
 
 def _failed_blocks(task) -> str:
@@ -183,16 +172,16 @@ def run_plan(plan_path: str | Path) -> dict:
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
 
-    # matching a block needs the fragments of its neighbours only: both steps run together
-    _run_tasks(plan, [_task(plan, plan_path, "fragments", FragmentStep(plan_path)),
-                      _task(plan, plan_path, "match", MatchStep(plan_path), reads_context=True)],
-               reporter)
+    # one step after the other: both are kernel-bound, so running them together would put
+    # twice --workers busy processes on the machine
+    _run_task(plan, _task(plan, plan_path, "even", EvenStep(plan_path)), reporter)
+    _run_task(plan, _task(plan, plan_path, "odd", OddStep(plan_path)), reporter)
     summary = {}
     if not plan.lookup_path.exists():
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
-    _run_tasks(plan, [_task(plan, plan_path, "relabel", RelabelStep(plan_path))], reporter)
+    _run_task(plan, _task(plan, plan_path, "relabel", RelabelStep(plan_path)), reporter)
 
     output.attrs[COMPLETE_ATTR] = True
     # only the plan (which makes a rerun return at once) and daisy's tiny markers stay

@@ -1,6 +1,6 @@
 """A daisy worker started by hand or by a cluster scheduler: processes blocks until none are left.
 
-    python -m napari_mutex_watershed.blockwise.worker PLAN.json fragments|match|relabel
+    python -m napari_mutex_watershed.blockwise.worker PLAN.json even|odd|relabel
 
 It finds the scheduler through the DAISY_CONTEXT environment variable that daisy sets.
 """
@@ -11,11 +11,11 @@ import sys
 
 import daisy
 
-from .fragments import FragmentStep
-from .matching import MatchStep
+from .fragments import EvenStep
 from .relabel import RelabelStep
+from .seeded import OddStep
 
-STEP_FUNCTIONS = {"fragments": FragmentStep, "match": MatchStep, "relabel": RelabelStep}
+STEP_FUNCTIONS = {"even": EvenStep, "odd": OddStep, "relabel": RelabelStep}
 
 
 def main(argv=None) -> int:

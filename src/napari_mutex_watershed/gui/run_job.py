@@ -73,7 +73,7 @@ BLOCK_SIZE_KEY = "mutex_watershed_block_size"
 INPUT_KEY = "mutex_watershed_input"
 COMMAND_KEY = "mutex_watershed_command"
 
-PHASES = ("fragments", "match", "stitch", "relabel")
+PHASES = ("even", "odd", "stitch", "relabel")
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # (Windows has no SIGKILL)
 
 
@@ -492,13 +492,13 @@ def _parse_progress(line: str) -> dict | None:
 
 
 class ProgressTally:
-    """All steps of a run (fragments, match, stitch, relabel) as one bar and one line.
+    """All steps of a run (even blocks, odd blocks, stitch, relabel) as one bar and one line.
 
-    Fragments and match run together, so their lines interleave: the tally keeps the
-    latest line of every step instead of showing one line at a time.
+    The tally keeps the latest line of every step instead of showing one line at a time, so
+    it holds whatever order the lines come in.
     """
 
-    BLOCK_STEPS = ("fragments", "match", "relabel")
+    BLOCK_STEPS = ("even", "odd", "relabel")
 
     def __init__(self):
         self.latest: dict[str, dict] = {}

@@ -1,0 +1,158 @@
+"""Step 2 of a blockwise run: the odd blocks, seeded by the even blocks around them.
+
+Odd blocks run once the even blocks are done, with a wider halo (``odd_context``). In
+that halo the even labels are seeds: edges inside one label become certain attraction and
+edges between two labels of one block certain repulsion, so the block continues what its
+neighbours decided instead of deciding it again. Each of its fragments joins every even label
+it takes in, weighted by the overlap. In the bands next to its faces (``bands``) it takes no
+seeds and labels the even voxels itself; those labels go to its record, because two odd
+blocks may write into one even block's chunk at the same time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from ..engine import edge_slices, run_kernel, smallest_label_dtype
+from .bands import band_boxes, band_key, band_owner
+from .fragments import (
+    ODD_SEPARATION_MARGIN,
+    BlockStep,
+    box,
+    read_block,
+    relative,
+    save_record,
+    separated_pairs,
+    separation_strength,
+)
+from .plan import BlockwisePlan
+
+#: Weight of a certain edge: larger than any affinity minus bias.
+CERTAIN = 1e3
+
+
+class OddStep(BlockStep):
+    odd = True
+
+    def process(self, plan, source, fragments, position):
+        process_odd_block(plan, source, fragments, position)
+
+
+def even_labels(plan: BlockwisePlan, fragments, lo, hi) -> np.ndarray:
+    """The even fragment ids in the box [lo, hi), read block by block: other odd blocks may be
+    writing their own chunks meanwhile."""
+    labels = np.zeros(tuple(b - a for a, b in zip(lo, hi)), np.uint64)
+    first = [a // s for a, s in zip(lo, plan.block_size)]
+    last = [(b - 1) // s for b, s in zip(hi, plan.block_size)]
+    even = [p for p in itertools.product(*[range(f, t + 1) for f, t in zip(first, last)])
+            if not plan.is_odd(p)]
+    unfinished = [p for p in even if not plan.block_record(plan.block_index(p)).exists()]
+    if unfinished:  # the odd step starts after the even step: never expected
+        raise RuntimeError(f"odd block started before the even blocks {unfinished}")
+    for position in even:
+        core = plan.core(position)
+        part_lo = tuple(max(a, c) for a, c in zip(lo, core.begin))
+        part_hi = tuple(min(b, c) for b, c in zip(hi, core.end))
+        labels[relative(part_lo, part_hi, lo)] = fragments[box(part_lo, part_hi)]
+    return labels
+
+
+def seed_weights(weights, seeds, offsets, ids_per_block) -> None:
+    """Seeds through the weights, not the kernel's seeds: there every two seed ids are mutex,
+    but labels of two blocks may be one object."""
+    source_block = seeds // np.uint64(ids_per_block)
+    for channel, offset in enumerate(offsets):
+        s, t = edge_slices(offset, seeds.shape)
+        a, b = seeds[s], seeds[t]
+        both = (a > 0) & (b > 0)
+        w = weights[channel][s]
+        w[both & (a == b)] = CERTAIN
+        w[both & (a != b) & (source_block[s] == source_block[t])] = -CERTAIN
+
+
+def seed_joins(raw, seeds, own_ids):
+    """(fragment, seed, overlap) joins: every fragment with the seeds it took in; a segment of
+    the halo alone joins the seeds it took in with each other. ``own_ids`` maps the kernel's
+    labels of the block's fragments to their ids (0 for the others). Background (kernel label
+    0: seed voxels cut off from the rest of their label, without an attractive edge) joins
+    nothing."""
+    taken = (seeds > 0) & (raw > 0)
+    pairs, counts = np.unique(np.stack([raw[taken], seeds[taken]]), axis=1, return_counts=True)
+    ours = own_ids(pairs[0])
+    joins = [np.stack([ours[ours > 0], pairs[1][ours > 0]])]
+    overlap = [counts[ours > 0]]
+    halo = ours == 0
+    raw_halo, seed_halo, count_halo = pairs[0][halo], pairs[1][halo], counts[halo]
+    first = np.ones(len(raw_halo), bool)  # sorted by kernel label
+    first[1:] = raw_halo[1:] != raw_halo[:-1]
+    head = np.maximum.accumulate(np.where(first, np.arange(len(raw_halo)), 0))
+    rest = ~first
+    joins.append(np.stack([seed_halo[head][rest], seed_halo[rest]]))
+    overlap.append(np.minimum(count_halo[head][rest], count_halo[rest]))
+    return np.concatenate(joins, axis=1).astype(np.uint64), np.concatenate(overlap).astype(np.int64)
+
+
+def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
+    block = read_block(plan, source, position, plan.odd_context)
+    index, lo, hi = block.index, block.lo, block.hi
+    kernel_lo, kernel_hi = block.kernel_lo, block.kernel_hi
+    kernel_weights = block.kernel_weights
+    owner = band_owner(kernel_lo, kernel_hi, plan.block_size, plan.grid_shape, plan.band)
+    seeds = even_labels(plan, fragments, kernel_lo, kernel_hi)
+    seeds[owner >= 0] = 0  # bands are labelled again, by this block or another
+    seed_weights(kernel_weights, seeds, plan.parameters.offsets, plan.ids_per_block)
+    kernel_started = time.perf_counter()
+    raw = run_kernel(kernel_weights, plan.parameters)
+    kernel_seconds = time.perf_counter() - kernel_started
+    del kernel_weights
+    block = block._replace(kernel_weights=None)
+
+    in_core = relative(lo, hi, kernel_lo)
+    mine = owner == index
+    mine[in_core] = True
+    # consecutive ids 1..n over the core and the bands (kernel label 0 is background)
+    values = raw[mine]
+    present = np.unique(values[values > 0])
+    local = np.zeros(raw.shape, np.int64)
+    local[mine] = np.where(values > 0, np.searchsorted(present, values) + 1, 0)
+    del values
+    n_fragments = len(present)
+    base = np.uint64(index) * np.uint64(plan.ids_per_block)
+    fragments[box(lo, hi)] = np.where(local[in_core] > 0, local[in_core].astype(np.uint64) + base,
+                                      np.uint64(0))
+    band_dtype = smallest_label_dtype(n_fragments)
+    bands = {band_key(axis, step): local[relative(slab_lo, slab_hi, kernel_lo)].astype(band_dtype)
+             for axis, step, slab_lo, slab_hi in band_boxes(position, plan)}
+
+    def own_ids(labels):
+        """Kernel labels -> this block's fragment ids, 0 for segments of the halo alone."""
+        if n_fragments == 0:
+            return np.zeros(len(labels), np.uint64)
+        at = np.minimum(np.searchsorted(present, labels), n_fragments - 1)
+        return np.where(present[at] == labels, at.astype(np.uint64) + np.uint64(1) + base,
+                        np.uint64(0))
+
+    joins, overlap = seed_joins(raw, seeds, own_ids)
+    took = own_ids(np.unique(raw[(seeds > 0) & (raw > 0)]))
+    joined = np.zeros(n_fragments + 1, bool)  # only fragments that took a seed join anything
+    joined[(took[took > 0] - base).astype(np.int64)] = True
+    sizes = np.bincount(local[mine], minlength=n_fragments + 1)
+    in_read = relative(kernel_lo, kernel_hi, block.read_lo)
+    nn_sums = (
+        np.bincount(local[mine], weights=block.nn_mean[in_read][mine],
+                    minlength=n_fragments + 1)
+        if block.nn_mean is not None
+        else np.zeros(0)
+    )
+    inner_faces = plan.inner_faces(position)
+    core_local = local[in_core]
+    separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN)
+    separated = separated[:, joined[separated[0]] & joined[separated[1]]]
+    strength = separation_strength(core_local, block.core_weights, plan.parameters.offsets,
+                                   inner_faces, ODD_SEPARATION_MARGIN, separated)
+    save_record(plan, index, sizes=sizes, nn_sums=nn_sums, separated=separated,
+                strength=strength, joins=joins, overlap=overlap,
+                kernel_seconds=kernel_seconds, **bands)
