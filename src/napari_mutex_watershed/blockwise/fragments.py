@@ -24,9 +24,7 @@ from .bands import band_owner
 from .plan import BlockwisePlan
 
 #: Voxels from every inner block face beyond which an even block's separations are trusted.
-#: Odd blocks trust theirs from ODD_SEPARATION_MARGIN: their halo held their neighbours' labels.
 SEPARATION_MARGIN = 8
-ODD_SEPARATION_MARGIN = 2
 
 
 def box(lo, hi) -> tuple[slice, ...]:

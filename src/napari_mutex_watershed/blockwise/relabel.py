@@ -44,8 +44,7 @@ class RelabelStep:
             for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
                 here = relative(slab_lo, slab_hi, lo)
                 at[here] = np.where(band > 0, bases[neighbour] + band, at[here])
-        positions, inverse = np.unique(at, return_inverse=True)
-        output[box(lo, hi)] = np.asarray(lookup[positions])[inverse.reshape(at.shape)]
+        output[box(lo, hi)] = lookup[at]
 
 
 def odd_bands(plan: BlockwisePlan, position):

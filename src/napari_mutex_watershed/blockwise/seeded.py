@@ -19,7 +19,6 @@ import numpy as np
 from ..engine import edge_slices, run_kernel, smallest_label_dtype
 from .bands import band_boxes, band_key, band_owner
 from .fragments import (
-    ODD_SEPARATION_MARGIN,
     BlockStep,
     box,
     read_block,
@@ -32,6 +31,9 @@ from .plan import BlockwisePlan
 
 #: Weight of a certain edge: larger than any affinity minus bias.
 CERTAIN = 1e3
+#: Voxels from every inner face beyond which an odd block's separations are trusted: fewer
+#: than an even block's SEPARATION_MARGIN, because its halo held its neighbours' labels.
+ODD_SEPARATION_MARGIN = 2
 
 
 class OddStep(BlockStep):
