@@ -73,7 +73,6 @@ BLOCK_SIZE_KEY = "mutex_watershed_block_size"
 INPUT_KEY = "mutex_watershed_input"
 COMMAND_KEY = "mutex_watershed_command"
 
-PHASES = ("even", "odd", "stitch", "relabel")
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # (Windows has no SIGKILL)
 
 
