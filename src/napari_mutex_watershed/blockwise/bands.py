@@ -2,9 +2,9 @@
 
 Near a face an even block saw least of what lies beyond it, so the odd block across that
 face, which runs later with the even labels around it as seeds, labels a band of
-``plan.band`` voxels on the even side again. A voxel belongs to the face it is nearest to
-(distance over band width). Voxels within the band of two faces keep their even label: two
-odd blocks never see each other's labels, so neither could continue the other's there.
+``plan.band`` voxels on the even side again. Voxels within the band of two faces keep their
+even label: two odd blocks never see each other's labels, so neither could continue the
+other's there.
 Everything here is geometry, the same for every block that asks.
 """
 
@@ -15,35 +15,34 @@ import numpy as np
 
 def band_owner(lo, hi, block_size, grid_shape, band) -> np.ndarray:
     """Per voxel of the box [lo, hi): flat index of the odd block that labels it again, or -1
-    (voxels of odd blocks, and even voxels outside every band or inside two)."""
+    (voxels of odd blocks, and even voxels outside every band or inside two).
+
+    Built from one-dimensional profiles per axis, so a block's worth of voxels costs a few
+    whole-box integer operations.
+    """
     shape = tuple(b - a for a, b in zip(lo, hi))
     ndim = len(shape)
-    axes = [np.arange(a, b).reshape([-1 if d == axis else 1 for d in range(ndim)])
-            for axis, (a, b) in enumerate(zip(lo, hi))]
-    position = [x // s for x, s in zip(axes, block_size)]
+    strides = np.cumprod((1,) + tuple(grid_shape[:0:-1]))[::-1]  # of the flat block index
+
+    def along(axis, values):
+        return np.asarray(values).reshape([-1 if d == axis else 1 for d in range(ndim)])
+
+    faces, flat, parity, toward = 0, 0, 0, []
+    for axis, (a, b) in enumerate(zip(lo, hi)):
+        x = np.arange(a, b)
+        position, within = np.divmod(x, block_size[axis])
+        width = band[axis]
+        below = (within < width) & (position > 0)
+        above = (block_size[axis] - 1 - within < width) & (position < grid_shape[axis] - 1)
+        faces = faces + along(axis, below.astype(np.int8) + above)
+        # the neighbour across the face this axis's band touches (both only when faces >= 2)
+        toward.append(along(axis, np.where(below, -1, np.where(above, 1, 0)) * strides[axis]))
+        flat = flat + along(axis, position * strides[axis])
+        parity = parity + along(axis, position)
     owner = np.full(shape, -1, np.int64)
-    nearest = np.full(shape, np.inf)
-    faces = np.zeros(shape, np.int8)
-    for axis, width in enumerate(band):
-        if width <= 0:
-            continue
-        within = axes[axis] - position[axis] * block_size[axis]
-        for step in (-1, 1):
-            distance = (within if step < 0 else block_size[axis] - 1 - within) + 0.5
-            neighbour = list(position)
-            neighbour[axis] = position[axis] + step
-            exists = (neighbour[axis] >= 0) & (neighbour[axis] < grid_shape[axis])
-            norm = np.broadcast_to(distance / width, shape)
-            inside = np.broadcast_to(exists, shape) & (norm < 1)
-            faces += inside
-            take = inside & (norm < nearest)
-            nearest[take] = norm[take]
-            clipped = [np.clip(np.broadcast_to(q, shape), 0, g - 1)
-                       for q, g in zip(neighbour, grid_shape)]
-            flat = np.ravel_multi_index(clipped, grid_shape)
-            owner[take] = flat[take]
-    odd = sum(np.broadcast_to(p, shape) for p in position) % 2 == 1
-    owner[odd | (faces >= 2)] = -1
+    single = np.broadcast_to((faces == 1) & (parity % 2 == 0), shape)
+    step = sum(np.broadcast_to(t, shape) for t in toward)
+    owner[single] = np.broadcast_to(flat, shape)[single] + step[single]
     return owner
 
 

@@ -204,22 +204,22 @@ def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> 
     if trusted is None or pairs.shape[1] == 0:
         return np.zeros(pairs.shape[1])
     labels = local[trusted].astype(np.uint64)
-    keys, sums = [np.zeros(0, np.uint64)], [np.zeros(0)]
+    low, high = np.minimum(*pairs).astype(np.uint64), np.maximum(*pairs).astype(np.uint64)
+    wanted = (low << np.uint64(32)) | high
+    order = np.argsort(wanted)
+    total = np.zeros(len(wanted))
     for channel, offset in enumerate(offsets):
         source, target = edge_slices(offset, labels.shape)
         a, b = labels[source], labels[target]
         between = (a != b) & (a > 0) & (b > 0)
-        keys.append((np.minimum(a[between], b[between]) << np.uint64(32))
-                    | np.maximum(a[between], b[between]))
-        sums.append(weights[channel][trusted][source][between])
-    keys, inverse = np.unique(np.concatenate(keys), return_inverse=True)
-    if len(keys) == 0:
-        return np.zeros(pairs.shape[1])
-    total = np.bincount(inverse.ravel(), np.concatenate(sums), minlength=len(keys))
-    low, high = np.minimum(*pairs).astype(np.uint64), np.maximum(*pairs).astype(np.uint64)
-    wanted = (low << np.uint64(32)) | high
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return np.where(keys[at] == wanted, np.maximum(-total[at], 0.0), 0.0)
+        keys = (np.minimum(a[between], b[between]) << np.uint64(32)) | np.maximum(a[between],
+                                                                                  b[between])
+        # edges of the wanted pairs only: a lookup, not a sort of every edge
+        at = order[np.minimum(np.searchsorted(wanted, keys, sorter=order), len(wanted) - 1)]
+        hit = wanted[at] == keys
+        total += np.bincount(at[hit], weights[channel][trusted][source][between][hit],
+                             minlength=len(wanted))
+    return np.maximum(-total, 0.0)
 
 
 def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:

@@ -107,10 +107,11 @@ def plan_run(
         worker_command=worker_command,
         progress=progress,
     )
-    if plan.ids_per_block >= 2**32:
+    # the odd blocks' kernel box holds the bands they label again, whose ids are 32-bit
+    if np.prod([b + 2 * c for b, c in zip(block_size, plan.odd_context)], dtype=float) >= 2**32:
         raise InvalidInputError(
-            f"block size {block_size} with the bands odd blocks label again ({plan.band}) has "
-            "2**32 voxels or more; fragment ids within a block are 32-bit: use smaller blocks"
+            f"block size {block_size} with the odd blocks' halo ({plan.odd_context}) has "
+            "2**32 voxels or more; labels within a block are 32-bit: use smaller blocks"
         )
 
     previous = work_dir / PLAN_FILE

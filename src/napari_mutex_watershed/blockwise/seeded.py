@@ -82,7 +82,15 @@ def seed_joins(raw, seeds, own_ids):
     0: seed voxels cut off from the rest of their label, without an attractive edge) joins
     nothing."""
     taken = (seeds > 0) & (raw > 0)
-    pairs, counts = np.unique(np.stack([raw[taken], seeds[taken]]), axis=1, return_counts=True)
+    if raw.size >= 2**32:  # plan_run refuses such blocks
+        raise ValueError("kernel labels must fit in 32 bits")
+    # one integer key per (kernel label, seed): a sort of integers, not of rows
+    taken_seeds = seeds[taken]
+    seed_ids = np.unique(taken_seeds)
+    seed_rank = np.searchsorted(seed_ids, taken_seeds).astype(np.uint64)
+    keys, counts = np.unique((raw[taken].astype(np.uint64) << np.uint64(32)) | seed_rank,
+                             return_counts=True)
+    pairs = np.stack([keys >> np.uint64(32), seed_ids[keys & np.uint64(0xFFFFFFFF)]])
     ours = own_ids(pairs[0])
     joins = [np.stack([ours[ours > 0], pairs[1][ours > 0]])]
     overlap = [counts[ours > 0]]
@@ -138,9 +146,10 @@ def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
                         np.uint64(0))
 
     joins, overlap = seed_joins(raw, seeds, own_ids)
-    took = own_ids(np.unique(raw[(seeds > 0) & (raw > 0)]))
-    joined = np.zeros(n_fragments + 1, bool)  # only fragments that took a seed join anything
-    joined[(took[took > 0] - base).astype(np.int64)] = True
+    # only fragments that took a seed join anything (joins between seeds hold no own id)
+    took = joins[0][(joins[0] > base) & (joins[0] <= base + np.uint64(n_fragments))]
+    joined = np.zeros(n_fragments + 1, bool)
+    joined[(took - base).astype(np.int64)] = True
     sizes = np.bincount(local[mine], minlength=n_fragments + 1)
     in_read = relative(kernel_lo, kernel_hi, block.read_lo)
     nn_sums = (
