@@ -6,7 +6,6 @@ import numpy as np
 from napari_mutex_watershed.blockwise.fragments import (
     SEPARATION_MARGIN,
     face_fragments,
-    pairs_between,
     separated_pairs,
     separation_strength,
     touching_pairs,
@@ -57,14 +56,17 @@ def test_adjacent_pairs_are_linked_by_any_offset():
 def test_only_pairs_of_fragments_at_a_face_are_kept():
     local = np.zeros((1, 30), np.uint32)
     local[0, :4], local[0, 6:10], local[0, 10:20], local[0, 20:] = 1, 2, 3, 4
-    all_pairs = touching_pairs(local, [(0, 1), (0, 5)])
+    steps = [(0, 1), (0, 5)]
     below = ((False, False), (True, False))  # a block below along the second axis only
     # 3 starts 10 voxels from that face, 4 20 voxels
     assert face_fragments(local, below, (0, 8)).tolist() == [False, True, True, False, False]
-    assert pairs(pairs_between(all_pairs, face_fragments(local, below, (0, 12)))) == {
+    assert pairs(touching_pairs(local, steps, face_fragments(local, below, (0, 12)))) == {
         (1, 2), (2, 3)}
-    assert pairs(pairs_between(all_pairs, face_fragments(local, below, (0, 25)))) == {
+    assert pairs(touching_pairs(local, steps, face_fragments(local, below, (0, 25)))) == {
         (1, 2), (2, 3), (3, 4)}
+    # separated pairs keep the same filter, inside the trusted region
+    assert pairs(separated_pairs(local, below, 2, face_fragments(local, below, (0, 12)))) == {
+        (2, 3)}
     alone = ((False, False), (False, False))  # no neighbour: nothing can be joined
     assert not face_fragments(local, alone, (0, 12)).any()
 

@@ -22,6 +22,7 @@ from ..engine import edge_slices, edge_weights, finalize, run_kernel
 from ..errors import InvalidInputError
 from .bands import band_owner
 from .plan import BlockwisePlan
+from .slots import slot
 
 #: Voxels from every inner block face beyond which an even block's separations are trusted.
 SEPARATION_MARGIN = 8
@@ -44,7 +45,7 @@ def relative(inner_lo, inner_hi, outer_lo) -> tuple[slice, ...]:
 
 class BlockStep:
     """Picklable block function: daisy ships it to every worker process. Blocks of the other
-    colour return at once (daisy's grid has no checkerboard)."""
+    colour return at once (daisy's grid has no checkerboard); the others wait for a slot."""
 
     odd = False
 
@@ -63,7 +64,8 @@ class BlockStep:
         plan, source, fragments = self._open()
         position = plan.grid_position(block.write_roi)
         if plan.is_odd(position) == self.odd:
-            self.process(plan, source, fragments, position)
+            with slot(plan.slots_dir, plan.num_workers):
+                self.process(plan, source, fragments, position)
 
     def process(self, plan, source, fragments, position) -> None:
         raise NotImplementedError
@@ -72,8 +74,8 @@ class BlockStep:
 class BlockInput(NamedTuple):
     """What a block reads: its core [lo, hi), the kernel box (core and halo) and the read box
     (the kernel box and the smoothing margin), with the weights of the kernel box and of the
-    core (kept apart: seeds change the first) and the nearest-neighbour mean of the read box
-    (None unless the threshold needs it)."""
+    core and the nearest-neighbour mean of the read box (None unless the threshold needs
+    it)."""
 
     index: int
     lo: tuple
@@ -112,9 +114,11 @@ def read_block(plan: BlockwisePlan, source, position, context) -> BlockInput:
         ) from None
     in_kernel = (slice(None),) + relative(kernel_lo, kernel_hi, read_lo)
     in_core = (slice(None),) + relative(lo, hi, read_lo)
+    # a view, not a copy: seeds lie in the halo, so edges that start in the core keep their
+    # weights when an odd block seeds the kernel's weights
     return BlockInput(index, lo, hi, kernel_lo, kernel_hi, read_lo,
                       kernel_weights=np.ascontiguousarray(weights[in_kernel]),
-                      core_weights=weights[in_core].copy(), nn_mean=nn_mean)
+                      core_weights=weights[in_core], nn_mean=nn_mean)
 
 
 def save_record(plan: BlockwisePlan, index: int, **arrays) -> None:
@@ -156,7 +160,7 @@ def process_even_block(plan: BlockwisePlan, source, fragments, position) -> None
     inner_faces = plan.inner_faces(position)
     # only fragments an odd block can see can be joined, so only theirs are needed
     seen = face_fragments(local, inner_faces, plan.odd_context)
-    separated = pairs_between(separated_pairs(local, inner_faces, SEPARATION_MARGIN), seen)
+    separated = separated_pairs(local, inner_faces, SEPARATION_MARGIN, wanted=seen)
     strength = separation_strength(local, block.core_weights, plan.parameters.offsets,
                                    inner_faces, SEPARATION_MARGIN, separated)
     save_record(plan, index, sizes=sizes, nn_sums=nn_sums, separated=separated,
@@ -177,9 +181,9 @@ def trusted_region(shape, inner_faces, margin):
     return tuple(trusted)
 
 
-def separated_pairs(local: np.ndarray, inner_faces, margin: int) -> np.ndarray:
+def separated_pairs(local: np.ndarray, inner_faces, margin: int, wanted=None) -> np.ndarray:
     """(2, n) local ids of fragment pairs that touch at least ``margin`` voxels from every face
-    the block shares with another block.
+    the block shares with another block (both ``wanted``, a flag per local id, if given).
 
     Near a face a block lacks what lies beyond its halo, and its separations there are as
     unreliable as its merges; deep inside it saw all around. ``inner_faces`` is, per axis,
@@ -189,7 +193,7 @@ def separated_pairs(local: np.ndarray, inner_faces, margin: int) -> np.ndarray:
     if trusted is None:
         return np.zeros((2, 0), np.uint32)
     steps = [tuple(int(d == axis) for d in range(local.ndim)) for axis in range(local.ndim)]
-    return touching_pairs(local[trusted], steps)
+    return touching_pairs(local[trusted], steps, wanted)
 
 
 def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> np.ndarray:
@@ -207,11 +211,14 @@ def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> 
     low, high = np.minimum(*pairs).astype(np.uint64), np.maximum(*pairs).astype(np.uint64)
     wanted = (low << np.uint64(32)) | high
     order = np.argsort(wanted)
+    in_pair = np.zeros(int(labels.max(initial=0)) + 1, bool)
+    in_pair[pairs.ravel()] = True
+    in_pair[0] = False
     total = np.zeros(len(wanted))
     for channel, offset in enumerate(offsets):
         source, target = edge_slices(offset, labels.shape)
         a, b = labels[source], labels[target]
-        between = (a != b) & (a > 0) & (b > 0)
+        between = (a != b) & in_pair[a] & in_pair[b]
         keys = (np.minimum(a[between], b[between]) << np.uint64(32)) | np.maximum(a[between],
                                                                                   b[between])
         # edges of the wanted pairs only: a lookup, not a sort of every edge
@@ -241,17 +248,18 @@ def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:
     return at_face
 
 
-def pairs_between(pairs: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    return pairs[:, wanted[pairs[0]] & wanted[pairs[1]]]
-
-
-def touching_pairs(local: np.ndarray, steps) -> np.ndarray:
-    """(2, n) unique pairs (low, high) of different non-zero labels linked by one of ``steps``."""
+def touching_pairs(local: np.ndarray, steps, wanted=None) -> np.ndarray:
+    """(2, n) unique pairs (low, high) of different non-zero labels linked by one of ``steps``
+    (both ``wanted``, a flag per label, if given)."""
+    if wanted is None:
+        wanted = np.ones(int(local.max(initial=0)) + 1, bool)
+    wanted = wanted.copy()
+    wanted[0] = False
     keys = [np.zeros(0, np.uint64)]
     for step in steps:
         source, target = edge_slices(step, local.shape)
         a, b = local[source], local[target]
-        touching = (a != b) & (a > 0) & (b > 0)
+        touching = (a != b) & wanted[a] & wanted[b]
         low = np.minimum(a[touching], b[touching]).astype(np.uint64)
         high = np.maximum(a[touching], b[touching]).astype(np.uint64)
         keys.append((low << np.uint64(32)) | high)

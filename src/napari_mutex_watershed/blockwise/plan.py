@@ -152,6 +152,12 @@ class BlockwisePlan(BaseModel):
         return Path(self.work_dir) / "tracking"
 
     @property
+    def slots_dir(self) -> Path | None:
+        """Lock files that keep local blocks computing to ``num_workers`` (``slots``); cluster
+        workers run elsewhere and take none."""
+        return None if self.worker_command else Path(self.work_dir) / "slots"
+
+    @property
     def lookup_path(self) -> Path:
         """Final id of every fragment, by position; written last: it marks the stitch done."""
         return Path(self.work_dir) / "lookup.npy"

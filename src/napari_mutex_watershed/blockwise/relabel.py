@@ -37,9 +37,10 @@ class RelabelStep:
         position = plan.grid_position(block.write_roi)
         core = plan.core(position)
         lo, hi = tuple(core.begin), tuple(core.end)
-        ids = fragments[box(lo, hi)]
-        block_of, local = np.divmod(ids.astype(np.int64), plan.ids_per_block)
-        at = np.where(ids > 0, bases[block_of] + local, 0)
+        ids = fragments[box(lo, hi)].astype(np.int64)
+        # a block's core holds only its own fragments: index * ids_per_block + local
+        index = plan.block_index(position)
+        at = np.where(ids > 0, ids - (index * plan.ids_per_block - int(bases[index])), 0)
         if not plan.is_odd(position):
             for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
                 here = relative(slab_lo, slab_hi, lo)

@@ -1,4 +1,5 @@
-"""Running a plan: even blocks -> odd blocks -> stitch -> relabel, resumable at every step.
+"""Running a plan: even blocks -> odd blocks (piped) -> stitch -> relabel, resumable at every
+step.
 
 ``start`` is what users call: it runs the job in its own process group and turns SIGINT or
 SIGTERM into a kill of that whole group (daisy has no cancel of its own), so cancelling never
@@ -91,14 +92,17 @@ class ClusterWorkerLauncher:
         subprocess.run(self.template.format(command=command), shell=True, check=True)
 
 
-def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function):
+def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, reach=None):
     """One daisy task over the block grid.
 
-    Blocks of a step never depend on each other (no conflict waves): each reads only what
-    earlier steps wrote.
+    Blocks of a step never depend on each other (no conflict waves). A block of a piped step
+    depends on the blocks of the step before it that its ``reach`` (voxels around its core)
+    touches.
     """
     write_roi = Roi((0,) * plan.ndim, plan.block_size)
     total_roi, read_roi = plan.total_roi(), write_roi
+    if reach is not None:
+        total_roi, read_roi = total_roi.grow(reach, reach), read_roi.grow(reach, reach)
     function = (
         ClusterWorkerLauncher(plan.worker_command, plan_path, step)
         if plan.worker_command
@@ -121,27 +125,33 @@ def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function):
     )
 
 
-def _run_task(plan, task, reporter) -> None:
+def _run_tasks(plan, tasks, reporter) -> None:
+    """Run daisy tasks, each piped after the one before; raise for the first that failed."""
+    pipeline = tasks[0]
+    for task in tasks[1:]:
+        pipeline = pipeline + task
     try:
         states = daisy.run_blockwise(
-            task,
+            pipeline,
             progress=True if plan.progress == "bar" else reporter,
             summary=False,
             return_states=True,
         )
     except RuntimeError as error:  # daisy gives up on a task whose workers keep dying
+        failed = next((t for t in tasks if t.failed_blocks()), tasks[-1])
         raise BlockwiseError(
-            f"{task.task_id}: {_failed_blocks(task)}{_last_line(str(error))}"
+            f"{failed.task_id}: {_failed_blocks(failed)}{_last_line(str(error))}"
         ) from None
-    state = states[task.task_id]
-    done = state.completed_count + state.skipped_count
-    if done < state.total_block_count:
-        error = state.last_worker_error or state.abandon_reason or "no message"
-        waiting = state.total_block_count - done - state.failed_count
-        raise BlockwiseError(
-            f"{task.task_id}: {_failed_blocks(task)}after {plan.max_retries + 1} tries "
-            f"({waiting} more could not run): {_last_line(error)}"
-        )
+    for task in tasks:
+        state = states[task.task_id]
+        done = state.completed_count + state.skipped_count
+        if done < state.total_block_count:
+            error = state.last_worker_error or state.abandon_reason or "no message"
+            waiting = state.total_block_count - done - state.failed_count
+            raise BlockwiseError(
+                f"{task.task_id}: {_failed_blocks(task)}after {plan.max_retries + 1} tries "
+                f"({waiting} more could not run): {_last_line(error)}"
+            )
 
 
 def _failed_blocks(task) -> str:
@@ -172,21 +182,25 @@ def run_plan(plan_path: str | Path) -> dict:
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
 
-    # one step after the other: both are kernel-bound, so running them together would put
-    # twice --workers busy processes on the machine
-    _run_task(plan, _task(plan, plan_path, "even", EvenStep(plan_path)), reporter)
-    _run_task(plan, _task(plan, plan_path, "odd", OddStep(plan_path)), reporter)
+    # odd blocks start as soon as the even blocks around them are done; slots keep the
+    # blocks computing at once to --workers
+    _run_tasks(plan, [
+        _task(plan, plan_path, "even", EvenStep(plan_path)),
+        _task(plan, plan_path, "odd", OddStep(plan_path), reach=plan.odd_context),
+    ], reporter)
     summary = {}
     if not plan.lookup_path.exists():
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
-    _run_task(plan, _task(plan, plan_path, "relabel", RelabelStep(plan_path)), reporter)
+    _run_tasks(plan, [_task(plan, plan_path, "relabel", RelabelStep(plan_path))], reporter)
 
     output.attrs[COMPLETE_ATTR] = True
     # only the plan (which makes a rerun return at once) and daisy's tiny markers stay
     shutil.rmtree(plan.fragments_path, ignore_errors=True)
     shutil.rmtree(plan.records_dir, ignore_errors=True)
+    if plan.slots_dir is not None:
+        shutil.rmtree(plan.slots_dir, ignore_errors=True)
     plan.lookup_path.unlink(missing_ok=True)
     plan.bases_path.unlink(missing_ok=True)
     summary["seconds"] = time.time() - started

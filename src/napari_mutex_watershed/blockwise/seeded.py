@@ -123,13 +123,17 @@ def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
     in_core = relative(lo, hi, kernel_lo)
     mine = owner == index
     mine[in_core] = True
-    # consecutive ids 1..n over the core and the bands (kernel label 0 is background)
+    # consecutive ids 1..n over the core and the bands, in the order of the kernel's labels
+    # (flat voxel indices, at most raw.size; 0 is background): a table, not a sort
     values = raw[mine]
-    present = np.unique(values[values > 0])
+    table = np.zeros(raw.size + 1, np.int64)
+    table[values] = 1
+    table[0] = 0
+    n_fragments = int(table.sum())
+    table[table > 0] = np.arange(1, n_fragments + 1)
     local = np.zeros(raw.shape, np.int64)
-    local[mine] = np.where(values > 0, np.searchsorted(present, values) + 1, 0)
+    local[mine] = table[values]
     del values
-    n_fragments = len(present)
     base = np.uint64(index) * np.uint64(plan.ids_per_block)
     fragments[box(lo, hi)] = np.where(local[in_core] > 0, local[in_core].astype(np.uint64) + base,
                                       np.uint64(0))
@@ -139,11 +143,8 @@ def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
 
     def own_ids(labels):
         """Kernel labels -> this block's fragment ids, 0 for segments of the halo alone."""
-        if n_fragments == 0:
-            return np.zeros(len(labels), np.uint64)
-        at = np.minimum(np.searchsorted(present, labels), n_fragments - 1)
-        return np.where(present[at] == labels, at.astype(np.uint64) + np.uint64(1) + base,
-                        np.uint64(0))
+        ours = table[labels]
+        return np.where(ours > 0, ours.astype(np.uint64) + base, np.uint64(0))
 
     joins, overlap = seed_joins(raw, seeds, own_ids)
     # only fragments that took a seed join anything (joins between seeds hold no own id)
@@ -160,8 +161,7 @@ def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
     )
     inner_faces = plan.inner_faces(position)
     core_local = local[in_core]
-    separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN)
-    separated = separated[:, joined[separated[0]] & joined[separated[1]]]
+    separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN, wanted=joined)
     strength = separation_strength(core_local, block.core_weights, plan.parameters.offsets,
                                    inner_faces, ODD_SEPARATION_MARGIN, separated)
     save_record(plan, index, sizes=sizes, nn_sums=nn_sums, separated=separated,
