@@ -189,7 +189,7 @@ def run(args, work: Path) -> None:
         outside = "-"
         seams = "-"
         if summary:
-            outside = f"{1 - summary['kernel_seconds'] / args.workers / seconds:.0%}"
+            outside = f"{1 - summary['kernel_seconds'] / args.workers / seconds:.1%}"
             s, c, contact = seam_splits(truth, seg, block)
             seams = f"{len(s)}/{c} = {len(s) / max(c, 1):.2%}"
             if not args.skip_whole:

@@ -207,9 +207,8 @@ def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> 
     trusted = trusted_region(local.shape, inner_faces, margin)
     if trusted is None or pairs.shape[1] == 0:
         return np.zeros(pairs.shape[1])
-    labels = local[trusted].astype(np.uint64)
-    low, high = np.minimum(*pairs).astype(np.uint64), np.maximum(*pairs).astype(np.uint64)
-    wanted = (low << np.uint64(32)) | high
+    labels = local[trusted]
+    wanted = pair_keys(*pairs)
     order = np.argsort(wanted)
     in_pair = np.zeros(int(labels.max(initial=0)) + 1, bool)
     in_pair[pairs.ravel()] = True
@@ -217,16 +216,31 @@ def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> 
     total = np.zeros(len(wanted))
     for channel, offset in enumerate(offsets):
         source, target = edge_slices(offset, labels.shape)
-        a, b = labels[source], labels[target]
-        between = (a != b) & in_pair[a] & in_pair[b]
-        keys = (np.minimum(a[between], b[between]) << np.uint64(32)) | np.maximum(a[between],
-                                                                                  b[between])
+        a, b, between = edges_among(labels[source], labels[target], in_pair)
+        keys = pair_keys(a, b)
         # edges of the wanted pairs only: a lookup, not a sort of every edge
         at = order[np.minimum(np.searchsorted(wanted, keys, sorter=order), len(wanted) - 1)]
         hit = wanted[at] == keys
         total += np.bincount(at[hit], weights[channel][trusted][source][between][hit],
                              minlength=len(wanted))
     return np.maximum(-total, 0.0)
+
+
+def edges_among(a: np.ndarray, b: np.ndarray, allowed: np.ndarray):
+    """The ends (a, b) of the edges between two different labels that are both ``allowed``
+    (a flag per label, False for 0), and the mask that picked them. Most edges lie inside one
+    fragment, so the flags are looked up only for the few that cross."""
+    candidate = a != b
+    a, b = a[candidate], b[candidate]
+    keep = allowed[a] & allowed[b]
+    candidate[candidate] = keep
+    return a[keep], b[keep], candidate
+
+
+def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One uint64 per unordered pair of 32-bit labels: (low << 32) | high."""
+    a, b = a.astype(np.uint64), b.astype(np.uint64)
+    return (np.minimum(a, b) << np.uint64(32)) | np.maximum(a, b)
 
 
 def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:
@@ -258,10 +272,7 @@ def touching_pairs(local: np.ndarray, steps, wanted=None) -> np.ndarray:
     keys = [np.zeros(0, np.uint64)]
     for step in steps:
         source, target = edge_slices(step, local.shape)
-        a, b = local[source], local[target]
-        touching = (a != b) & wanted[a] & wanted[b]
-        low = np.minimum(a[touching], b[touching]).astype(np.uint64)
-        high = np.maximum(a[touching], b[touching]).astype(np.uint64)
-        keys.append((low << np.uint64(32)) | high)
+        a, b, _ = edges_among(local[source], local[target], wanted)
+        keys.append(pair_keys(a, b))
     keys = np.unique(np.concatenate(keys))
     return np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
