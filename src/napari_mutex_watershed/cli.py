@@ -135,19 +135,27 @@ def command_sample(args) -> int:
 
 
 def command_segment(args) -> int:
-    from .blockwise.launch import segment_blockwise_zarr
+    from .blockwise.supervise import JobProcess
 
-    parameters = parameters_from(args)
-    roi = None
-    if args.roi:
-        if len(args.roi) % 2:
-            raise MutexWatershedError("--roi takes an offset and a shape, e.g. 0 0 0 64 64 64")
-        half = len(args.roi) // 2
-        roi = (tuple(args.roi[:half]), tuple(args.roi[half:]))
+    job = JobProcess()  # first: it imports while we validate
+    try:
+        from .blockwise.launch import segment_blockwise_zarr
+
+        parameters = parameters_from(args)
+        roi = None
+        if args.roi:
+            if len(args.roi) % 2:
+                raise MutexWatershedError("--roi takes an offset and a shape, e.g. 0 0 0 64 64 64")
+            half = len(args.roi) // 2
+            roi = (tuple(args.roi[:half]), tuple(args.roi[half:]))
+    except BaseException:
+        job.abandon()
+        raise
     output = segment_blockwise_zarr(
         args.input,
         args.output,
         parameters,
+        job=job,
         block_size=tuple(args.block_size) if args.block_size else None,
         num_workers=args.workers,
         roi=roi,

@@ -284,3 +284,20 @@ def test_roi_segments_a_sub_box_with_its_geometry(volume, tmp_path):
     assert tuple(labels.roi.offset) == (4, 8, 16) and tuple(labels.roi.shape) == (16, 40, 40)
     crop = affinities[:, 4:20, 8:48, 16:56]
     assert adapted_rand_error(segment(crop, PARAMS), read(out))[0] < 0.01
+
+
+def _job_processes() -> set[int]:
+    found = set()
+    for process in psutil.process_iter(["cmdline"]):
+        if (process.info["cmdline"] or [])[-1:] == ["napari_mutex_watershed.blockwise"]:
+            found.add(process.pid)
+    return found
+
+
+def test_an_invalid_request_lets_the_early_job_process_go(tmp_path):
+    # the CLI starts the job process before it validates; a refused request must end it
+    before = _job_processes()
+    result = _run_cli(["segment", tmp_path / "missing.zarr/affinities", tmp_path / "o.zarr/labels",
+                       "--progress", "none"])
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert not (_job_processes() - before)

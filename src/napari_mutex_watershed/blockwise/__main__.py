@@ -1,7 +1,10 @@
-"""The job process that ``run.start`` supervises: ``python -m napari_mutex_watershed.blockwise PLAN``."""
+"""The job process that ``supervise.JobProcess`` starts: ``python -m napari_mutex_watershed.blockwise
+[PLAN]``. Without PLAN it reads the plan's path from stdin (nothing: no job, exit quietly), so it
+can import while its parent still validates the request."""
 
 import sys
 
 from .run import main
 
-sys.exit(main())
+plan = sys.argv[1:] or [sys.stdin.readline().strip()]
+sys.exit(main(plan) if plan[0] else 0)

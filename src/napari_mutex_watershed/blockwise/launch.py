@@ -21,7 +21,8 @@ from ..storage import (
     split_path,
 )
 from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
-from .run import BlockwiseError, run_plan, start
+from .run import BlockwiseError, run_plan
+from .supervise import JobProcess
 
 DEFAULT_BLOCK_SIZE_3D = (64, 64, 64)
 DEFAULT_BLOCK_SIZE_2D = (512, 512)
@@ -153,18 +154,29 @@ def fragment_chunks(block_size) -> tuple[int, ...]:
     return tuple(b // 2 if b % 2 == 0 and b >= 32 else b for b in block_size)
 
 
-def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=True, **options) -> Path:
+def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=True,
+                           job: JobProcess | None = None, **options) -> Path:
     """Segment a zarr volume blockwise; return the output array path.
 
-    ``supervised`` runs the job in its own process group so a signal cancels every worker.
+    ``supervised`` runs the job in a child process so a signal cancels every worker; ``job``
+    is that child when the caller started it early (the CLI does, so its imports overlap).
     """
-    plan = plan_run(input_path, output_path, parameters, **options)
+    if supervised and job is None:
+        job = JobProcess()
+    try:
+        plan = plan_run(input_path, output_path, parameters, **options)
+    except BaseException:
+        if job is not None:
+            job.abandon()
+        raise
     plan_path = Path(plan.work_dir) / PLAN_FILE
     if supervised:
-        code = start(plan_path)
+        code = job.run(plan_path)
         if code != 0:
             raise BlockwiseError(f"the blockwise job stopped with exit code {code}")
     else:
+        if job is not None:
+            job.abandon()
         run_plan(plan_path)
     return Path(plan.output_path)
 

@@ -1,9 +1,8 @@
 """Running a plan: even blocks -> odd blocks (piped) -> stitch -> relabel, resumable at every
 step.
 
-``start`` is what users call: it runs the job in its own process group and turns SIGINT or
-SIGTERM into a kill of that whole group (daisy has no cancel of its own), so cancelling never
-leaves a worker behind. ``run_plan`` is the job itself.
+``run_plan`` is the job itself; it runs in the process that ``supervise.JobProcess`` starts,
+which is what a signal cancels.
 """
 
 from __future__ import annotations
@@ -12,15 +11,12 @@ import json
 import logging
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import daisy
-import psutil
 import zarr
 from funlib.geometry import Roi
 
@@ -37,10 +33,6 @@ STEPS = ("even", "odd", "stitch", "relabel")
 
 class BlockwiseError(MutexWatershedError):
     """A blockwise run could not finish."""
-
-
-class Cancelled(MutexWatershedError):
-    """The run was stopped by a signal; finished blocks are kept for a resume."""
 
 
 # ---------------------------------------------------------------------------- progress
@@ -208,52 +200,6 @@ def run_plan(plan_path: str | Path) -> dict:
     return summary
 
 
-# ---------------------------------------------------------------------------- supervision
-def start(plan_path: str | Path, stdout=None) -> int:
-    """Run a plan in a child process; on SIGINT/SIGTERM stop it and every worker below it.
-
-    The child stays in our process group, so whoever started us can also signal the group.
-    """
-    child = subprocess.Popen(
-        [sys.executable, "-m", "napari_mutex_watershed.blockwise", str(plan_path)], stdout=stdout
-    )
-    cancelled = []
-
-    def cancel(signum, _frame):
-        cancelled.append(signum)
-        stop_descendants()
-
-    # signal handlers can only be set from the main thread; elsewhere the caller cancels
-    on_main = threading.current_thread() is threading.main_thread()
-    signals = (signal.SIGINT, signal.SIGTERM) if on_main else ()
-    previous = {s: signal.signal(s, cancel) for s in signals}
-    try:
-        code = child.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if cancelled:
-        raise Cancelled("cancelled: finished blocks are kept; run the same command again to resume")
-    return code
-
-
-def stop_descendants(grace: float = 0.5) -> None:
-    """SIGTERM every process below this one, SIGKILL what is left after ``grace`` seconds."""
-    family = psutil.Process().children(recursive=True)
-    for process in family:
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=grace)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
-
-
 def main(argv=None) -> int:
     """Entry of the job process: prints a clean message instead of a traceback."""
     argv = sys.argv[1:] if argv is None else argv
@@ -267,5 +213,4 @@ def main(argv=None) -> int:
     return 0
 
 
-
-__all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "Cancelled", "run_plan", "start"]
+__all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "run_plan"]
