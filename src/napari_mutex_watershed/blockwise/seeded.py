@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..engine import edge_slices, run_kernel, smallest_label_dtype
+from ..engine import edge_slices, finalize, run_kernel, smallest_label_dtype
 from .bands import band_boxes, band_key, band_owner
 from .fragments import (
     BlockStep,
@@ -123,17 +123,16 @@ def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
     in_core = relative(lo, hi, kernel_lo)
     mine = owner == index
     mine[in_core] = True
-    # consecutive ids 1..n over the core and the bands, in the order of the kernel's labels
-    # (flat voxel indices, at most raw.size; 0 is background): a table, not a sort
+    # consecutive ids 1..n over the core and the bands (kernel label 0 is background), and
+    # the table from kernel label (at most raw.size) to id for the joins below
     values = raw[mine]
+    numbered = finalize(values)
+    n_fragments = int(numbered.max(initial=0))
     table = np.zeros(raw.size + 1, np.int64)
-    table[values] = 1
-    table[0] = 0
-    n_fragments = int(table.sum())
-    table[table > 0] = np.arange(1, n_fragments + 1)
+    table[values] = numbered
     local = np.zeros(raw.shape, np.int64)
-    local[mine] = table[values]
-    del values
+    local[mine] = numbered
+    del values, numbered
     base = np.uint64(index) * np.uint64(plan.ids_per_block)
     fragments[box(lo, hi)] = np.where(local[in_core] > 0, local[in_core].astype(np.uint64) + base,
                                       np.uint64(0))
