@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="template that launches a worker, with {command} in it, e.g. "
                         "'sbatch --wait --wrap \"{command}\"'")
     blocks.add_argument("--max-retries", type=int, default=2)
-    blocks.add_argument("--timeout", type=float, help="seconds before a block is retried")
+    blocks.add_argument("--timeout", type=float,
+                        help="seconds before a block is retried, counting its wait for a free "
+                        "worker slot (at most about one block's time)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     sweep = commands.add_parser(

@@ -265,14 +265,12 @@ def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:
 def touching_pairs(local: np.ndarray, steps, wanted=None) -> np.ndarray:
     """(2, n) unique pairs (low, high) of different non-zero labels linked by one of ``steps``
     (both ``wanted``, a flag per label, if given)."""
-    if wanted is None:
-        wanted = np.ones(int(local.max(initial=0)) + 1, bool)
-    wanted = wanted.copy()
-    wanted[0] = False
+    allowed = np.ones(int(local.max(initial=0)) + 1, bool) if wanted is None else wanted.copy()
+    allowed[0] = False
     keys = [np.zeros(0, np.uint64)]
     for step in steps:
         source, target = edge_slices(step, local.shape)
-        a, b, _ = edges_among(local[source], local[target], wanted)
+        a, b, _ = edges_among(local[source], local[target], allowed)
         keys.append(pair_keys(a, b))
     keys = np.unique(np.concatenate(keys))
     return np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
