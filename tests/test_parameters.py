@@ -94,12 +94,12 @@ def test_kernel_strides():
     assert p.model_copy(update={"randomized_strides": True}).kernel_strides() is None
 
 
-def test_context_voxels_default_doubles_short_axes_up_to_the_longest_offset():
-    assert WatershedParameters().context_voxels() == (6, 9, 9)
+def test_context_voxels_default_doubles_short_axes_up_to_four_thirds_of_the_longest_offset():
+    assert WatershedParameters().context_voxels() == (6, 12, 12)
     p = WatershedParameters(offsets=[(1, 0), (0, -1), (-4, 2)])
-    assert p.context_voxels() == (4, 4)
+    assert p.context_voxels() == (6, 4)  # 2 x 2 along the second axis; 16 / 3 rounded up
     p = WatershedParameters(offsets=[(1, 0), (0, 1), (3, 0), (0, 3)])
-    assert p.context_voxels() == (3, 3)
+    assert p.context_voxels() == (4, 4)
     assert WatershedParameters(context=[1, 2, 3]).context_voxels() == (1, 2, 3)
 
 

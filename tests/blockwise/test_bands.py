@@ -15,7 +15,7 @@ def make_plan(shape, block_size, offsets) -> BlockwisePlan:
 
 def test_band_and_odd_context_follow_the_offsets():
     plan = make_plan((64, 64, 64), (32, 32, 32), WatershedParameters().offsets)
-    assert plan.context == (6, 9, 9)
+    assert plan.context == (6, 12, 12)
     assert plan.band == (3, 7, 7)  # the band measured in docs/blockwise.md
     assert plan.odd_context == (6, 16, 16)  # one longest offset past the band
     assert plan.ids_per_block == 38 * 46 * 46
