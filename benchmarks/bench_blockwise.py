@@ -77,17 +77,17 @@ def scores(truth, segmentation) -> tuple[float, float, float]:
     return arand, split, merge
 
 
-def seam_splits(truth, segmentation, block_size, shift=0) -> tuple[set, int, float]:
+def seam_splits(truth, segmentation, block_size, off_faces=False) -> tuple[set, int, float]:
     """(the (axis, plane, object) split at a block face, how many objects cross a face, the
     share of all straddling voxel pairs that belong to a split crossing): an object is split
     at a face when most of its voxel pairs straddling that face get different ids on the two
     sides. The share weighs each split by its contact area, so a thin branch counts little.
 
-    With `shift`, the planes lie that many voxels past the faces: half a block off, they show
-    how often the same segmentation splits objects at planes where no block face is."""
+    With `off_faces`, the planes lie half a block past the faces: they show how often the
+    same segmentation splits objects at planes where no block face is."""
     split, crossing, pairs, split_pairs = set(), 0, 0, 0
     for axis, step in enumerate(block_size):
-        for plane in range(shift or step, truth.shape[axis], step):
+        for plane in range(step // 2 if off_faces else step, truth.shape[axis], step):
             a = np.take(truth, plane - 1, axis=axis).ravel()
             b = np.take(truth, plane, axis=axis).ravel()
             sa = np.take(segmentation, plane - 1, axis=axis).ravel()
@@ -204,11 +204,10 @@ def run(args, work: Path) -> None:
                 seams += f" ({len(sw)}; {len(s - sw)}); {contact:.2%} ({whole_contact:.2%})"
             else:
                 seams += f"; {contact:.2%}"
-            half = block[0] // 2
-            s, c, _ = seam_splits(truth, seg, block, shift=half)
+            s, c, _ = seam_splits(truth, seg, block, off_faces=True)
             off_faces = f"{len(s)}/{c} = {len(s) / max(c, 1):.2%}"
             if not args.skip_whole:
-                sw, cw, _ = seam_splits(truth, rows[0][4], block, shift=half)
+                sw, cw, _ = seam_splits(truth, rows[0][4], block, off_faces=True)
                 off_faces += f" ({len(sw) / max(cw, 1):.2%})"
         speed = f"{baseline / seconds:.2f}x" if baseline else "-"
         print(f"| {name} | {seconds:.1f} | {speed} | {outside} | {tree:.2f} | {one:.2f} | {arand:.4f} | {split:.3f} | {merge:.3f} | {split + merge:.3f} | {seams} | {off_faces} |")

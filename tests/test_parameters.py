@@ -97,7 +97,7 @@ def test_kernel_strides():
 def test_context_voxels_default_doubles_short_axes_up_to_four_thirds_of_the_longest_offset():
     assert WatershedParameters().context_voxels() == (6, 12, 12)
     p = WatershedParameters(offsets=[(1, 0), (0, -1), (-4, 2)])
-    assert p.context_voxels() == (6, 4)  # 2 x 2 along the second axis; 16 / 3 rounded up
+    assert p.context_voxels() == (6, 4)  # 2 x 4 capped at 16 / 3 rounded up; 2 x 2
     p = WatershedParameters(offsets=[(1, 0), (0, 1), (3, 0), (0, 3)])
     assert p.context_voxels() == (4, 4)
     assert WatershedParameters(context=[1, 2, 3]).context_voxels() == (1, 2, 3)

@@ -23,7 +23,7 @@ from napari_mutex_watershed.blockwise.launch import (
     segment_blockwise_zarr,
     work_dir_for,
 )
-from napari_mutex_watershed.blockwise.plan import BlockwisePlan
+from napari_mutex_watershed.blockwise.plan import RECORD_FORMAT, BlockwisePlan
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
 from napari_mutex_watershed.storage import create_array, write_affinities
 from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
@@ -137,13 +137,15 @@ def test_refuses_existing_output_and_bad_block_size(volume, tmp_path):
     segment_blockwise_zarr(path, target, PARAMS, block_size=(12, 32, 32), progress="none", supervised=False)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         plan_run(path, target, PARAMS.model_copy(update={"bias_short": 0.5}), block_size=(12, 32, 32))
-    # left by a version with other block records: same settings, but not resumed
+    # left by a version with other block records or another default halo: same settings,
+    # but not resumed (plans written before the field existed have none)
     plan_file = work_dir_for(target) / "plan.json"
-    older = json.loads(plan_file.read_text())
-    del older["record_format"]
-    plan_file.write_text(json.dumps(older))
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        plan_run(path, target, PARAMS, block_size=(12, 32, 32))
+    current = json.loads(plan_file.read_text())
+    for older in ({**current, "record_format": RECORD_FORMAT - 1},
+                  {k: v for k, v in current.items() if k != "record_format"}):
+        plan_file.write_text(json.dumps(older))
+        with pytest.raises(OutputExistsError, match="--overwrite"):
+            plan_run(path, target, PARAMS, block_size=(12, 32, 32))
     with pytest.raises(InvalidInputError, match="smaller than the block size"):
         plan_run(path, tmp_path / "p.zarr/labels", PARAMS, block_size=(12, 8, 8))
     with pytest.raises(InvalidInputError, match="at least 1"):

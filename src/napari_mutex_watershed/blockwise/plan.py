@@ -20,7 +20,7 @@ from ..parameters import WatershedParameters
 PLAN_FILE = "plan.json"
 #: Layout of the block records and the default context; a run left by an older layout is
 #: not resumed (its records would not fit), it has to be overwritten.
-RECORD_FORMAT = 4
+RECORD_FORMAT = 5
 WORK_DIR = ".mutex_watershed"  # suffix of the folder beside the output container
 
 
