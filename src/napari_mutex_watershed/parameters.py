@@ -194,8 +194,7 @@ class WatershedParameters(BaseModel):
         if self.context is not None:
             return tuple(self.context)
         longest = np.abs(np.array(self.offsets)).max(axis=0)
-        cap = -(-4 * int(longest.max()) // 3)
-        return tuple(int(v) for v in np.minimum(2 * longest, cap))
+        return tuple(int(v) for v in np.minimum(2 * longest, np.ceil(4 * longest.max() / 3)))
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> str:
