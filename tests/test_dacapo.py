@@ -309,7 +309,7 @@ def test_process_equals_the_cli(sample, sweep, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    expected = zarr.open_array(str(cli_output), mode="r")
+    expected = zarr.open_array(str(cli_output / "0"), mode="r")  # OME-Zarr labels, level 0
     assert expected.dtype == output.dtype
     assert np.array_equal(expected[:], output[output.roi])
 

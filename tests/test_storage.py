@@ -119,10 +119,15 @@ def test_prepare_labels_copies_geometry_and_provenance(stored, tmp_path):
                          attributes={PARAMETERS_ATTR: json.loads(parameters.to_json())})
     assert out.roi == opened.spatial_roi and out.voxel_size == opened.voxel_size
     assert out.dtype == np.uint32 and out.axis_names == ["z", "y", "x"]
+    # OME-Zarr labels: level 0 holds the full resolution, with funlib's attributes
+    level0 = tmp_path / "seg.zarr" / "labels" / "0"
     # funlib's Array.chunk_shape reports dask chunks; the zarr chunks are what was asked
-    assert zarr.open(str(tmp_path / "seg.zarr" / "labels"), mode="r").chunks == (6, 10, 12)
-    reopened = open_ds(str(tmp_path / "seg.zarr" / "labels"))
+    assert zarr.open(str(level0), mode="r").chunks == (6, 10, 12)
+    reopened = open_ds(str(level0))
+    assert reopened.roi == opened.spatial_roi
     assert stored_parameters(reopened) == parameters  # stored as an object, not a string
+    group = zarr.open_group(str(tmp_path / "seg.zarr" / "labels"), mode="r")
+    assert stored_parameters(group) == parameters
 
 
 def test_stored_parameters_absent(tmp_path):

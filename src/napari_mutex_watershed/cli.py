@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds before a block is retried, counting its wait for a free "
                         "worker slot (at most about one block's time)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    run.add_argument("--zarr-format", type=int, choices=(2, 3),
+                     help="OME-Zarr labels on zarr v3 (0.5, default) or v2 (0.4, for zarr-python "
+                     "2 readers); an existing container keeps its own format")
 
     sweep = commands.add_parser(
         "sweep", help="segment a region with a grid of parameters and score each against "
@@ -166,6 +169,7 @@ def command_segment(args) -> int:
         worker_command=args.worker_command,
         max_retries=args.max_retries,
         timeout=args.timeout,
+        zarr_format=args.zarr_format,
     )
     print(f"labels written to {output}", file=sys.stderr if args.progress == "json" else sys.stdout)
     return 0
@@ -176,9 +180,7 @@ def command_sweep(args) -> int:
 
     import numpy as np
     from funlib.geometry import Coordinate, Roi
-    from funlib.persistence import open_ds
-
-    from .storage import array_path, open_affinities, parameters_for
+    from .storage import array_path, open_affinities, open_volume, parameters_for, split_path
     from .sweep import DEFAULT_BIASES, best, format_table, parameter_grid, parse_values
     from .sweep import run_sweep, write_csv
 
@@ -194,12 +196,9 @@ def command_sweep(args) -> int:
         raise MutexWatershedError(
             f"the affinities are {len(spatial)}D but the offsets are {base.ndim}D")
     gt_location = array_path(args.gt, "ground_truth")
-    if not gt_location.exists():
+    if not gt_location.exists() and not split_path(args.gt, "ground_truth")[0].is_file():
         raise MutexWatershedError(f"no ground truth at {gt_location}: the path does not exist")
-    try:
-        truth = open_ds(str(gt_location), mode="r")
-    except Exception as error:
-        raise MutexWatershedError(f"cannot open {gt_location} as a zarr array: {error}") from None
+    truth = open_volume(gt_location, "ground_truth").funlib()  # any format storage reads
     if truth.voxel_size != affinities.voxel_size or len(truth.shape) != len(spatial):
         raise MutexWatershedError(
             f"the ground truth ({len(truth.shape)}D, voxel size {truth.voxel_size}) does not "

@@ -20,6 +20,7 @@ import zarr
 
 from ..engine import edge_slices, edge_weights, finalize, run_kernel
 from ..errors import InvalidInputError
+from ..storage.blocks import open_block_source
 from .bands import band_owner
 from .plan import BlockwisePlan
 from .slots import slot
@@ -56,7 +57,8 @@ class BlockStep:
     def _open(self):
         if self._state is None:
             plan = BlockwisePlan.load(self.plan_path)
-            self._state = (plan, zarr.open_array(plan.input_path, mode="r"),
+            # any input format (zarr, OME-Zarr level, N5, HDF5), read like a numpy array
+            self._state = (plan, open_block_source(plan.input_path),
                            zarr.open_array(str(plan.fragments_path), mode="r+"))
         return self._state
 

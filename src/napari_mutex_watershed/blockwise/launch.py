@@ -16,6 +16,7 @@ from ..storage import (
     DEFAULT_OUTPUT,
     array_path,
     open_affinities,
+    output_format,
     parameters_for,
     prepare_labels,
     split_path,
@@ -47,6 +48,7 @@ def plan_run(
     worker_command: str | None = None,
     max_retries: int = 2,
     timeout: float | None = None,
+    zarr_format: int | None = None,
 ) -> BlockwisePlan:
     """Validate everything, create (or reopen for a resume) the output, save the plan."""
     affinities = open_affinities(input_path)
@@ -96,7 +98,8 @@ def plan_run(
     work_dir = work_dir_for(output_path)
     plan = BlockwisePlan(
         input_path=str(affinities.path.resolve()),
-        output_path=str(output_location.resolve()),
+        output_path=str(output_location.resolve() / "0"),  # level 0 of the OME-Zarr labels
+        zarr_format=output_format(output_location, zarr_format),
         work_dir=str(work_dir.resolve()),
         parameters=parameters,
         roi_offset=roi_offset,
@@ -139,6 +142,7 @@ def plan_run(
         },
         roi_offset=roi_offset,
         shape=shape,
+        zarr_format=plan.zarr_format,
     )
     zarr.create_array(
         str(plan.fragments_path), shape=shape, chunks=fragment_chunks(block_size), dtype=np.uint64,

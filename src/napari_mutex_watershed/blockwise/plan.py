@@ -42,6 +42,9 @@ class BlockwisePlan(BaseModel):
     worker_command: str | None = None
     progress: Literal["bar", "json", "none"] = "bar"
     record_format: int = RECORD_FORMAT
+    #: The output's zarr format (OME-Zarr 0.5 on 3, 0.4 on 2); None in plans written before
+    #: outputs were OME-Zarr labels, so those are not resumed into the new layout.
+    zarr_format: int | None = None
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict:
@@ -49,7 +52,7 @@ class BlockwisePlan(BaseModel):
         return self.model_dump(
             mode="json",
             include={"input_path", "parameters", "roi_offset", "shape", "block_size",
-                     "record_format"},
+                     "record_format", "zarr_format"},
         )
 
     def save(self) -> Path:
@@ -142,6 +145,11 @@ class BlockwisePlan(BaseModel):
     @property
     def fragments_path(self) -> Path:
         return Path(self.work_dir) / "fragments.zarr"
+
+    @property
+    def labels_path(self) -> Path:
+        """The OME-Zarr labels group; ``output_path`` is its level 0, which workers write."""
+        return Path(self.output_path).parent
 
     @property
     def records_dir(self) -> Path:

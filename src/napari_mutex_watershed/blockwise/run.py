@@ -22,13 +22,15 @@ from funlib.geometry import Roi
 
 from ..attributes import COMPLETE_ATTR
 from ..errors import MutexWatershedError
+from ..storage.levels import mark_complete
 from .fragments import EvenStep
 from .plan import PLAN_FILE, BlockwisePlan
+from .pyramid import pyramid_tasks
 from .relabel import RelabelStep
 from .seeded import OddStep
 from .stitch import build_lookup
 
-STEPS = ("even", "odd", "stitch", "relabel")
+STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 
 
 class BlockwiseError(MutexWatershedError):
@@ -185,9 +187,11 @@ def run_plan(plan_path: str | Path) -> dict:
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
-    _run_tasks(plan, [_task(plan, plan_path, "relabel", RelabelStep(plan_path))], reporter)
+    # the pyramid's levels (one task each, "pyramid-1", ...) follow the relabelled blocks
+    _run_tasks(plan, [_task(plan, plan_path, "relabel", RelabelStep(plan_path))]
+               + pyramid_tasks(plan, plan_path, ClusterWorkerLauncher), reporter)
 
-    output.attrs[COMPLETE_ATTR] = True
+    mark_complete(plan.output_path)  # level 0 and the labels group
     # only the plan (which makes a rerun return at once) and daisy's tiny markers stay
     shutil.rmtree(plan.fragments_path, ignore_errors=True)
     shutil.rmtree(plan.records_dir, ignore_errors=True)

@@ -1,6 +1,6 @@
 """A daisy worker started by hand or by a cluster scheduler: processes blocks until none are left.
 
-    python -m napari_mutex_watershed.blockwise.worker PLAN.json even|odd|relabel
+    python -m napari_mutex_watershed.blockwise.worker PLAN.json even|odd|relabel|pyramid-N
 
 It finds the scheduler through the DAISY_CONTEXT environment variable that daisy sets.
 """
@@ -12,6 +12,8 @@ import sys
 import daisy
 
 from .fragments import EvenStep
+from .pyramid import STEP as PYRAMID
+from .pyramid import step_function as pyramid_step
 from .relabel import RelabelStep
 from .seeded import OddStep
 
@@ -20,7 +22,8 @@ STEP_FUNCTIONS = {"even": EvenStep, "odd": OddStep, "relabel": RelabelStep}
 
 def main(argv=None) -> int:
     plan_path, step = (sys.argv[1:] if argv is None else argv)[:2]
-    process = STEP_FUNCTIONS[step](plan_path)
+    process = (pyramid_step(plan_path, step) if step.startswith(PYRAMID)
+               else STEP_FUNCTIONS[step](plan_path))
     client = daisy.Client()
     while True:
         with client.acquire_block() as block:

@@ -1,8 +1,8 @@
 """napari writers: export a Labels layer to zarr (funlib.persistence metadata) or TIFF.
 
 - ``.zarr``: the path is a container; the layer goes into ``<path>/<layer name>`` (other
-  arrays of an existing container are kept), written with ``storage.create_array`` so
-  ``funlib.persistence.open_ds`` sees voxel size and offset (the layer's scale and translate
+  arrays of an existing container are kept, in the container's zarr format), written with
+  ``storage.write_labels`` so ``funlib.persistence.open_ds`` sees voxel size and offset (the layer's scale and translate
   when they are integers) and this plugin's reader opens it again. The parameters a result
   was made with (``metadata["mutex_watershed_parameters"]``) are stored with it.
 - ``.tif`` / ``.tiff``: one TIFF (BigTIFF when large), a page per 2D plane, zlib-compressed,
@@ -68,17 +68,6 @@ def export_dtype(array) -> np.dtype:
     return dtype
 
 
-def _slabs(shape: tuple[int, ...], itemsize: int):
-    """Slices along the first axis of about SLAB_BYTES each."""
-    if not shape:
-        yield ()
-        return
-    plane = int(np.prod(shape[1:])) * itemsize or 1
-    step = max(1, SLAB_BYTES // plane)
-    for start in range(0, shape[0], step):
-        yield (slice(start, min(start + step, shape[0])),)
-
-
 def _integral(values) -> tuple[int, ...] | None:
     values = [float(v) for v in values]
     return tuple(int(v) for v in values) if all(v == int(v) for v in values) else None
@@ -107,9 +96,8 @@ def _jsonable(value):
 
 def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     """npe2 single-layer writer: a Labels layer into ``path`` (a .zarr container)."""
-    import zarr
-
-    from ..storage import create_array
+    from ..storage import write_labels
+    from ..storage.paths import zarr_node
 
     container = Path(path)
     if not container.name.endswith(".zarr"):
@@ -125,21 +113,26 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     for key in PROVENANCE_KEYS:
         if metadata.get(key) is not None:
             attributes[key] = _jsonable(metadata[key])
-    if (container / "zarr.json").exists() or (container / ".zarray").exists():
-        node = _read_json(container / "zarr.json").get("node_type")
-        if node == "array" or (container / ".zarray").exists():
-            shutil.rmtree(container)  # an array, not a container: replace it (napari asked)
-    target = create_array(
-        container / name, name, shape=tuple(array.shape), dtype=dtype,
-        axis_names=_axis_names(ndim), voxel_size=voxel_size, offset=offset,
-        chunk_shape=tuple(min(64, s) for s in array.shape), attributes=attributes,
-        overwrite=True,
+    if zarr_node(container)[0] == "array":
+        shutil.rmtree(container)  # an array, not a container: replace it (napari asked)
+    # cast lazily: storage writes a slab at a time, so a large layer is never loaded whole
+    values = array.astype(dtype) if hasattr(array, "dask") else _Cast(array, dtype)
+    written = write_labels(
+        container / name, values, voxel_size=voxel_size, offset=offset, overwrite=True,
+        attributes=attributes, axis_names=_axis_names(ndim),
+        chunk_shape=tuple(min(64, s) for s in array.shape), slab_bytes=SLAB_BYTES,
     )
-    del target  # funlib's handle; the slabs go through zarr directly
-    store = zarr.open_array(str(container / name), mode="r+")
-    for index in _slabs(tuple(array.shape), dtype.itemsize):
-        store[index] = np.asarray(array[index]).astype(dtype, copy=False)
-    return [str(container / name)]
+    return [str(written)]
+
+
+class _Cast:
+    """Slices of ``array`` as ``dtype``, read only when indexed."""
+
+    def __init__(self, array, dtype):
+        self.array, self.dtype, self.shape = array, np.dtype(dtype), tuple(array.shape)
+
+    def __getitem__(self, index):
+        return np.asarray(self.array[index]).astype(self.dtype, copy=False)
 
 
 def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
@@ -179,9 +172,3 @@ def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
     )
     return [str(path)]
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

@@ -1,7 +1,8 @@
 """``LocalArrayIdentifier`` and ``ZarrArray``: DaCapo's names for a zarr array on disk.
 
 Both are thin: the identifier is a (container, dataset) pair, and the array wraps a
-``funlib.persistence.Array`` (world-unit ``Roi`` indexing) plus the raw zarr array.
+``funlib.persistence.Array`` (world-unit ``Roi`` indexing) plus the raw zarr array, opened
+through ``storage`` like every other input.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 import numpy as np
 import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import Array, open_ds
+from funlib.persistence import Array
 
 from ..errors import InvalidInputError, OutputExistsError
-from ..storage import create_array
+from ..storage import create_array, open_volume
 
 try:  # DaCapo uses universal_pathlib; a plain local path does the same job here
     from upath import UPath as ContainerPath
@@ -82,13 +83,17 @@ class ZarrArray:
         self.dataset = array_identifier.dataset
         self._mode = mode
         location = array_identifier.path
-        if not location.exists():
-            raise InvalidInputError(f"no array at {location}: the path does not exist")
+        # through storage: funlib, DaCapo and bare zarr arrays, OME-Zarr images (level 0,
+        # e.g. the labels ``process`` writes) all open with their geometry
+        volume = open_volume(location, array_identifier.dataset)
+        if volume.kind not in ("zarr", "ome-zarr"):
+            raise InvalidInputError(f"{location} is {volume.kind}, not zarr: ZarrArray reads zarr")
         try:
-            self._array: Array = open_ds(str(location), mode=mode)
-            self._zarr = zarr.open_array(str(location), mode=mode)
-        except Exception as error:  # zarr/funlib raise many types for unreadable stores
+            self._zarr = zarr.open_array(str(volume.path), mode=mode)
+        except Exception as error:  # zarr raises many types for unreadable stores
             raise InvalidInputError(f"cannot open {location} as a zarr array: {error}") from None
+        volume.data = self._zarr
+        self._array: Array = volume.funlib()
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -1,0 +1,349 @@
+"""Opening inputs: every supported layout becomes a lazy array with its geometry.
+
+zarr v2/v3 arrays (funlib ``voxel_size``/``offset``/``axis_names``, DaCapo/daisy
+``resolution``/``offset``, zarr v3 ``dimension_names`` or nothing), OME-Zarr 0.4/0.5 images
+(the group means level 0, a level's path works too), N5 datasets (through tensorstore) and
+HDF5 datasets (through h5py). What had to be assumed is said in one line (``Volume.note``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import Array
+
+from ..errors import InvalidInputError
+from .blocks import TensorStoreArray, hdf5_dataset
+from .paths import (
+    ACCEPTED,
+    DEFAULT_INPUT,
+    container_kind,
+    multiscales,
+    read_json,
+    split_path,
+    zarr_node,
+)
+
+logger = logging.getLogger("napari_mutex_watershed.storage")
+
+SPATIAL_NAMES = ("z", "y", "x")
+CHANNEL_NAMES = ("c", "ch", "channel", "channels")
+#: OME/UDUNITS length units and their size in nanometres, to turn fractional scales into
+#: the integer voxel sizes funlib's geometry needs.
+NANOMETRES = {"angstrom": 0.1, "nanometer": 1, "nm": 1, "micrometer": 1000, "um": 1000,
+              "µm": 1000, "micron": 1000, "millimeter": 1e6, "mm": 1e6}
+
+
+@dataclass
+class Volume:
+    """An opened array (level 0 of a pyramid) with its geometry in world units."""
+
+    path: Path
+    data: Any  # numpy-style indexing in voxels: zarr.Array, h5py.Dataset, TensorStoreArray
+    axis_names: list[str]  # funlib style: non-spatial axes end with "^"
+    voxel_size: tuple[int, ...]
+    offset: tuple[int, ...]
+    units: list[str]
+    attrs: dict
+    kind: str  # "zarr", "ome-zarr", "n5" or "hdf5"
+    levels: list = field(default_factory=list)  # every level of a pyramid, level 0 first
+    note: str | None = None
+
+    @property
+    def channel_dims(self) -> int:
+        return sum(a.endswith("^") for a in self.axis_names)
+
+    def funlib(self) -> Array:
+        """A funlib Array (world-unit Roi reads) over the same data, attributes included."""
+        import zarr
+
+        chunks = getattr(self.data, "chunks", None)
+        types = ["channel" if a.endswith("^") else "space" for a in self.axis_names]
+        array = Array(self.data, self.offset, self.voxel_size, self.axis_names, self.units,
+                      types, chunks=tuple(chunks) if chunks else "auto")
+        if not isinstance(self.data, zarr.Array):  # zarr's attrs are the store's own
+            array.attrs.update(self.attrs)
+        return array
+
+    def dask_levels(self, name: str | None = None) -> list:
+        """Every level as a dask array (chunked like the store), level 0 first."""
+        import dask.array as da
+
+        out = []
+        for i, level in enumerate(self.levels or [self.data]):
+            chunks = getattr(level, "chunks", None) or "auto"
+            out.append(da.from_array(level, chunks=chunks, name=f"{name}-{i}" if name else None))
+        return out
+
+
+@dataclass
+class Affinities:
+    """An opened affinities array and what is known about it."""
+
+    array: Array
+    path: Path
+    offsets: list[tuple[int, ...]] | None
+    note: str | None = None
+    volume: Volume | None = None
+
+    @property
+    def spatial_roi(self) -> Roi:
+        return self.array.roi
+
+    @property
+    def voxel_size(self) -> Coordinate:
+        return self.array.voxel_size
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.array.shape[0])
+
+
+# ---------------------------------------------------------------------------- readers
+def _plain(value):
+    """HDF5/N5 attribute values as JSON-like Python values."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---------------------------------------------------------------------------- geometry
+def _integral(values) -> tuple[int, ...] | None:
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return tuple(int(round(v)) for v in values) if all(
+        abs(v - round(v)) < 1e-9 for v in values) else None
+
+
+def _world_geometry(scale, translation, units):
+    """Integer voxel size and offset for funlib: as stored when integral, else converted to
+    nanometres when the unit is a length, else None."""
+    voxel_size, offset = _integral(scale), _integral(translation)
+    if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
+        return voxel_size, offset, list(units)
+    if units and all(u in NANOMETRES for u in units):
+        factors = [NANOMETRES[u] for u in units]
+        voxel_size = _integral([s * f for s, f in zip(scale, factors)])
+        offset = _integral([t * f for t, f in zip(translation, factors)])
+        if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
+            return voxel_size, offset, ["nanometer"] * len(units)
+    return None
+
+
+def _axis_roles(ndim: int, names, n_spatial: int | None):
+    """funlib-style axis names: channel axes (named c, or ending with ^) get a "^"."""
+    if names is not None and len(names) == ndim:
+        return [n if n.endswith("^") else (f"{n}^" if n in CHANNEL_NAMES else n)
+                for n in map(str, names)]
+    n_spatial = ndim if n_spatial is None else n_spatial
+    channels = ["c^"] if ndim - n_spatial == 1 else [f"c{i}^" for i in range(ndim - n_spatial)]
+    spatial = list(SPATIAL_NAMES[-n_spatial:]) if n_spatial <= 3 else [
+        f"d{i}" for i in range(n_spatial)]
+    return channels + spatial
+
+
+def _from_attributes(shape, attrs: dict, reverse: bool, role: str, dimension_names=None):
+    """Geometry from funlib (voxel_size, offset, axis_names, units) or DaCapo/daisy
+    (resolution, offset) attributes; N5 stores them fastest axis first (``reverse``)."""
+    flip = (lambda v: list(v)[::-1]) if reverse else (lambda v: list(v))
+    voxel_size = attrs.get("voxel_size") or attrs.get("resolution")
+    offset = attrs.get("offset")
+    names = attrs.get("axis_names")
+    if names is None and dimension_names and all(dimension_names):
+        names = list(dimension_names)
+    units = attrs.get("units")
+    offsets = attrs.get("offsets")
+    ndim = len(shape)
+    note = None
+    voxel_size = flip(voxel_size) if voxel_size else None
+    offset = flip(offset) if offset else None
+    names = flip(names) if names else None
+    units = flip(units) if units else None
+    if names is not None and len(names) == ndim:
+        n_spatial = sum(not (str(n).endswith("^") or n in CHANNEL_NAMES) for n in names)
+    elif voxel_size or offset:
+        n_spatial = len(voxel_size or offset)
+    elif offsets and role == "affinities":
+        n_spatial = len(offsets[0])
+    else:
+        n_spatial = ndim - 1 if role == "affinities" and ndim > 2 else ndim
+    axis_names = _axis_roles(ndim, names, n_spatial)
+    if voxel_size is None:
+        described = " x ".join(f"{n.rstrip('^')}" for n in axis_names)
+        note = (f"no voxel size stored: assumed axes ({described}), "
+                + ("channel first, " if ndim > n_spatial else "")
+                + "voxel size 1, offset 0")
+    voxel_size = tuple(int(v) for v in (voxel_size or (1,) * n_spatial))
+    offset = tuple(int(v) for v in (offset or (0,) * n_spatial))
+    units = [str(u) for u in units] if units and len(units) == n_spatial else [""] * n_spatial
+    return axis_names, voxel_size, offset, units, note
+
+
+def _ome_geometry(group: Path, attrs: dict, level: int):
+    """Axes, voxel size, offset and units of one level of an OME-Zarr image."""
+    multiscale = multiscales(attrs)[0]
+    axes = multiscale.get("axes") or [{"name": n} for n in SPATIAL_NAMES]
+    names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+    types = [a.get("type") if isinstance(a, dict) else None for a in axes]
+    units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
+    space = [t == "space" or (t is None and n in SPATIAL_NAMES) for n, t in zip(names, types)]
+    scale, translation = np.ones(len(names)), np.zeros(len(names))
+    transforms = (multiscale["datasets"][level].get("coordinateTransformations") or [])
+    for transform in transforms + (multiscale.get("coordinateTransformations") or []):
+        if transform.get("type") == "scale":
+            scale = scale * np.asarray(transform["scale"], float)
+        elif transform.get("type") == "translation":
+            translation = translation + np.asarray(transform["translation"], float)
+    spatial = [i for i, s in enumerate(space) if s]
+    axis_names = [n if s else f"{n}^" for n, s in zip(names, space)]
+    spatial_units = [units[i] or "" for i in spatial]
+    world = _world_geometry(scale[spatial], translation[spatial], spatial_units)
+    note = None
+    if world is None:
+        note = (f"OME scale {list(scale[spatial])} and translation "
+                f"{list(translation[spatial])} are not whole numbers: used voxel size 1, offset 0")
+        world = ((1,) * len(spatial), (0,) * len(spatial), spatial_units)
+    voxel_size, offset, spatial_units = world
+    return axis_names, voxel_size, offset, spatial_units, note
+
+
+# ---------------------------------------------------------------------------- opening
+def _open_zarr(location: Path, role: str) -> Volume:
+    import zarr
+
+    node, attrs = zarr_node(location)
+    if node is None:
+        if any((location / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")):
+            raise InvalidInputError(
+                f"cannot open {location} as a zarr array: its metadata is not valid JSON")
+        raise InvalidInputError(f"{location} is not a zarr array or group; " + ACCEPTED)
+    group_attrs, level, group = None, 0, None
+    if node == "group":
+        if not multiscales(attrs):
+            raise InvalidInputError(
+                f"{location} is a zarr group, not an array or an OME-Zarr image; open one of "
+                "its arrays (e.g. " + f"{location}/<name>); " + ACCEPTED)
+        group, group_attrs = location, attrs
+    else:
+        parent_node, parent_attrs = zarr_node(location.parent)
+        if parent_node == "group" and multiscales(parent_attrs):
+            paths = [d["path"] for d in multiscales(parent_attrs)[0]["datasets"]]
+            if location.name in paths:
+                group, group_attrs, level = location.parent, parent_attrs, paths.index(
+                    location.name)
+    try:
+        if group is not None:
+            paths = [d["path"] for d in multiscales(group_attrs)[0]["datasets"]]
+            levels = [zarr.open_array(str(group / p), mode="r") for p in paths]
+            data = levels[level]
+        else:
+            data = zarr.open_array(str(location), mode="r")
+            levels = [data]
+    except Exception as error:  # zarr raises many types for unreadable stores
+        raise InvalidInputError(f"cannot open {location} as a zarr array: {error}") from None
+    array_attrs = dict(data.attrs)
+    if group is not None:
+        axis_names, voxel_size, offset, units, note = _ome_geometry(group, group_attrs, level)
+        merged = {k: v for k, v in group_attrs.items() if k not in ("ome", "multiscales")}
+        merged.update(array_attrs)
+        return Volume(group / paths[level], data, axis_names, voxel_size, offset, units,
+                      merged, "ome-zarr", levels[level:], note)
+    dimension_names = getattr(data.metadata, "dimension_names", None)
+    axis_names, voxel_size, offset, units, note = _from_attributes(
+        data.shape, array_attrs, reverse=False, role=role, dimension_names=dimension_names)
+    return Volume(location, data, axis_names, voxel_size, offset, units, array_attrs, "zarr",
+                  [data], note)
+
+
+def _open_n5(location: Path, role: str) -> Volume:
+    attrs = read_json(location / "attributes.json")
+    if "dimensions" not in attrs:
+        raise InvalidInputError(f"{location} is not an N5 dataset (no dimensions in its "
+                                "attributes.json); " + ACCEPTED)
+    try:
+        data = TensorStoreArray(location)
+    except Exception as error:  # tensorstore raises ValueError with its status
+        raise InvalidInputError(f"cannot open {location} as an N5 dataset: {error}") from None
+    user = {k: v for k, v in attrs.items()
+            if k not in ("dimensions", "blockSize", "dataType", "compression", "n5")}
+    geometry = _from_attributes(data.shape, user, reverse=True, role=role)
+    return Volume(location, data, *geometry[:4], user, "n5", [data], geometry[4])
+
+
+def _open_hdf5(container: Path, dataset: str, role: str) -> Volume:
+    try:
+        data = hdf5_dataset(container, dataset)
+    except OSError as error:
+        raise InvalidInputError(f"cannot open {container} as an HDF5 file: {error}") from None
+    attrs = {k: _plain(v) for k, v in data.attrs.items()}
+    geometry = _from_attributes(data.shape, attrs, reverse=False, role=role)
+    return Volume(container / dataset, data, *geometry[:4], attrs, "hdf5", [data], geometry[4])
+
+
+def open_volume(path: str | Path, default_dataset: str = DEFAULT_INPUT,
+                role: str = "labels") -> Volume:
+    """Open any supported layout lazily. ``role="affinities"`` assumes a channel axis first
+    when nothing says which axes are spatial."""
+    container, dataset = split_path(path, default_dataset)
+    location = container / dataset if dataset else container
+    what = "affinities" if role == "affinities" else "array"
+    if not location.exists() and container_kind(container) != "hdf5":
+        raise InvalidInputError(f"no {what} at {location}: the path does not exist")
+    kind = container_kind(container)
+    if kind == "hdf5":
+        if not container.is_file():
+            raise InvalidInputError(f"no {what} at {location}: the path does not exist")
+        return _open_hdf5(container, dataset, role)
+    if kind == "n5":
+        return _open_n5(location, role)
+    return _open_zarr(location, role)
+
+
+def open_affinities(path: str | Path) -> Affinities:
+    """Open affinities lazily; offsets come from the ``offsets`` attribute when present.
+
+    When the geometry had to be assumed, one line says so (a logging warning, which the
+    command line shows, and ``Affinities.note``)."""
+    volume = open_volume(path, DEFAULT_INPUT, role="affinities")
+    shape = tuple(volume.data.shape)
+    if len(shape) not in (3, 4) or volume.channel_dims != 1 or not volume.axis_names[0].endswith(
+            "^"):
+        raise InvalidInputError(
+            f"{volume.path} has shape {shape} with axes {volume.axis_names}: "
+            "expected (c^, [z,] y, x) affinities with one channel axis first"
+        )
+    if volume.note:
+        logger.warning("%s: %s", volume.path, volume.note)
+    offsets = volume.attrs.get("offsets")
+    offsets = [tuple(int(v) for v in o) for o in offsets] if offsets else None
+    return Affinities(array=volume.funlib(), path=volume.path, offsets=offsets,
+                      note=volume.note, volume=volume)
+
+
+def stored_attributes(path: str | Path, default_dataset: str = "labels") -> dict:
+    """The attributes of an array or of an OME-Zarr image (its group's, then level 0's),
+    without loading data; {} when there is nothing readable there."""
+    try:
+        return dict(open_volume(path, default_dataset).attrs)
+    except Exception:  # absent, half-written or foreign: nothing stored
+        return {}
+
+
+def parameters_for(affinities: Affinities, parameters):
+    """The parameters with offsets taken from the array when the array names them."""
+    if affinities.offsets is None or "offsets" in parameters.model_fields_set:
+        return parameters
+    return parameters.model_copy(update={"offsets": affinities.offsets})

@@ -1,0 +1,43 @@
+"""The levels of OME-Zarr labels and their complete flag.
+
+Kept light (zarr and JSON only): the blockwise job and its workers import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import zarr
+
+from ..attributes import COMPLETE_ATTR
+from .paths import DEFAULT_OUTPUT, array_path, multiscales, zarr_node
+
+
+def labels_levels(location: str | Path) -> list[tuple[Path, tuple[int, ...]]]:
+    """(path, factor relative to level 0) of every level of OME-Zarr labels at ``location``,
+    from its multiscales scales."""
+    location = Path(location)
+    _, attrs = zarr_node(location)
+    datasets = multiscales(attrs)[0]["datasets"]
+    scales = [next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
+              for d in datasets]
+    return [(location / d["path"], tuple(int(round(s / b)) for s, b in zip(scale, scales[0])))
+            for d, scale in zip(datasets, scales)]
+
+
+def labels_level0(path: str | Path) -> Path:
+    """The level-0 array of OME-Zarr labels (or the array itself)."""
+    location = array_path(path, DEFAULT_OUTPUT)
+    node, attrs = zarr_node(location)
+    if node == "group" and multiscales(attrs):
+        return location / multiscales(attrs)[0]["datasets"][0]["path"]
+    return location
+
+
+def mark_complete(level0: str | Path) -> None:
+    """Set the complete flag on level 0 (the job checks it) and on its labels group."""
+    level0 = Path(level0)
+    zarr.open_array(str(level0), mode="r+").attrs[COMPLETE_ATTR] = True
+    node, attrs = zarr_node(level0.parent)
+    if node == "group" and multiscales(attrs):
+        zarr.open_group(str(level0.parent), mode="r+").attrs[COMPLETE_ATTR] = True

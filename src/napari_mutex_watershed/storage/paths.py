@@ -1,0 +1,94 @@
+"""Where an array lives: a container (zarr store, N5 store, HDF5 file) and a dataset in it.
+
+Paths name an array inside a container, ``volume.zarr/affinities``, ``volume.n5/affs`` or
+``volume.h5/affs``. A bare container path (``volume.zarr``) means the container itself when
+it is an array or an OME-Zarr image, else its ``affinities`` array for input and ``labels``
+for output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InvalidInputError
+
+ZARR_SUFFIXES = (".zarr",)
+N5_SUFFIXES = (".n5",)
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+CONTAINER_SUFFIXES = ZARR_SUFFIXES + N5_SUFFIXES + HDF5_SUFFIXES
+DEFAULT_INPUT = "affinities"
+DEFAULT_OUTPUT = "labels"
+#: The one line an unknown layout gets: everything the readers accept.
+ACCEPTED = (
+    "accepted: zarr v2/v3 arrays (funlib, DaCapo resolution/offset or no metadata), "
+    "OME-Zarr 0.4/0.5 images (group or level), N5 datasets (.n5) and HDF5 datasets "
+    "(file.h5/dataset)"
+)
+
+
+def split_path(path: str | Path, default_dataset: str) -> tuple[Path, str]:
+    """(container, dataset) of an array path such as ``a.zarr/seg/labels``; the dataset is
+    empty when the container itself is the array (a zarr array at the root of its store)."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        if part.endswith(CONTAINER_SUFFIXES):
+            container = Path(*parts[: i + 1])
+            dataset = "/".join(parts[i + 1:])
+            if not dataset and not _is_zarr_node(container, "array", "ome"):
+                dataset = default_dataset
+            return container, dataset
+    raise InvalidInputError(
+        f"{path} is not inside a .zarr or .n5 container or an HDF5 file (.h5, .hdf5); "
+        + ACCEPTED
+    )
+
+
+def array_path(path: str | Path, default_dataset: str) -> Path:
+    container, dataset = split_path(path, default_dataset)
+    return container / dataset if dataset else container
+
+
+def container_kind(container: Path) -> str:
+    """"zarr", "n5" or "hdf5", from the container's suffix."""
+    name = container.name
+    if name.endswith(HDF5_SUFFIXES):
+        return "hdf5"
+    if name.endswith(N5_SUFFIXES):
+        return "n5"
+    return "zarr"
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def zarr_node(path: Path) -> tuple[str | None, dict]:
+    """(node type, attributes) of a zarr v2 or v3 node without opening it: "array", "group"
+    or None; what tells the layouts apart is cheap to read."""
+    path = Path(path)
+    v3 = read_json(path / "zarr.json")
+    if v3:
+        return v3.get("node_type"), v3.get("attributes") or {}
+    attrs = read_json(path / ".zattrs")
+    if (path / ".zarray").exists():
+        return "array", attrs
+    if (path / ".zgroup").exists():
+        return "group", attrs
+    return None, {}
+
+
+def multiscales(attrs: dict) -> list | None:
+    """OME-Zarr multiscales of a group's attributes: 0.5 keeps them under "ome"."""
+    return attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+
+
+def _is_zarr_node(path: Path, *kinds: str) -> bool:
+    node, attrs = zarr_node(path)
+    if node == "group" and multiscales(attrs):
+        node = "ome"
+    return node in kinds
