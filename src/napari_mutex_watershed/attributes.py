@@ -6,3 +6,8 @@ funlib.persistence and dask (half a second per process start).
 
 COMPLETE_ATTR = "mutex_watershed_complete"
 PARAMETERS_ATTR = "mutex_watershed_parameters"
+#: Every attribute this tool writes starts so: what marks an array as ours to replace.
+OUR_ATTRIBUTE_PREFIX = "mutex_watershed_"
+VERSION_ATTR = "mutex_watershed_version"
+INPUT_ATTR = "mutex_watershed_input"
+BLOCK_SIZE_ATTR = "mutex_watershed_block_size"

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from .errors import MutexWatershedError
-from .parameters import WatershedParameters
+from .errors import Cancelled, InvalidInputError, MutexWatershedError
+from .parameters import WatershedParameters, as_parameters
 
 
 def _offsets(text: str) -> list[tuple[int, ...]]:
@@ -25,16 +24,44 @@ def _offsets(text: str) -> list[tuple[int, ...]]:
         ) from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one line for a refusal (usage stays in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum, kind=int, what="a number"):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        return value
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    value = _at_least(0.0, float, "a number of seconds")(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="napari-mutex-watershed",
         description="Mutex watershed segmentation of affinities stored in zarr.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true",
+                        help="print tracebacks and the job's log to the terminal")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     sample = commands.add_parser("sample", help="write sample affinities and ground truth")
     sample.add_argument("output", help="zarr container to create, e.g. sample.zarr")
-    sample.add_argument("--shape", type=int, nargs="+", default=[64, 128, 128],
+    sample.add_argument("--shape", type=_at_least(1), nargs="+", default=[64, 128, 128],
                         help="volume shape in voxels, 2 or 3 values (default 64 128 128)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--noise", type=float, default=0.1)
@@ -61,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument("--channels", type=int, nargs="+")
     tuning.add_argument("--context", type=int, nargs="+", help="halo in voxels per axis")
     blocks = run.add_argument_group("blockwise execution")
-    blocks.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    blocks.add_argument("--block-size", type=int, nargs="+",
+    blocks.add_argument("--workers", type=_at_least(1), default=2,
+                        help="worker processes (default 2)")
+    blocks.add_argument("--block-size", type=_at_least(1), nargs="+",
                         help="block shape in voxels (default 64^3, or 512^2 in 2D)")
     blocks.add_argument("--roi", type=int, nargs="+", metavar="N",
                         help="offset then shape in voxels, e.g. 0 0 0 128 256 256")
@@ -70,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--worker-command",
                         help="template that launches a worker, with {command} in it, e.g. "
                         "'sbatch --wait --wrap \"{command}\"'")
-    blocks.add_argument("--max-retries", type=int, default=2)
-    blocks.add_argument("--timeout", type=float,
+    blocks.add_argument("--max-retries", type=_at_least(0), default=2,
+                        help="tries of a failed block after the first (default 2)")
+    blocks.add_argument("--timeout", type=_positive_seconds,
                         help="seconds before a block is retried, counting its wait for a free "
                         "worker slot (at most about one block's time)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -99,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="thresholds to try (default: only the base value)")
     sweep.add_argument("--min-size", nargs="+", metavar="N",
                        help="minimum sizes to try (default: only the base value)")
-    sweep.add_argument("--workers", type=int, default=2,
+    sweep.add_argument("--workers", type=_at_least(1), default=2,
                        help="settings run in parallel (worker processes, default 2)")
     sweep.add_argument("--csv", type=Path, help="also write the table to this CSV file")
     return parser
@@ -111,14 +140,13 @@ PARAMETER_FLAGS = ("offsets", "bias", "bias_short", "bias_long", "threshold", "s
 
 
 def parameters_from(args) -> WatershedParameters:
-    if args.params and not args.params.exists():
-        raise MutexWatershedError(f"parameters file {args.params} does not exist")
+    """The parameters file (if any) with the flags on top, validated as a whole."""
     values = WatershedParameters.load(args.params).model_dump() if args.params else {}
     for name in PARAMETER_FLAGS:
         value = getattr(args, name)
         if value is not None:
             values[name] = value[0] if name == "bias" and len(value) == 1 else value
-    return WatershedParameters.model_validate(values)
+    return as_parameters(values)
 
 
 def command_sample(args) -> int:
@@ -128,7 +156,7 @@ def command_sample(args) -> int:
     from .synthetic import sample_volume
 
     if len(args.shape) not in (2, 3):
-        raise MutexWatershedError("--shape takes 2 or 3 values")
+        raise InvalidInputError("--shape takes 2 or 3 values")
     dtype = np.uint8 if args.uint8 else np.float32
     affinities, labels, offsets = sample_volume(tuple(args.shape), args.seed, args.noise, dtype)
     path = write_affinities(Path(args.output) / "affinities", affinities, offsets,
@@ -140,9 +168,11 @@ def command_sample(args) -> int:
 
 
 def command_segment(args) -> int:
+    from .blockwise.run import DEBUG_ENV
     from .blockwise.supervise import JobProcess
 
-    job = JobProcess()  # first: it imports while we validate
+    # first: it imports while we validate
+    job = JobProcess(env={DEBUG_ENV: "1"} if args.debug else None)
     try:
         from .blockwise.launch import segment_blockwise_zarr
 
@@ -150,17 +180,19 @@ def command_segment(args) -> int:
         roi = None
         if args.roi:
             if len(args.roi) % 2:
-                raise MutexWatershedError("--roi takes an offset and a shape, e.g. 0 0 0 64 64 64")
+                raise InvalidInputError("--roi takes an offset and a shape, e.g. 0 0 0 64 64 64")
             half = len(args.roi) // 2
             roi = (tuple(args.roi[:half]), tuple(args.roi[half:]))
     except BaseException:
         job.abandon()
         raise
+    status = sys.stderr if args.progress == "json" else sys.stdout
     output = segment_blockwise_zarr(
         args.input,
         args.output,
         parameters,
         job=job,
+        notify=lambda line: print(line, file=status, flush=True),
         block_size=tuple(args.block_size) if args.block_size else None,
         num_workers=args.workers,
         roi=roi,
@@ -171,7 +203,7 @@ def command_segment(args) -> int:
         timeout=args.timeout,
         zarr_format=args.zarr_format,
     )
-    print(f"labels written to {output}", file=sys.stderr if args.progress == "json" else sys.stdout)
+    print(f"labels written to {output}", file=status)
     return 0
 
 
@@ -184,35 +216,36 @@ def command_sweep(args) -> int:
     from .sweep import DEFAULT_BIASES, best, format_table, parameter_grid, parse_values
     from .sweep import run_sweep, write_csv
 
-    if args.params and not args.params.exists():
-        raise MutexWatershedError(f"parameters file {args.params} does not exist")
-    if args.workers < 1:
-        raise MutexWatershedError("--workers must be at least 1")
     affinities = open_affinities(args.input)
     base = WatershedParameters.load(args.params) if args.params else WatershedParameters()
     base = parameters_for(affinities, base)
     spatial = tuple(int(s) for s in affinities.array.shape[1:])
     if len(spatial) != base.ndim:
-        raise MutexWatershedError(
+        raise InvalidInputError(
             f"the affinities are {len(spatial)}D but the offsets are {base.ndim}D")
     gt_location = array_path(args.gt, "ground_truth")
     if not gt_location.exists() and not split_path(args.gt, "ground_truth")[0].is_file():
-        raise MutexWatershedError(f"no ground truth at {gt_location}: the path does not exist")
+        raise InvalidInputError(f"no ground truth at {gt_location}: the path does not exist")
     truth = open_volume(gt_location, "ground_truth").funlib()  # any format storage reads
     if truth.voxel_size != affinities.voxel_size or len(truth.shape) != len(spatial):
-        raise MutexWatershedError(
+        raise InvalidInputError(
             f"the ground truth ({len(truth.shape)}D, voxel size {truth.voxel_size}) does not "
             f"match the affinities ({len(spatial)}D, voxel size {affinities.voxel_size})")
+    if truth.roi.offset == affinities.spatial_roi.offset and truth.roi != affinities.spatial_roi:
+        raise InvalidInputError(
+            f"the ground truth has shape {tuple(truth.shape)} but the affinities "
+            f"{spatial}, both starting at {tuple(truth.roi.offset)}: they do not line up (a "
+            "truth that covers part of the volume needs its offset in its metadata)")
 
     offset, shape = (0,) * len(spatial), spatial
     if args.roi:
         if len(args.roi) != 2 * len(spatial):
-            raise MutexWatershedError(
+            raise InvalidInputError(
                 f"--roi takes {len(spatial)} offsets and {len(spatial)} sizes, e.g. "
                 + " ".join(["0"] * len(spatial) + ["32"] * len(spatial)))
         offset, shape = tuple(args.roi[:len(spatial)]), tuple(args.roi[len(spatial):])
         if any(o < 0 or s <= 0 or o + s > n for o, s, n in zip(offset, shape, spatial)):
-            raise MutexWatershedError(f"roi {offset} + {shape} is not inside the volume {spatial}")
+            raise InvalidInputError(f"roi {offset} + {shape} is not inside the volume {spatial}")
     voxel_size = affinities.voxel_size
     roi = Roi(affinities.spatial_roi.offset + Coordinate(offset) * voxel_size,
               Coordinate(shape) * voxel_size)
@@ -225,12 +258,12 @@ def command_sweep(args) -> int:
             min_size=parse_values(args.min_size, int),
         )
     except ValueError as error:
-        raise MutexWatershedError(str(error)) from None
+        raise InvalidInputError(str(error)) from None
     crop = affinities.array.to_ndarray(roi)
     ground_truth = truth.to_ndarray(roi, fill_value=0)  # outside the annotation: unlabelled
     labelled = int(np.count_nonzero(ground_truth))
     if not labelled:
-        raise MutexWatershedError(f"the ground truth has no labelled voxel in {offset} + {shape}")
+        raise InvalidInputError(f"the ground truth has no labelled voxel in {offset} + {shape}")
     print(f"sweeping {len(settings)} settings on {' x '.join(map(str, shape))} voxels at "
           f"{offset} ({labelled} labelled) with {min(args.workers, len(settings))} workers",
           file=sys.stderr)
@@ -251,15 +284,41 @@ def main(argv=None) -> int:
     try:
         return {"sample": command_sample, "segment": command_segment,
                 "sweep": command_sweep}[args.command](args)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in error.errors()
-        )
-        print(f"error: invalid parameters: {problems}", file=sys.stderr)
-        return 2
-    except MutexWatershedError as error:
+    except Cancelled as error:
         print(f"error: {error}", file=sys.stderr)
-        return 130 if type(error).__name__ == "Cancelled" else 1
+        return 130
+    except MutexWatershedError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug or an environment problem: details to a log
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {error} "
+              f"(details: {log_traceback(error)})", file=sys.stderr)
+        return 1
+
+
+def log_traceback(error: BaseException) -> Path:
+    """Write the traceback of ``error`` to a log file of its own; return its path."""
+    import os
+    import tempfile
+    import time
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "napari-mutex-watershed" / "logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"cli-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(" ".join(sys.argv) + "\n" + "".join(
+        traceback.format_exception(type(error), error, error.__traceback__)))
+    return path
 
 
 if __name__ == "__main__":

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import InvalidInputError, UsageError
 
 Offset = tuple[int, ...]
 
@@ -209,4 +218,53 @@ class WatershedParameters(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> WatershedParameters:
-        return cls.from_json(Path(path).read_text())
+        """From a JSON file (or YAML, by its suffix); every problem is one InvalidInputError."""
+        path = Path(path)
+        if path.is_dir():
+            raise InvalidInputError(f"parameters file {path} is a folder, not a file")
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise InvalidInputError(f"parameters file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise InvalidInputError(f"cannot read parameters file {path}: {error}") from None
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                values = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise InvalidInputError(f"parameters file {path} is not valid YAML: "
+                                        f"{' '.join(str(error).split())}") from None
+        else:
+            try:
+                values = json.loads(text)
+            except ValueError as error:
+                raise InvalidInputError(
+                    f"parameters file {path} is not valid JSON ({error}); YAML files need "
+                    "the suffix .yaml or .yml") from None
+        return as_parameters(values, f"parameters file {path}")
+
+
+def validation_problems(error: ValidationError) -> str:
+    """A pydantic error as one line: ``bias_short: Input should be ...; threshold: ...``."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in error.errors()
+    )
+
+
+def as_parameters(value, where: str = "parameters") -> WatershedParameters:
+    """None (defaults), a WatershedParameters or a dict of its fields; anything else, or
+    invalid values, is one of our errors."""
+    if value is None:
+        return WatershedParameters()
+    if isinstance(value, WatershedParameters):
+        return value
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"{where} must be a WatershedParameters or a dict of its fields, got "
+            f"{type(value).__name__}")
+    try:
+        return WatershedParameters.model_validate(value)
+    except ValidationError as error:
+        raise InvalidInputError(f"invalid {where}: {validation_problems(error)}") from None

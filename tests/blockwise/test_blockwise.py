@@ -249,18 +249,24 @@ def test_cancel_stops_every_process(bigger, tmp_path):
     assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is False
 
 
-def test_failing_block_is_retried_then_reported_with_its_position(tmp_path):
+def test_input_error_stops_the_run_at_once_at_its_voxel(tmp_path):
     affinities, _, offsets = sample_volume((24, 64, 64), seed=2)
-    affinities[:, 23, 60, 60] = np.nan  # read by block (1, 1, 1) of 12 x 32 x 32 blocks only
+    affinities[0, 23, 60, 60] = np.nan  # read by block (1, 1, 1) of 12 x 32 x 32 blocks only
     path = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
     result = _run_cli(["segment", path, tmp_path / "in.zarr/labels", "--block-size", 12, 32, 32,
-                       "--max-retries", 1, "--progress", "none"])
+                       "--max-retries", 3, "--progress", "none"])
     assert result.returncode == 1
-    # (1, 1, 1) is an odd block: the even blocks ran and the run stopped at the odd step
-    summary = [line for line in result.stderr.splitlines() if line.startswith("error: odd")]
-    assert summary, result.stderr
-    assert "(12, 32, 32)" in summary[0]  # the failed block's voxel offset
-    assert "NaN" in summary[0] and "after 2 tries" in summary[0]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    # (1, 1, 1) is an odd block: the even blocks ran and the run stopped at the odd step, with
+    # the voxel in the input's own coordinates
+    assert lines[0].startswith("error: odd step, block (1, 1, 1): affinities contain 1 NaN and "
+                               "0 infinite values in channel 0, first at voxel (23, 60, 60)")
+    # never retried: the block that met it held on until the run stopped, so daisy never
+    # recorded a failure to retry
+    work_dir = work_dir_for(tmp_path / "in.zarr/labels")
+    failures = zarr.open_array(str(work_dir / "tracking/odd/failures"), mode="r")[...]
+    assert failures.sum() == 0
 
 
 def test_worker_command_template(volume, tmp_path):

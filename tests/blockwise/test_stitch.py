@@ -7,7 +7,8 @@ import pytest
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.blockwise import stitch
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
-from napari_mutex_watershed.blockwise.stitch import IncompleteRunError, build_lookup
+from napari_mutex_watershed.blockwise.stitch import build_lookup
+from napari_mutex_watershed.errors import IncompleteRunError
 from napari_mutex_watershed.errors import MutexWatershedError
 
 

@@ -9,7 +9,7 @@ from scipy import ndimage
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.engine import check_affinities, edge_slices, edge_weights
 from napari_mutex_watershed.engine.weights import nearest_neighbour_mean
-from napari_mutex_watershed.errors import InvalidInputError
+from napari_mutex_watershed.errors import InvalidInputError, InvalidValuesError
 
 OFFSETS_2D = [(1, 0), (0, 1), (0, 3)]
 
@@ -68,9 +68,22 @@ def test_uint8_is_scaled_to_unit_range():
 def test_nan_is_caught_before_the_kernel():
     affs = ramp()
     affs[1, 2, 3] = np.nan
-    with pytest.raises(InvalidInputError, match=r"1 NaN and 0 infinite values in channel 1 "
-                                                r"\(first at voxel \(2, 3\)\)"):
+    with pytest.raises(InvalidInputError, match=r"1 NaN and 0 infinite values in channel 1, "
+                                                r"first at voxel \(2, 3\)"):
         edge_weights(affs, params())
+
+
+@pytest.mark.parametrize("value, problem", [(np.inf, "0 NaN and 1 infinite"),
+                                            (1.5, "1 values outside 0..1 \\(from 0 to 1.5\\)"),
+                                            (-0.25, "outside 0..1 \\(from -0.25 to")])
+def test_values_outside_probabilities_are_refused_at_their_voxel(value, problem):
+    affs = ramp()
+    affs[0, 1, 2] = value
+    with pytest.raises(InvalidValuesError, match=problem + r".* in channel 0, first at voxel "
+                                                 r"\(1, 2\)") as caught:
+        edge_weights(affs, params())
+    assert caught.value.at((100, 200)).voxel == (1, 2)
+    assert "first at voxel (101, 202)" in str(caught.value.at((100, 200)))
 
 
 def test_invert_uses_one_minus_value():

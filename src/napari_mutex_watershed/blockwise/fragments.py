@@ -19,9 +19,11 @@ import numpy as np
 import zarr
 
 from ..engine import edge_slices, edge_weights, finalize, run_kernel
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, InvalidValuesError
 from ..storage.blocks import open_block_source
 from .bands import band_owner
+from .disk import no_space, no_space_error, temporary_name
+from .fatal import report_fatal
 from .plan import BlockwisePlan
 from .slots import slot
 
@@ -67,10 +69,49 @@ class BlockStep:
         position = plan.grid_position(block.write_roi)
         if plan.is_odd(position) == self.odd:
             with slot(plan.slots_dir, plan.num_workers):
-                self.process(plan, source, fragments, position)
+                try:
+                    self.process(plan, source, fragments, position)
+                except InvalidInputError as error:  # the same every time: stop the run
+                    report_fatal(plan.work_dir, f"{'odd' if self.odd else 'even'} step, "
+                                 f"block {position}: {error}")
+                    raise
+                except OSError as error:
+                    if no_space(error):
+                        report_fatal(plan.work_dir, str(no_space_error(plan.work_dir)))
+                    raise
 
     def process(self, plan, source, fragments, position) -> None:
         raise NotImplementedError
+
+
+def read_region(source, region: tuple[slice, ...], path: str) -> np.ndarray:
+    """``source[region]``; a chunk that cannot be read or decoded is named, since retrying
+    it will not help."""
+    try:
+        return np.asarray(source[region])
+    except Exception as error:
+        chunk = broken_chunk(source, region)
+        where = f"chunk {chunk}" if chunk is not None else "the voxels " + ", ".join(
+            f"{r.start}:{r.stop}" for r in region[1:])
+        raise InvalidInputError(
+            f"cannot read {where} of {path}: {type(error).__name__}: {error}"
+        ) from None
+
+
+def broken_chunk(source, region) -> tuple[int, ...] | None:
+    """Grid index of the first chunk in ``region`` that fails to read on its own."""
+    chunks = getattr(source, "chunks", None)
+    if chunks is None:
+        return None
+    region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, source.shape))
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, chunks)]
+    for index in np.ndindex(*[len(r) for r in ranges]):
+        grid = tuple(r[i] for r, i in zip(ranges, index))
+        try:
+            source[tuple(slice(g * c, (g + 1) * c) for g, c in zip(grid, chunks))]
+        except Exception:
+            return grid
+    return None
 
 
 class BlockInput(NamedTuple):
@@ -102,18 +143,16 @@ def read_block(plan: BlockwisePlan, source, position, context) -> BlockInput:
         [o + a for o, a in zip(plan.roi_offset, read_lo)],
         [o + b for o, b in zip(plan.roi_offset, read_hi)],
     )
+    origin = tuple(int(o + a) for o, a in zip(plan.roi_offset, read_lo))
     try:
         weights, nn_mean = edge_weights(
-            source[read],
+            read_region(source, read, plan.input_path),
             plan.parameters,
             random_state=zlib.crc32(f"{plan.parameters.seed}:{index}".encode()),
             keep_nn_mean=plan.parameters.threshold > 0,
         )
-    except InvalidInputError as error:
-        where = tuple(int(o + a) for o, a in zip(plan.roi_offset, read_lo))
-        raise InvalidInputError(
-            f"{error} (voxel positions relative to the block's read region at {where})"
-        ) from None
+    except InvalidValuesError as error:  # voxels in the input's own coordinates
+        raise error.at(origin) from None
     in_kernel = (slice(None),) + relative(kernel_lo, kernel_hi, read_lo)
     in_core = (slice(None),) + relative(lo, hi, read_lo)
     # a view, not a copy: seeds lie in the halo, so edges that start in the core keep their
@@ -126,7 +165,7 @@ def read_block(plan: BlockwisePlan, source, position, context) -> BlockInput:
 def save_record(plan: BlockwisePlan, index: int, **arrays) -> None:
     record = plan.block_record(index)
     record.parent.mkdir(parents=True, exist_ok=True)
-    partial = record.with_suffix(f".{os.getpid()}.tmp.npz")
+    partial = temporary_name(record)
     np.savez_compressed(partial, **arrays)
     os.replace(partial, record)  # atomic: a record on disk means the block is finished
 

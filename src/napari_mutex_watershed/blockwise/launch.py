@@ -1,7 +1,12 @@
-"""Starting a blockwise run: validate the request, prepare the output, run the plan."""
+"""Starting a blockwise run: validate the request, decide on a resume, prepare the output, run.
+
+Nothing is created or deleted before every check has passed and the output's lock is held,
+and nothing that is not an earlier output of ours is ever replaced.
+"""
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 
@@ -9,9 +14,22 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
-from ..errors import InvalidInputError, OutputExistsError
-from ..parameters import WatershedParameters
+from ..attributes import (
+    BLOCK_SIZE_ATTR,
+    COMPLETE_ATTR,
+    INPUT_ATTR,
+    PARAMETERS_ATTR,
+    VERSION_ATTR,
+)
+from ..errors import (
+    BlockwiseError,
+    InvalidInputError,
+    OutputExistsError,
+    UsageError,
+    checked_arguments,
+)
+from ..parameters import WatershedParameters, as_parameters
+from ..safety import check_output_location
 from ..storage import (
     DEFAULT_OUTPUT,
     array_path,
@@ -21,8 +39,11 @@ from ..storage import (
     prepare_labels,
     split_path,
 )
+from . import fatal
+from .disk import no_space, no_space_error
+from .lock import RunLock
 from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
-from .run import BlockwiseError, run_plan
+from .run import blocks_done, is_complete, run_plan
 from .supervise import JobProcess
 
 DEFAULT_BLOCK_SIZE_3D = (64, 64, 64)
@@ -36,28 +57,65 @@ def work_dir_for(output_path: str | Path) -> Path:
     return container.with_name(container.name + WORK_DIR) / dataset
 
 
-def plan_run(
+def _voxels(name: str, values, ndim: int, minimum: int) -> tuple[int, ...]:
+    """A per-axis integer tuple from the caller, or one clear refusal."""
+    try:
+        result = tuple(int(v) for v in values)
+        exact = all(float(v) == r for v, r in zip(values, result))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be {ndim} integers, got {values!r}") from None
+    if not exact or len(result) != ndim or any(v < minimum for v in result):
+        raise InvalidInputError(f"{name} must be {ndim} integers >= {minimum}, got {values!r}")
+    return result
+
+
+def validate_request(
     input_path: str | Path,
     output_path: str | Path,
     parameters: WatershedParameters | None = None,
     block_size: tuple[int, ...] | None = None,
     num_workers: int = 2,
     roi: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
-    overwrite: bool = False,
     progress: str = "bar",
     worker_command: str | None = None,
     max_retries: int = 2,
     timeout: float | None = None,
     zarr_format: int | None = None,
-) -> BlockwisePlan:
-    """Validate everything, create (or reopen for a resume) the output, save the plan."""
+) -> tuple[BlockwisePlan, object]:
+    """Check everything that can be checked before any worker starts; return the plan (not
+    saved yet) and the opened affinities. Creates and deletes nothing."""
+    for name, path in (("input", input_path), ("output", output_path)):
+        if not isinstance(path, (str, Path)):
+            raise UsageError(f"the {name} must be a path (str or Path), got {type(path).__name__}")
+    parameters = as_parameters(parameters)
+    for name, value in (("num_workers", num_workers), ("max_retries", max_retries)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise UsageError(f"{name} must be an integer, got {value!r}")
+    if num_workers < 1:
+        raise InvalidInputError("the number of workers must be at least 1")
+    if max_retries < 0:
+        raise InvalidInputError("the number of retries must be 0 or more")
+    if timeout is not None and not timeout > 0:
+        raise InvalidInputError("the timeout must be a positive number of seconds")
+    if progress not in ("bar", "json", "none"):
+        raise InvalidInputError(f"progress must be bar, json or none, got {progress!r}")
+    if worker_command is not None and "{command}" not in worker_command:
+        raise InvalidInputError("the worker command template needs {command} where the worker "
+                                "command goes")
+
     affinities = open_affinities(input_path)
-    parameters = parameters_for(affinities, parameters or WatershedParameters())
+    parameters = parameters_for(affinities, parameters)
     spatial = tuple(int(s) for s in affinities.array.shape[1:])
     if len(spatial) != parameters.ndim:
         raise InvalidInputError(
             f"the affinities are {len(spatial)}D but the offsets are {parameters.ndim}D"
         )
+    if not all(spatial):
+        raise InvalidInputError(f"the affinities are empty (spatial shape {spatial})")
+    if any(v <= 0 for v in affinities.voxel_size):
+        raise InvalidInputError(
+            f"{affinities.path} has voxel size {tuple(affinities.voxel_size)}: every axis needs "
+            "a size above 0; fix its metadata")
     n_channels = affinities.num_channels
     wanted = parameters.channels or range(len(parameters.offsets))
     if parameters.channels is None and n_channels != len(parameters.offsets):
@@ -72,19 +130,23 @@ def plan_run(
             f"affinities have dtype {affinities.array.dtype}; use float32, float64 or uint8"
         )
 
-    roi_offset, shape = roi if roi is not None else ((0,) * len(spatial), spatial)
-    roi_offset, shape = tuple(map(int, roi_offset)), tuple(map(int, shape))
-    if len(roi_offset) != len(spatial) or len(shape) != len(spatial) or any(
-        o < 0 or s <= 0 or o + s > n for o, s, n in zip(roi_offset, shape, spatial)
-    ):
+    ndim = len(spatial)
+    roi_offset, shape = roi if roi is not None else ((0,) * ndim, spatial)
+    roi_offset = _voxels("the roi offset", roi_offset, ndim, 0)
+    shape = _voxels("the roi shape", shape, ndim, 1)
+    if any(o + s > n for o, s, n in zip(roi_offset, shape, spatial)):
         raise InvalidInputError(f"roi {roi_offset} + {shape} is not inside the volume {spatial}")
+    for offset in parameters.offsets:
+        if any(abs(o) >= s for o, s in zip(offset, shape)):
+            axis = next(i for i, (o, s) in enumerate(zip(offset, shape)) if abs(o) >= s)
+            raise InvalidInputError(
+                f"the region {shape} is not longer than offset {offset} along axis {axis}: no "
+                "edge of that offset fits; use a larger region or other offsets")
 
-    block_size = tuple(int(b) for b in (block_size or (
-        DEFAULT_BLOCK_SIZE_3D if len(spatial) == 3 else DEFAULT_BLOCK_SIZE_2D)))
+    block_size = _voxels("the block size", block_size or (
+        DEFAULT_BLOCK_SIZE_3D if ndim == 3 else DEFAULT_BLOCK_SIZE_2D), ndim, 1)
     block_size = tuple(min(b, s) for b, s in zip(block_size, shape))
     context = parameters.context_voxels()
-    if len(block_size) != len(spatial):
-        raise InvalidInputError(f"block size {block_size} needs {len(spatial)} values")
     for b, c, s in zip(block_size, context, shape):
         if b < s and not 1 <= c < b:
             raise InvalidInputError(
@@ -92,15 +154,12 @@ def plan_run(
                 f"{block_size} along each axis that has several blocks: blocks are stitched "
                 "where their halos overlap"
             )
-    if num_workers < 1:
-        raise InvalidInputError("num_workers must be at least 1")
     output_location = array_path(output_path, DEFAULT_OUTPUT)
-    work_dir = work_dir_for(output_path)
     plan = BlockwisePlan(
         input_path=str(affinities.path.resolve()),
         output_path=str(output_location.resolve() / "0"),  # level 0 of the OME-Zarr labels
         zarr_format=output_format(output_location, zarr_format),
-        work_dir=str(work_dir.resolve()),
+        work_dir=str(work_dir_for(output_path).resolve()),
         parameters=parameters,
         roi_offset=roi_offset,
         shape=shape,
@@ -117,38 +176,64 @@ def plan_run(
             f"block size {block_size} with the odd blocks' halo ({plan.odd_context}) has "
             "2**32 voxels or more; labels within a block are 32-bit: use smaller blocks"
         )
+    check_output_location(output_location, {"input": affinities.path})
+    check_output_location(plan.work_dir, {"input": affinities.path}, only_ours=False)
+    return plan, affinities
 
-    previous = work_dir / PLAN_FILE
-    if output_location.exists() and not overwrite:
-        if previous.exists() and BlockwisePlan.load(previous).identity() == plan.identity():
-            plan.save()  # same job: resume (workers, progress may differ)
-            return plan
-        raise OutputExistsError(
-            f"{output_location} already exists (from another run or with other settings); "
-            "pass --overwrite to replace it"
-        )
-    shutil.rmtree(work_dir, ignore_errors=True)
+
+def resumable(plan: BlockwisePlan) -> bool:
+    """Does the output hold an unfinished or finished run of exactly this job?"""
+    previous = Path(plan.work_dir) / PLAN_FILE
+    if not (Path(plan.output_path).exists() and previous.exists()):
+        return False
+    try:
+        return BlockwisePlan.load(previous).identity() == plan.identity()
+    except Exception:  # a plan of an unknown format: not this job
+        return False
+
+
+def prepare_output(plan: BlockwisePlan, affinities) -> None:
+    """Create the output and the work folder from scratch (the caller holds the lock)."""
+    shutil.rmtree(plan.work_dir, ignore_errors=True)
     prepare_labels(
-        output_location,
+        plan.labels_path,
         affinities,
-        chunk_shape=block_size,
-        overwrite=overwrite,
+        chunk_shape=plan.block_size,
+        overwrite=True,
         attributes={
-            PARAMETERS_ATTR: parameters.model_dump(mode="json"),
-            "mutex_watershed_version": __version__,
-            "mutex_watershed_input": str(affinities.path.resolve()),
-            "mutex_watershed_block_size": list(block_size),
+            PARAMETERS_ATTR: plan.parameters.model_dump(mode="json"),
+            VERSION_ATTR: __version__,
+            INPUT_ATTR: plan.input_path,
+            BLOCK_SIZE_ATTR: list(plan.block_size),
             COMPLETE_ATTR: False,
         },
-        roi_offset=roi_offset,
-        shape=shape,
+        roi_offset=plan.roi_offset,
+        shape=plan.shape,
         zarr_format=plan.zarr_format,
     )
     zarr.create_array(
-        str(plan.fragments_path), shape=shape, chunks=fragment_chunks(block_size), dtype=np.uint64,
-        fill_value=0, overwrite=True,
+        str(plan.fragments_path), shape=plan.shape, chunks=fragment_chunks(plan.block_size),
+        dtype=np.uint64, fill_value=0, overwrite=True,
     )
-    plan.save()
+
+
+def plan_run(input_path, output_path, parameters=None, overwrite: bool = False,
+             **options) -> BlockwisePlan:
+    """Validate, then resume the same job or (with ``overwrite``) start again; save the plan.
+    The caller holds the output's lock."""
+    plan, affinities = validate_request(input_path, output_path, parameters, **options)
+    try:
+        if not resumable(plan):
+            if plan.labels_path.exists() and not overwrite:
+                raise OutputExistsError(
+                    f"{plan.labels_path} already exists (from another run or with other "
+                    "settings); pass --overwrite to replace it")
+            prepare_output(plan, affinities)
+        plan.save()
+    except OSError as error:
+        if no_space(error):
+            raise no_space_error(plan.work_dir) from None
+        raise
     return plan
 
 
@@ -158,30 +243,64 @@ def fragment_chunks(block_size) -> tuple[int, ...]:
     return tuple(b // 2 if b % 2 == 0 and b >= 32 else b for b in block_size)
 
 
+@checked_arguments
 def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=True,
-                           job: JobProcess | None = None, **options) -> Path:
-    """Segment a zarr volume blockwise; return the output array path.
+                           job: JobProcess | None = None, notify=None, **options) -> Path:
+    """Segment a volume blockwise; return the output array path.
 
-    ``supervised`` runs the job in a child process so a signal cancels every worker; ``job``
-    is that child when the caller started it early (the CLI does, so its imports overlap).
+    ``options`` are those of ``validate_request`` and ``overwrite``. ``supervised`` runs the
+    job in a child process so a signal cancels every worker; ``job`` is that child when the
+    caller started it early (the CLI does, so its imports overlap). ``notify(line)`` hears
+    whether the run resumes or was already complete. One run per output at a time: the
+    output's lock is held from before anything is deleted until the job ends (the job
+    process holds it too).
     """
+    unknown = sorted(set(options) - set(inspect.signature(validate_request).parameters)
+                     - {"overwrite"})
+    if unknown:
+        raise UsageError(f"segment_blockwise_zarr(): unknown option(s) {', '.join(unknown)}")
+    notify = notify or (lambda line: None)
     if supervised and job is None:
         job = JobProcess()
     try:
-        plan = plan_run(input_path, output_path, parameters, **options)
+        where = array_path(output_path, DEFAULT_OUTPUT)
+        with RunLock(work_dir_for(output_path), where) as lock:
+            plan = plan_run(input_path, output_path, parameters, **options)
+            if is_complete(plan):
+                notify(f"already complete: {where.resolve()} (nothing to do)")
+                if job is not None:
+                    job.abandon()
+                return Path(plan.output_path)
+            done = blocks_done(plan)
+            if any(done.values()):
+                notify(f"resuming: {sum(done.values())} of {len(done) * plan.num_blocks} "
+                       "block steps are reused ("
+                       + ", ".join(f"{step} {n}/{plan.num_blocks}" for step, n in done.items())
+                       + ")")
+            plan_path = Path(plan.work_dir) / PLAN_FILE
+            if not supervised:
+                if job is not None:
+                    job.abandon()
+                _run_here(plan, plan_path)
+                return Path(plan.output_path)
+            code = job.run(plan_path, lock_fd=lock.fd)
     except BaseException:
         if job is not None:
             job.abandon()
         raise
-    plan_path = Path(plan.work_dir) / PLAN_FILE
-    if supervised:
-        code = job.run(plan_path)
-        if code != 0:
-            raise BlockwiseError(f"the blockwise job stopped with exit code {code}")
-    else:
-        if job is not None:
-            job.abandon()
-        run_plan(plan_path)
+    if code != 0:
+        raise BlockwiseError(job.error_message(plan, code))
     return Path(plan.output_path)
 
 
+def _run_here(plan: BlockwisePlan, plan_path: Path) -> None:
+    """Run in this process (tests, debugging): no watchdog, so an input error is retried,
+    but its own message, not daisy's summary, is raised."""
+    fatal.clear(plan.work_dir)
+    try:
+        run_plan(plan_path)
+    except BlockwiseError as error:
+        message = fatal.read_text(Path(plan.work_dir) / fatal.FATAL_FILE)
+        if message is None:
+            raise
+        raise type(error)(message) from None

@@ -5,10 +5,14 @@ An even block first takes back the bands its odd neighbours labelled again.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import zarr
 
 from .bands import band_boxes, band_key
+from .disk import no_space, no_space_error
+from .fatal import report_fatal
 from .fragments import box, relative
 from .plan import BlockwisePlan
 
@@ -33,6 +37,15 @@ class RelabelStep:
         return self._state
 
     def __call__(self, block) -> None:
+        try:
+            self._relabel(block)
+        except OSError as error:
+            if no_space(error):
+                plan = self._state[0] if self._state else BlockwisePlan.load(self.plan_path)
+                report_fatal(plan.work_dir, str(no_space_error(Path(plan.output_path).parent)))
+            raise
+
+    def _relabel(self, block) -> None:
         plan, fragments, output, lookup, bases = self._open()
         position = plan.grid_position(block.write_roi)
         core = plan.core(position)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -21,8 +22,11 @@ import zarr
 from funlib.geometry import Roi
 
 from ..attributes import COMPLETE_ATTR
-from ..errors import MutexWatershedError
+from ..errors import BlockwiseError, MutexWatershedError
+from ..processes import stop_descendants
 from ..storage.levels import mark_complete
+from . import fatal
+from .disk import no_space, no_space_error, remove_temporaries
 from .fragments import EvenStep
 from .plan import PLAN_FILE, BlockwisePlan
 from .pyramid import pyramid_tasks
@@ -31,10 +35,10 @@ from .seeded import OddStep
 from .stitch import build_lookup
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
-
-
-class BlockwiseError(MutexWatershedError):
-    """A blockwise run could not finish."""
+#: Steps whose blocks daisy tracks (the stitch is one call in the job).
+BLOCK_STEPS = ("even", "odd", "relabel")
+#: Set (to anything) in the job's environment: log to the terminal too (``--debug``).
+DEBUG_ENV = "NAPARI_MUTEX_WATERSHED_DEBUG"
 
 
 # ---------------------------------------------------------------------------- progress
@@ -83,7 +87,15 @@ class ClusterWorkerLauncher:
         command = shlex.join(
             [sys.executable, "-m", "napari_mutex_watershed.blockwise.worker", self.plan_path, self.step]
         )
-        subprocess.run(self.template.format(command=command), shell=True, check=True)
+        launch = self.template.format(command=command)
+        # stderr is kept for the one line a failing command gets, and passed on to the log
+        result = subprocess.run(launch, shell=True, stderr=subprocess.PIPE, text=True,
+                                errors="replace")
+        sys.stderr.write(result.stderr)
+        work_dir = BlockwisePlan.load(self.plan_path).work_dir
+        fatal.record_launch(work_dir, self.step, result.returncode, launch, result.stderr)
+        if result.returncode != 0:
+            raise BlockwiseError(f"worker command exited with code {result.returncode}")
 
 
 def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, reach=None):
@@ -164,6 +176,22 @@ def _last_line(error: str) -> str:
     return f"{head.rsplit('.', 1)[-1]}: {message}" if message else line
 
 
+def blocks_done(plan: BlockwisePlan) -> dict[str, int]:
+    """Per block step, how many blocks an earlier attempt finished (daisy's markers)."""
+    done = {}
+    for step in BLOCK_STEPS:
+        try:
+            done[step] = int(zarr.open_array(str(plan.tracking_dir / step / "done"),
+                                             mode="r")[...].sum())
+        except Exception:  # no marker yet
+            done[step] = 0
+    return done
+
+
+def is_complete(plan: BlockwisePlan) -> bool:
+    return bool(zarr.open_array(plan.output_path, mode="r").attrs.get(COMPLETE_ATTR))
+
+
 def run_plan(plan_path: str | Path) -> dict:
     """Run (or resume) the job described by a saved plan; return a summary."""
     plan_path = str(plan_path)
@@ -175,6 +203,7 @@ def run_plan(plan_path: str | Path) -> dict:
     if output.attrs.get(COMPLETE_ATTR):
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
+    remove_temporaries(Path(plan.work_dir))
 
     # odd blocks start as soon as the even blocks around them are done; slots keep the
     # blocks computing at once to --workers
@@ -204,17 +233,80 @@ def run_plan(plan_path: str | Path) -> dict:
     return summary
 
 
+def _log_to(path: Path) -> None:
+    """Everything (daisy's warnings, worker tracebacks it relays, our summaries) goes to the
+    run's log; the terminal gets progress and one line, unless ``--debug``.
+
+    daisy's scheduler logs from Rust and its workers inherit our stderr, so the descriptor
+    itself points at the log; Python's ``sys.stderr`` (where progress bars go) keeps the
+    terminal."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
+    if os.environ.get(DEBUG_ENV):
+        root.addHandler(logging.StreamHandler(sys.stderr))
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, errors="replace")
+
+
 def main(argv=None) -> int:
-    """Entry of the job process: prints a clean message instead of a traceback."""
-    argv = sys.argv[1:] if argv is None else argv
-    # daisy logs every worker traceback as a warning; our own summary says what failed
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        run_plan(argv[0])
-    except MutexWatershedError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+    """Entry of the job process. Its one-line message on failure goes to ``error.txt`` in
+    the run's folder, for whoever started it; details go to ``run.log`` beside it."""
+    plan_path = (sys.argv[1:] if argv is None else argv)[0]
+    plan = BlockwisePlan.load(plan_path)
+    work_dir = Path(plan.work_dir)
+    _log_to(work_dir / fatal.LOG_FILE)
+    log = logging.getLogger("napari_mutex_watershed")
+
+    def fail(message: str) -> int:
+        log.error(message)
+        fatal.write_reserved(work_dir / fatal.ERROR_FILE, message)
         return 1
+
+    def stop_at_once(message: str) -> None:
+        fail(message)
+        stop_descendants()
+        logging.shutdown()
+        os._exit(1)  # daisy's scheduler cannot be stopped from another thread
+
+    try:
+        fatal.clear(work_dir)  # an earlier attempt's failure
+    except OSError as error:  # our caller finds the disk full
+        log.error("cannot reserve the message files: %s", error)
+        return 1
+    launch_limit = (plan.max_retries + 1) * min(plan.num_workers, plan.num_blocks)
+    watchdog = fatal.Watchdog(work_dir, launch_limit, stop_at_once)
+    watchdog.start()
+    os.environ[fatal.WATCHED_ENV] = "1"  # for the workers daisy starts
+    try:
+        log.info("run %s", plan_path)
+        summary = run_plan(plan_path)
+        log.info("finished: %s", summary)
+    except MutexWatershedError as error:
+        log.exception("the run failed")
+        # a block's own message says more than daisy's summary of it
+        return fail(fatal.read_text(work_dir / fatal.FATAL_FILE) or str(error))
+    except OSError as error:
+        log.exception("the run failed")
+        if no_space(error):
+            return fail(str(no_space_error(error.filename or work_dir)))
+        return fail(f"{type(error).__name__}: {error}")
+    except Exception as error:
+        log.exception("the run failed")
+        return fail(f"unexpected {type(error).__name__}: {error}")
+    finally:
+        watchdog.stop()
     return 0
 
 
-__all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "run_plan"]
+__all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "blocks_done", "is_complete", "run_plan"]

@@ -23,7 +23,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..engine.labels import segment_keep_mask, smallest_label_dtype
-from ..errors import MutexWatershedError
+from ..errors import IncompleteRunError, MutexWatershedError
+from .disk import allocated_memmap, temporary_name
 from .plan import BlockwisePlan
 
 #: Ids the output array holds: ``plan_run`` creates it as uint32.
@@ -36,10 +37,6 @@ SEPARATION_WEIGHT = 3.0
 SEPARATION_FLOOR = 100.0
 
 
-class IncompleteRunError(RuntimeError):
-    """A block has no record: step 1 or 2 did not finish."""
-
-
 def load_records(plan: BlockwisePlan):
     """Fragments per block; all joins (u, v) with their overlap; all separations (a, b) with
     their strength, as fragment ids; the summed kernel time. Sizes stay on disk: see
@@ -49,7 +46,8 @@ def load_records(plan: BlockwisePlan):
         path = plan.block_record(index)
         if not path.exists():
             position = tuple(int(p) for p in np.unravel_index(index, plan.grid_shape))
-            raise IncompleteRunError(f"block {position} has no fragments")
+            raise IncompleteRunError(f"block {position} has no fragments: steps 1 and 2 did "
+                                     "not finish")
         with np.load(path) as record:
             counts.append(len(record["sizes"]) - 1)
             base = np.uint64(index) * np.uint64(plan.ids_per_block)
@@ -147,10 +145,8 @@ def build_lookup(plan: BlockwisePlan) -> dict:
             "smaller region (--roi)"
         )
 
-    lookup = np.lib.format.open_memmap(
-        plan.lookup_path.with_suffix(f".{os.getpid()}.tmp.npy"), mode="w+",
-        dtype=smallest_label_dtype(n_segments), shape=(total + 1,),
-    )
+    lookup = allocated_memmap(temporary_name(plan.lookup_path),
+                              smallest_label_dtype(n_segments), (total + 1,))
     lookup[0] = 0
     segment_id = np.zeros(n, np.int64)
     next_id = 0
@@ -169,7 +165,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     partial = Path(lookup.filename)
     del lookup
     os.replace(partial, plan.lookup_path)
-    partial = plan.bases_path.with_suffix(f".{os.getpid()}.tmp.npy")
+    partial = temporary_name(plan.bases_path)
     np.save(partial, base)
     os.replace(partial, plan.bases_path)
     joined = representative[u] == representative[v]

@@ -4,24 +4,26 @@ daisy checks no signals while it schedules, so the job runs in a child process (
 napari_mutex_watershed.blockwise``) and we turn SIGINT or SIGTERM into a stop of that child
 and every worker below it (daisy has no cancel of its own). The child starts before the plan
 exists and waits for its path on stdin, so its imports overlap our validation instead of
-following it. Only light modules here: the CLI starts the child before anything heavy.
+following it. With the path it receives the output's lock (a descriptor passed over a Unix
+socket), so the lock lasts as long as the job, even if we die first. Only light modules
+here: the CLI starts the child before anything heavy.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
-import psutil
+from ..errors import Cancelled
+from ..processes import start_module, stop_descendants
 
-from ..errors import MutexWatershedError
-
-
-class Cancelled(MutexWatershedError):
-    """The run was stopped by a signal; finished blocks are kept for a resume."""
+JOB_MODULE = "napari_mutex_watershed.blockwise"
+#: Descriptors can travel with the plan's path (POSIX); elsewhere a plain pipe and no lock.
+PASSES_DESCRIPTORS = hasattr(socket, "send_fds")
 
 
 class JobProcess:
@@ -30,19 +32,37 @@ class JobProcess:
     The child stays in our process group, so whoever started us can also signal the group.
     """
 
-    def __init__(self):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "napari_mutex_watershed.blockwise"],
-            stdin=subprocess.PIPE, text=True,
-        )
+    def __init__(self, env: dict | None = None):
+        if PASSES_DESCRIPTORS:
+            self._channel, theirs = socket.socketpair()
+            self.process = start_module(JOB_MODULE, stdin=theirs, env=env)
+            theirs.close()
+        else:
+            self._channel = None
+            self.process = start_module(JOB_MODULE, stdin=subprocess.PIPE, text=True, env=env)
+
+    def _send(self, text: str, lock_fd: int | None) -> None:
+        if self._channel is None:
+            self.process.stdin.write(text)
+            self.process.stdin.close()
+            return
+        fds = [lock_fd] if lock_fd is not None else []
+        socket.send_fds(self._channel, [text.encode()], fds)
+        self._close()
+
+    def _close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        elif self.process.stdin:
+            self.process.stdin.close()
 
     def abandon(self) -> None:
         """No plan after all (the request was invalid): the child reads EOF and exits."""
         if self.process.poll() is None:
-            self.process.stdin.close()
+            self._close()
             self.process.wait(timeout=30)
 
-    def run(self, plan_path: str | Path) -> int:
+    def run(self, plan_path: str | Path, lock_fd: int | None = None) -> int:
         """Run the plan; return the job's exit code. On SIGINT/SIGTERM stop it and every
         worker below it and raise Cancelled."""
         cancelled = []
@@ -56,10 +76,9 @@ class JobProcess:
         signals = (signal.SIGINT, signal.SIGTERM) if on_main else ()
         previous = {s: signal.signal(s, cancel) for s in signals}
         try:
-            self.process.stdin.write(f"{plan_path}\n")
-            self.process.stdin.close()
+            self._send(f"{plan_path}\n", lock_fd)
             code = self.process.wait()
-        except BrokenPipeError:  # the child died before it read the plan
+        except (BrokenPipeError, ConnectionError):  # the child died before it read the plan
             code = self.process.wait()
         finally:
             for s, handler in previous.items():
@@ -69,19 +88,35 @@ class JobProcess:
                 "cancelled: finished blocks are kept; run the same command again to resume")
         return code
 
+    @staticmethod
+    def error_message(plan, code: int) -> str:
+        """The job's own one line (``error.txt``), else what its end says; with the log."""
+        from .disk import LOW_SPACE, no_space_error
+        from .fatal import ERROR_FILE, LOG_FILE, read_text
 
-def stop_descendants(grace: float = 0.5) -> None:
-    """SIGTERM every process below this one, SIGKILL what is left after ``grace`` seconds."""
-    family = psutil.Process().children(recursive=True)
-    for process in family:
+        work_dir = Path(plan.work_dir)
+        message = read_text(work_dir / ERROR_FILE)
+        if message is None:
+            # daisy's own memory-mapped files die with SIGBUS when they cannot grow
+            if shutil.disk_usage(work_dir).free < LOW_SPACE:
+                message = str(no_space_error(work_dir))
+            elif code == -getattr(signal, "SIGBUS", 7):
+                message = ("the blockwise job died of SIGBUS: a memory-mapped file could not "
+                           "be read or written")
+            else:
+                message = f"the blockwise job stopped with exit code {code}"
+        return f"{message} (log: {work_dir / LOG_FILE})"
+
+
+def receive_plan(stdin) -> tuple[str, list[int]]:
+    """The job's side of ``JobProcess.run``: the plan's path ('' for none) and the
+    descriptors that came with it (kept open for the job's lifetime: they hold the lock)."""
+    if PASSES_DESCRIPTORS:
         try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=grace)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
+            channel = socket.socket(fileno=stdin.fileno())
+        except OSError:  # started by hand, stdin is no socket
+            return stdin.readline().strip(), []
+        message, fds, _, _ = socket.recv_fds(channel, 4096, 4)
+        channel.detach()
+        return message.decode().strip(), fds
+    return stdin.readline().strip(), []

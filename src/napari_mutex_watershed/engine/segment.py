@@ -7,8 +7,8 @@ import warnings
 import mwatershed
 import numpy as np
 
-from ..errors import InvalidInputError, KernelError
-from ..parameters import MANY_SEEDS, WatershedParameters
+from ..errors import InvalidInputError, KernelError, UsageError, checked_arguments
+from ..parameters import MANY_SEEDS, WatershedParameters, as_parameters
 from .labels import finalize
 from .weights import edge_slices, edge_weights
 
@@ -26,21 +26,39 @@ def run_kernel(
     """
     n_voxels = int(np.prod(weights.shape[1:]))
     kernel_seeds = None if seeds is None else _kernel_seeds(seeds, n_voxels)
-    try:
-        raw = mwatershed.agglom(
-            weights,
-            [list(o) for o in parameters.offsets],
-            seeds=kernel_seeds,
-            strides=parameters.kernel_strides(),
-        )
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as error:  # pyo3 PanicException derives from BaseException
-        raise KernelError(f"mwatershed failed: {error}") from None
+    weights, parameters = _offsets_that_fit(weights, parameters)
+    if not len(weights):  # no edge fits in so small an array: every voxel stays alone
+        raw = (np.zeros(weights.shape[1:], np.uint64) if kernel_seeds is None
+               else kernel_seeds.copy())
+    else:
+        try:
+            raw = mwatershed.agglom(
+                weights,
+                [list(o) for o in parameters.offsets],
+                seeds=kernel_seeds,
+                strides=parameters.kernel_strides(),
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # pyo3 PanicException derives from BaseException
+            raise KernelError(f"mwatershed failed: {error}") from None
     _restore_segment_of_first_voxel(raw, weights, parameters)
     if seeds is not None:
         _restore_seed_ids(raw, seeds, n_voxels)
     return raw
+
+
+def _offsets_that_fit(weights: np.ndarray, parameters: WatershedParameters):
+    """Drop the channels of offsets as long as the array along some axis (a small crop or
+    block): they have no edge in it, and mwatershed panics on them."""
+    spatial = weights.shape[1:]
+    fits = [all(abs(o) < n for o, n in zip(offset, spatial)) for offset in parameters.offsets]
+    if all(fits):
+        return weights, parameters
+    kept = [o for o, f in zip(parameters.offsets, fits) if f]
+    # bypass validation: an empty offset list is fine here, and nothing else reads it
+    return weights[np.array(fits)], parameters.model_construct(
+        **{**dict(parameters), "offsets": kept})
 
 
 def _kernel_seeds(seeds: np.ndarray, n_voxels: int) -> np.ndarray:
@@ -121,6 +139,7 @@ def _check_seeds(seeds, spatial) -> np.ndarray:
     return seeds.astype(np.uint64, copy=False)
 
 
+@checked_arguments
 def segment(
     affinities,
     parameters: WatershedParameters | None = None,
@@ -129,10 +148,16 @@ def segment(
 ) -> np.ndarray:
     """Segment affinities ((C, Y, X) or (C, Z, Y, X); numpy, zarr or dask) into labels.
 
-    Returns consecutive ids 1..N with 0 = background (uint32 where N fits); seeded ids are
-    kept. Raises InvalidInputError for bad input and KernelError if mwatershed fails.
+    ``parameters`` may be a dict of WatershedParameters' fields. Returns consecutive ids
+    1..N with 0 = background (uint32 where N fits); seeded ids are kept. Raises
+    InvalidInputError for bad input, UsageError for a wrong call and KernelError if
+    mwatershed fails.
     """
-    parameters = parameters or WatershedParameters()
+    if not (hasattr(affinities, "shape") and hasattr(affinities, "dtype")):
+        raise UsageError(
+            "affinities must be an array (numpy, zarr or dask) of shape (channels, [z,] y, x), "
+            f"got {type(affinities).__name__}")
+    parameters = as_parameters(parameters)
     spatial = tuple(affinities.shape[1:])
     if seeds is not None:
         seeds = _check_seeds(seeds, spatial)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, InvalidValuesError
 from ..parameters import WatershedParameters
 
 SUPPORTED_DTYPES = (np.float32, np.float64, np.uint8)
@@ -60,17 +60,22 @@ def check_affinities(affinities, parameters: WatershedParameters) -> list[int]:
     return list(range(n_channels))
 
 
-def _check_finite(channel: np.ndarray, index: int) -> None:
-    finite = np.isfinite(channel)
-    if finite.all():
+def check_values(channel: np.ndarray, index: int) -> None:
+    """Float affinities must be finite and in 0..1 (probabilities, not logits): checked per
+    channel with a min and a max, located only when something is wrong."""
+    lo, hi = channel.min(), channel.max()
+    if 0.0 <= lo and hi <= 1.0:  # False for NaN
         return
-    n_nan = int(np.isnan(channel).sum())
-    n_inf = int((~finite).sum()) - n_nan
-    first = tuple(int(v) for v in np.argwhere(~finite)[0])
-    raise InvalidInputError(
-        f"affinities contain {n_nan} NaN and {n_inf} infinite values in channel {index} "
-        f"(first at voxel {first}); fix or mask them before segmenting"
-    )
+    bad = ~np.isfinite(channel)
+    if bad.any():
+        n_nan = int(np.isnan(channel).sum())
+        problem = f"affinities contain {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values"
+        advice = "fix or mask them before segmenting"
+    else:
+        bad = (channel < 0) | (channel > 1)
+        problem = f"affinities have {int(bad.sum())} values outside 0..1 (from {lo:g} to {hi:g})"
+        advice = "affinities are probabilities: apply a sigmoid to logits, or rescale"
+    raise InvalidValuesError(problem, index, np.argwhere(bad)[0], advice)
 
 
 def nearest_neighbour_mean(weights: np.ndarray, parameters: WatershedParameters) -> np.ndarray:
@@ -131,7 +136,7 @@ def edge_weights(
     for i, c in enumerate(channels):
         channel = np.asarray(affinities[c])
         if scale is None:
-            _check_finite(channel, c)
+            check_values(channel, c)
         weights[i] = channel
         if scale is not None:
             weights[i] *= scale

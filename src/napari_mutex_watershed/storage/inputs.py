@@ -182,7 +182,7 @@ def _from_attributes(shape, attrs: dict, reverse: bool, role: str, dimension_nam
         n_spatial = ndim - 1 if role == "affinities" and ndim > 2 else ndim
     axis_names = _axis_roles(ndim, names, n_spatial)
     if voxel_size is None:
-        described = " x ".join(f"{n.rstrip('^')}" for n in axis_names)
+        described = ", ".join(n.rstrip("^") for n in axis_names)
         note = (f"no voxel size stored: assumed axes ({described}), "
                 + ("channel first, " if ndim > n_spatial else "")
                 + "voxel size 1, offset 0")
@@ -328,9 +328,24 @@ def open_affinities(path: str | Path) -> Affinities:
     if volume.note:
         logger.warning("%s: %s", volume.path, volume.note)
     offsets = volume.attrs.get("offsets")
-    offsets = [tuple(int(v) for v in o) for o in offsets] if offsets else None
+    offsets = stored_offsets(offsets, volume.path) if offsets is not None else None
     return Affinities(array=volume.funlib(), path=volume.path, offsets=offsets,
                       note=volume.note, volume=volume)
+
+
+def stored_offsets(value, path) -> list[tuple[int, ...]]:
+    """The ``offsets`` attribute as integer vectors, or one line on what is wrong with it
+    (fractions are refused, not truncated)."""
+    from pydantic import ValidationError
+
+    from ..parameters import WatershedParameters, validation_problems
+
+    try:
+        return WatershedParameters(offsets=value).offsets
+    except ValidationError as error:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise InvalidInputError(f"the offsets attribute of {path} ({shown}) is not a list of "
+                                f"integer vectors: {validation_problems(error)}") from None
 
 
 def stored_attributes(path: str | Path, default_dataset: str = "labels") -> dict:

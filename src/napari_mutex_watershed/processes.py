@@ -1,0 +1,130 @@
+"""Child processes, in one place: start one by module name, lower its priority, stop its tree.
+
+Every long computation runs in another process (mwatershed holds the GIL): the blockwise job
+the CLI supervises, the widget's full run, the sweep's pool and the preview's workers. They
+share these few functions, so starting, niceness and cancel work one way everywhere. Only the
+standard library and psutil: the CLI imports this before anything heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+
+#: SIGKILL where it exists (Windows has none: terminate is a kill there).
+KILL_SIGNAL = getattr(signal, "SIGKILL", signal.SIGTERM)
+#: Seconds between SIGTERM and SIGKILL when a tree is stopped.
+STOP_GRACE = 0.5
+
+
+def own_group() -> dict:
+    """Popen arguments that put a child into a process group of its own.
+
+    ``process_group=0`` (setpgid) rather than ``start_new_session=True`` (setsid): both make
+    a group that ``os.killpg`` reaches as a whole, but with Linux's autogroup scheduling a new
+    session is also a new scheduling group, competing with napari's as an equal whatever its
+    nice value. (Windows has neither; the tree is then stopped through psutil.)
+    """
+    return {"process_group": 0} if os.name == "posix" else {}
+
+
+def start_module(module: str, args=(), *, niceness: int = 0, group: bool = False,
+                 env: dict | None = None, **popen) -> subprocess.Popen:
+    """``python -m module args...`` as a child.
+
+    Started by module name, never by re-importing the caller's ``__main__`` (as
+    multiprocessing's spawn does), so a script without a main guard can start one.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *map(str, args)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        **(own_group() if group else {}),
+        **popen,
+    )
+    if niceness:
+        lower_priority(process.pid, niceness)
+    return process
+
+
+def lower_priority(pid: int | None = None, niceness: int = 10) -> None:
+    """Let the caller (a UI) win the CPU and the disk; children inherit it. ``None``: this
+    process. Silently does nothing where it is not allowed."""
+    try:
+        process = psutil.Process(pid)
+        process.nice(max(process.nice(), niceness) if pid is None else niceness)
+        if hasattr(psutil, "IOPRIO_CLASS_BE"):  # Linux: disk reads queue behind the UI's
+            process.ionice(psutil.IOPRIO_CLASS_BE, value=7)
+    except (psutil.Error, OSError, ValueError):
+        pass
+
+
+def descendants(pid: int | None = None) -> list[psutil.Process]:
+    """Every process below ``pid`` (default: this process), as seen now."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def signal_group(pid: int, sig) -> bool:
+    """Send ``sig`` to the process group led by ``pid`` (started with ``group=True``)."""
+    if not hasattr(os, "killpg"):
+        return False
+    try:
+        os.killpg(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def stop(processes, grace: float = STOP_GRACE) -> None:
+    """SIGTERM the processes, SIGKILL what is left after ``grace`` seconds, reap them."""
+    processes = [p for p in processes if p is not None]
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    kill(alive)
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def kill(processes) -> None:
+    """SIGKILL the processes at once (no wait)."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+def stop_tree(pid: int, grace: float = STOP_GRACE, include_root: bool = True) -> None:
+    """Stop ``pid`` and everything below it (seen before the first signal, so orphans that
+    the root's death reparents are still reached)."""
+    family = descendants(pid)
+    if include_root:
+        try:
+            family.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    stop(family, grace)
+
+
+def stop_descendants(grace: float = STOP_GRACE) -> None:
+    """Stop every process below this one."""
+    stop(descendants(), grace)
+
+
+def holder_description(pid: int) -> str:
+    """``pid 1234 (napari-mutex-watershed segment ...)``, for messages that name a process."""
+    try:
+        words = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return f"pid {pid}"
+    text = " ".join(words)
+    return f"pid {pid} ({text[:120]}{'...' if len(text) > 120 else ''})" if text else f"pid {pid}"

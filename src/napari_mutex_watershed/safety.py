@@ -1,0 +1,60 @@
+"""Never delete or overwrite what is not ours: the rules every writer checks first.
+
+An output may replace only an earlier output of this tool (its attributes carry our
+``mutex_watershed_*`` names), and never the input, a folder holding the input, or anything
+inside the input, ``--overwrite`` or not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .attributes import OUR_ATTRIBUTE_PREFIX
+from .errors import UnsafeOutputError
+
+
+def _attributes(path: Path) -> dict:
+    import zarr
+
+    try:
+        return dict(zarr.open(str(path), mode="r").attrs)
+    except Exception:  # not a zarr node (a plain folder, a file, a broken store)
+        return {}
+
+
+def is_ours(path: str | Path) -> bool:
+    """Was ``path`` written by this tool (an array, or an OME-Zarr group whose first level
+    is)? Read from its zarr attributes; anything unreadable is not ours."""
+    path = Path(path)
+    for node in (path, path / "0"):
+        attributes = _attributes(node)
+        if any(str(k).startswith(OUR_ATTRIBUTE_PREFIX) for k in attributes):
+            return True
+    return False
+
+
+def _is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def check_output_location(output: str | Path, protected: dict[str, str | Path],
+                          only_ours: bool = True) -> None:
+    """Refuse an output that is, holds or lies in one of the ``protected`` paths (by role,
+    e.g. ``{"input": ...}``), or (``only_ours``) that exists and is not an earlier output of
+    ours."""
+    target = Path(output).resolve()
+    for role, path in protected.items():
+        kept = Path(path).resolve()
+        if target == kept:
+            raise UnsafeOutputError(f"the output {output} is the {role}: choose another output")
+        if target.is_relative_to(kept):
+            raise UnsafeOutputError(
+                f"the output {output} lies inside the {role} {path}: choose another output")
+        if kept.is_relative_to(target):
+            raise UnsafeOutputError(
+                f"the output {output} contains the {role} {path}, which replacing it would "
+                "delete: choose another output")
+    if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(target):
+        raise UnsafeOutputError(
+            f"{output} exists and is not an output of napari-mutex-watershed, so it is never "
+            "replaced: choose another output")

@@ -1,0 +1,217 @@
+"""Bad inputs through the real CLI: each gets one clear line, exit code 1 or 2, and loses
+nothing (every file that was there before is there after, unchanged).
+
+One row per case: how to make it, the command, and the line it must get. The closing count
+(tried, refused with one line, damaged) is what ``test_every_case_is_refused_...`` asserts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_mutex_watershed.storage import write_affinities, write_labels
+from napari_mutex_watershed.synthetic import sample_volume
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
+SHAPE = (16, 32, 32)
+BLOCKS = ["--block-size", "16", "16", "16", "--progress", "none"]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A container with affinities and ground truth, copied by each case."""
+    affinities, truth, offsets = sample_volume(SHAPE, seed=4)
+    folder = tmp_path_factory.mktemp("clean")
+    write_affinities(folder / "in.zarr/affinities", affinities, offsets)
+    write_labels(folder / "in.zarr/ground_truth", truth)
+    return folder
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def set_channel_value(folder, channel, voxel, value):
+    array = zarr.open_array(str(folder / "in.zarr/affinities"), mode="r+")
+    array[(channel, *voxel)] = value
+
+
+def set_attribute(folder, name, value):
+    zarr.open_array(str(folder / "in.zarr/affinities"), mode="r+").attrs[name] = value
+
+
+def corrupt_chunk(folder):
+    chunk = next(p for p in sorted((folder / "in.zarr/affinities").rglob("*"))
+                 if p.is_file() and "zarr.json" not in p.name)
+    chunk.write_bytes(b"not a compressed chunk")
+    return chunk
+
+
+def small_volume(folder):
+    affinities, _, offsets = sample_volume((8, 8, 8), seed=1)
+    write_affinities(folder / "small.zarr/affinities", affinities, offsets)
+
+
+def nested_input(folder):
+    affinities, _, offsets = sample_volume(SHAPE, seed=1)
+    write_affinities(folder / "n.zarr/group/affinities", affinities, offsets)
+
+
+def foreign_folder(folder):
+    (folder / "in.zarr/notes").mkdir()
+    (folder / "in.zarr/notes/readme.txt").write_text("mine")
+
+
+def write_file(name, text):
+    def make(folder):
+        (folder / name).write_text(text)
+    return make
+
+
+def float_volume_with(values):
+    def make(folder):
+        affinities, _, offsets = sample_volume(SHAPE, seed=1)
+        affinities[values[0]] = values[1]
+        write_affinities(folder / "in.zarr/affinities", affinities, offsets, overwrite=True)
+    return make
+
+
+@dataclass
+class Case:
+    name: str
+    args: list
+    line: str  # regex the one line must match (after "error: ")
+    make: Callable | None = None
+    code: int = 1
+
+
+SEGMENT = ["segment", "in.zarr/affinities"]
+CASES = [
+    # never delete or overwrite what is not ours
+    Case("output is the input", [*SEGMENT, "in.zarr/affinities", "--overwrite"],
+         r"the output in.zarr/affinities is the input"),
+    Case("output inside the input", [*SEGMENT, "in.zarr/affinities/labels", "--overwrite"],
+         r"lies inside the input"),
+    Case("output contains the input", ["segment", "n.zarr/group/affinities", "n.zarr/group",
+                                       "--overwrite"],
+         r"contains the input", make=nested_input),
+    Case("output is a foreign array", [*SEGMENT, "in.zarr/ground_truth", "--overwrite"],
+         r"in.zarr/ground_truth exists and is not an output of napari-mutex-watershed"),
+    Case("output is a foreign folder", [*SEGMENT, "in.zarr/notes", "--overwrite"],
+         r"in.zarr/notes exists and is not an output", make=foreign_folder),
+    # shapes and offsets, before any worker starts
+    Case("volume shorter than an offset", ["segment", "small.zarr/affinities", "o.zarr/labels"],
+         r"region \(8, 8, 8\) is not longer than offset \(0, 9, 0\)", make=small_volume),
+    Case("offset longer than the volume", [*SEGMENT, "o.zarr/labels", "--offsets",
+                                           "1,0,0 0,1,0 0,0,1 3,0,0 0,40,0 0,0,9"],
+         r"not longer than offset \(0, 40, 0\) along axis 1"),
+    Case("fractional offsets flag", [*SEGMENT, "o.zarr/labels", "--offsets", "1.5,0,0"],
+         r"argument --offsets: offsets look like", code=2),
+    Case("fractional offsets attribute", [*SEGMENT, "o.zarr/labels"],
+         r"offsets.*(integer|fractional)",
+         make=lambda f: set_attribute(f, "offsets", [[1.5, 0, 0], [0, 1, 0], [0, 0, 1],
+                                                     [3, 0, 0], [0, 9, 0], [0, 0, 9]])),
+    Case("malformed offsets attribute", [*SEGMENT, "o.zarr/labels"], r"offsets",
+         make=lambda f: set_attribute(f, "offsets", "one two three")),
+    Case("roi outside the volume", [*SEGMENT, "o.zarr/labels", "--roi", 0, 0, 0, 16, 32, 64],
+         r"roi \(0, 0, 0\) \+ \(16, 32, 64\) is not inside the volume"),
+    Case("block size of the wrong length", [*SEGMENT, "o.zarr/labels", "--block-size", 16, 16],
+         r"block size must be 3 integers"),
+    # values, found per block and never retried
+    Case("NaN", [*SEGMENT, "o.zarr/labels", *BLOCKS, "--max-retries", 3],
+         r"block \(0, 1, 1\): affinities contain 1 NaN and 0 infinite values in channel 2, "
+         r"first at voxel \(10, 20, 30\)",
+         make=lambda f: set_channel_value(f, 2, (10, 20, 30), np.nan)),
+    Case("infinity", [*SEGMENT, "o.zarr/labels", *BLOCKS],
+         r"0 NaN and 1 infinite values in channel 0, first at voxel \(3, 4, 5\)",
+         make=lambda f: set_channel_value(f, 0, (3, 4, 5), np.inf)),
+    Case("values above 1", [*SEGMENT, "o.zarr/labels", *BLOCKS],
+         r"values outside 0..1 \(from .* to 7\) in channel 5, first at voxel \(1, 2, 3\); "
+         r"affinities are probabilities", make=lambda f: set_channel_value(f, 5, (1, 2, 3), 7.0)),
+    Case("corrupted chunk", [*SEGMENT, "o.zarr/labels", *BLOCKS],
+         r"cannot read chunk \(0, 0, 0, 0\) of .*in.zarr/affinities", make=corrupt_chunk),
+    # parameters files
+    Case("params file missing", [*SEGMENT, "o.zarr/labels", "--params", "nope.json"],
+         r"parameters file nope.json does not exist"),
+    Case("params file is a folder", [*SEGMENT, "o.zarr/labels", "--params", "in.zarr"],
+         r"parameters file in.zarr is a folder"),
+    Case("params file broken JSON", [*SEGMENT, "o.zarr/labels", "--params", "p.json"],
+         r"parameters file p.json is not valid JSON", make=write_file("p.json", "{bias: 0.5")),
+    Case("params file YAML without its suffix", [*SEGMENT, "o.zarr/labels", "--params", "p.txt"],
+         r"not valid JSON .*\.yaml or \.yml", make=write_file("p.txt", "bias_short: 0.4\n")),
+    Case("params file broken YAML", [*SEGMENT, "o.zarr/labels", "--params", "p.yaml"],
+         r"parameters file p.yaml is not valid YAML",
+         make=write_file("p.yaml", "bias_short: [0.4\n")),
+    Case("params file bad value", [*SEGMENT, "o.zarr/labels", "--params", "p.json"],
+         r"invalid parameters file p.json: bias_short: Input should be less than or equal to 1",
+         make=write_file("p.json", json.dumps({"bias_short": 4}))),
+    Case("params file unknown field", [*SEGMENT, "o.zarr/labels", "--params", "p.json"],
+         r"invalid parameters file p.json: biass: Extra inputs are not permitted",
+         make=write_file("p.json", json.dumps({"biass": 0.5}))),
+    # flags
+    Case("negative retries", [*SEGMENT, "o.zarr/labels", "--max-retries", -1],
+         r"argument --max-retries: -1 is below 0", code=2),
+    Case("negative timeout", [*SEGMENT, "o.zarr/labels", "--timeout", -5],
+         r"argument --timeout: -5 is below 0", code=2),
+    Case("zero workers", [*SEGMENT, "o.zarr/labels", "--workers", 0],
+         r"argument --workers: 0 is below 1", code=2),
+    Case("bias out of range", [*SEGMENT, "o.zarr/labels", "--bias-short", 2],
+         r"bias_short: Input should be less than or equal to 1"),
+    Case("worker command without {command}", [*SEGMENT, "o.zarr/labels",
+                                              "--worker-command", "sbatch --wait"],
+         r"needs \{command\}"),
+    Case("worker command that always fails", [*SEGMENT, "o.zarr/labels", *BLOCKS,
+                                              "--worker-command", "echo no cluster here >&2; "
+                                              "exit 3; {command}"],
+         r"worker command failed \d+ times in a row in step even: `echo no cluster.*` exited "
+         r"with code 3: no cluster here"),
+    # inputs that are not affinities
+    Case("input missing", ["segment", "none.zarr/affinities", "o.zarr/labels"],
+         r"none.zarr/affinities"),
+    Case("input not in a container", ["segment", "in.txt", "o.zarr/labels"],
+         r"in.txt", make=write_file("in.txt", "x")),
+    Case("zero voxel size", [*SEGMENT, "o.zarr/labels"], r"voxel size",
+         make=lambda f: set_attribute(f, "voxel_size", [0, 1, 1])),
+    # sweep
+    Case("sweep ground truth of another shape",
+         ["sweep", "in.zarr/affinities", "--gt", "gt.zarr/ground_truth"],
+         r"ground truth has shape \(16, 32, 16\) but the affinities \(16, 32, 32\)",
+         make=lambda f: write_labels(f / "gt.zarr/ground_truth",
+                                     np.ones((16, 32, 16), np.uint32))),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_one_line_and_loses_nothing(case, clean, tmp_path):
+    shutil.copytree(clean, tmp_path, dirs_exist_ok=True)
+    if case.make is not None:
+        case.make(tmp_path)
+    before = fingerprint(tmp_path)
+    result = cli(*case.args, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == case.code, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    assert re.search(case.line, lines[0]), lines[0]
+    after = fingerprint(tmp_path)
+    lost = {name for name, digest in before.items() if after.get(name) != digest}
+    assert not lost, f"changed or deleted: {sorted(lost)}"
