@@ -11,3 +11,5 @@ OUR_ATTRIBUTE_PREFIX = "mutex_watershed_"
 VERSION_ATTR = "mutex_watershed_version"
 INPUT_ATTR = "mutex_watershed_input"
 BLOCK_SIZE_ATTR = "mutex_watershed_block_size"
+#: Marks sample data written by ``napari-mutex-watershed sample``: ours to replace.
+SAMPLE_ATTR = "mutex_watershed_sample"

@@ -152,18 +152,13 @@ def parameters_from(args) -> WatershedParameters:
 def command_sample(args) -> int:
     import numpy as np
 
-    from .storage import write_affinities, write_labels
-    from .synthetic import sample_volume
+    from .synthetic import write_sample
 
-    if len(args.shape) not in (2, 3):
-        raise InvalidInputError("--shape takes 2 or 3 values")
-    dtype = np.uint8 if args.uint8 else np.float32
-    affinities, labels, offsets = sample_volume(tuple(args.shape), args.seed, args.noise, dtype)
-    path = write_affinities(Path(args.output) / "affinities", affinities, offsets,
-                            overwrite=args.overwrite)
-    truth = write_labels(Path(args.output) / "ground_truth", labels, overwrite=args.overwrite)
-    print(f"affinities: {path}  shape {affinities.shape}, offsets {offsets}")
-    print(f"ground truth: {truth}  ({int(labels.max())} objects)")
+    sample = write_sample(args.output, args.shape, args.seed, args.noise,
+                          np.uint8 if args.uint8 else np.float32, overwrite=args.overwrite)
+    print(f"affinities: {sample['affinities']}  shape {sample['shape']}, "
+          f"offsets {sample['offsets']}")
+    print(f"ground truth: {sample['ground_truth']}  ({sample['objects']} objects)")
     return 0
 
 

@@ -13,6 +13,10 @@ class UsageError(MutexWatershedError, TypeError):
     """A function of the Python API was called with the wrong types or an unknown keyword."""
 
 
+class NotReadyError(UsageError, RuntimeError):
+    """Called before what it needs (e.g. ``process`` before ``set_prediction``)."""
+
+
 class InvalidInputError(MutexWatershedError, ValueError):
     """The data handed in cannot be segmented as it is (NaN, wrong shape, wrong dtype, ...)."""
 

@@ -6,6 +6,8 @@ fixtures, so what users try is what the tests check.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -98,3 +100,33 @@ def sample_volume(
     labels = cell_labels(shape, seed=seed)
     affs = affinities_from_labels(labels, offsets, noise=noise, seed=seed + 1, dtype=dtype)
     return affs, labels, offsets
+
+
+def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 0.1,
+                 dtype=np.float32, overwrite: bool = False) -> dict:
+    """Write sample affinities and their ground truth into ``container``; return paths and
+    what was written. ``overwrite`` replaces only an earlier sample (marked as ours)."""
+    import zarr
+
+    from .attributes import SAMPLE_ATTR
+    from .errors import InvalidInputError
+    from .safety import check_output_location
+    from .storage import write_affinities, write_labels
+
+    if len(shape) not in (2, 3):
+        raise InvalidInputError("a sample has 2 or 3 axes")
+    targets = {"affinities": Path(container) / "affinities",
+               "ground_truth": Path(container) / "ground_truth"}
+    if overwrite:
+        for target in targets.values():
+            check_output_location(target, {})
+    affinities, labels, offsets = sample_volume(tuple(shape), seed, noise, dtype)
+    paths = {
+        "affinities": write_affinities(targets["affinities"], affinities, offsets,
+                                       overwrite=overwrite),
+        "ground_truth": write_labels(targets["ground_truth"], labels, overwrite=overwrite,
+                                     attributes={SAMPLE_ATTR: True}),
+    }
+    zarr.open_array(str(paths["affinities"]), mode="r+").attrs[SAMPLE_ATTR] = True
+    return {**paths, "shape": affinities.shape, "offsets": offsets,
+            "objects": int(labels.max())}

@@ -119,21 +119,24 @@ def failing_launches(work_dir: str | Path, limit: int) -> str | None:
             + (f": {tail[-1].strip()}" if tail else " and printed nothing"))
 
 
-class Watchdog(threading.Thread):
-    """Calls ``on_fatal(message)`` once when a worker reports an input error or the worker
-    command keeps failing."""
+def launch_limit(plan) -> int:
+    """Failed launches in a row that stop a run: one round of retries per worker slot."""
+    return (plan.max_retries + 1) * min(plan.num_workers, plan.num_blocks)
 
-    def __init__(self, work_dir: str | Path, launch_limit: int, on_fatal):
+
+class Watchdog(threading.Thread):
+    """Calls ``on_fatal(message)`` once when a worker reports a fatal error (an input error,
+    a full disk, a worker command that keeps failing)."""
+
+    def __init__(self, work_dir: str | Path, on_fatal):
         super().__init__(daemon=True, name="mutex-watershed-watchdog")
         self.work_dir = Path(work_dir)
-        self.launch_limit = launch_limit
         self.on_fatal = on_fatal
         self._stop = threading.Event()
 
     def run(self) -> None:
         while not self._stop.wait(POLL):
-            message = (read_text(self.work_dir / FATAL_FILE)
-                       or failing_launches(self.work_dir, self.launch_limit))
+            message = read_text(self.work_dir / FATAL_FILE)
             if message:
                 self.on_fatal(message)
                 return

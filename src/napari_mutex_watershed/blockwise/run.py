@@ -92,9 +92,13 @@ class ClusterWorkerLauncher:
         result = subprocess.run(launch, shell=True, stderr=subprocess.PIPE, text=True,
                                 errors="replace")
         sys.stderr.write(result.stderr)
-        work_dir = BlockwisePlan.load(self.plan_path).work_dir
-        fatal.record_launch(work_dir, self.step, result.returncode, launch, result.stderr)
+        plan = BlockwisePlan.load(self.plan_path)
+        fatal.record_launch(plan.work_dir, self.step, result.returncode, launch, result.stderr)
         if result.returncode != 0:
+            # after a round of failures in a row, stop the run instead of launching again
+            message = fatal.failing_launches(plan.work_dir, fatal.launch_limit(plan))
+            if message:
+                fatal.report_fatal(plan.work_dir, message)
             raise BlockwiseError(f"worker command exited with code {result.returncode}")
 
 
@@ -284,8 +288,7 @@ def main(argv=None) -> int:
     except OSError as error:  # our caller finds the disk full
         log.error("cannot reserve the message files: %s", error)
         return 1
-    launch_limit = (plan.max_retries + 1) * min(plan.num_workers, plan.num_blocks)
-    watchdog = fatal.Watchdog(work_dir, launch_limit, stop_at_once)
+    watchdog = fatal.Watchdog(work_dir, stop_at_once)
     watchdog.start()
     os.environ[fatal.WATCHED_ENV] = "1"  # for the workers daisy starts
     try:

@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import InvalidInputError
-from ..parameters import WatershedParameters
+from ..errors import InvalidInputError, NotReadyError, UsageError
+from ..parameters import WatershedParameters, validation_problems
 from .arrays import LocalArrayIdentifier, ZarrArray
 
 #: DaCapo's bias grid: ``enumerate_parameters`` yields one run per value.
@@ -208,9 +208,12 @@ class PostProcessor(metaclass=_FrozenAfterInit):
 
 # ---------------------------------------------------------------------------- watershed
 def _values(name: str, values) -> tuple:
-    values = tuple(values)
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise UsageError(f"{name} must be a list of values, got {values!r}") from None
     if not values:
-        raise ValueError(f"{name} needs at least one value")
+        raise InvalidInputError(f"{name} needs at least one value")
     return values
 
 
@@ -232,13 +235,20 @@ class WatershedPostProcessor(PostProcessor):
         min_size_values: Iterable[int] = (0,),
         context_values: Iterable[Sequence[int]] | None = None,
     ):
-        offsets = tuple(tuple(int(v) for v in o) for o in offsets)
+        try:
+            offsets = tuple(tuple(o) for o in offsets)
+        except TypeError:
+            raise UsageError(f"offsets must be a list of integer vectors, got {offsets!r}") from None
         if not offsets:
-            raise ValueError("at least one offset is needed")
-        # the parameters' validation of offsets (same length, 2D or 3D, no zero, no duplicate)
-        offsets = WatershedPostProcessorParameters(
-            offsets=offsets, context=(0,) * len(offsets[0])
-        ).offsets
+            raise InvalidInputError("at least one offset is needed")
+        # the parameters' validation of offsets (integers, same length, 2D or 3D, no zero, no
+        # duplicate); fractions are refused, not truncated
+        try:
+            offsets = WatershedPostProcessorParameters(
+                offsets=offsets, context=(0,) * len(offsets[0])
+            ).offsets
+        except ValidationError as error:
+            raise InvalidInputError(f"invalid offsets: {validation_problems(error)}") from None
         self.offsets = offsets
         self.bias_values = _values("bias_values", bias_values)
         self.threshold_values = _values("threshold_values", threshold_values)
@@ -310,7 +320,7 @@ class WatershedPostProcessor(PostProcessor):
         from ..blockwise.launch import segment_blockwise_zarr
 
         if not isinstance(parameters, WatershedPostProcessorParameters):
-            raise TypeError(
+            raise UsageError(
                 f"expected WatershedPostProcessorParameters, got {type(parameters).__name__}"
             )
         watershed = self.watershed_parameters(parameters)
@@ -328,5 +338,5 @@ class WatershedPostProcessor(PostProcessor):
 
     def _prediction(self) -> ZarrArray:
         if self.prediction_array is None:
-            raise RuntimeError("no prediction: call set_prediction(array_identifier) first")
+            raise NotReadyError("no prediction: call set_prediction(array_identifier) first")
         return self.prediction_array

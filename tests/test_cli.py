@@ -1,0 +1,118 @@
+"""The command line: what a user reads when a run is complete, resumed, refused or broken.
+
+The table of refusals is tests/test_bad_inputs.py; here are the other things it says.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_mutex_watershed import cli
+from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE
+from napari_mutex_watershed.blockwise.launch import work_dir_for
+from napari_mutex_watershed.storage import write_affinities
+from napari_mutex_watershed.synthetic import sample_volume
+
+CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
+BLOCKS = ["--block-size", "12", "32", "32", "--progress", "none"]
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600,
+                          **kwargs)
+
+
+@pytest.fixture
+def volume(tmp_path):
+    affinities, _, offsets = sample_volume((24, 64, 64), seed=7)
+    return write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets), affinities
+
+
+@pytest.mark.slow
+def test_a_rerun_says_already_complete_and_a_resume_what_it_reused(volume, tmp_path):
+    path, affinities = volume
+    output = tmp_path / "in.zarr/labels"
+    # NaN in block (1, 1, 1) only, an odd block: the even step finishes, the odd one stops
+    broken = zarr.open_array(str(path), mode="r+")
+    broken[0, 23, 60, 60] = np.nan
+    first = run("segment", path, output, *BLOCKS)
+    assert first.returncode == 1 and "NaN" in first.stderr
+
+    broken[0, 23, 60, 60] = affinities[0, 23, 60, 60]  # fixed in place: the same job
+    second = run("segment", path, output, *BLOCKS)
+    assert second.returncode == 0, second.stderr
+    lines = second.stdout.splitlines()
+    assert lines[0].startswith("resuming: ") and "(even 8/8, odd " in lines[0], lines
+    reused = int(lines[0].split()[1])
+    assert 8 <= reused < 24  # the even step at least, never the relabel step
+
+    third = run("segment", path, output, *BLOCKS)
+    assert third.returncode == 0
+    assert third.stdout.splitlines()[0] == f"already complete: {output} (nothing to do)"
+
+
+@pytest.mark.slow
+def test_a_failing_worker_command_stops_after_one_round(volume, tmp_path):
+    path, _ = volume
+    output = tmp_path / "o.zarr/labels"
+    result = run("segment", path, output, *BLOCKS, "--workers", 2, "--max-retries", 2,
+                 "--worker-command", "echo 'sbatch: error: invalid partition' >&2; exit 1; "
+                 "{command}")
+    assert result.returncode == 1
+    assert "step even" in result.stderr and "invalid partition" in result.stderr
+    launches = (work_dir_for(output) / LAUNCHES_FILE).read_text().splitlines()
+    # (retries + 1) per worker slot, and at most one more from the other slot;
+    # daisy alone would go on to (blocks x tries) = 24 launches
+    assert 6 <= len(launches) <= 7
+    assert all(json.loads(line)["code"] == 1 for line in launches)
+
+
+def test_usage_mistakes_get_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["segment", "a.zarr"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: the following arguments are required: output (see napari-mutex-watershed "
+        "segment --help)"]
+
+
+def test_debug_shows_the_traceback_of_a_refusal(tmp_path):
+    quiet = run("segment", tmp_path / "none.zarr/affinities", tmp_path / "o.zarr")
+    loud = run("--debug", "segment", tmp_path / "none.zarr/affinities", tmp_path / "o.zarr")
+    assert quiet.returncode == loud.returncode == 1
+    assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+    assert quiet.stderr.splitlines()[-1] == loud.stderr.splitlines()[-1]
+
+
+def test_an_unexpected_error_gets_one_line_and_a_log(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "command_sample", broken)
+    assert cli.main(["sample", str(tmp_path / "s.zarr")]) == 1
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: unexpected KeyError: 'a bug' (details: ")
+    log = line.split("(details: ")[1].rstrip(")")
+    assert log.startswith(str(tmp_path)) and "Traceback" in open(log).read()
+
+
+def test_sample_overwrites_only_a_sample(tmp_path):
+    assert run("sample", tmp_path / "s.zarr", "--shape", 16, 32, 32).returncode == 0
+    assert run("sample", tmp_path / "s.zarr", "--shape", 16, 32, 32,
+               "--overwrite").returncode == 0
+    foreign = zarr.open_array(str(tmp_path / "s.zarr/ground_truth"), mode="r+")
+    foreign.attrs.clear()
+    foreign[0, 0, 0] = 12345
+    refused = run("sample", tmp_path / "s.zarr", "--shape", 16, 32, 32, "--overwrite")
+    assert refused.returncode == 1
+    assert "ground_truth exists and is not an output of napari-mutex-watershed" in refused.stderr
+    assert zarr.open_array(str(tmp_path / "s.zarr/ground_truth"))[0, 0, 0] == 12345

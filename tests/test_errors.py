@@ -1,0 +1,88 @@
+"""The Python API raises the project's own errors, one line each, for wrong calls and wrong
+values; nothing reaches the user as a raw AttributeError or a library's TypeError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_mutex_watershed import segment
+from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr
+from napari_mutex_watershed.dacapo import WatershedPostProcessor
+from napari_mutex_watershed.errors import (
+    InvalidInputError,
+    MutexWatershedError,
+    NotReadyError,
+    UsageError,
+)
+
+
+@pytest.fixture(scope="module")
+def affinities(sample_2d):
+    return sample_2d[0]
+
+
+@pytest.mark.parametrize("value, match", [
+    ([[0.5, 0.5]], "affinities must be an array .* got list"),
+    (None, "got NoneType"),
+    ("sample.zarr/affinities", "got str"),
+])
+def test_segment_refuses_what_is_not_an_array(value, match):
+    with pytest.raises(UsageError, match=match):
+        segment(value)
+
+
+def test_segment_takes_parameters_as_a_dict(affinities, params_2d):
+    as_dict = segment(affinities, params_2d.model_dump())
+    np.testing.assert_array_equal(as_dict, segment(affinities, params_2d))
+
+
+@pytest.mark.parametrize("parameters, error, match", [
+    ("bias=0.5", UsageError, "parameters must be a WatershedParameters or a dict .* got str"),
+    (0.5, UsageError, "got float"),
+    ({"bias_short": 3}, InvalidInputError, "bias_short: Input should be less than or equal"),
+    ({"biass": 0.5}, InvalidInputError, "biass: Extra inputs are not permitted"),
+])
+def test_segment_refuses_wrong_parameters(affinities, parameters, error, match):
+    with pytest.raises(error, match=match):
+        segment(affinities, parameters)
+
+
+def test_an_unknown_keyword_names_what_the_function_takes(affinities):
+    with pytest.raises(UsageError, match=r"segment\(\): got an unexpected keyword argument "
+                                         r"'bias'; it takes: affinities, parameters, mask, seeds"):
+        segment(affinities, bias=0.5)
+    with pytest.raises(UsageError, match="missing a required argument"):
+        segment()
+
+
+def test_errors_stay_catchable_as_what_they_mean():
+    """Callers that caught Python's own types keep working."""
+    assert issubclass(UsageError, TypeError) and issubclass(UsageError, MutexWatershedError)
+    assert issubclass(InvalidInputError, ValueError)
+    assert issubclass(NotReadyError, RuntimeError)
+
+
+def test_blockwise_refuses_wrong_calls(tmp_path):
+    with pytest.raises(UsageError, match="the input must be a path .* got NoneType"):
+        segment_blockwise_zarr(None, tmp_path / "o.zarr")
+    with pytest.raises(UsageError, match="unknown option.*workers"):
+        segment_blockwise_zarr(tmp_path / "a.zarr", tmp_path / "o.zarr", workers=2)
+    with pytest.raises(UsageError, match="got list"):
+        segment_blockwise_zarr(tmp_path / "a.zarr", tmp_path / "o.zarr", [0.5],
+                               supervised=False)
+
+
+def test_reference_api_refuses_with_project_errors():
+    with pytest.raises(InvalidInputError, match="invalid offsets"):
+        WatershedPostProcessor(offsets=[(1.5, 0, 0), (0, 1, 0)])
+    with pytest.raises(InvalidInputError, match="bias_values needs at least one value"):
+        WatershedPostProcessor(offsets=[(1, 0, 0)], bias_values=[])
+    with pytest.raises(UsageError, match="offsets must be a list"):
+        WatershedPostProcessor(offsets=5)
+    processor = WatershedPostProcessor(offsets=[(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+    with pytest.raises(UsageError, match="expected WatershedPostProcessorParameters"):
+        processor.process({"bias": 0.5}, None)
+    parameters = next(iter(processor.enumerate_parameters()))
+    with pytest.raises(NotReadyError, match="call set_prediction"):
+        processor.process(parameters, None)
