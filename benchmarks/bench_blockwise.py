@@ -1,4 +1,5 @@
-"""Blockwise against one whole-volume call: quality, seams, wall time and memory.
+"""Blockwise against one whole-volume call: quality, seams, wall time, memory and the
+time the OME-Zarr pyramid adds.
 
     python benchmarks/bench_blockwise.py                 # 256^3 crop of the shared neuron labels
     python benchmarks/bench_blockwise.py --size 128      # quicker
@@ -67,6 +68,16 @@ def whole_volume(path: str, output: str, parameters_json: str) -> None:
     labels = segment(data, parameters)
     print(json.dumps({"kernel_and_engine_seconds": time.perf_counter() - started}))
     write_labels(output, labels, overwrite=True)
+
+
+def pyramid_seconds(progress: str) -> float:
+    """What the pyramid adds to a run: from the last relabelled block to the last pyramid
+    block (its levels are piped after relabel, so the part that overlaps relabel is free)."""
+    lines = [json.loads(line) for line in progress.splitlines() if line.startswith("{")]
+    relabelled = min(p["elapsed"] for p in lines
+                     if p["phase"] == "relabel" and p["done"] == p["total"])
+    pyramid = [p["elapsed"] for p in lines if str(p["phase"]).startswith("pyramid")]
+    return max(max(pyramid, default=relabelled) - relabelled, 0.0)
 
 
 def scores(truth, segmentation) -> tuple[float, float, float]:
@@ -182,21 +193,23 @@ def run(args, work: Path) -> None:
                                                "--params", str(params_file), "--workers", str(args.workers),
                                                "--block-size", *[str(block)] * 3, "--progress", "json"])
         summary = json.loads([line for line in out.splitlines() if '"done"' in line and '"phase": "done"' in line][-1])
+        summary["pyramid_seconds"] = pyramid_seconds(out)
         rows.append((f"blockwise {block}^3, {args.workers} workers", seconds, tree, one,
-                     zarr.open_array(str(output))[:], summary, (block,) * 3))
+                     zarr.open_array(str(output / "0"))[:], summary, (block,) * 3))
 
     baseline = rows[0][1] if not args.skip_whole else None
     print(f"\n{args.size}^3 crop of pinky40 labels ({len(np.unique(truth)) - 1} objects), biases "
           f"{args.bias_short}/{args.bias_long}, noise seed {args.noise_seed}, "
           f"context {parameters.context_voxels()}\n")
-    print("| run | wall s | speed-up | outside kernel | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | VOI | seam splits (whole's at same faces; of them not split by whole); share of face contact split | splits at planes half a block off the faces (whole's) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | wall s | speed-up | outside kernel | pyramid s (share of wall) | peak tree GB | peak process GB | ARAND | VOI split | VOI merge | VOI | seam splits (whole's at same faces; of them not split by whole); share of face contact split | splits at planes half a block off the faces (whole's) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, seconds, tree, one, seg, summary, block in rows:
         arand, split, merge = scores(truth, seg)
-        outside = "-"
+        outside = pyramid = "-"
         seams = off_faces = "-"
         if summary:
             outside = f"{1 - summary['kernel_seconds'] / args.workers / seconds:.1%}"
+            pyramid = f"{summary['pyramid_seconds']:.1f} ({summary['pyramid_seconds'] / seconds:.1%})"
             s, c, contact = seam_splits(truth, seg, block)
             seams = f"{len(s)}/{c} = {len(s) / max(c, 1):.2%}"
             if not args.skip_whole:
@@ -210,7 +223,7 @@ def run(args, work: Path) -> None:
                 sw, cw, _ = seam_splits(truth, rows[0][4], block, off_faces=True)
                 off_faces += f" ({len(sw) / max(cw, 1):.2%})"
         speed = f"{baseline / seconds:.2f}x" if baseline else "-"
-        print(f"| {name} | {seconds:.1f} | {speed} | {outside} | {tree:.2f} | {one:.2f} | {arand:.4f} | {split:.3f} | {merge:.3f} | {split + merge:.3f} | {seams} | {off_faces} |")
+        print(f"| {name} | {seconds:.1f} | {speed} | {outside} | {pyramid} | {tree:.2f} | {one:.2f} | {arand:.4f} | {split:.3f} | {merge:.3f} | {split + merge:.3f} | {seams} | {off_faces} |")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def cli_result(tmp_path_factory):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    labels = zarr.open_array(str(container / "labels_cli"), mode="r")[:]
+    labels = zarr.open_array(str(container / "labels_cli" / "0"), mode="r")[:]  # OME level 0
     return container, parameters, labels
 
 
@@ -125,13 +125,14 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     assert [m["phase"] for m in job.progress][-1] == "done"
 
     result = viewer.layers["labels_mws"]
-    assert result is not None and hasattr(result.data, "dask")  # lazy, backed by the zarr
-    np.testing.assert_array_equal(np.asarray(result.data), expected)
+    # the pyramid as a multiscale layer, lazy, backed by the zarr
+    assert result is not None and result.multiscale and hasattr(result.data[0], "dask")
+    np.testing.assert_array_equal(np.asarray(result.data[0]), expected)
     np.testing.assert_allclose(result.scale, VOXEL_SIZE)
     np.testing.assert_allclose(result.translate, OFFSET)
     assert WatershedParameters.model_validate(result.metadata[PARAMETERS_ATTR]) == parameters
     assert result.metadata[run_job.BLOCK_SIZE_KEY] == list(BLOCKS)
-    assert zarr.open_array(str(container / "labels_mws")).attrs[COMPLETE_ATTR] is True
+    assert zarr.open(str(container / "labels_mws")).attrs[COMPLETE_ATTR] is True
 
     # napari itself needs 0.15-0.4 s of main-thread time to add a Labels layer (vispy
     # visuals); the result layer is added once (when the first blocks are relabelled, then
@@ -192,7 +193,7 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     assert time.perf_counter() - sent < 2.0
     assert alive(family) == []
     assert job.cancel_requested and job.returncode is not None
-    assert zarr.open_array(str(output)).attrs[COMPLETE_ATTR] is False
+    assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is False
     info = [n.message for n in notifications("info")]
     assert any("cancelled" in m and "resume" in m for m in info), info
     assert "cancelled" in panel.run_status.value
@@ -211,8 +212,8 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     assert panel.request.copy_current  # the in-memory copy was reused, not rewritten
     skipped = max(m.get("skipped", 0) for m in resumed.progress if m["phase"] == "even")
     assert skipped >= 4
-    assert zarr.open_array(str(output)).attrs[COMPLETE_ATTR] is True
-    labels = np.asarray(viewer.layers["labels_mws"].data)
+    assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is True
+    labels = np.asarray(viewer.layers["labels_mws"].data[0])
     assert labels.shape == affinities.shape[1:] and labels.max() > 0
 
     # other parameters: the existing output is not replaced without confirmation

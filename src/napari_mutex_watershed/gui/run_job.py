@@ -208,11 +208,9 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
                  block_size: tuple[int, ...], shape: tuple[int, ...]) -> str:
     """What is at ``output``: 'absent', 'resumable' (an unfinished run of this same job),
     'finished' (this same job, complete) or 'other' (anything else: needs --overwrite)."""
-    import zarr
-
     from ..blockwise.launch import work_dir_for
     from ..blockwise.plan import PLAN_FILE, BlockwisePlan
-    from ..storage import DEFAULT_OUTPUT, array_path
+    from ..storage import DEFAULT_OUTPUT, array_path, output_format, stored_attributes
 
     location = array_path(output, DEFAULT_OUTPUT)
     if not location.exists():
@@ -222,14 +220,15 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
         previous = BlockwisePlan.load(plan_file).identity()
         expected = BlockwisePlan(
             input_path=str(Path(input_path).resolve()),
-            output_path=str(location.resolve()),
+            output_path=str(location.resolve() / "0"),  # level 0 of the OME-Zarr labels
+            zarr_format=output_format(location),
             work_dir=str(plan_file.parent.resolve()),
             parameters=parameters,
             roi_offset=(0,) * len(shape),
             shape=tuple(shape),
             block_size=tuple(min(b, s) for b, s in zip(block_size, shape)),
         ).identity()
-        complete = zarr.open_array(str(location), mode="r").attrs.get(COMPLETE_ATTR)
+        complete = stored_attributes(location).get(COMPLETE_ATTR)
     except Exception:
         return "other"
     if previous != expected:
@@ -238,24 +237,26 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
 
 
 def is_complete(output: Path) -> bool:
-    import zarr
+    from ..storage import stored_attributes
 
-    try:
-        return bool(zarr.open_array(str(output), mode="r").attrs.get(COMPLETE_ATTR))
-    except Exception:
-        return False
+    return bool(stored_attributes(output).get(COMPLETE_ATTR))
 
 
-def open_result(output: Path):
-    """The output labels as a lazy dask array; a fresh graph name each time, so napari does
-    not serve stale chunks from its cache while blocks are still being written."""
+def open_result(output: Path, complete: bool = True):
+    """The output labels as lazy dask arrays, one per pyramid level, so napari shows a large
+    result at once (a single array when there is one level); a fresh graph name each time,
+    so napari does not serve stale chunks from its cache while blocks are still being
+    written. Until the run is complete the lower levels are strided views of level 0: the
+    pyramid is the run's last step."""
     import uuid
 
-    import dask.array as da
-    import zarr
+    from ..storage import labels_levels, open_volume
 
-    array = zarr.open_array(str(output), mode="r")
-    return da.from_zarr(array, name=f"mutex-watershed-result-{uuid.uuid4().hex}")
+    levels = open_volume(output).dask_levels(name=f"mutex-watershed-result-{uuid.uuid4().hex}")
+    if not complete and len(levels) > 1:
+        factors = [factor for _, factor in labels_levels(output)]
+        levels = [levels[0][tuple(slice(None, None, f) for f in factor)] for factor in factors]
+    return levels if len(levels) > 1 else levels[0]
 
 
 # ---------------------------------------------------------------------------- the job
@@ -981,9 +982,11 @@ class FullRunController:
         """Add (or refresh) the lazy Labels layer of the output, placed like the affinities."""
         request = self.request
         try:
-            data = open_result(request.output)
+            data = open_result(request.output, complete)
         except Exception:
             return  # not created yet
+        multiscale = isinstance(data, list)
+        level0 = data[0] if multiscale else data
         metadata = {
             PARAMETERS_ATTR: json.loads(request.parameters.to_json()),
             BLOCK_SIZE_KEY: list(request.block_size),
@@ -998,7 +1001,8 @@ class FullRunController:
         if existing is None or existing not in viewer.layers:
             existing = next((candidate for candidate in viewer.layers
                              if candidate.metadata.get(OUTPUT_KEY) == str(request.output)), None)
-        if existing is not None and existing.ndim == data.ndim:
+        if existing is not None and existing.ndim == level0.ndim and (
+                existing.multiscale == multiscale):
             existing.data = data
             existing.metadata = metadata
             existing.scale = request.placement["scale"]
@@ -1007,7 +1011,8 @@ class FullRunController:
         else:
             started = time.perf_counter()
             self.result_layer = viewer.add_labels(
-                data, name=request.output.name, metadata=metadata, **request.placement,
+                data, name=request.output.name, metadata=metadata, multiscale=multiscale,
+                **request.placement,
             )
             self.layer_additions.append((started, time.perf_counter()))
 

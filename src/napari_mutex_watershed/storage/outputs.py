@@ -260,7 +260,7 @@ def affinity_chunks(spatial_shape) -> tuple[int, ...]:
 
 def write_affinities(
     path: str | Path, affinities: np.ndarray, offsets, voxel_size=None, offset=None,
-    overwrite: bool = False,
+    overwrite: bool = False, units=None,
 ) -> Path:
     """Write in-memory affinities as a zarr array the engine and napari can read back."""
     ndim = affinities.ndim - 1
@@ -272,6 +272,7 @@ def write_affinities(
         axis_names=["c^"] + ["z", "y", "x"][-ndim:],
         voxel_size=voxel_size,
         offset=offset,
+        units=units,
         chunk_shape=(affinities.shape[0],) + affinity_chunks(affinities.shape[1:]),
         attributes={"offsets": [list(map(int, o)) for o in offsets]},
         overwrite=overwrite,
@@ -288,7 +289,7 @@ def write_labels(
     """Write a labels volume (ground truth, exports) as one array with funlib metadata;
     lazy (dask) data are written a slab at a time."""
     ndim = len(labels.shape)
-    array = create_array(
+    create_array(
         path,
         DEFAULT_OUTPUT,
         shape=tuple(labels.shape),
@@ -300,7 +301,7 @@ def write_labels(
         attributes=attributes,
         overwrite=overwrite,
     )
-    store = array._source_data
+    store = zarr.open_array(str(array_path(path, DEFAULT_OUTPUT)), mode="r+")
     plane = int(np.prod(labels.shape[1:])) * np.dtype(labels.dtype).itemsize or 1
     step = max(1, slab_bytes // plane)
     for start in range(0, int(labels.shape[0]) if ndim else 1, step):
