@@ -163,8 +163,7 @@ def command_sample(args) -> int:
 
 
 def command_segment(args) -> int:
-    from .blockwise.run import DEBUG_ENV
-    from .blockwise.supervise import JobProcess
+    from .blockwise.supervise import DEBUG_ENV, JobProcess
 
     # first: it imports while we validate
     job = JobProcess(env={DEBUG_ENV: "1"} if args.debug else None)

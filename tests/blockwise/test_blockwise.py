@@ -295,18 +295,23 @@ def test_roi_segments_a_sub_box_with_its_geometry(volume, tmp_path):
     assert adapted_rand_error(segment(crop, PARAMS), read(out))[0] < 0.01
 
 
-def _job_processes() -> set[int]:
-    found = set()
-    for process in psutil.process_iter(["cmdline"]):
-        if (process.info["cmdline"] or [])[-1:] == ["napari_mutex_watershed.blockwise"]:
-            found.add(process.pid)
+def _processes_marked(marker: str) -> list[psutil.Process]:
+    """Processes whose environment carries ``marker`` (inherited from the command we ran),
+    so that other runs on a shared machine do not count."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("MWS_TEST_MARK") == marker:
+                found.append(process)
+        except psutil.Error:
+            continue
     return found
 
 
 def test_an_invalid_request_lets_the_early_job_process_go(tmp_path):
     # the CLI starts the job process before it validates; a refused request must end it
-    before = _job_processes()
+    marker = str(tmp_path)
     result = _run_cli(["segment", tmp_path / "missing.zarr/affinities", tmp_path / "o.zarr/labels",
-                       "--progress", "none"])
+                       "--progress", "none"], env={**os.environ, "MWS_TEST_MARK": marker})
     assert result.returncode == 1 and "does not exist" in result.stderr
-    assert not (_job_processes() - before)
+    assert _processes_marked(marker) == []

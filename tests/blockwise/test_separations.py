@@ -3,8 +3,8 @@ weighs them against the joins."""
 
 import numpy as np
 
-from napari_mutex_watershed.blockwise.fragments import (
-    SEPARATION_MARGIN,
+from napari_mutex_watershed.blockwise.even_blocks import SEPARATION_MARGIN
+from napari_mutex_watershed.blockwise.separations import (
     face_fragments,
     separated_pairs,
     separation_strength,

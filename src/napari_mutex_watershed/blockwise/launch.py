@@ -43,7 +43,7 @@ from . import fatal
 from .disk import no_space, no_space_error
 from .lock import RunLock
 from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
-from .run import blocks_done, is_complete, run_plan
+from .job import blocks_done, is_complete, run_plan
 from .supervise import JobProcess
 
 DEFAULT_BLOCK_SIZE_3D = (64, 64, 64)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import daisy
 import numpy as np
 import zarr
-from funlib.geometry import Roi
 
 from ..storage.levels import labels_levels
 from .plan import BlockwisePlan
+from .task import BlockTask
 
 STEP = "pyramid"
 
@@ -43,25 +42,35 @@ def downsample_mode(data: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
     return windows[np.arange(len(windows)), best].reshape(out_shape)
 
 
-class PyramidStep:
-    """Picklable block function for one level: reads the level above, writes its chunks."""
+class PyramidLevel(BlockTask):
+    """One level: a block reads the level above and writes one chunk of this level."""
 
     def __init__(self, plan_path: str, level: int):
-        self.plan_path = plan_path
+        super().__init__(plan_path)
         self.level = int(level)
-        self._state = None
+        self.name = f"{STEP}-{self.level}"
 
-    def _open(self):
-        if self._state is None:
-            plan = BlockwisePlan.load(self.plan_path)
-            levels = labels_levels(Path(plan.output_path).parent)
-            (source, above), (target, factor) = levels[self.level - 1], levels[self.level]
-            self._state = (zarr.open_array(str(source), mode="r"),
-                           zarr.open_array(str(target), mode="r+"), above, factor)
-        return self._state
+    def _arguments(self) -> dict:
+        return {"level": self.level}
 
-    def __call__(self, block) -> None:
-        source, target, above, factor = self._open()
+    def write_size(self) -> tuple[int, ...]:
+        """One chunk of this level (chunks are the block size), in level-0 voxels, so no two
+        workers share a chunk."""
+        factor = labels_levels(self.writes_to())[self.level][1]
+        return tuple(b * f for b, f in zip(self.plan.block_size, factor))
+
+    def writes_to(self) -> Path:
+        return Path(self.plan.output_path).parent
+
+    def open(self) -> None:
+        levels = labels_levels(self.writes_to())
+        (source, above), (target, factor) = levels[self.level - 1], levels[self.level]
+        self.source = zarr.open_array(str(source), mode="r")
+        self.target = zarr.open_array(str(target), mode="r+")
+        self.above, self.factor = above, factor
+
+    def process(self, block) -> None:
+        source, target, above, factor = self.source, self.target, self.above, self.factor
         lo = tuple(int(b) // f for b, f in zip(block.write_roi.begin, factor))
         hi = tuple(min(-(-int(e) // f), n)
                    for e, f, n in zip(block.write_roi.end, factor, target.shape))
@@ -71,32 +80,8 @@ class PyramidStep:
         target[tuple(slice(a, b) for a, b in zip(lo, hi))] = downsample_mode(source[read], step)
 
 
-def pyramid_tasks(plan: BlockwisePlan, plan_path: str, launcher=None) -> list:
-    """One daisy task per level below level 0, in level-0 voxels: a block of level k covers
-    one chunk of level k (chunks are the block size), so no two workers share a chunk."""
-    levels = labels_levels(Path(plan.output_path).parent)
-    tasks = []
-    for level, (_, factor) in enumerate(levels[1:], start=1):
-        size = tuple(b * f for b, f in zip(plan.block_size, factor))
-        name = f"{STEP}-{level}"
-        function = (launcher(plan.worker_command, plan_path, name) if plan.worker_command
-                    else PyramidStep(plan_path, level))
-        tasks.append(daisy.Task(
-            name,
-            total_roi=plan.total_roi(),
-            read_roi=Roi((0,) * plan.ndim, size),
-            write_roi=Roi((0,) * plan.ndim, size),
-            process_function=function,
-            read_write_conflict=False,
-            fit="shrink",
-            max_workers=plan.num_workers,
-            max_retries=plan.max_retries,
-            timeout=plan.timeout,
-            tracking_path=str(plan.tracking_dir / name),
-        ))
-    return tasks
-
-
-def step_function(plan_path: str, step: str):
-    """The block function a cluster worker runs for ``pyramid-<level>``."""
-    return PyramidStep(plan_path, int(step.rsplit("-", 1)[1]))
+def pyramid_levels(plan_path: str) -> list[PyramidLevel]:
+    """One step per level below level 0, each piped after the one before."""
+    plan = BlockwisePlan.load(plan_path)
+    return [PyramidLevel(plan_path, level)
+            for level in range(1, len(labels_levels(Path(plan.output_path).parent)))]

@@ -11,46 +11,32 @@ import numpy as np
 import zarr
 
 from .bands import band_boxes, band_key
-from .disk import no_space, no_space_error
-from .fatal import report_fatal
-from .fragments import box, relative
 from .plan import BlockwisePlan
+from .task import GridTask, box, relative
 
 
-class RelabelStep:
-    """Picklable block function; each worker maps the lookup table from disk once."""
+class RelabelBlocks(GridTask):
+    """Each worker maps the lookup table from disk once; a block computes too little to
+    wait for a slot."""
 
-    def __init__(self, plan_path: str):
-        self.plan_path = plan_path
-        self._state = None
+    name = "relabel"
+    takes_slot = False
 
-    def _open(self):
-        if self._state is None:
-            plan = BlockwisePlan.load(self.plan_path)
-            self._state = (
-                plan,
-                zarr.open_array(str(plan.fragments_path), mode="r"),
-                zarr.open_array(plan.output_path, mode="r+"),
-                np.load(plan.lookup_path, mmap_mode="r"),
-                np.load(plan.bases_path),
-            )
-        return self._state
+    def open(self) -> None:
+        plan = self.plan
+        self.fragments = zarr.open_array(str(plan.fragments_path), mode="r")
+        self.output = zarr.open_array(plan.output_path, mode="r+")
+        self.lookup = np.load(plan.lookup_path, mmap_mode="r")
+        self.bases = np.load(plan.bases_path)
 
-    def __call__(self, block) -> None:
-        try:
-            self._relabel(block)
-        except OSError as error:
-            if no_space(error):
-                plan = self._state[0] if self._state else BlockwisePlan.load(self.plan_path)
-                report_fatal(plan.work_dir, str(no_space_error(Path(plan.output_path).parent)))
-            raise
+    def writes_to(self):
+        return Path(self.plan.output_path).parent
 
-    def _relabel(self, block) -> None:
-        plan, fragments, output, lookup, bases = self._open()
-        position = plan.grid_position(block.write_roi)
+    def process_block(self, position) -> None:
+        plan, bases = self.plan, self.bases
         core = plan.core(position)
         lo, hi = tuple(core.begin), tuple(core.end)
-        ids = fragments[box(lo, hi)].astype(np.int64)
+        ids = self.fragments[box(lo, hi)].astype(np.int64)
         # a block's core holds only its own fragments: index * ids_per_block + local
         index = plan.block_index(position)
         at = np.where(ids > 0, ids - (index * plan.ids_per_block - int(bases[index])), 0)
@@ -58,7 +44,7 @@ class RelabelStep:
             for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
                 here = relative(slab_lo, slab_hi, lo)
                 at[here] = np.where(band > 0, bases[neighbour] + band, at[here])
-        output[box(lo, hi)] = lookup[at]
+        self.output[box(lo, hi)] = self.lookup[at]
 
 
 def odd_bands(plan: BlockwisePlan, position):

@@ -1,7 +1,7 @@
 """The process that runs a blockwise job, and cancelling it with everything below it.
 
 daisy checks no signals while it schedules, so the job runs in a child process (``python -m
-napari_mutex_watershed.blockwise``) and we turn SIGINT or SIGTERM into a stop of that child
+napari_mutex_watershed.blockwise.job``) and we turn SIGINT or SIGTERM into a stop of that child
 and every worker below it (daisy has no cancel of its own). The child starts before the plan
 exists and waits for its path on stdin, so its imports overlap our validation instead of
 following it. With the path it receives the output's lock (a descriptor passed over a Unix
@@ -21,7 +21,9 @@ from pathlib import Path
 from ..errors import Cancelled
 from ..processes import start_module, stop_descendants
 
-JOB_MODULE = "napari_mutex_watershed.blockwise"
+JOB_MODULE = "napari_mutex_watershed.blockwise.job"
+#: Set (to anything) in the job's environment: log to the terminal too (``--debug``).
+DEBUG_ENV = "NAPARI_MUTEX_WATERSHED_DEBUG"
 #: Descriptors can travel with the plan's path (POSIX); elsewhere a plain pipe and no lock.
 PASSES_DESCRIPTORS = hasattr(socket, "send_fds")
 

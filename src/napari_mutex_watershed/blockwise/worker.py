@@ -11,19 +11,26 @@ import sys
 
 import daisy
 
-from .fragments import EvenStep
+from .even_blocks import EvenBlocks
+from .odd_blocks import OddBlocks
 from .pyramid import STEP as PYRAMID
-from .pyramid import step_function as pyramid_step
-from .relabel import RelabelStep
-from .seeded import OddStep
+from .pyramid import PyramidLevel
+from .relabel import RelabelBlocks
+from .task import BlockTask
 
-STEP_FUNCTIONS = {"even": EvenStep, "odd": OddStep, "relabel": RelabelStep}
+GRID_STEPS = {step.name: step for step in (EvenBlocks, OddBlocks, RelabelBlocks)}
+
+
+def step_named(plan_path: str, name: str) -> BlockTask:
+    """``even``, ``odd``, ``relabel`` or ``pyramid-<level>``."""
+    if name.startswith(f"{PYRAMID}-"):
+        return PyramidLevel(plan_path, int(name.rsplit("-", 1)[1]))
+    return GRID_STEPS[name](plan_path)
 
 
 def main(argv=None) -> int:
     plan_path, step = (sys.argv[1:] if argv is None else argv)[:2]
-    process = (pyramid_step(plan_path, step) if step.startswith(PYRAMID)
-               else STEP_FUNCTIONS[step](plan_path))
+    process = step_named(plan_path, step)
     client = daisy.Client()
     while True:
         with client.acquire_block() as block:

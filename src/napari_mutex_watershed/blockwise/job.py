@@ -1,8 +1,12 @@
-"""Running a plan: even blocks -> odd blocks (piped) -> stitch -> relabel, resumable at every
-step.
+"""The job process: runs a plan's steps, even blocks -> odd blocks (piped) -> stitch ->
+relabel -> pyramid, resumable at every step.
 
-``run_plan`` is the job itself; it runs in the process that ``supervise.JobProcess`` starts,
-which is what a signal cancels.
+    python -m napari_mutex_watershed.blockwise.job [PLAN.json]
+
+``supervise.JobProcess`` starts it before the plan exists and hands it the plan's path and
+the output's lock on stdin; a signal to that process group cancels the run. ``run_plan``
+also runs in-process (tests). Its one line on failure goes to ``error.txt``, the details to
+``run.log`` (``fatal``).
 """
 
 from __future__ import annotations
@@ -10,16 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import daisy
 import zarr
-from funlib.geometry import Roi
 
 from ..attributes import COMPLETE_ATTR
 from ..errors import BlockwiseError, MutexWatershedError
@@ -27,18 +28,18 @@ from ..processes import stop_descendants
 from ..storage.levels import mark_complete
 from . import fatal
 from .disk import no_space, no_space_error, remove_temporaries
-from .fragments import EvenStep
+from .even_blocks import EvenBlocks
+from .lock import note_job
+from .odd_blocks import OddBlocks
 from .plan import PLAN_FILE, BlockwisePlan
-from .pyramid import pyramid_tasks
-from .relabel import RelabelStep
-from .seeded import OddStep
+from .pyramid import pyramid_levels
+from .relabel import RelabelBlocks
 from .stitch import build_lookup
+from .supervise import DEBUG_ENV, receive_plan
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
-#: Steps whose blocks daisy tracks (the stitch is one call in the job).
-BLOCK_STEPS = ("even", "odd", "relabel")
-#: Set (to anything) in the job's environment: log to the terminal too (``--debug``).
-DEBUG_ENV = "NAPARI_MUTEX_WATERSHED_DEBUG"
+#: Steps whose blocks a resume reports as reused (the stitch is one call in the job).
+BLOCK_STEPS = (EvenBlocks.name, OddBlocks.name, RelabelBlocks.name)
 
 
 # ---------------------------------------------------------------------------- progress
@@ -67,72 +68,6 @@ class ProgressReporter:
                       skipped=state.skipped_count)
 
     on_start = on_progress = on_finish = _states
-
-
-# ---------------------------------------------------------------------------- workers
-class ClusterWorkerLauncher:
-    """0-argument daisy worker function: starts one worker through a command template.
-
-    The template gets the worker command in ``{command}``, for example
-    ``sbatch --wait --wrap "{command}"`` or ``bsub -K {command}``. daisy's connection details
-    travel in the DAISY_CONTEXT environment variable, which these schedulers forward.
-    """
-
-    def __init__(self, template: str, plan_path: str, step: str):
-        self.template = template
-        self.plan_path = plan_path
-        self.step = step
-
-    def __call__(self) -> None:
-        command = shlex.join(
-            [sys.executable, "-m", "napari_mutex_watershed.blockwise.worker", self.plan_path, self.step]
-        )
-        launch = self.template.format(command=command)
-        # stderr is kept for the one line a failing command gets, and passed on to the log
-        result = subprocess.run(launch, shell=True, stderr=subprocess.PIPE, text=True,
-                                errors="replace")
-        sys.stderr.write(result.stderr)
-        plan = BlockwisePlan.load(self.plan_path)
-        fatal.record_launch(plan.work_dir, self.step, result.returncode, launch, result.stderr)
-        if result.returncode != 0:
-            # after a round of failures in a row, stop the run instead of launching again
-            message = fatal.failing_launches(plan.work_dir, fatal.launch_limit(plan))
-            if message:
-                fatal.report_fatal(plan.work_dir, message)
-            raise BlockwiseError(f"worker command exited with code {result.returncode}")
-
-
-def _task(plan: BlockwisePlan, plan_path: str, step: str, block_function, reach=None):
-    """One daisy task over the block grid.
-
-    Blocks of a step never depend on each other (no conflict waves). A block of a piped step
-    depends on the blocks of the step before it that its ``reach`` (voxels around its core)
-    touches.
-    """
-    write_roi = Roi((0,) * plan.ndim, plan.block_size)
-    total_roi, read_roi = plan.total_roi(), write_roi
-    if reach is not None:
-        total_roi, read_roi = total_roi.grow(reach, reach), read_roi.grow(reach, reach)
-    function = (
-        ClusterWorkerLauncher(plan.worker_command, plan_path, step)
-        if plan.worker_command
-        else block_function
-    )
-    return daisy.Task(
-        step,
-        total_roi=total_roi,
-        read_roi=read_roi,
-        write_roi=write_roi,
-        process_function=function,
-        read_write_conflict=False,
-        fit="shrink",
-        max_workers=plan.num_workers,
-        max_retries=plan.max_retries,
-        # let every block use its retries even when several blocks fail
-        max_worker_restarts=plan.num_blocks * (plan.max_retries + 1),
-        timeout=plan.timeout,
-        tracking_path=str(plan.tracking_dir / step),
-    )
 
 
 def _run_tasks(plan, tasks, reporter) -> None:
@@ -211,18 +146,16 @@ def run_plan(plan_path: str | Path) -> dict:
 
     # odd blocks start as soon as the even blocks around them are done; slots keep the
     # blocks computing at once to --workers
-    _run_tasks(plan, [
-        _task(plan, plan_path, "even", EvenStep(plan_path)),
-        _task(plan, plan_path, "odd", OddStep(plan_path), reach=plan.odd_context),
-    ], reporter)
+    _run_tasks(plan, [EvenBlocks(plan_path).daisy_task(), OddBlocks(plan_path).daisy_task()],
+               reporter)
     summary = {}
     if not plan.lookup_path.exists():
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
-    # the pyramid's levels (one task each, "pyramid-1", ...) follow the relabelled blocks
-    _run_tasks(plan, [_task(plan, plan_path, "relabel", RelabelStep(plan_path))]
-               + pyramid_tasks(plan, plan_path, ClusterWorkerLauncher), reporter)
+    # the pyramid's levels (one step each, "pyramid-1", ...) follow the relabelled blocks
+    steps = [RelabelBlocks(plan_path), *pyramid_levels(plan_path)]
+    _run_tasks(plan, [step.daisy_task() for step in steps], reporter)
 
     mark_complete(plan.output_path)  # level 0 and the labels group
     # only the plan (which makes a rerun return at once) and daisy's tiny markers stay
@@ -312,4 +245,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def start() -> int:
+    """``python -m ...blockwise.job [PLAN]``: without PLAN the plan's path (and the output's
+    lock) come on stdin; nothing there: no job, exit quietly."""
+    if sys.argv[1:]:
+        plan, held = sys.argv[1], []
+    else:
+        plan, held = receive_plan(sys.stdin)
+    for fd in held:  # the lock stays ours while this process lives
+        note_job(fd)
+    return main([plan]) if plan else 0
+
+
 __all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "blocks_done", "is_complete", "run_plan"]
+
+
+if __name__ == "__main__":
+    sys.exit(start())

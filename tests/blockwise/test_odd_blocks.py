@@ -3,7 +3,7 @@
 import numpy as np
 
 from napari_mutex_watershed import WatershedParameters
-from napari_mutex_watershed.blockwise.seeded import CERTAIN, seed_joins, seed_weights
+from napari_mutex_watershed.blockwise.odd_blocks import CERTAIN, seed_joins, seed_weights
 from napari_mutex_watershed.engine import run_kernel
 
 S = 100  # ids per block

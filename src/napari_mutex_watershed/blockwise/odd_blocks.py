@@ -18,29 +18,16 @@ import numpy as np
 
 from ..engine import edge_slices, finalize, run_kernel, smallest_label_dtype
 from .bands import band_boxes, band_key, band_owner
-from .fragments import (
-    BlockStep,
-    box,
-    read_block,
-    relative,
-    save_record,
-    separated_pairs,
-    separation_strength,
-)
+from .even_blocks import FragmentBlocks
 from .plan import BlockwisePlan
+from .separations import separated_pairs, separation_strength
+from .task import box, relative
 
 #: Weight of a certain edge: larger than any affinity minus bias.
 CERTAIN = 1e3
 #: Voxels from every inner face beyond which an odd block's separations are trusted: fewer
 #: than an even block's SEPARATION_MARGIN, because its halo held its neighbours' labels.
 ODD_SEPARATION_MARGIN = 2
-
-
-class OddStep(BlockStep):
-    odd = True
-
-    def process(self, plan, source, fragments, position):
-        process_odd_block(plan, source, fragments, position)
 
 
 def even_labels(plan: BlockwisePlan, fragments, lo, hi) -> np.ndarray:
@@ -105,64 +92,73 @@ def seed_joins(raw, seeds, own_ids):
     return np.concatenate(joins, axis=1).astype(np.uint64), np.concatenate(overlap).astype(np.int64)
 
 
-def process_odd_block(plan: BlockwisePlan, source, fragments, position) -> None:
-    block = read_block(plan, source, position, plan.odd_context)
-    index, lo, hi = block.index, block.lo, block.hi
-    kernel_lo, kernel_hi = block.kernel_lo, block.kernel_hi
-    kernel_weights = block.kernel_weights
-    owner = band_owner(kernel_lo, kernel_hi, plan.block_size, plan.grid_shape, plan.band)
-    seeds = even_labels(plan, fragments, kernel_lo, kernel_hi)
-    seeds[owner >= 0] = 0  # bands are labelled again, by this block or another
-    seed_weights(kernel_weights, seeds, plan.parameters.offsets, plan.ids_per_block)
-    kernel_started = time.perf_counter()
-    raw = run_kernel(kernel_weights, plan.parameters)
-    kernel_seconds = time.perf_counter() - kernel_started
-    del kernel_weights
-    block = block._replace(kernel_weights=None)
+class OddBlocks(FragmentBlocks):
+    name = "odd"
+    odd = True
 
-    in_core = relative(lo, hi, kernel_lo)
-    mine = owner == index
-    mine[in_core] = True
-    # consecutive ids 1..n over the core and the bands (kernel label 0 is background), and
-    # the table from kernel label (at most raw.size) to id for the joins below
-    values = raw[mine]
-    numbered = finalize(values)
-    n_fragments = int(numbered.max(initial=0))
-    table = np.zeros(raw.size + 1, np.int64)
-    table[values] = numbered
-    local = np.zeros(raw.shape, np.int64)
-    local[mine] = numbered
-    del values, numbered
-    base = np.uint64(index) * np.uint64(plan.ids_per_block)
-    fragments[box(lo, hi)] = np.where(local[in_core] > 0, local[in_core].astype(np.uint64) + base,
-                                      np.uint64(0))
-    band_dtype = smallest_label_dtype(n_fragments)
-    bands = {band_key(axis, step): local[relative(slab_lo, slab_hi, kernel_lo)].astype(band_dtype)
-             for axis, step, slab_lo, slab_hi in band_boxes(position, plan)}
+    def reach(self) -> tuple[int, ...]:
+        """An odd block reads the even labels in its halo: it waits for those blocks."""
+        return self.plan.odd_context
 
-    def own_ids(labels):
-        """Kernel labels -> this block's fragment ids, 0 for segments of the halo alone."""
-        ours = table[labels]
-        return np.where(ours > 0, ours.astype(np.uint64) + base, np.uint64(0))
+    def process_block(self, position) -> None:
+        plan, fragments = self.plan, self.fragments
+        block = self.read_with_halo(self.source, position, plan.odd_context)
+        index, lo, hi = block.index, block.lo, block.hi
+        kernel_lo, kernel_hi = block.kernel_lo, block.kernel_hi
+        kernel_weights = block.kernel_weights
+        owner = band_owner(kernel_lo, kernel_hi, plan.block_size, plan.grid_shape, plan.band)
+        seeds = even_labels(plan, fragments, kernel_lo, kernel_hi)
+        seeds[owner >= 0] = 0  # bands are labelled again, by this block or another
+        seed_weights(kernel_weights, seeds, plan.parameters.offsets, plan.ids_per_block)
+        kernel_started = time.perf_counter()
+        raw = run_kernel(kernel_weights, plan.parameters)
+        kernel_seconds = time.perf_counter() - kernel_started
+        del kernel_weights
+        block = block._replace(kernel_weights=None)
 
-    joins, overlap = seed_joins(raw, seeds, own_ids)
-    # only fragments that took a seed join anything (joins between seeds hold no own id)
-    took = joins[0][(joins[0] > base) & (joins[0] <= base + np.uint64(n_fragments))]
-    joined = np.zeros(n_fragments + 1, bool)
-    joined[(took - base).astype(np.int64)] = True
-    sizes = np.bincount(local[mine], minlength=n_fragments + 1)
-    in_read = relative(kernel_lo, kernel_hi, block.read_lo)
-    nn_sums = (
-        np.bincount(local[mine], weights=block.nn_mean[in_read][mine],
-                    minlength=n_fragments + 1)
-        if block.nn_mean is not None
-        else np.zeros(0)
-    )
-    inner_faces = plan.inner_faces(position)
-    core_local = local[in_core]
-    separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN, wanted=joined)
-    strength = separation_strength(core_local, block.core_weights, plan.parameters.offsets,
-                                   inner_faces, ODD_SEPARATION_MARGIN, separated)
-    save_record(plan, index, sizes=sizes, nn_sums=nn_sums, separated=separated,
-                strength=strength, joins=joins, overlap=overlap,
-                kernel_seconds=kernel_seconds, **bands)
+        in_core = relative(lo, hi, kernel_lo)
+        mine = owner == index
+        mine[in_core] = True
+        # consecutive ids 1..n over the core and the bands (kernel label 0 is background), and
+        # the table from kernel label (at most raw.size) to id for the joins below
+        values = raw[mine]
+        numbered = finalize(values)
+        n_fragments = int(numbered.max(initial=0))
+        table = np.zeros(raw.size + 1, np.int64)
+        table[values] = numbered
+        local = np.zeros(raw.shape, np.int64)
+        local[mine] = numbered
+        del values, numbered
+        base = np.uint64(index) * np.uint64(plan.ids_per_block)
+        fragments[box(lo, hi)] = np.where(local[in_core] > 0, local[in_core].astype(np.uint64) + base,
+                                          np.uint64(0))
+        band_dtype = smallest_label_dtype(n_fragments)
+        bands = {band_key(axis, step): local[relative(slab_lo, slab_hi, kernel_lo)].astype(band_dtype)
+                 for axis, step, slab_lo, slab_hi in band_boxes(position, plan)}
+
+        def own_ids(labels):
+            """Kernel labels -> this block's fragment ids, 0 for segments of the halo alone."""
+            ours = table[labels]
+            return np.where(ours > 0, ours.astype(np.uint64) + base, np.uint64(0))
+
+        joins, overlap = seed_joins(raw, seeds, own_ids)
+        # only fragments that took a seed join anything (joins between seeds hold no own id)
+        took = joins[0][(joins[0] > base) & (joins[0] <= base + np.uint64(n_fragments))]
+        joined = np.zeros(n_fragments + 1, bool)
+        joined[(took - base).astype(np.int64)] = True
+        sizes = np.bincount(local[mine], minlength=n_fragments + 1)
+        in_read = relative(kernel_lo, kernel_hi, block.read_lo)
+        nn_sums = (
+            np.bincount(local[mine], weights=block.nn_mean[in_read][mine],
+                        minlength=n_fragments + 1)
+            if block.nn_mean is not None
+            else np.zeros(0)
+        )
+        inner_faces = plan.inner_faces(position)
+        core_local = local[in_core]
+        separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN, wanted=joined)
+        strength = separation_strength(core_local, block.core_weights, plan.parameters.offsets,
+                                       inner_faces, ODD_SEPARATION_MARGIN, separated)
+        self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
+                         strength=strength, joins=joins, overlap=overlap,
+                         kernel_seconds=kernel_seconds, **bands)

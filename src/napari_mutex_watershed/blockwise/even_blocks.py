@@ -1,0 +1,73 @@
+"""Step 1 of a blockwise run: the even blocks, each segmented alone.
+
+Blocks are coloured like a checkerboard. An even block is segmented with ``context`` voxels of
+halo and cropped to its core; the odd blocks around it (step 2, ``odd_blocks``) later take
+its labels as seeds. Besides its fragments a block records which of them touch deep inside
+it and how strongly the affinities between them repel (``separations``): the stitch step
+keeps those apart unless the joins between them are stronger. Fragment sizes leave out the
+bands the odd blocks label again, so size and affinity filters count every voxel once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zarr
+
+from ..engine import finalize, run_kernel
+from ..storage.blocks import open_block_source
+from .bands import band_owner
+from .separations import face_fragments, separated_pairs, separation_strength
+from .task import GridTask, box, relative
+
+#: Voxels from every inner block face beyond which an even block's separations are trusted.
+SEPARATION_MARGIN = 8
+
+
+class FragmentBlocks(GridTask):
+    """The two fragment steps: read the input (any format, like a numpy array) and write
+    fragment ids."""
+
+    def open(self) -> None:
+        self.source = open_block_source(self.plan.input_path)
+        self.fragments = zarr.open_array(str(self.plan.fragments_path), mode="r+")
+
+
+class EvenBlocks(FragmentBlocks):
+    name = "even"
+    odd = False
+
+    def process_block(self, position) -> None:
+        plan, fragments = self.plan, self.fragments
+        block = self.read_with_halo(self.source, position, plan.context)
+        index, lo, hi = block.index, block.lo, block.hi
+        kernel_lo, read_lo = block.kernel_lo, block.read_lo
+        kernel_started = time.perf_counter()
+        raw = run_kernel(block.kernel_weights, plan.parameters)
+        kernel_seconds = time.perf_counter() - kernel_started
+        block = block._replace(kernel_weights=None)
+        local = finalize(raw[relative(lo, hi, kernel_lo)])  # consecutive 1..n, no filters yet
+        del raw
+        base = np.uint64(index) * np.uint64(plan.ids_per_block)
+        fragments[box(lo, hi)] = np.where(local > 0, local.astype(np.uint64) + base, np.uint64(0))
+
+        # voxels the odd blocks label again are counted there
+        kept = band_owner(lo, hi, plan.block_size, plan.grid_shape, plan.band) < 0
+        n_fragments = int(local.max())
+        sizes = np.bincount(local[kept], minlength=n_fragments + 1)
+        nn_sums = (
+            np.bincount(local[kept], weights=block.nn_mean[relative(lo, hi, read_lo)][kept],
+                        minlength=n_fragments + 1)
+            if block.nn_mean is not None
+            else np.zeros(0)
+        )
+        inner_faces = plan.inner_faces(position)
+        # only fragments an odd block can see can be joined, so only theirs are needed
+        seen = face_fragments(local, inner_faces, plan.odd_context)
+        separated = separated_pairs(local, inner_faces, SEPARATION_MARGIN, wanted=seen)
+        strength = separation_strength(local, block.core_weights, plan.parameters.offsets,
+                                       inner_faces, SEPARATION_MARGIN, separated)
+        self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
+                         strength=strength, joins=np.zeros((2, 0), np.uint64),
+                         overlap=np.zeros(0, np.int64), kernel_seconds=kernel_seconds)
