@@ -42,12 +42,10 @@ from ..storage import (
 from . import fatal
 from .disk import no_space, no_space_error
 from .lock import RunLock
-from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
+from .plan import DEFAULT_BLOCK_SIZE, PLAN_FILE, WORK_DIR, BlockwisePlan
 from .job import blocks_done, is_complete, run_plan
 from .supervise import JobProcess
 
-DEFAULT_BLOCK_SIZE_3D = (64, 64, 64)
-DEFAULT_BLOCK_SIZE_2D = (512, 512)
 
 
 def work_dir_for(output_path: str | Path) -> Path:
@@ -143,8 +141,7 @@ def validate_request(
                 f"the region {shape} is not longer than offset {offset} along axis {axis}: no "
                 "edge of that offset fits; use a larger region or other offsets")
 
-    block_size = _voxels("the block size", block_size or (
-        DEFAULT_BLOCK_SIZE_3D if ndim == 3 else DEFAULT_BLOCK_SIZE_2D), ndim, 1)
+    block_size = _voxels("the block size", block_size or DEFAULT_BLOCK_SIZE[ndim], ndim, 1)
     block_size = tuple(min(b, s) for b, s in zip(block_size, shape))
     context = parameters.context_voxels()
     for b, c, s in zip(block_size, context, shape):

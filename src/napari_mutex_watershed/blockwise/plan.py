@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from ..parameters import WatershedParameters
 
 PLAN_FILE = "plan.json"
+#: Block shape in voxels when none is given, by the number of spatial axes.
+DEFAULT_BLOCK_SIZE = {3: (64, 64, 64), 2: (512, 512)}
 #: Layout of the block records and the default context; a run left by an older layout is
 #: not resumed (its records would not fit), it has to be overwritten.
 RECORD_FORMAT = 5

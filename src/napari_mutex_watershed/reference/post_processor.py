@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..blockwise.plan import DEFAULT_BLOCK_SIZE as blockwise_default_block_size
 from ..errors import InvalidInputError, NotReadyError, UsageError
 from ..parameters import WatershedParameters, validation_problems
 from .arrays import LocalArrayIdentifier, ZarrArray
@@ -29,7 +30,7 @@ DEFAULT_BIAS_VALUES = (0.1, 0.25, 0.5, 0.75, 0.9)
 #: DaCapo's default context, in world units.
 DEFAULT_CONTEXT = Coordinate((32, 32, 32))
 #: Block size in voxels (DaCapo's default).
-DEFAULT_BLOCK_SIZE = Coordinate((64, 64, 64))
+DEFAULT_BLOCK_SIZE = Coordinate(blockwise_default_block_size[3])
 
 
 # ---------------------------------------------------------------------------- parameters
