@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from napari_mutex_watershed import WatershedParameters, segment
-from napari_mutex_watershed.gui.preview import PreviewRequest, PreviewService
+from napari_mutex_watershed.gui.preview import STARTUP_TIMEOUT, PreviewRequest, PreviewService
+from napari_mutex_watershed.gui.preview_worker import read_frame, write_frame
 from napari_mutex_watershed.synthetic import sample_volume
 
 
@@ -114,3 +116,88 @@ def test_close_stops_the_workers(volume):
     import psutil
 
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+# ------------------------------------------------------------------ how workers start
+def test_workers_run_the_worker_module_not_the_callers_script(service, volume):
+    import psutil
+
+    affinities, parameters = volume
+    service.submit(request(40, affinities, parameters))
+    wait(service)
+    for pid in service.worker_pids().values():
+        command = psutil.Process(pid).cmdline()
+        assert command[1:] == ["-m", "napari_mutex_watershed.gui.preview_worker"], command
+    assert 0 < service.startup_seconds() < STARTUP_TIMEOUT
+
+
+def test_frames_carry_arrays_and_end_cleanly():
+    """The pipe protocol: arrays of any layout and dtype arrive equal and writable; a pipe
+    that ends, even inside a frame, is an EOFError rather than a hang or garbage."""
+    import io
+
+    strided = np.arange(60, dtype=np.uint64).reshape(3, 4, 5)[:, ::2, 1:]
+    message = {"crop": np.ones((2, 3, 4), np.float32), "seeds": strided, "mask": None,
+               "shown": (slice(1, 2), slice(None)), "empty": np.zeros((0, 3), bool)}
+    stream = io.BytesIO()
+    write_frame(stream, message)
+    write_frame(stream, None)
+    data = stream.getvalue()
+    stream = io.BytesIO(data)
+    received = read_frame(stream)
+    assert read_frame(stream) is None
+    for key in ("crop", "seeds", "empty"):
+        np.testing.assert_array_equal(received[key], message[key])
+        assert received[key].dtype == message[key].dtype
+    assert received["crop"].flags.writeable and received["shown"] == message["shown"]
+    with pytest.raises(EOFError):
+        read_frame(stream)
+    with pytest.raises(EOFError):
+        read_frame(io.BytesIO(data[: len(data) // 2]))
+
+
+def _first_result(service, timeout=30.0):
+    started = time.monotonic()
+    (result,) = wait(service, timeout)
+    return result, time.monotonic() - started
+
+
+def test_a_worker_that_cannot_start_is_an_error_within_seconds(volume, monkeypatch):
+    """An import error in the worker: the request fails with the reason instead of waiting
+    forever, no worker is restarted in a loop, and a new request tries again."""
+    from napari_mutex_watershed.gui import preview
+
+    started = []
+    start_module = preview.start_module
+    monkeypatch.setattr(preview, "start_module",
+                        lambda *a, **k: started.append(a) or start_module(*a, **k))
+    affinities, parameters = volume
+    service = PreviewService(module="napari_mutex_watershed.no_such_module")
+    try:
+        service.submit(request(1, affinities, parameters))
+        result, seconds = _first_result(service)
+        assert result.id == 1 and result.labels is None
+        assert "could not start" in result.error and "exit code 1" in result.error
+        assert "No module named napari_mutex_watershed.no_such_module" in result.error
+        assert seconds < 10, f"the failure took {seconds:.1f} s to show"
+        assert service.worker_pids() == {"active": None, "spare": None}
+        assert service.start_failure == result.error
+        service.submit(request(2, affinities, parameters))
+        result, _ = _first_result(service)
+        assert result.id == 2 and "could not start" in result.error
+        assert len(started) <= 4, f"{len(started)} starts for two requests: a restart loop"
+    finally:
+        service.close()
+
+
+def test_a_missing_interpreter_is_an_error(volume, monkeypatch, tmp_path):
+    affinities, parameters = volume
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    service = PreviewService(spare=False)
+    try:
+        service.submit(request(1, affinities, parameters))
+        result, seconds = _first_result(service)
+        assert "could not start" in result.error and "no-python" in result.error
+        assert seconds < 10
+    finally:
+        service.close()

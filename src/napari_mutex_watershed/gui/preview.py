@@ -1,9 +1,12 @@
 """The live preview's compute side: a warm worker process and a dispatcher thread.
 
 mwatershed holds the GIL for its whole run, so a thread cannot keep the napari UI responsive;
-the segmentation therefore runs in a separate process (multiprocessing, 'spawn' context),
-started once and reused. No Qt import here: the widget polls ``PreviewService.results()`` from
-a QTimer on the main thread and is the only one touching layers.
+the segmentation therefore runs in a separate process, started once and reused. It is
+started by module name (``python -m napari_mutex_watershed.gui.preview_worker``) and talks
+over its stdin and stdout, so the user's script is never re-run (as multiprocessing's spawn
+would): a script that opens napari without an ``if __name__ == "__main__":`` guard works.
+No Qt import here: the widget polls ``PreviewService.results()`` from a QTimer on the main
+thread and is the only one touching layers.
 
 - ``PreviewService.submit(request)`` replaces any request not yet started: the newest wins.
 - A dispatcher thread reads the crop (numpy, dask or zarr: I/O stays off the main thread),
@@ -13,29 +16,36 @@ a QTimer on the main thread and is the only one touching layers.
   the busy one is killed and the spare takes over, otherwise its result is discarded.
 - A worker that crashes, or runs longer than ``timeout`` seconds, is replaced without user
   action; the request gets an error result saying so.
-
-Scripts that open napari and use the preview need the usual multiprocessing guard
-(``if __name__ == "__main__":``), because 'spawn' re-imports the main module.
+- A worker that cannot start (its interpreter or an import fails) is reported at once as the
+  pending request's error, with the last line it printed; the next request tries again.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import collections
 import queue
+import subprocess
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 
 import numpy as np
+
+from ..processes import start_module
+from .preview_worker import read_frame, write_frame
 
 #: A worker that does not answer within this many seconds is killed and replaced.
 DEFAULT_TIMEOUT = 300.0
 #: How long a fresh worker may take to import numpy, scipy and mwatershed.
 STARTUP_TIMEOUT = 60.0
+#: The module the worker processes run (tests point it at a broken one).
+WORKER_MODULE = "napari_mutex_watershed.gui.preview_worker"
+#: The worker runs this much "nicer" than napari, so the UI (and the X server) win the CPU
+#: when cores are scarce.
+NICENESS = 5
 
 
 @dataclass
@@ -68,147 +78,170 @@ class PreviewResult:
     meta: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------- the worker
-
-
-def _send_array(conn: Connection, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array)
-    conn.send((array.shape, array.dtype.str))
-    conn.send_bytes(memoryview(array).cast("B"))
-
-
-def _recv_array(conn: Connection) -> np.ndarray:
-    shape, dtype = conn.recv()
-    buffer = conn.recv_bytes()
-    return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
-
-
-def _warm_up(segment, parameters_class) -> None:
-    """One tiny run, so the first real preview does not pay for first-call costs."""
-    rng = np.random.default_rng(0)
-    for ndim in (2, 3):
-        parameters = parameters_class(offsets=[tuple(int(i == j) for j in range(ndim))
-                                               for i in range(ndim)])
-        segment(rng.random((ndim,) + (8,) * ndim, dtype=np.float32), parameters)
-
-
-#: The worker runs this much "nicer" than napari, so the UI (and the X server) win the CPU
-#: when cores are scarce.
-NICENESS = 5
-
-
-def _lower_priority() -> None:
-    try:
-        os.nice(NICENESS)
-    except (AttributeError, OSError):  # Windows has no nice(); not permitted: run as is
-        pass
-
-
-def serve(conn: Connection) -> None:
-    """Worker process main loop: segment crops until the pipe closes."""
-    _lower_priority()
-    from ..engine import segment
-    from ..errors import MutexWatershedError
-    from ..parameters import WatershedParameters
-
-    _warm_up(segment, WatershedParameters)
-    conn.send(("ready", None))
-    crop_key, crop = None, None
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        if message["has_crop"]:
-            crop = None  # free the old crop before receiving the new one
-            crop = _recv_array(conn)
-            crop_key = message["crop_key"]
-        started = time.perf_counter()
-        try:
-            if crop is None or crop_key != message["crop_key"]:
-                raise RuntimeError("the preview worker lost its crop")
-            parameters = WatershedParameters.from_json(message["parameters"])
-            labels = segment(crop, parameters, mask=message["mask"], seeds=message["seeds"])
-            labels = np.ascontiguousarray(labels[message["shown"]])
-        except MutexWatershedError as error:
-            conn.send(("error", {"id": message["id"], "error": str(error)}))
-            continue
-        except Exception as error:  # report, keep serving
-            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-            conn.send(("error", {"id": message["id"], "error": detail}))
-            continue
-        conn.send(("labels", {"id": message["id"], "seconds": time.perf_counter() - started}))
-        _send_array(conn, labels)
+_EOF = ("eof", None)
 
 
 class WorkerProcess:
-    """One spawned worker process and the parent's end of its pipe."""
+    """One worker process, the parent's ends of its pipes and two threads reading them.
 
-    def __init__(self, context) -> None:
-        self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(
-            target=serve, args=(child,), daemon=True, name="mutex-watershed-preview"
-        )
-        self.process.start()
-        child.close()
+    Reading stdout on a thread turns the pipe into a queue, which can be polled with a
+    timeout on every platform; reading stderr keeps its pipe from filling up, passes the
+    lines on to napari's stderr and keeps the last ones to say why a worker died.
+    """
+
+    def __init__(self, module: str = WORKER_MODULE) -> None:
         self.started = time.monotonic()
         self.ready = False
+        self.startup_seconds: float | None = None
         self.crop_key = None
         self.busy_with: PreviewRequest | None = None
         self.busy_since = 0.0
+        self.start_error: str | None = None
+        self._messages: queue.Queue = queue.Queue()
+        self._held = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._stderr_done = threading.Event()
+        try:
+            self.process = start_module(
+                module, niceness=NICENESS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as error:  # no interpreter at sys.executable, no fork: say so
+            self.process = None
+            self.start_error = f"the preview process could not start: {error}"
+            self._stderr_done.set()
+            return
+        threading.Thread(target=self._read_answers, daemon=True,
+                         name="mutex-watershed-preview-reader").start()
+        threading.Thread(target=self._read_stderr, daemon=True,
+                         name="mutex-watershed-preview-stderr").start()
 
+    # --------------------------------------------------------------- reader threads
+    def _read_answers(self) -> None:
+        stream = self.process.stdout
+        try:
+            while True:
+                self._messages.put(read_frame(stream))
+        except (EOFError, OSError, ValueError):
+            pass
+        except Exception:  # a frame that does not unpickle: treat the worker as gone
+            traceback.print_exc()
+        finally:
+            self._messages.put(_EOF)
+            stream.close()
+
+    def _read_stderr(self) -> None:
+        stream = self.process.stderr
+        try:
+            for raw in stream:
+                line = raw.decode(errors="replace")
+                self._stderr_tail.append(line.rstrip())
+                try:
+                    sys.stderr.write(line)
+                except Exception:  # no stderr (pythonw): keep only the tail
+                    pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            stream.close()
+            self._stderr_done.set()
+
+    # --------------------------------------------------------------- state
     @property
     def pid(self) -> int | None:
-        return self.process.pid
+        return self.process.pid if self.process is not None else None
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process is not None and self.process.poll() is None
+
+    def exit_code(self, timeout: float = 1.0) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _peek(self, timeout: float = 0.0):
+        """The next message without taking it (``None``: nothing within ``timeout``)."""
+        if self._held is None:
+            try:
+                self._held = self._messages.get(timeout=timeout) if timeout > 0 else \
+                    self._messages.get_nowait()
+            except queue.Empty:
+                return None
+        return self._held
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """True when a message (or the end of the pipe) is waiting."""
+        return self._peek(timeout) is not None
 
     def check_ready(self) -> bool:
         """True once the worker has imported everything and said so."""
         if not self.ready:
-            try:
-                if self.conn.poll(0):
-                    kind, _ = self.conn.recv()
-                    self.ready = kind == "ready"
-            except (EOFError, OSError):
-                return False
+            message = self._peek()
+            if message is not None and message[0] == "ready":
+                self._held = None
+                self.ready = True
+                self.startup_seconds = time.monotonic() - self.started
         return self.ready
 
+    def failed_to_start(self) -> bool:
+        """It will never be ready: could not be started, or ended before saying so."""
+        if self.ready:
+            return False
+        return self.process is None or self._peek() is _EOF or not self.alive()
+
+    def why_not_started(self) -> str:
+        """The reason a worker did not start, with the last line it printed (usually the
+        exception)."""
+        if self.start_error is not None:
+            return self.start_error
+        code = self.exit_code(timeout=2.0)
+        self._stderr_done.wait(timeout=2.0)
+        lines = [line for line in self._stderr_tail if line.strip()]
+        detail = next((line for line in reversed(lines) if not line[:1].isspace()), "")
+        detail = detail or (lines[-1].strip() if lines else "")
+        text = "the preview process could not start"
+        text += f" (exit code {code})" if code is not None else ""
+        return text + (f": {detail}" if detail else "")
+
+    # --------------------------------------------------------------- requests
     def send(self, request: PreviewRequest, crop: np.ndarray | None) -> None:
-        self.conn.send(
-            {
-                "id": request.id,
-                "has_crop": crop is not None,
-                "crop_key": request.crop_key,
-                "parameters": request.parameters_json,
-                "shown": request.shown,
-                "mask": request.mask,
-                "seeds": request.seeds,
-            }
-        )
+        write_frame(self.process.stdin, {
+            "id": request.id,
+            "crop": crop,
+            "crop_key": request.crop_key,
+            "parameters": request.parameters_json,
+            "shown": request.shown,
+            "mask": request.mask,
+            "seeds": request.seeds,
+        })
         if crop is not None:
-            _send_array(self.conn, crop)
             self.crop_key = request.crop_key
         self.busy_with = request
         self.busy_since = time.monotonic()
 
     def receive(self) -> tuple[str, dict, np.ndarray | None]:
-        kind, info = self.conn.recv()
-        labels = _recv_array(self.conn) if kind == "labels" else None
+        message = self._peek(timeout=5.0)
+        self._held = None
+        if message is None or message is _EOF:
+            raise EOFError("the preview process closed its pipe")
+        kind, info = message
         self.busy_with = None
-        return kind, info, labels
+        return kind, info, info.pop("labels", None)
 
     def kill(self) -> None:
+        """Kill the process; its reader threads then see the pipes end and stop."""
+        if self.process is None:
+            return
         try:
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.wait(timeout=5)
         except Exception:
             pass
         try:
-            self.conn.close()
+            self.process.stdin.close()
         except Exception:
             pass
 
@@ -219,10 +252,14 @@ class PreviewService:
     Only the dispatcher thread touches the workers; the lock guards the pending request.
     """
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT, spare: bool = True) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, spare: bool = True,
+                 module: str | None = None) -> None:
         self.timeout = timeout
         self.use_spare = spare
-        self._context = multiprocessing.get_context("spawn")
+        self.module = module or WORKER_MODULE
+        #: Why the last worker could not start; no new one is started until a new request.
+        self.start_failure: str | None = None
+        self._retry_for = -1  # the newest request id a start has been tried for
         self._lock = threading.Condition()
         self._pending: PreviewRequest | None = None
         self._latest_id = -1
@@ -270,6 +307,12 @@ class PreviewService:
             "spare": spare.pid if spare is not None else None,
         }
 
+    def startup_seconds(self) -> float | None:
+        """How long the active worker took from its start to ready (interpreter, imports,
+        warm-up), as napari saw it."""
+        active = self._active
+        return active.startup_seconds if active is not None else None
+
     def workers_ready(self) -> bool:
         """True once the active worker (and the spare, if used) finished starting up."""
         active, spare = self._active, self._spare
@@ -307,17 +350,54 @@ class PreviewService:
 
     # ------------------------------------------------------------------ dispatcher
     def _ensure_workers(self) -> None:
+        self._check_started()  # one that died starting is reported, not silently replaced
+        if self.start_failure is not None:
+            with self._lock:
+                newer = self._pending is not None and self._pending.id > self._retry_for
+            if not newer:
+                return  # a worker could not start: try again only for a new request
+            self.start_failure = None
         if self._active is None or not self._active.alive():
             if self._active is not None:
                 self._active.kill()
             if self._spare is not None and self._spare.alive():
                 self._active, self._spare = self._spare, None
             else:
-                self._active = WorkerProcess(self._context)
+                self._active = WorkerProcess(self.module)
         if self.use_spare and (self._spare is None or not self._spare.alive()):
             if self._spare is not None:
                 self._spare.kill()
-            self._spare = WorkerProcess(self._context)
+            self._spare = WorkerProcess(self.module)
+
+    def _check_started(self) -> None:
+        """A worker that could not start (or not within ``STARTUP_TIMEOUT``) makes the
+        pending request fail with the reason, instead of waiting for it forever."""
+        for worker in (self._active, self._spare):
+            if worker is None or worker.check_ready():
+                continue
+            if worker.failed_to_start():
+                reason = worker.why_not_started()
+            elif time.monotonic() - worker.started > STARTUP_TIMEOUT:
+                reason = (f"the preview process did not start within {STARTUP_TIMEOUT:g} s "
+                          "(see the terminal for its output)")
+            else:
+                continue
+            for other in (self._active, self._spare):
+                if other is not None and not other.ready:
+                    other.kill()
+            if self._active is not None and not self._active.ready:
+                self._active = None
+            if self._spare is not None and not self._spare.ready:
+                self._spare = None
+            self.start_failure = reason
+            with self._lock:
+                self._retry_for = self._latest_id
+                request = None
+                if self._active is None:  # nobody left to serve it
+                    request, self._pending = self._pending, None
+            if request is not None:
+                self._put(PreviewResult(request.id, None, reason, meta=request.meta))
+            return
 
     def _replace_active(self) -> None:
         """Kill the active worker; the spare (or a fresh one) takes over."""
@@ -331,9 +411,6 @@ class PreviewService:
         while True:
             try:
                 self._ensure_workers()  # warm workers before the first request
-                for worker in (self._active, self._spare):
-                    if worker is not None and worker.busy_with is None:
-                        worker.check_ready()
             except Exception:
                 traceback.print_exc()
                 time.sleep(0.5)
@@ -343,7 +420,7 @@ class PreviewService:
                 idle = self._pending is None and (
                     self._active is None or self._active.busy_with is None
                 )
-                if idle:
+                if idle or self._active is None:
                     self._lock.wait(timeout=0.5)
                     continue
             try:
@@ -365,13 +442,7 @@ class PreviewService:
             self._wait_for(active)
             return
         if not active.check_ready():
-            if not active.alive() or time.monotonic() - active.started > STARTUP_TIMEOUT:
-                self._replace_active()
-            else:
-                try:
-                    active.conn.poll(0.02)
-                except (OSError, EOFError):
-                    pass
+            active.poll(0.02)  # _check_started handles one that never gets ready
             return
         with self._lock:
             request, self._pending = self._pending, None
@@ -393,11 +464,7 @@ class PreviewService:
 
     def _wait_for(self, active: WorkerProcess) -> None:
         request = active.busy_with
-        try:
-            has_answer = active.conn.poll(0.02)
-        except (OSError, EOFError):
-            has_answer = False
-        if has_answer:
+        if active.poll(0.02):
             try:
                 kind, info, labels = active.receive()
             except (EOFError, OSError):
@@ -429,8 +496,7 @@ class PreviewService:
                 self._replace_active()  # abandon the overtaken computation
 
     def _report_crash(self, active: WorkerProcess, request: PreviewRequest | None) -> None:
-        active.process.join(timeout=1)
-        code = active.process.exitcode
+        code = active.exit_code(timeout=1.0)
         if request is not None:
             self._put(PreviewResult(
                 request.id, None,
