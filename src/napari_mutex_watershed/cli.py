@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--worker-command",
                         help="template that launches a worker, with {command} in it, e.g. "
                         "'sbatch --wait --wrap \"{command}\"'")
+    blocks.add_argument("--cluster", choices=["slurm", "lsf"],
+                        help="workers as SLURM or LSF jobs, with cores, memory and a time limit "
+                        "for the block size (see docs/blockwise.md, Cluster workers)")
+    blocks.add_argument("--cluster-option", action="append", metavar="KEY=VALUE",
+                        help="override what --cluster asks for: cores, memory (8G), time "
+                        "(minutes or H:MM), partition (LSF: queue), account (LSF: project), "
+                        "extra (more scheduler arguments); repeatable")
     blocks.add_argument("--max-retries", type=_at_least(0), default=2,
                         help="tries of a failed block after the first (default 2)")
     blocks.add_argument("--timeout", type=_positive_seconds,
@@ -193,6 +200,8 @@ def command_segment(args) -> int:
         overwrite=args.overwrite,
         progress=args.progress,
         worker_command=args.worker_command,
+        cluster=args.cluster,
+        cluster_options=args.cluster_option,
         max_retries=args.max_retries,
         timeout=args.timeout,
         zarr_format=args.zarr_format,
@@ -206,9 +215,17 @@ def command_sweep(args) -> int:
 
     import numpy as np
     from funlib.geometry import Coordinate, Roi
+
     from .storage import array_path, open_affinities, open_volume, parameters_for, split_path
-    from .sweep import DEFAULT_BIASES, best, format_table, parameter_grid, parse_values
-    from .sweep import run_sweep, write_csv
+    from .sweep import (
+        DEFAULT_BIASES,
+        best,
+        format_table,
+        parameter_grid,
+        parse_values,
+        run_sweep,
+        write_csv,
+    )
 
     affinities = open_affinities(args.input)
     base = WatershedParameters.load(args.params) if args.params else WatershedParameters()

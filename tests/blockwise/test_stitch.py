@@ -8,8 +8,7 @@ from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.blockwise import stitch
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
 from napari_mutex_watershed.blockwise.stitch import build_lookup
-from napari_mutex_watershed.errors import IncompleteRunError
-from napari_mutex_watershed.errors import MutexWatershedError
+from napari_mutex_watershed.errors import IncompleteRunError, MutexWatershedError
 
 
 def make_plan(tmp_path, n_blocks, **parameters) -> BlockwisePlan:

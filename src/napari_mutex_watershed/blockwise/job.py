@@ -34,8 +34,10 @@ from .odd_blocks import OddBlocks
 from .plan import PLAN_FILE, BlockwisePlan
 from .pyramid import pyramid_levels
 from .relabel import RelabelBlocks
+from .scheduler import cancel_jobs, start_attempt
 from .stitch import build_lookup
 from .supervise import DEBUG_ENV, receive_plan
+from .whole import run_whole
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 #: Steps whose blocks a resume reports as reused (the stitch is one call in the job).
@@ -143,6 +145,9 @@ def run_plan(plan_path: str | Path) -> dict:
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
     remove_temporaries(Path(plan.work_dir))
+    if plan.is_one_block:
+        summary = run_whole(plan, plan_path, reporter)
+        return _finish(plan, started, reporter, summary)
 
     # odd blocks start as soon as the even blocks around them are done; slots keep the
     # blocks computing at once to --workers
@@ -156,7 +161,11 @@ def run_plan(plan_path: str | Path) -> dict:
     # the pyramid's levels (one step each, "pyramid-1", ...) follow the relabelled blocks
     steps = [RelabelBlocks(plan_path), *pyramid_levels(plan_path)]
     _run_tasks(plan, [step.daisy_task() for step in steps], reporter)
+    return _finish(plan, started, reporter, summary)
 
+
+def _finish(plan: BlockwisePlan, started: float, reporter, summary: dict) -> dict:
+    """Mark the output complete and keep only what makes a rerun return at once."""
     mark_complete(plan.output_path)  # level 0 and the labels group
     # only the plan (which makes a rerun return at once) and daisy's tiny markers stay
     shutil.rmtree(plan.fragments_path, ignore_errors=True)
@@ -213,6 +222,8 @@ def main(argv=None) -> int:
     def stop_at_once(message: str) -> None:
         fail(message)
         stop_descendants()
+        if jobs:  # cluster: what the stopped workers submitted
+            cancel_jobs(plan.cluster, jobs)
         logging.shutdown()
         os._exit(1)  # daisy's scheduler cannot be stopped from another thread
 
@@ -221,6 +232,10 @@ def main(argv=None) -> int:
     except OSError as error:  # our caller finds the disk full
         log.error("cannot reserve the message files: %s", error)
         return 1
+    # cluster: this attempt's jobs carry one name; a guard cancels them once this process
+    # is gone, however it ends (scheduler.py)
+    jobs = (start_attempt(plan.cluster, work_dir, work_dir / fatal.LOG_FILE)
+            if plan.cluster else None)
     watchdog = fatal.Watchdog(work_dir, stop_at_once)
     watchdog.start()
     os.environ[fatal.WATCHED_ENV] = "1"  # for the workers daisy starts
@@ -242,6 +257,8 @@ def main(argv=None) -> int:
         return fail(f"unexpected {type(error).__name__}: {error}")
     finally:
         watchdog.stop()
+        if jobs:  # a failed run leaves none queued (the guard would, a moment later)
+            cancel_jobs(plan.cluster, jobs)
     return 0
 
 

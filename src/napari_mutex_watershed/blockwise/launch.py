@@ -41,11 +41,19 @@ from ..storage import (
 )
 from . import fatal
 from .disk import no_space, no_space_error
+from .job import blocks_done, is_complete, run_plan
 from .lock import RunLock
 from .plan import DEFAULT_BLOCK_SIZE, PLAN_FILE, WORK_DIR, BlockwisePlan
-from .job import blocks_done, is_complete, run_plan
+from .scheduler import (
+    SCHEDULERS,
+    ClusterOptionError,
+    WorkerResources,
+    apply_options,
+    cluster_template,
+    parse_options,
+)
 from .supervise import JobProcess
-
+from .whole import WHOLE_REGION_VOXELS
 
 
 def work_dir_for(output_path: str | Path) -> Path:
@@ -76,6 +84,8 @@ def validate_request(
     roi: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     progress: str = "bar",
     worker_command: str | None = None,
+    cluster: str | None = None,
+    cluster_options=None,
     max_retries: int = 2,
     timeout: float | None = None,
     zarr_format: int | None = None,
@@ -100,6 +110,19 @@ def validate_request(
     if worker_command is not None and "{command}" not in worker_command:
         raise InvalidInputError("the worker command template needs {command} where the worker "
                                 "command goes")
+    # --- cluster (scheduler.py): --cluster builds the worker command
+    if cluster is not None and worker_command is not None:
+        raise InvalidInputError("--cluster and --worker-command exclude each other: --cluster "
+                                "builds the worker command (adjust it with --cluster-option)")
+    if cluster is not None and cluster not in SCHEDULERS:
+        raise InvalidInputError(f"the cluster is one of {', '.join(SCHEDULERS)}, got {cluster!r}")
+    if cluster_options and cluster is None:
+        raise InvalidInputError("cluster options need --cluster slurm or --cluster lsf")
+    try:  # before anything is opened
+        apply_options(WorkerResources(), parse_options(cluster_options))
+    except ClusterOptionError as error:
+        raise InvalidInputError(str(error)) from None
+    # --- end cluster
 
     affinities = open_affinities(input_path)
     parameters = parameters_for(affinities, parameters)
@@ -141,6 +164,8 @@ def validate_request(
                 f"the region {shape} is not longer than offset {offset} along axis {axis}: no "
                 "edge of that offset fits; use a larger region or other offsets")
 
+    if block_size is None and np.prod(shape, dtype=float) <= WHOLE_REGION_VOXELS:
+        block_size = shape  # a small region is one block, without workers (``whole``)
     block_size = _voxels("the block size", block_size or DEFAULT_BLOCK_SIZE[ndim], ndim, 1)
     block_size = tuple(min(b, s) for b, s in zip(block_size, shape))
     context = parameters.context_voxels()
@@ -167,6 +192,15 @@ def validate_request(
         worker_command=worker_command,
         progress=progress,
     )
+    if cluster is not None:  # the worker command for the plan's blocks (scheduler.py)
+        try:
+            plan.worker_command = cluster_template(
+                cluster, cluster_options, block_size=block_size, halo=plan.odd_context,
+                channels=len(parameters.offsets), num_blocks=plan.num_blocks,
+                workers=num_workers)
+        except ClusterOptionError as error:
+            raise InvalidInputError(str(error)) from None
+        plan.cluster = cluster
     # the odd blocks' kernel box holds the bands they label again, whose ids are 32-bit
     if np.prod([b + 2 * c for b, c in zip(block_size, plan.odd_context)], dtype=float) >= 2**32:
         raise InvalidInputError(

@@ -130,10 +130,12 @@ class OddBlocks(FragmentBlocks):
         local[mine] = numbered
         del values, numbered
         base = np.uint64(index) * np.uint64(plan.ids_per_block)
-        fragments[box(lo, hi)] = np.where(local[in_core] > 0, local[in_core].astype(np.uint64) + base,
+        core_local = local[in_core]
+        fragments[box(lo, hi)] = np.where(core_local > 0, core_local.astype(np.uint64) + base,
                                           np.uint64(0))
         band_dtype = smallest_label_dtype(n_fragments)
-        bands = {band_key(axis, step): local[relative(slab_lo, slab_hi, kernel_lo)].astype(band_dtype)
+        bands = {band_key(axis, step):
+                 local[relative(slab_lo, slab_hi, kernel_lo)].astype(band_dtype)
                  for axis, step, slab_lo, slab_hi in band_boxes(position, plan)}
 
         def own_ids(labels):
@@ -155,7 +157,6 @@ class OddBlocks(FragmentBlocks):
             else np.zeros(0)
         )
         inner_faces = plan.inner_faces(position)
-        core_local = local[in_core]
         separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN, wanted=joined)
         strength = separation_strength(core_local, block.core_weights, plan.parameters.offsets,
                                        inner_faces, ODD_SEPARATION_MARGIN, separated)

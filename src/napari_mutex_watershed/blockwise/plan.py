@@ -42,6 +42,9 @@ class BlockwisePlan(BaseModel):
     max_retries: int = 2
     timeout: float | None = None
     worker_command: str | None = None
+    #: The scheduler whose jobs ``worker_command`` submits (``--cluster``): the run's jobs are
+    #: cancelled through it when the run ends (``scheduler``).
+    cluster: Literal["slurm", "lsf"] | None = None
     progress: Literal["bar", "json", "none"] = "bar"
     record_format: int = RECORD_FORMAT
     #: The output's zarr format (OME-Zarr 0.5 on 3, 0.4 on 2); None in plans written before
@@ -81,6 +84,11 @@ class BlockwisePlan(BaseModel):
     @property
     def num_blocks(self) -> int:
         return int(np.prod(self.grid_shape))
+
+    @property
+    def is_one_block(self) -> bool:
+        """One block on this machine: segmented in the job process (``whole``)."""
+        return self.num_blocks == 1 and not self.worker_command
 
     @cached_property
     def ids_per_block(self) -> int:

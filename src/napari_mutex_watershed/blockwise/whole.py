@@ -1,0 +1,64 @@
+"""A region that is one block: one mutex watershed in the job process, no workers.
+
+Worker start-up, the stitch and the relabel pass cost seconds whatever the volume; on a small
+region they cost more than the kernel, and one block is also exactly the whole-volume
+result. So a run of one block (a small region under the default block size, or a block size
+as large as the region) reads the region, segments it with the engine and writes level 0 and
+the pyramid itself. Its result equals ``segment()`` on the same region, voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zarr
+from funlib.geometry import Roi
+
+from ..engine import segment
+from ..errors import InvalidValuesError, MutexWatershedError
+from ..storage.blocks import open_block_source
+from .plan import BlockwisePlan
+from .pyramid import pyramid_levels
+from .task import box, read_region
+
+#: Regions up to this many voxels are one block unless a block size is given: below it one
+#: kernel call in the job process beats blocks and workers (docs/blockwise.md, *Speed*).
+WHOLE_REGION_VOXELS = 2**22
+
+
+class _Block:
+    """The one block, as daisy would hand it to a step."""
+
+    def __init__(self, shape):
+        self.write_roi = Roi((0,) * len(shape), shape)
+
+
+def run_whole(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
+    """Segment the plan's region in this process, write level 0 and the pyramid."""
+    started = time.perf_counter()
+    reporter.emit("even", 0, 1)
+    region = (slice(None),) + box(plan.roi_offset,
+                                  [o + s for o, s in zip(plan.roi_offset, plan.shape)])
+    affinities = read_region(open_block_source(plan.input_path), region, plan.input_path)
+    try:
+        kernel_started = time.perf_counter()
+        labels = segment(affinities, plan.parameters)
+        kernel_seconds = time.perf_counter() - kernel_started
+    except InvalidValuesError as error:  # voxels in the input's own coordinates
+        raise error.at(plan.roi_offset) from None
+    del affinities
+    output = zarr.open_array(plan.output_path, mode="r+")
+    if labels.dtype != output.dtype and int(labels.max(initial=0)) > np.iinfo(output.dtype).max:
+        raise MutexWatershedError(f"{int(labels.max())} segments do not fit the {output.dtype} "
+                                  "output; use a larger min_size")
+    output[...] = labels.astype(output.dtype, copy=False)
+    segments = int(labels.max(initial=0))
+    del labels
+    reporter.emit("even", 1, 1)
+    for level in pyramid_levels(plan_path):
+        level(_Block(plan.shape))
+        reporter.emit(level.name, 1, 1)
+    return {"segments": segments, "kernel_seconds": round(kernel_seconds, 3),
+            "blocks": 1, "read_and_write_seconds": round(
+                time.perf_counter() - started - kernel_seconds, 3)}
