@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -92,16 +93,27 @@ def test_package_manifest_is_the_top_level_file():
 
 @pytest.mark.slow
 def test_wheel_carries_the_manifest_as_a_file(tmp_path):
-    """A regular install (``pip install .``) unpacks a wheel: the symlink must arrive there as
-    the manifest's content."""
+    """A regular install (``pip install .``) unpacks a wheel, which must hold the manifest's
+    content, also when built from a checkout without symlinks (Windows' default): there the
+    package's napari.yaml is a text file holding the link's target."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "napari.yaml"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    stub = source / "src" / "napari_mutex_watershed" / "napari.yaml"
+    stub.unlink()
+    stub.write_text("../../napari.yaml")
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-         str(ROOT)], capture_output=True, text=True, timeout=600,
+         str(source)], capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("napari_mutex_watershed-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
+        assert names.count("napari_mutex_watershed/napari.yaml") == 1
         assert archive.read("napari_mutex_watershed/napari.yaml") == (
             ROOT / "napari.yaml"
         ).read_bytes()
