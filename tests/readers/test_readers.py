@@ -222,3 +222,36 @@ def test_killed_pyramid_resumes(result, tmp_path):
     assert last["pyramid-2"]["skipped"] == 0 and last["pyramid-2"]["done"] > 0
     np.testing.assert_array_equal(zarr.open_array(str(output / "2"), mode="r")[:], expected)
     assert zarr.open_group(str(output), mode="r").attrs[COMPLETE_ATTR] is True
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_labels_written_into_an_image_are_listed_by_it(tmp_path, version):
+    """Segmenting an OME-Zarr image into its own ``labels`` group gives what OME-Zarr readers
+    look for: the image node, then the labels listed by the image's labels group."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, _, _ = sample_volume((12, 32, 32), seed=8)
+    image = tmp_path / "image.ome.zarr"
+    zarr_format = 3 if version == "0.5" else 2
+    root = zarr.open_group(str(image), mode="w", zarr_format=zarr_format)
+    root.create_array("0", data=affinities, chunks=(6, 12, 16, 16))
+    axes = [{"name": "c", "type": "channel"}] + [{"name": n, "type": "space"} for n in "zyx"]
+    multiscale = {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1, 2, 1, 1]}]}]}
+    if version == "0.5":
+        root.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+    else:
+        root.attrs["multiscales"] = [{**multiscale, "version": "0.4"}]
+    run_segment(image, image / "labels" / "mws")
+    nodes = list(Reader(parse_url(str(image)))())
+    labels = [n for n in nodes if n.load(Label) is not None]
+    assert len(labels) == 1 and labels[0].load(Multiscales) is not None
+    assert "image.ome.zarr/labels/mws" in str(labels[0].zarr)
+    assert tuple(labels[0].data[0].shape) == (12, 32, 32)
+    # the labels point back to their image, as OME-Zarr asks
+    attrs = dict(zarr.open_group(str(image / "labels/mws"), mode="r").attrs)
+    label = (attrs.get("ome") or attrs)["image-label"]
+    assert label["source"] == {"image": "../../"}
