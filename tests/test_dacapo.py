@@ -32,11 +32,11 @@ from napari_mutex_watershed.dacapo import (
     segment_blockwise,
 )
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
-from napari_mutex_watershed.reference import arrays as arrays_module
-from napari_mutex_watershed.reference import post_processor as post_processor_module
+from napari_mutex_watershed.dacapo import arrays as arrays_module
+from napari_mutex_watershed.dacapo import post_processor as post_processor_module
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
-from napari_mutex_watershed.workers import WATERSHED_WORKER
+from napari_mutex_watershed.dacapo import WATERSHED_WORKER
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD_WORKER = ROOT / "docs" / "examples" / "threshold_worker.py"

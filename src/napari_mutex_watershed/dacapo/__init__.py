@@ -15,14 +15,18 @@ with every documented parameter doing what its documentation says::
         )
 
 See docs/reference-api.md for the differences from DaCapo and the worker-file contract of
-``segment_blockwise``.
+``segment_blockwise``. The whole API lives in this package: arrays (``arrays``), the generic
+blockwise runner (``blockwise``), the post-processor (``post_processor``) and the ready-made
+worker file (``watershed_worker.py``).
 """
 
 from __future__ import annotations
 
-from .reference.arrays import LocalArrayIdentifier, ZarrArray
-from .reference.blockwise import block_unique_ids, require_block_aligned_chunks, segment_blockwise
-from .reference.post_processor import (
+from pathlib import Path
+
+from .arrays import LocalArrayIdentifier, ZarrArray
+from .blockwise import block_unique_ids, require_block_aligned_chunks, segment_blockwise
+from .post_processor import (
     DEFAULT_BIAS_VALUES,
     PostProcessor,
     PostProcessorParameters,
@@ -30,10 +34,15 @@ from .reference.post_processor import (
     WatershedPostProcessorParameters,
 )
 
+#: The ready-made worker file for ``segment_blockwise``: mutex watershed of each block (with
+#: context) into globally unique fragment ids. A file to pass, not a module to import.
+WATERSHED_WORKER = Path(__file__).with_name("watershed_worker.py")
+
 __all__ = [
     "DEFAULT_BIAS_VALUES",
     "LocalArrayIdentifier",
     "PostProcessor",
+    "WATERSHED_WORKER",
     "PostProcessorParameters",
     "WatershedPostProcessor",
     "WatershedPostProcessorParameters",

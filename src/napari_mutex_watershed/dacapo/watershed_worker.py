@@ -9,8 +9,7 @@ cut by a block border keeps one id per block. For one stitched segmentation use
 
 Arguments (pass them to ``segment_blockwise`` as keywords)::
 
-    from napari_mutex_watershed.dacapo import segment_blockwise
-    from napari_mutex_watershed.workers import WATERSHED_WORKER
+    from napari_mutex_watershed.dacapo import WATERSHED_WORKER, segment_blockwise
 
     segment_blockwise(
         WATERSHED_WORKER, context, total_roi, read_roi, write_roi, num_workers=2,
