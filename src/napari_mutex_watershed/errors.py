@@ -46,6 +46,11 @@ class InvalidValuesError(InvalidInputError):
                                   tuple(int(b) + int(o) for b, o in zip(base, origin)))
 
 
+class NotVisible(MutexWatershedError, ValueError):
+    """The layer is not in view (its slice is off the data, or the view misses it): the
+    preview has nothing to compute."""
+
+
 class KernelError(MutexWatershedError, RuntimeError):
     """mwatershed itself failed (a Rust panic), converted so callers can catch it."""
 

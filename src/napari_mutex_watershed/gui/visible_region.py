@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import NotVisible
+
 
 @dataclass(frozen=True)
 class Region:
@@ -60,10 +62,6 @@ class Region:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
-
-
-class NotVisible(ValueError):
-    """The layer is not in view (its slice is off the data, or the view misses it)."""
 
 
 def visible_world_box(
