@@ -118,8 +118,8 @@ class WatershedParameters(BaseModel):
         default=None,
         title="Context",
         description="Halo in voxels read around each block of a blockwise run. "
-        "Default: twice the largest offset along each axis, at most the largest offset "
-        "along any axis.",
+        "Default: twice the largest offset along each axis, at most four thirds of the "
+        "largest offset along any axis.",
     )
 
     # ------------------------------------------------------------------ validation
@@ -191,14 +191,11 @@ class WatershedParameters(BaseModel):
         return [ones if nn else list(self.strides) for nn in self.nearest_neighbour]
 
     def context_voxels(self) -> tuple[int, ...]:
-        """The halo of a blockwise block.
+        """The halo of a blockwise block: twice the longest offset along each axis, at most
+        four thirds of the longest offset overall ((6, 12, 12) for the default offsets).
 
-        One offset of halo along an axis with short offsets leaves a block blind right behind
-        that face, where it then merges objects the whole-volume run keeps apart; twice that
-        costs little, because that axis is the thin one of the halo. Capped at four thirds of
-        the longest offset, (6, 12, 12) for the default offsets: over twelve noise draws
-        closer to the whole-volume run than (6, 9, 9) and nearly as close as (6, 16, 16), at
-        no measurable cost in time on neuron data (docs/blockwise.md, *Choosing the halo*).
+        A block sees far enough behind each face not to merge what the whole-volume run keeps
+        apart; the measurements behind the rule are in docs/blockwise.md, *Choosing the halo*.
         """
         if self.context is not None:
             return tuple(self.context)
