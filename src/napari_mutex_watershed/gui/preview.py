@@ -357,14 +357,16 @@ class PreviewService:
             if not newer:
                 return  # a worker could not start: try again only for a new request
             self.start_failure = None
-        if self._active is None or not self._active.alive():
+        # only a worker that had started is replaced here; one that dies starting is left
+        # for _check_started, which reports it instead of starting another in a loop
+        if self._active is None or _crashed(self._active):
             if self._active is not None:
                 self._active.kill()
             if self._spare is not None and self._spare.alive():
                 self._active, self._spare = self._spare, None
             else:
                 self._active = WorkerProcess(self.module)
-        if self.use_spare and (self._spare is None or not self._spare.alive()):
+        if self.use_spare and (self._spare is None or _crashed(self._spare)):
             if self._spare is not None:
                 self._spare.kill()
             self._spare = WorkerProcess(self.module)
@@ -505,3 +507,8 @@ class PreviewService:
                 meta=request.meta,
             ))
         self._replace_active()
+
+
+def _crashed(worker: WorkerProcess) -> bool:
+    """It had started (said ready) and is gone."""
+    return worker.ready and not worker.alive()
