@@ -13,6 +13,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
+from patience import patience, wait_gone
 from skimage.metrics import adapted_rand_error
 
 from napari_mutex_watershed import WatershedParameters, segment
@@ -164,9 +165,12 @@ def test_rerun_of_finished_job_is_quick(volume, tmp_path):
             "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "none"]
     assert _run_cli(args).returncode == 0
     first = read(tmp_path / "o.zarr/labels")
-    started = time.time()
-    assert _run_cli(args).returncode == 0
-    assert time.time() - started < 10
+    logs = sorted(work_dir_for(tmp_path / "o.zarr/labels").rglob("worker_*"))
+    again = _run_cli(args)
+    assert again.returncode == 0
+    # quick because it does nothing: no step and no worker ran again
+    assert again.stdout.startswith("already complete: ")
+    assert sorted(work_dir_for(tmp_path / "o.zarr/labels").rglob("worker_*")) == logs
     assert np.array_equal(first, read(tmp_path / "o.zarr/labels"))
 
 
@@ -175,10 +179,10 @@ def _start_cli(args):
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _wait_for_blocks(output, n, process, timeout=120):
+def _wait_for_blocks(output, n, process, timeout=40):
     records = work_dir_for(output) / "blocks"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + patience(timeout)
+    while time.monotonic() < deadline:
         if records.exists() and len(list(records.glob("*[0-9].npz"))) >= n:
             return
         assert process.poll() is None, process.communicate()
@@ -238,12 +242,11 @@ def test_cancel_stops_every_process(bigger, tmp_path):
     _wait_for_blocks(output, 2, process)
     family = [psutil.Process(process.pid)] + psutil.Process(process.pid).children(recursive=True)
     assert len(family) >= 3  # the CLI, the job, workers
-    sent = time.time()
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
-    assert time.time() - sent < 2.0
-    _, still = psutil.wait_procs(family, timeout=1.0)
-    assert still == []
+    # SIGTERM, then SIGKILL after a grace of 0.5 s (processes.stop); how long that takes
+    # on a quiet machine is for benchmarks, here only that nothing is left
+    process.wait(timeout=patience(5))
+    assert wait_gone(family, 5) == []
     assert process.returncode == 130
     assert "resume" in process.stderr.read()
     assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is False
