@@ -206,7 +206,8 @@ def command_segment(args) -> int:
         timeout=args.timeout,
         zarr_format=args.zarr_format,
     )
-    print(f"labels written to {output}", file=status)
+    # ``output`` is level 0; its folder is the OME-Zarr labels image users open
+    print(f"labels written to {output.parent}", file=status)
     return 0
 
 
