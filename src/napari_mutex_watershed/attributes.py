@@ -13,3 +13,7 @@ INPUT_ATTR = "mutex_watershed_input"
 BLOCK_SIZE_ATTR = "mutex_watershed_block_size"
 #: Marks sample data written by ``napari-mutex-watershed sample``: ours to replace.
 SAMPLE_ATTR = "mutex_watershed_sample"
+#: Written by the plugin's zarr writer on exported Labels layers.
+EXPORT_ATTR = "mutex_watershed_export"
+#: What a blockwise result says about how it was made, carried into a layer's metadata.
+PROVENANCE_ATTRS = (BLOCK_SIZE_ATTR, INPUT_ATTR, COMPLETE_ATTR)

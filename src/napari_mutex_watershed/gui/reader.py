@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
+from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 from ..parameters import WatershedParameters
 from ..storage.paths import CONTAINER_SUFFIXES, multiscales, read_json, zarr_node
-
-#: Written by this plugin's zarr writer (gui/writer.py) on exported Labels layers.
-EXPORT_ATTR = "mutex_watershed_export"
-#: Provenance attributes of blockwise results, copied into the layer metadata.
-PROVENANCE_ATTRS = ("mutex_watershed_block_size", "mutex_watershed_input", COMPLETE_ATTR)
 
 SUFFIXES = (".zarr", ".n5")
 AFFINITIES = "affinities"

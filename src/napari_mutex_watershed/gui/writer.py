@@ -4,7 +4,7 @@
   arrays of an existing container are kept, in the container's zarr format), written with
   ``storage.write_labels`` so ``funlib.persistence.open_ds`` sees voxel size and offset (the layer's scale and translate
   when they are integers) and this plugin's reader opens it again. The parameters a result
-  was made with (``metadata["mutex_watershed_parameters"]``) are stored with it.
+  was made with (``metadata[PARAMETERS_ATTR]``) are stored with it.
 - ``.tif`` / ``.tiff``: one TIFF (BigTIFF when large), a page per 2D plane, zlib-compressed,
   with axes, scale, translate and parameters in its JSON description. napari's builtin
   reader opens it (as an image layer; *Layers > Convert to Labels* to paint on it).
@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attributes import PARAMETERS_ATTR
 # EXPORT_ATTR marks exported arrays, so the reader opens them from a container
-from .reader import EXPORT_ATTR
+from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 
 #: Layer metadata copied into the zarr attributes when present (provenance of results).
-PROVENANCE_KEYS = (PARAMETERS_ATTR, "mutex_watershed_block_size", "mutex_watershed_input",
-                   "mutex_watershed_complete")
+PROVENANCE_KEYS = (PARAMETERS_ATTR, *PROVENANCE_ATTRS)
 SLAB_BYTES = 64 * 2**20
 
 
