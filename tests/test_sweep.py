@@ -12,7 +12,9 @@ import time
 from dataclasses import astuple
 
 import numpy as np
+import psutil
 import pytest
+from patience import patience, wait_gone
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 from napari_mutex_watershed import WatershedParameters, segment
@@ -206,16 +208,14 @@ def test_a_killed_worker_fails_its_setting_not_the_sweep(sample_3d):
     settings = parameter_grid(WatershedParameters(offsets=offsets), bias=[0.4, 0.6])
     with Sweeper(workers=1) as sweeper:
         job = sweeper.start(SweepInputs(big), settings)
-        deadline = time.monotonic() + 60
-        while not sweeper.worker_pids() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # inside the first setting
-        os.kill(sweeper.worker_pids()[0], signal.SIGKILL)
-        results = job.wait(timeout=60)
+        pid = wait_inside_a_setting(sweeper, job, seconds=20)
+        os.kill(pid, signal.SIGKILL)
+        results = job.wait(timeout=patience(20))
         assert job.done and not job.error
         assert any("stopped unexpectedly" in (r.error or "") for r in results)
         # the sweeper starts fresh workers for the next sweep
-        (result,) = sweeper.start(SweepInputs(affinities), settings[:1]).wait(timeout=60)
+        (result,) = sweeper.start(SweepInputs(affinities), settings[:1]).wait(
+            timeout=patience(20))
         assert result.error is None and result.n_segments > 0
 
 
@@ -232,27 +232,37 @@ def test_workers_exit_when_their_parent_dies(tmp_path):
             settings = parameter_grid(WatershedParameters(offsets=[(1, 0), (0, 1)]),
                                       bias=[0.4, 0.6])
             job = sweeper.start(SweepInputs(np.random.rand(2, 32, 32)), settings)
-            job.wait(timeout=60)
+            job.wait(timeout=600)
             print(*sweeper.worker_pids(), flush=True)
             os._exit(1)  # a crash: nothing is cleaned up
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=patience(40))
     pids = [int(p) for p in out.stdout.split()]
     assert pids, out.stderr
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
+    workers = []
+    for pid in pids:
+        try:
+            workers.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass  # already gone
+    assert wait_gone(workers, seconds=10) == []
 
 
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def wait_inside_a_setting(sweeper, job, seconds: float) -> int:
+    """The pid of a worker once it computes a setting: it has the job's affinities mapped
+    (run_setting memory-maps them while it segments). A condition, not a guessed delay."""
+    deadline = time.monotonic() + patience(seconds)
+    while time.monotonic() < deadline:
+        crop = job._directory and os.path.join(job._directory, "affinities.npy")
+        for pid in sweeper.worker_pids():
+            try:
+                if crop and any(m.path == crop for m in psutil.Process(pid).memory_maps()):
+                    return pid
+            except psutil.Error:
+                pass
+        time.sleep(0.01)  # (polling the condition)
+    raise TimeoutError("no worker started a setting")
 
 
 # ------------------------------------------------------------------------------ CLI

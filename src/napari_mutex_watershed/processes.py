@@ -70,6 +70,15 @@ def descendants(pid: int | None = None) -> list[psutil.Process]:
         return []
 
 
+def tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and every process below it, as seen now (empty when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def signal_group(pid: int, sig) -> bool:
     """Send ``sig`` to the process group led by ``pid`` (started with ``group=True``)."""
     if not hasattr(os, "killpg"):

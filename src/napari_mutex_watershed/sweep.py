@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import processes
 from .parameters import WatershedParameters
 
 #: DaCapo's watershed post-processor swept these uniform biases.
@@ -372,10 +373,7 @@ def _exit_with_parent() -> None:
 def _initialize_worker(nice: bool) -> None:
     _exit_with_parent()
     if nice:
-        try:
-            os.nice(NICENESS)
-        except (AttributeError, OSError):
-            pass
+        processes.lower_priority(None, NICENESS)
     # pay the imports and first-call costs now, not in the first setting
     from skimage.metrics import adapted_rand_error  # noqa: F401
 
@@ -651,8 +649,8 @@ class Sweeper:
     def worker_pids(self) -> list[int]:
         """Process ids of the running workers (diagnostics, tests)."""
         executor = self._executor
-        processes = getattr(executor, "_processes", None) or {}
-        return [p.pid for p in list(processes.values()) if p.is_alive()]
+        table = getattr(executor, "_processes", None) or {}
+        return [p.pid for p in list(table.values()) if p.is_alive()]
 
     def kill_workers(self) -> None:
         """Kill the worker processes now (running settings are lost); the next ``submit``
@@ -661,24 +659,15 @@ class Sweeper:
             executor, self._executor = self._executor, None
         if executor is None or isinstance(executor, _InlineExecutor):
             return
-        # ProcessPoolExecutor cannot stop a running task: kill its processes (Python 3.14
-        # has kill_workers(); before that the process table is the only handle)
-        kill = getattr(executor, "kill_workers", None)
-        processes = list((getattr(executor, "_processes", None) or {}).values())
+        # ProcessPoolExecutor cannot stop a running task: kill its processes (the process
+        # table is the only handle before Python 3.14's kill_workers())
+        workers = list((getattr(executor, "_processes", None) or {}).values())
         executor.shutdown(wait=False, cancel_futures=True)
-        if kill is not None:
+        processes.kill([process for worker in workers if worker.pid
+                        for process in processes.tree(worker.pid)])
+        for worker in workers:  # reaped here: the executor no longer waits for them
             try:
-                kill()
-            except Exception:
-                pass
-        for process in processes:
-            try:
-                process.kill()
-            except Exception:
-                pass
-        for process in processes:
-            try:
-                process.join(timeout=5)
+                worker.join(timeout=5)
             except Exception:
                 pass
 

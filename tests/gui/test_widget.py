@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
-from main_thread import main_thread_ticks
+from main_thread import assert_callbacks_short, recording_callbacks
+from patience import patience_ms
 
 from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.gui.widget import OFFSETS_CUSTOM, PREVIEW_LAYER_NAME
@@ -17,7 +17,9 @@ from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D
 
 pytestmark = pytest.mark.gui
 
-TIMEOUT = 30_000  # ms; the first preview also starts the worker process
+#: Seconds a preview may take on an idle machine (the first also starts the worker process);
+#: waits give up after that, scaled for the load (``patience``).
+PREVIEW_SECONDS = 20
 
 
 def preview_layer(viewer):
@@ -25,10 +27,10 @@ def preview_layer(viewer):
     return layer
 
 
-def wait_for_new_result(qtbot, widget, previous=None, timeout=TIMEOUT):
+def wait_for_new_result(qtbot, widget, previous=None, seconds=PREVIEW_SECONDS):
     qtbot.waitUntil(
         lambda: widget.last_result is not None and widget.last_result is not previous,
-        timeout=timeout,
+        timeout=patience_ms(seconds),
     )
     assert widget.message.value == "", widget.message.value
     return widget.last_result
@@ -82,9 +84,8 @@ def test_channel_offset_mismatch_is_a_message(viewer_with_widget, qtbot):
     assert widget.message.visible
     # the preview does not start, and nothing raises
     widget.preview.value = True
-    qtbot.wait(300)
+    qtbot.waitUntil(lambda: "paused" in widget.status.value, timeout=patience_ms(1))
     assert widget.last_result is None
-    assert "paused" in widget.status.value
     # custom offsets that fit clear the message
     widget.offsets_source.value = OFFSETS_CUSTOM
     widget.offsets_text.value = "1,0,0; 0,1,0; 0,0,1; 3,0,0; 0,9,0"
@@ -103,7 +104,8 @@ def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manage
         assert widget.resolved_offsets()[0] == OFFSETS_2D
         assert "2D preset" in widget.message.value
         widget.preview.value = True
-        qtbot.waitUntil(lambda: widget.last_result is not None, timeout=TIMEOUT)
+        qtbot.waitUntil(lambda: widget.last_result is not None,
+                        timeout=patience_ms(PREVIEW_SECONDS))
         expected, region = expected_labels(viewer, widget)
         np.testing.assert_array_equal(preview_layer(viewer).data, expected)
         check_placement(viewer, region)
@@ -218,7 +220,7 @@ def test_newest_request_wins(viewer_with_widget, qtbot):
         widget.fields["bias_short"].value = value
         qtbot.wait(15)
     qtbot.waitUntil(lambda: widget.last_result.meta["parameters"].bias_short == 0.65,
-                    timeout=TIMEOUT)
+                    timeout=patience_ms(PREVIEW_SECONDS))
     assert applied == sorted(applied)
     assert widget.last_result.id == widget._request_id
     expected, _ = expected_labels(viewer, widget)
@@ -249,20 +251,18 @@ def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot)
     widget.max_box_3d.value = 128  # the whole 64 x 128 x 128 sample: more than a second
     viewer.dims.ndisplay = 3
     service = widget.service()  # start the workers before measuring
-    qtbot.waitUntil(service.workers_ready, timeout=TIMEOUT)
+    qtbot.waitUntil(service.workers_ready, timeout=patience_ms(PREVIEW_SECONDS))
     qtbot.wait(500)
 
-    with main_thread_ticks() as (ticks, _):
-        started = time.perf_counter()
+    with recording_callbacks() as records:
         widget.preview.value = True
         result = wait_for_new_result(qtbot, widget)
-    received = result.meta["received"]
 
     assert result.compute_seconds >= 1.0, "the preview was too fast to measure anything"
-    during = np.array([started] + [t for t in ticks if t <= received])
-    gaps = np.diff(during)
-    assert len(during) > 50
-    assert gaps.max() < 0.100, f"the UI froze for {gaps.max() * 1000:.0f} ms"
+    assert records["preview.poll"].calls >= 20  # the results were polled all along
+    # no callback of ours holds the main thread for 100 ms (napari adding the preview
+    # layer, once, is recorded apart)
+    assert_callbacks_short("a long 3D preview")
 
 
 # -------------------------------------------------------------------------------- recovery
@@ -272,9 +272,10 @@ def test_crashed_worker_is_replaced(viewer_with_widget, qtbot):
     viewer.dims.ndisplay = 3
     widget.preview.value = True
     service = widget.service()
-    qtbot.waitUntil(lambda: service.busy_pid() is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: service.busy_pid() is not None, timeout=patience_ms(PREVIEW_SECONDS))
     os.kill(service.busy_pid(), signal.SIGKILL)
-    qtbot.waitUntil(lambda: "stopped unexpectedly" in widget.message.value, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: "stopped unexpectedly" in widget.message.value,
+                    timeout=patience_ms(PREVIEW_SECONDS))
     widget.max_box_3d.value = 32
     wait_for_new_result(qtbot, widget)
     assert preview_layer(viewer).data.shape == (32, 32, 32)
@@ -292,7 +293,8 @@ def test_hung_worker_is_replaced(make_napari_viewer_proxy, plugin_manager, sampl
         widget.max_box_3d.value = 64
         viewer.dims.ndisplay = 3
         widget.preview.value = True
-        qtbot.waitUntil(lambda: "longer than 0.3 s" in widget.message.value, timeout=TIMEOUT)
+        qtbot.waitUntil(lambda: "longer than 0.3 s" in widget.message.value,
+                        timeout=patience_ms(PREVIEW_SECONDS))
         assert widget.service().restarts >= 1
         widget.service().timeout = 60
         widget.max_box_3d.value = 24

@@ -48,8 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import processes
 from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..parameters import WatershedParameters
+from .callback_time import excluded, recorded
 from .lifecycle import disconnect_all
 
 #: Name of the output array when the user does not choose one.
@@ -64,17 +66,12 @@ DATA_DIR_ENV = "NAPARI_MUTEX_WATERSHED_DATA_DIR"
 KILL_AFTER = 1.0
 #: The job runs this much "nicer" than napari, so the UI wins the CPU when cores are scarce.
 NICENESS = 10
-#: Block sizes the CLI uses when none is given (blockwise.launch); passed explicitly here.
-DEFAULT_BLOCK_SIZE = {3: (64, 64, 64), 2: (512, 512)}
 
 # metadata keys of the result layer
 OUTPUT_KEY = "mutex_watershed_output"
 BLOCK_SIZE_KEY = "mutex_watershed_block_size"
 INPUT_KEY = "mutex_watershed_input"
 COMMAND_KEY = "mutex_watershed_command"
-
-_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # (Windows has no SIGKILL)
-
 
 # ---------------------------------------------------------------------------- paths
 def data_dir() -> Path:
@@ -145,6 +142,9 @@ def input_copy_path(output: Path) -> Path:
 
 
 def default_block_size(ndim: int) -> tuple[int, ...]:
+    """The CLI's default (passed explicitly, so the command shown is complete)."""
+    from ..blockwise.plan import DEFAULT_BLOCK_SIZE
+
     return DEFAULT_BLOCK_SIZE[ndim]
 
 
@@ -236,6 +236,32 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
     return "finished" if complete else "resumable"
 
 
+def output_in_use(output: Path) -> str | None:
+    """The CLI's own refusal when another run holds ``output``'s lock (``blockwise.lock``),
+    e.g. '<output> is in use by pid N (...)'; None when it is free.
+
+    Asked before any dialog and before the input copy is written, so a running job's state
+    and input are never touched. Only an existing lock file is probed (taken and released
+    at once): nothing is created for an output that was never run.
+    """
+    try:
+        from ..blockwise.launch import work_dir_for
+        from ..blockwise.lock import RunLock, lock_path
+        from ..errors import OutputInUseError
+    except ImportError:  # (a version without run locks)
+        return None
+    try:
+        work_dir = work_dir_for(output)
+        if not lock_path(work_dir).exists():
+            return None
+        with RunLock(work_dir, output):
+            return None
+    except OutputInUseError as error:
+        return str(error)
+    except Exception:  # cannot be probed: the job itself says what is wrong
+        return None
+
+
 def is_complete(output: Path) -> bool:
     from ..storage import stored_attributes
 
@@ -310,21 +336,15 @@ class Job:
         self._eof = 0
         self._exited_at: float | None = None
         self._family: list = []
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            **_own_group(),  # its own process group: Cancel signals all of it
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        if list(command[1:2]) != ["-m"]:
+            raise ValueError("a job is a module run: [python, -m, module, args...]")
+        # its own process group (Cancel signals all of it), niced (napari keeps the CPU)
+        self.process = processes.start_module(
+            command[2], command[3:], niceness=niceness, group=True, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", errors="replace", bufsize=1,
         )
         self.pid = self.process.pid
-        if niceness:
-            _lower_priority(self.pid, niceness)
         for stream, name in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr")):
             threading.Thread(target=self._read, args=(stream, name), daemon=True,
                              name=f"mutex-watershed-job-{name}").start()
@@ -383,12 +403,8 @@ class Job:
 
     def _kill_everything(self) -> None:
         """SIGKILL the process group and every descendant seen when cancel began."""
-        self._signal_group(_KILL)
-        for process in self._family:
-            try:
-                process.kill()
-            except Exception:
-                pass
+        self._signal_group(processes.KILL_SIGNAL)
+        processes.kill(self._family)
 
     def cancel(self) -> None:
         """SIGTERM to the whole process group; SIGKILL follows after ``KILL_AFTER`` s."""
@@ -396,12 +412,7 @@ class Job:
             return
         self.cancel_requested = True
         self.cancelled_at = time.monotonic()
-        try:
-            import psutil
-
-            self._family = psutil.Process(self.pid).children(recursive=True)
-        except Exception:
-            self._family = []
+        self._family = processes.descendants(self.pid)
         self._signal_group(signal.SIGTERM)
 
     def _escalate(self) -> None:
@@ -427,20 +438,12 @@ class Job:
             pass
 
     def _signal_group(self, sig) -> None:
+        """The job's process group (its group id is its pid); Windows, which has no groups:
+        its process tree, killed (terminate is a kill there)."""
         if hasattr(os, "killpg"):
-            try:
-                os.killpg(self.pid, sig)  # its own group: the group id is its pid
-                return
-            except (ProcessLookupError, PermissionError):
-                return
-        try:  # Windows: no process groups; terminate the tree
-            import psutil
-
-            root = psutil.Process(self.pid)
-            for process in [*root.children(recursive=True), root]:
-                process.kill() if sig == _KILL else process.terminate()
-        except Exception:
-            pass
+            processes.signal_group(self.pid, sig)
+        else:
+            processes.kill(processes.tree(self.pid))
 
     def error_message(self) -> str:
         """The job's own one-line message (first ``error: ...`` line), without 'error: '."""
@@ -449,33 +452,6 @@ class Job:
         tail = [line for line in self.stderr_tail if line.strip()]
         last = tail[-1].strip() if tail else ""
         return f"the job stopped with exit code {self.returncode}" + (f": {last}" if last else "")
-
-
-def _own_group() -> dict:
-    """Popen arguments that put the job into a new process group of its own.
-
-    ``process_group=0`` (setpgid) rather than ``start_new_session=True`` (setsid): both make
-    a group that ``os.killpg`` reaches as a whole, but with Linux's autogroup scheduling a new
-    session is also a new scheduling group, competing with napari's as an equal whatever its
-    nice value; in napari's session the job's lower priority counts against napari's threads.
-    (Windows has neither; the job is then stopped through its process tree.)
-    """
-    if os.name != "posix":
-        return {}
-    return {"process_group": 0}
-
-
-def _lower_priority(pid: int, niceness: int) -> None:
-    """Let napari win the CPU: nice the job (its children, daisy's workers, inherit it)."""
-    try:
-        import psutil
-
-        process = psutil.Process(pid)
-        process.nice(niceness)
-        if hasattr(psutil, "IOPRIO_CLASS_BE"):  # Linux: its disk reads queue behind napari's
-            process.ionice(psutil.IOPRIO_CLASS_BE, value=7)
-    except Exception:
-        pass
 
 
 def _parse_progress(line: str) -> dict | None:
@@ -582,9 +558,6 @@ class FullRunController:
         self.command: list[str] = []
         self.job: Job | None = None
         self.last_job: Job | None = None  # the latest job, kept after it ended (inspection)
-        #: (start, end) perf_counter times of viewer.add_labels calls: napari needs 0.15-0.4 s
-        #: of main-thread time to add a Labels layer (vispy visuals), once per result
-        self.layer_additions: list[tuple[float, float]] = []
         self.request: RunRequest | None = None
         self.result_layer = None
         self.max_retries: int | None = None  # None: the CLI's default
@@ -764,12 +737,14 @@ class FullRunController:
             self.output.value = path
 
     # ------------------------------------------------------------------ starting
+    @recorded("full_run.run_clicked")
     def _on_run_clicked(self, *_args) -> None:
         if self.running:
             self.cancel()
         else:
             self.start()
 
+    @recorded("full_run.start")
     def start(self) -> bool:
         """Validate, then prepare the input (off the main thread if a copy is needed), ask
         about an existing output, and launch the job. False if nothing was started."""
@@ -840,6 +815,9 @@ class FullRunController:
         request = self.request
         if self._aborted:
             return self._reset("Cancelled before the run started.")
+        busy = output_in_use(request.output)
+        if busy is not None:  # the CLI's refusal, in full (no dialog, nothing written)
+            return self._reset(f"Not started: {busy}", error=True)
         state = output_state(request.input_path, request.output, request.parameters,
                              request.block_size, request.shape)
         if request.source is None and not request.copy_current and state != "absent":
@@ -888,6 +866,7 @@ class FullRunController:
         self._timer.start()
 
     # ------------------------------------------------------------------ running
+    @recorded("full_run.tick")
     def _tick(self) -> None:
         if self._future is not None:
             if not self._future.done():
@@ -1009,14 +988,16 @@ class FullRunController:
             existing.translate = request.placement["translate"]
             self.result_layer = existing
         else:
-            started = time.perf_counter()
-            self.result_layer = viewer.add_labels(
-                data, name=request.output.name, metadata=metadata, multiscale=multiscale,
-                **request.placement,
-            )
-            self.layer_additions.append((started, time.perf_counter()))
+            # napari needs 0.15-0.4 s of main-thread time to add a Labels layer (vispy
+            # visuals), once per result: recorded apart from this callback's own time
+            with excluded("full_run.add_layer"):
+                self.result_layer = viewer.add_labels(
+                    data, name=request.output.name, metadata=metadata, multiscale=multiscale,
+                    **request.placement,
+                )
 
     # ------------------------------------------------------------------ cancel and reset
+    @recorded("full_run.cancel")
     def cancel(self) -> None:
         """Stop the job (or its preparation). Non-blocking: the group gets SIGTERM now and
         SIGKILL after ``KILL_AFTER`` s; the end is reported from the timer."""
@@ -1062,10 +1043,12 @@ class FullRunController:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ provenance
+    @recorded("full_run.active_layer")
     def _on_active_layer(self, _event=None) -> None:
         layer = self.owner.viewer.layers.selection.active
         self.use_result.enabled = bool(layer is not None and layer.metadata.get(PARAMETERS_ATTR))
 
+    @recorded("full_run.layer_inserted")
     def _on_layer_inserted(self, event=None) -> None:
         layer = getattr(event, "value", None)
         if layer is not None and layer.metadata.get(PARAMETERS_ATTR) and layer is not (
@@ -1075,6 +1058,7 @@ class FullRunController:
                          "and click 'Use parameters of selected result' to load them.")
         self._on_active_layer()
 
+    @recorded("full_run.use_result")
     def use_selected_result(self, *_args, layer=None) -> bool:
         """Load the parameters (and block size) of a result layer into the controls."""
         layer = layer if layer is not None else self.owner.viewer.layers.selection.active

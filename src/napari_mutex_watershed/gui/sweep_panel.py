@@ -34,6 +34,7 @@ from ..sweep import (
     table_rows,
     write_csv,
 )
+from .callback_time import excluded, recorded
 from .lifecycle import disconnect_all, stop_with_widget
 from .visible_region import NotVisible, placement
 
@@ -254,6 +255,7 @@ class SweepPanel(Container):
                 self.ground_truth.value = layer
                 return
 
+    @recorded("sweep.layers_changed")
     def _on_layers_changed(self, _event=None) -> None:
         if not self._closed:
             self.reset_choices()
@@ -282,6 +284,7 @@ class SweepPanel(Container):
             min_size=parse_values(self.min_size_values.value, int),
         )
 
+    @recorded("sweep.run")
     def run(self, *_args) -> bool:
         """Start a sweep on the current preview region; False (and a status) if it cannot."""
         if self.running or self._closed:
@@ -355,12 +358,14 @@ class SweepPanel(Container):
         self._timer.start()
         return True
 
+    @recorded("sweep.cancel")
     def cancel(self, *_args) -> None:
         if not self.running or self.job.done:
             return
         self.job.cancel()
         self._poll()
 
+    @recorded("sweep.poll")
     def _poll(self) -> None:
         job = self.job
         if job is None:
@@ -390,6 +395,7 @@ class SweepPanel(Container):
                  and layer not in self._to_remove]
         return sorted(found, key=lambda layer: layer.metadata.get("sweep_index", 0))
 
+    @recorded("sweep.remove_layers")
     def remove_layers(self, *_args) -> None:
         """Remove the sweep's layers (one by one, at the next turns of the event loop)."""
         self._queue_removal(self._own_layers())
@@ -406,11 +412,13 @@ class SweepPanel(Container):
         if self._to_remove and not self._removal_timer.isActive():
             self._removal_timer.start()
 
+    @recorded("sweep.remove_next")
     def _remove_next(self) -> None:
         if self._to_remove:
             layer = self._to_remove.pop(0)
             if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+                with excluded("sweep.remove_layer"):  # napari's work
+                    self.viewer.layers.remove(layer)
         if not self._to_remove:
             self._removal_timer.stop()
 
@@ -430,12 +438,16 @@ class SweepPanel(Container):
                 "shown_start": self._meta["region"].shown_start,
                 "parameters": result.parameters.model_dump(mode="json"),
             }
-            layer = Labels(result.labels, name=LAYER_PREFIX + result.name,
-                           scale=self._meta["scale"], translate=self._meta["translate"],
-                           units=self._meta["units"], metadata=metadata)
-            # (no layer.name_overlay to name the grid cells: under Xvfb, napari 0.9 crashes
-            # drawing after a Labels layer that had one is removed)
-            self.viewer.layers.insert(self._insert_position(result.setting.index), layer)
+            position = self._insert_position(result.setting.index)
+            # napari adding a Labels layer: 0.1-0.4 s of vispy set-up under Xvfb's software
+            # OpenGL, whatever adds it (one per turn of the event loop, see _poll)
+            with excluded("sweep.add_layer"):
+                layer = Labels(result.labels, name=LAYER_PREFIX + result.name,
+                               scale=self._meta["scale"], translate=self._meta["translate"],
+                               units=self._meta["units"], metadata=metadata)
+                # (no layer.name_overlay to name the grid cells: under Xvfb, napari 0.9
+                # crashes drawing after a Labels layer that had one is removed)
+                self.viewer.layers.insert(position, layer)
         self._add_row(result)
         done, total = len(self.results), len(self._meta["settings"])
         if not self.job.done:
@@ -549,11 +561,13 @@ class SweepPanel(Container):
                 return result
         return None
 
+    @recorded("sweep.selection")
     def _on_selection(self) -> None:
         result = self.selected_result()
         self.apply_button.enabled = (result is not None and result.error is None
                                      and not self.running)
 
+    @recorded("sweep.apply")
     def apply(self, *_args):
         """Copy the selected (default: best) row's parameters into the main widget."""
         result = self.selected_result()
@@ -579,11 +593,13 @@ class SweepPanel(Container):
                 self.status.value = f"Cannot save: {error}"
 
     # ------------------------------------------------------------------ grid view
+    @recorded("sweep.grid_toggled")
     def _on_grid_toggled(self, on: bool) -> None:
         grid = _grid(self.viewer)
         if grid.enabled != bool(on):
             grid.enabled = bool(on)
 
+    @recorded("sweep.grid_changed")
     def _on_grid_changed(self, _event=None) -> None:
         enabled = bool(_grid(self.viewer).enabled)
         if self.grid_view.value != enabled:

@@ -33,6 +33,7 @@ from ..engine.weights import SUPPORTED_DTYPES
 from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
 from . import settings as settings_store
 from .preview import PreviewRequest, PreviewService
+from .callback_time import excluded, recorded
 from .lifecycle import disconnect_all, stop_with_widget
 from .run_job import FullRunController
 from .sweep_panel import SweepPanel
@@ -303,6 +304,7 @@ class MutexWatershedWidget(Container):
             if isinstance(layer, Labels) and not layer.metadata.get(PREVIEW_METADATA_KEY)
         ]
 
+    @recorded("widget.layers_changed")
     def _on_layers_changed(self, _event=None) -> None:
         if self._closed:
             return
@@ -367,6 +369,7 @@ class MutexWatershedWidget(Container):
             self._loading = False
         self._on_parameters_changed()
 
+    @recorded("widget.reset_parameters")
     def reset_parameters(self, *_args) -> None:
         self.offsets_source.value = OFFSETS_FROM_LAYER
         self.set_parameters(WatershedParameters(offsets=self.resolved_offsets()[0]))
@@ -400,6 +403,7 @@ class MutexWatershedWidget(Container):
                 self._show_message(f"Cannot load {path}: {error}")
 
     # ------------------------------------------------------------------ remembering
+    @recorded("widget.remember")
     def remember(self) -> None:
         """Write the current values to the settings file (read at the next start)."""
         values: dict[str, Any] = {
@@ -501,6 +505,7 @@ class MutexWatershedWidget(Container):
         return parameters, note
 
     # ------------------------------------------------------------------ events
+    @recorded("widget.parameters_changed")
     def _on_parameters_changed(self, *_args) -> None:
         if self._loading or self._closed:
             return
@@ -509,14 +514,17 @@ class MutexWatershedWidget(Container):
         self._save_timer.start()
         self._schedule()
 
+    @recorded("widget.offsets_source_changed")
     def _on_offsets_source_changed(self, *_args) -> None:
         self.offsets_text.enabled = self.offsets_source.value == OFFSETS_CUSTOM
         self._on_parameters_changed()
 
+    @recorded("widget.view_option_changed")
     def _on_view_option_changed(self, *_args) -> None:
         self._save_timer.start()
         self._schedule()
 
+    @recorded("widget.layer_changed")
     def _on_layer_changed(self, *_args) -> None:
         self._unwatch_layers()
         for layer, events in (
@@ -558,6 +566,7 @@ class MutexWatershedWidget(Container):
                     pass
         self._watched_layers = []
 
+    @recorded("preview.toggled")
     def _on_preview_toggled(self, on: bool) -> None:
         if on:
             self._last_key = None
@@ -580,6 +589,7 @@ class MutexWatershedWidget(Container):
             self._service_box[0] = self._service
         return self._service
 
+    @recorded("preview.schedule")
     def _schedule(self, *_args) -> None:
         """Ask for a new preview: now if idle (leading edge), else after the debounce."""
         if self._closed or not self.preview.value:
@@ -616,6 +626,7 @@ class MutexWatershedWidget(Container):
             max_size=self.max_box_3d.value if ndisplay == 3 else self.max_box_2d.value,
         )
 
+    @recorded("preview.dispatch")
     def _dispatch(self, *_args) -> None:
         """Send the newest preview request to the worker (main thread, cheap)."""
         if self._closed or not self.preview.value:
@@ -676,6 +687,7 @@ class MutexWatershedWidget(Container):
             return None
         return np.ascontiguousarray(np.asarray(_layer_data(layer)[region.slices]))
 
+    @recorded("preview.poll")
     def _poll_results(self) -> None:
         if self._service is None:
             return
@@ -685,6 +697,7 @@ class MutexWatershedWidget(Container):
                 continue  # overtaken: a newer request is on its way
             self._apply(result)
 
+    @recorded("preview.apply")
     def _apply(self, result) -> None:
         """Show a result (main thread only)."""
         if result.error is not None:
@@ -712,10 +725,11 @@ class MutexWatershedWidget(Container):
             self.viewer.layers.remove(preview)  # another layer's dimensionality
             preview = None
         if preview is None or preview not in self.viewer.layers:
-            self._preview_layer = self.viewer.add_labels(
-                result.labels, name=PREVIEW_LAYER_NAME, scale=scale, translate=translate,
-                metadata=metadata, units=tuple(layer.units)[1:],
-            )
+            with excluded("preview.add_layer"):  # napari's vispy set-up, once
+                self._preview_layer = self.viewer.add_labels(
+                    result.labels, name=PREVIEW_LAYER_NAME, scale=scale, translate=translate,
+                    metadata=metadata, units=tuple(layer.units)[1:],
+                )
         else:
             preview.scale = scale
             preview.translate = translate
