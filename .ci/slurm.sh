@@ -4,8 +4,9 @@
 # As root on a fresh Debian machine: installs slurm-wlm and munge, writes a short
 # /etc/slurm/slurm.conf for this host (no accounting, no cgroups: proctrack/linuxproc), starts
 # munged, slurmctld and slurmd as plain daemons (no systemd) and waits until `sinfo` shows
-# the node idle. Idempotent: a cluster already up is left as it is. Exits non-zero with one
-# line and the daemons' logs when it cannot start.
+# the node idle. The daemons talk over 127.0.0.1, so the host name need not resolve.
+# Idempotent: a cluster already up is left as it is. Exits non-zero with one line and the
+# daemons' logs when it cannot start.
 #
 #   sudo .ci/slurm.sh             # or SLURM_WAIT=120 .ci/slurm.sh
 set -euo pipefail
@@ -77,7 +78,7 @@ mkdir -p /etc/slurm "$LOGS" /var/spool/slurmctld /var/spool/slurmd /run/slurm
 cat > "$CONF" <<EOF
 # written by .ci/slurm.sh: a one-node cluster on $NODE
 ClusterName=ci
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -103,7 +104,7 @@ KillWait=5
 MinJobAge=30
 InactiveLimit=0
 Waittime=0
-NodeName=$NODE CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 
