@@ -115,6 +115,12 @@ def launches(output) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def killed_by_scancel(output, job_id: str) -> bool:
+    """Did SLURM cancel job ``job_id`` while it ran (its output file says so)?"""
+    files = list((work_dir_for(output) / "logs").glob(f"*/slurm-{job_id}.out"))
+    return any("CANCELLED" in f.read_text(errors="replace") for f in files)
+
+
 def start_cli(source, output, *extra) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "segment", str(source), str(output), *SEGMENT,
                              "--progress", "none", *extra],
@@ -173,8 +179,16 @@ def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path):
             finished = records.exists() and any(records.glob("*.npz"))
             return running if running and finished else None
 
-        victim = wait_for(running_after_a_block, 60, "a running worker job after a block")[0]
-        subprocess.run(["scancel", victim["id"]], check=True, timeout=60)
+        # a job that ends on its own between squeue and scancel is not killed: take another
+        for _ in range(5):
+            victim = wait_for(running_after_a_block, 60, "a running worker job after a block")[0]
+            subprocess.run(["scancel", victim["id"]], check=True, timeout=60)
+            wait_for(lambda gone=victim["id"]: gone not in {j["id"] for j in run_jobs(output)},
+                     60, "the killed job to leave squeue")
+            if killed_by_scancel(output, victim["id"]):
+                break
+        else:
+            pytest.fail("no worker job was still running when scancel reached it, 5 times")
         code, stderr = finish(process, 240)
         assert code == 0, stderr
         assert np.array_equal(level0(output), local)
@@ -225,3 +239,24 @@ def test_cancelling_the_run_leaves_no_job_in_squeue(volume, tmp_path):
     assert code == 0, stderr
     assert run_jobs(output) == []
 
+
+
+# ------------------------------------------------------------------ (d) a failed run, too
+def test_a_run_stopped_by_an_input_error_leaves_no_job_in_squeue(tmp_path, slurm):
+    affinities, _, offsets = sample_volume((24, 64, 64), seed=3)
+    affinities[2, 4::8, 4::8, 4::8] = np.nan  # every block meets some
+    source = tmp_path / "nan.zarr" / "affinities"
+    write_affinities(source, affinities, offsets)
+    output = tmp_path / "out.zarr" / "labels"
+    process = start_cli(source, output)
+    try:
+        code, stderr = finish(process, 240)
+        assert code == 1
+        assert "NaN" in stderr, stderr
+        wait_for(lambda: run_jobs(output) == [], 60,
+                 f"the run's jobs to leave squeue (left: {run_jobs(output)})")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        cancel_leftovers(output)
