@@ -261,14 +261,17 @@ def start_attempt(scheduler: str, work_dir: str | Path, log_path: str | Path) ->
 def start_guard(scheduler: str, name: str, pid: int, log_path: str | Path) -> None:
     """Run this file as the guard of ``pid``; it forks away at once, so it is nobody's child
     by the time a cancel looks for children (returns when it has)."""
-    with open(log_path, "a") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-I", str(Path(__file__).resolve()), "guard", scheduler, name,
-             str(pid)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True,  # no Ctrl-C from the terminal
-        )
-    process.wait()
+    try:
+        with open(log_path, "a") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-I", str(Path(__file__).resolve()), "guard", scheduler, name,
+                 str(pid)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True,  # no Ctrl-C from the terminal
+            )
+        process.wait()
+    except OSError as error:  # the run goes on; the job process still cancels at its end
+        print(f"cannot start the guard of the cluster jobs {name}: {error}", file=sys.stderr)
 
 
 def guard(scheduler: str, name: str, pid: int, poll: float = 0.2) -> None:
