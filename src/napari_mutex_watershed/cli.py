@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import Cancelled, InvalidInputError, MutexWatershedError
+from .errors import Cancelled, MutexWatershedError
 from .parameters import WatershedParameters, as_parameters
 
 
@@ -176,14 +176,10 @@ def command_segment(args) -> int:
     job = JobProcess(env={DEBUG_ENV: "1"} if args.debug else None)
     try:
         from .blockwise.launch import segment_blockwise_zarr
+        from .regions import split_roi
 
         parameters = parameters_from(args)
-        roi = None
-        if args.roi:
-            if len(args.roi) % 2:
-                raise InvalidInputError("--roi takes an offset and a shape, e.g. 0 0 0 64 64 64")
-            half = len(args.roi) // 2
-            roi = (tuple(args.roi[:half]), tuple(args.roi[half:]))
+        roi = split_roi(args.roi)
     except BaseException:
         job.abandon()
         raise
@@ -214,73 +210,19 @@ def command_segment(args) -> int:
 def command_sweep(args) -> int:
     import time
 
-    import numpy as np
-    from funlib.geometry import Coordinate, Roi
+    from .regions import split_roi
+    from .sweep import best, format_table, run_sweep, write_csv
+    from .sweep.inputs import open_sweep_data, settings_for
 
-    from .storage import array_path, open_affinities, open_volume, parameters_for, split_path
-    from .sweep import (
-        DEFAULT_BIASES,
-        best,
-        format_table,
-        parameter_grid,
-        parse_values,
-        run_sweep,
-        write_csv,
-    )
-
-    affinities = open_affinities(args.input)
-    base = WatershedParameters.load(args.params) if args.params else WatershedParameters()
-    base = parameters_for(affinities, base)
-    spatial = tuple(int(s) for s in affinities.array.shape[1:])
-    if len(spatial) != base.ndim:
-        raise InvalidInputError(
-            f"the affinities are {len(spatial)}D but the offsets are {base.ndim}D")
-    gt_location = array_path(args.gt, "ground_truth")
-    if not gt_location.exists() and not split_path(args.gt, "ground_truth")[0].is_file():
-        raise InvalidInputError(f"no ground truth at {gt_location}: the path does not exist")
-    truth = open_volume(gt_location, "ground_truth").funlib()  # any format storage reads
-    if truth.voxel_size != affinities.voxel_size or len(truth.shape) != len(spatial):
-        raise InvalidInputError(
-            f"the ground truth ({len(truth.shape)}D, voxel size {truth.voxel_size}) does not "
-            f"match the affinities ({len(spatial)}D, voxel size {affinities.voxel_size})")
-    if truth.roi.offset == affinities.spatial_roi.offset and truth.roi != affinities.spatial_roi:
-        raise InvalidInputError(
-            f"the ground truth has shape {tuple(truth.shape)} but the affinities "
-            f"{spatial}, both starting at {tuple(truth.roi.offset)}: they do not line up (a "
-            "truth that covers part of the volume needs its offset in its metadata)")
-
-    offset, shape = (0,) * len(spatial), spatial
-    if args.roi:
-        if len(args.roi) != 2 * len(spatial):
-            raise InvalidInputError(
-                f"--roi takes {len(spatial)} offsets and {len(spatial)} sizes, e.g. "
-                + " ".join(["0"] * len(spatial) + ["32"] * len(spatial)))
-        offset, shape = tuple(args.roi[:len(spatial)]), tuple(args.roi[len(spatial):])
-        if any(o < 0 or s <= 0 or o + s > n for o, s, n in zip(offset, shape, spatial)):
-            raise InvalidInputError(f"roi {offset} + {shape} is not inside the volume {spatial}")
-    voxel_size = affinities.voxel_size
-    roi = Roi(affinities.spatial_roi.offset + Coordinate(offset) * voxel_size,
-              Coordinate(shape) * voxel_size)
-
-    try:
-        settings = parameter_grid(
-            base,
-            bias=parse_values(args.bias) if args.bias else list(DEFAULT_BIASES),
-            threshold=parse_values(args.threshold),
-            min_size=parse_values(args.min_size, int),
-        )
-    except ValueError as error:
-        raise InvalidInputError(str(error)) from None
-    crop = affinities.array.to_ndarray(roi)
-    ground_truth = truth.to_ndarray(roi, fill_value=0)  # outside the annotation: unlabelled
-    labelled = int(np.count_nonzero(ground_truth))
-    if not labelled:
-        raise InvalidInputError(f"the ground truth has no labelled voxel in {offset} + {shape}")
-    print(f"sweeping {len(settings)} settings on {' x '.join(map(str, shape))} voxels at "
-          f"{offset} ({labelled} labelled) with {min(args.workers, len(settings))} workers",
-          file=sys.stderr)
+    parameters = WatershedParameters.load(args.params) if args.params else None
+    data = open_sweep_data(args.input, args.gt, parameters, split_roi(args.roi))
+    settings = settings_for(data.base, args.bias, args.threshold, args.min_size)
+    print(f"sweeping {len(settings)} settings on {' x '.join(map(str, data.shape))} voxels at "
+          f"{data.offset} ({data.labelled} labelled) with {min(args.workers, len(settings))} "
+          "workers", file=sys.stderr)
     started = time.perf_counter()
-    results = run_sweep(crop, settings, ground_truth, workers=args.workers, keep_labels=False)
+    results = run_sweep(data.affinities, settings, data.ground_truth, workers=args.workers,
+                        keep_labels=False)
     print(format_table(results))
     winner = best(results)
     if winner is not None:

@@ -29,6 +29,7 @@ from ..errors import (
     checked_arguments,
 )
 from ..parameters import WatershedParameters, as_parameters
+from ..regions import region_inside, voxels
 from ..safety import check_output_location
 from ..storage import (
     DEFAULT_OUTPUT,
@@ -61,18 +62,6 @@ def work_dir_for(output_path: str | Path) -> Path:
     outside it, so zarr readers walking the container find nothing foreign."""
     container, dataset = split_path(output_path, DEFAULT_OUTPUT)
     return container.with_name(container.name + WORK_DIR) / dataset
-
-
-def _voxels(name: str, values, ndim: int, minimum: int) -> tuple[int, ...]:
-    """A per-axis integer tuple from the caller, or one clear refusal."""
-    try:
-        result = tuple(int(v) for v in values)
-        exact = all(float(v) == r for v, r in zip(values, result))
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be {ndim} integers, got {values!r}") from None
-    if not exact or len(result) != ndim or any(v < minimum for v in result):
-        raise InvalidInputError(f"{name} must be {ndim} integers >= {minimum}, got {values!r}")
-    return result
 
 
 def validate_request(
@@ -152,11 +141,7 @@ def validate_request(
         )
 
     ndim = len(spatial)
-    roi_offset, shape = roi if roi is not None else ((0,) * ndim, spatial)
-    roi_offset = _voxels("the roi offset", roi_offset, ndim, 0)
-    shape = _voxels("the roi shape", shape, ndim, 1)
-    if any(o + s > n for o, s, n in zip(roi_offset, shape, spatial)):
-        raise InvalidInputError(f"roi {roi_offset} + {shape} is not inside the volume {spatial}")
+    roi_offset, shape = region_inside(roi, spatial)
     for offset in parameters.offsets:
         if any(abs(o) >= s for o, s in zip(offset, shape)):
             axis = next(i for i, (o, s) in enumerate(zip(offset, shape)) if abs(o) >= s)
@@ -166,7 +151,7 @@ def validate_request(
 
     if block_size is None and np.prod(shape, dtype=float) <= WHOLE_REGION_VOXELS:
         block_size = shape  # a small region is one block, without workers (``whole``)
-    block_size = _voxels("the block size", block_size or DEFAULT_BLOCK_SIZE[ndim], ndim, 1)
+    block_size = voxels("the block size", block_size or DEFAULT_BLOCK_SIZE[ndim], ndim, 1)
     block_size = tuple(min(b, s) for b, s in zip(block_size, shape))
     context = parameters.context_voxels()
     for b, c, s in zip(block_size, context, shape):

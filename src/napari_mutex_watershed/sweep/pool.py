@@ -1,28 +1,12 @@
-"""Parameter sweeps: segment one crop with a grid of settings and score each against a
-(sparse) ground truth.
+"""Running the settings in worker processes, up to a worker count, kept warm between sweeps.
 
-Pure engine level (no Qt or napari import): the napari Sweep section
-(``gui/sweep_panel.py``) and the ``sweep`` command of the CLI both use it.
-
-- ``parameter_grid`` builds the settings: a uniform bias (``WatershedParameters.bias``) and,
-  optionally, threshold and minimum size values, in a fixed order (bias outermost).
-- ``Sweeper`` runs the settings in worker processes ('spawn' context, so it is safe to start
-  from a Qt process; mwatershed holds the GIL, so threads would freeze a UI), up to a worker
-  count, and keeps the processes warm between sweeps. ``Sweeper.start`` returns a
-  ``SweepJob`` to poll (the GUI) and ``run_sweep`` waits for it (the CLI, scripts).
-- Scoring uses scikit-image's ``adapted_rand_error`` and ``variation_of_information`` with
-  the ground truth's 0 ignored: only labelled voxels count, so a sparse ground truth works.
-- ``rank`` orders results by adapted Rand error, ties by grid order, so the best setting is
-  deterministic; ``write_csv`` / ``format_table`` give the table.
-"""
+mwatershed holds the GIL, so threads would freeze a UI; the workers are a process pool
+('spawn' context, safe to start from a Qt process). ``Sweeper.start`` returns a ``SweepJob`` to
+poll (the GUI), ``run_sweep`` waits for it (the CLI, scripts)."""
 
 from __future__ import annotations
 
 import concurrent.futures as futures
-import csv
-import itertools
-import json
-import math
 import multiprocessing
 import os
 import queue
@@ -33,322 +17,17 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from . import processes
-from .parameters import WatershedParameters
+from .. import processes
+from ..parameters import WatershedParameters
+from .grid import Setting
+from .scoring import SweepResult, count_segments, rank, score
 
-#: DaCapo's watershed post-processor swept these uniform biases.
-DEFAULT_BIASES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
-#: The parameters a sweep can vary, in grid order (the first varies slowest).
-SWEPT = ("bias", "threshold", "min_size")
-#: More settings than this is almost certainly a typo in a range (and as many layers).
-MAX_SETTINGS = 100
 #: Worker processes run this much "nicer" than the caller, so a UI keeps the CPU (a sweep
 #: is batch work: nicer than the live preview's worker, which runs at 5).
 NICENESS = 10
-
-
-# ---------------------------------------------------------------------------- the grid
-def value_range(start: float, stop: float, step: float) -> list[float]:
-    """start, start + step, ... up to and including ``stop`` (within rounding)."""
-    if step <= 0:
-        raise ValueError(f"a range needs a positive step, got {step:g}")
-    if stop < start:
-        raise ValueError(f"a range needs start <= stop, got {start:g}:{stop:g}")
-    count = int(math.floor((stop - start) / step + 1e-9)) + 1
-    if count > MAX_SETTINGS:
-        raise ValueError(f"{start:g}:{stop:g}:{step:g} has {count} values (at most "
-                         f"{MAX_SETTINGS})")
-    decimals = max(_decimals(start), _decimals(step))
-    return [round(start + i * step, decimals) for i in range(count)]
-
-
-def _decimals(value: float) -> int:
-    text = f"{value:.10f}".rstrip("0")
-    return len(text.split(".")[1]) if "." in text else 0
-
-
-def parse_values(values, kind: type = float) -> list | None:
-    """Values to sweep from text or a sequence; None or empty: not swept.
-
-    Items are numbers or ranges ``start:stop:step`` (stop included), separated by commas or
-    spaces: ``"0.1, 0.25, 0.5"``, ``"0.1:0.9:0.2"``, ``["0.2:0.4:0.1", "0.8"]``. Repeated
-    values are dropped, the order is kept.
-    """
-    if values is None:
-        return None
-    if isinstance(values, str):
-        items = values.replace(",", " ").replace(";", " ").split()
-    else:
-        items = [str(v) for v in values]
-        items = [part for item in items for part in item.replace(",", " ").split()]
-    out: list = []
-    for item in items:
-        try:
-            parts = [float(p) for p in item.split(":")]
-            if len(parts) not in (1, 3):
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                f"cannot read {item!r}: give numbers (0.1, 0.5) or a range start:stop:step"
-            ) from None
-        try:
-            numbers = value_range(*parts) if len(parts) == 3 else parts
-        except ValueError as error:
-            raise ValueError(f"{item}: {error}") from None
-        for number in numbers:
-            if kind is int:
-                if number != int(number):
-                    raise ValueError(f"{item!r}: whole numbers only")
-                number = int(number)
-            if number not in out:
-                out.append(number)
-    return out or None
-
-
-def format_number(value) -> str:
-    """0.5 -> '0.50', 0.125 -> '0.125', 20 -> '20' (names of layers and table rows)."""
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    value = float(value)
-    return f"{value:.2f}" if round(value, 2) == value else f"{value:g}"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One point of the grid: the swept values and the full parameters they give."""
-
-    index: int
-    values: tuple[tuple[str, float | int], ...]
-    parameters: WatershedParameters
-
-    @property
-    def name(self) -> str:
-        """e.g. 'bias=0.50' or 'bias=0.50 min_size=20'."""
-        return " ".join(f"{key}={format_number(value)}" for key, value in self.values)
-
-    def value(self, key: str):
-        return dict(self.values).get(key)
-
-
-def parameter_grid(
-    base: WatershedParameters,
-    bias: Sequence[float] | None = DEFAULT_BIASES,
-    threshold: Sequence[float] | None = None,
-    min_size: Sequence[int] | None = None,
-) -> list[Setting]:
-    """Every combination of the given values on top of ``base`` (None/empty: base's value).
-
-    The bias is uniform: ``WatershedParameters.bias = value`` for every offset. Order: bias
-    outermost, then threshold, then minimum size, each in the order given.
-    """
-    axes = [
-        (key, list(dict.fromkeys(values)))
-        for key, values in (("bias", bias), ("threshold", threshold), ("min_size", min_size))
-        if values is not None and len(values) > 0
-    ]
-    if not axes:
-        raise ValueError("nothing to sweep: give values for bias, threshold or min size")
-    count = math.prod(len(values) for _, values in axes)
-    if count > MAX_SETTINGS:
-        raise ValueError(f"{count} settings: at most {MAX_SETTINGS} per sweep")
-    settings = []
-    for index, combination in enumerate(itertools.product(*(v for _, v in axes))):
-        values = tuple(
-            (key, int(value) if key == "min_size" else float(value))
-            for (key, _), value in zip(axes, combination)
-        )
-        update = dict(values)
-        try:
-            parameters = WatershedParameters.model_validate(
-                {**base.model_dump(), **update}
-            )
-        except Exception as error:  # pydantic ValidationError: say which value
-            problem = error.errors()[0]["msg"] if hasattr(error, "errors") else str(error)
-            shown = ", ".join(f"{k}={format_number(v)}" for k, v in values)
-            raise ValueError(f"{shown}: {problem}") from None
-        settings.append(Setting(index, values, parameters))
-    return settings
-
-
-# ---------------------------------------------------------------------------- scoring
-@dataclass(frozen=True)
-class Scores:
-    """Agreement with the ground truth over its labelled voxels (lower is better)."""
-
-    adapted_rand_error: float
-    voi_split: float
-    voi_merge: float
-
-
-def count_segments(labels: np.ndarray) -> int:
-    """Distinct non-zero ids."""
-    ids = np.unique(np.asarray(labels))
-    return int(np.count_nonzero(ids))
-
-
-def _consecutive(labels: np.ndarray, keep_zero: bool) -> np.ndarray:
-    """Ids 0..N (0 stays 0 when ``keep_zero``): small, dense contingency tables."""
-    ids, inverse = np.unique(np.asarray(labels), return_inverse=True)
-    inverse = inverse.reshape(labels.shape).astype(np.int64, copy=False)
-    if keep_zero and ids.size and ids[0] != 0:
-        inverse += 1
-    return inverse
-
-
-def score(segmentation: np.ndarray, ground_truth: np.ndarray) -> Scores | None:
-    """Adapted Rand error, VOI split and VOI merge of ``segmentation`` against
-    ``ground_truth``, counting only voxels where the ground truth is > 0.
-
-    Both come from ``skimage.metrics``: ``adapted_rand_error(gt, seg)`` and
-    ``variation_of_information(gt, seg)``, whose two values are H(seg | gt) (split: one
-    true object cut into several segments) and H(gt | seg) (merge), with
-    ``ignore_labels=(0,)``. None when the ground truth has no labelled voxel.
-    """
-    from skimage.metrics import adapted_rand_error, variation_of_information
-
-    segmentation = np.asarray(segmentation)
-    ground_truth = np.asarray(ground_truth)
-    if segmentation.shape != ground_truth.shape:
-        raise ValueError(
-            f"the segmentation has shape {segmentation.shape}, the ground truth "
-            f"{ground_truth.shape}"
-        )
-    if not np.any(ground_truth):
-        return None
-    truth = _consecutive(ground_truth, keep_zero=True)
-    test = _consecutive(segmentation, keep_zero=False)
-    error, _precision, _recall = adapted_rand_error(truth, test, ignore_labels=(0,))
-    split, merge = variation_of_information(truth, test, ignore_labels=(0,))
-    return Scores(float(error), float(split), float(merge))
-
-
-# ---------------------------------------------------------------------------- results
-@dataclass
-class SweepResult:
-    setting: Setting
-    labels: np.ndarray | None = None
-    n_segments: int = 0
-    scores: Scores | None = None
-    seconds: float = 0.0
-    error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.setting.name
-
-    @property
-    def parameters(self) -> WatershedParameters:
-        return self.setting.parameters
-
-    @property
-    def adapted_rand_error(self) -> float | None:
-        return None if self.scores is None else self.scores.adapted_rand_error
-
-
-def rank(results: Sequence[SweepResult]) -> list[SweepResult]:
-    """Best first: scored results by adapted Rand error (ties: grid order), then unscored
-    ones in grid order, then failed ones."""
-
-    def key(result: SweepResult):
-        if result.error is not None:
-            return (2, 0.0, result.setting.index)
-        if result.scores is None or math.isnan(result.scores.adapted_rand_error):
-            return (1, 0.0, result.setting.index)
-        return (0, result.scores.adapted_rand_error, result.setting.index)
-
-    return sorted(results, key=key)
-
-
-def best(results: Sequence[SweepResult]) -> SweepResult | None:
-    """The scored result with the lowest adapted Rand error (first in grid order on ties)."""
-    ranked = rank(results)
-    if ranked and ranked[0].error is None and ranked[0].scores is not None and not math.isnan(
-        ranked[0].scores.adapted_rand_error
-    ):
-        return ranked[0]
-    return None
-
-
-#: Columns of the table: (CSV header, title in the GUI and the printed table).
-COLUMNS = [
-    ("rank", "Rank"),
-    ("setting", "Setting"),
-    ("adapted_rand_error", "Adapted Rand error"),
-    ("voi_split", "VOI split"),
-    ("voi_merge", "VOI merge"),
-    ("n_segments", "Segments"),
-    ("seconds", "Seconds"),
-]
-CSV_COLUMNS = [c for c, _ in COLUMNS] + ["bias", "threshold", "min_size", "error",
-                                        "parameters"]
-
-
-def table_rows(results: Sequence[SweepResult]) -> list[dict]:
-    """One dict per result, ranked, with the CSV columns (numbers as numbers, None if
-    unknown)."""
-    rows = []
-    for position, result in enumerate(rank(results), start=1):
-        scores = result.scores
-        parameters = result.parameters
-        rows.append({
-            "rank": position,
-            "setting": result.name,
-            "adapted_rand_error": None if scores is None else scores.adapted_rand_error,
-            "voi_split": None if scores is None else scores.voi_split,
-            "voi_merge": None if scores is None else scores.voi_merge,
-            "n_segments": None if result.error else result.n_segments,
-            "seconds": round(result.seconds, 3),
-            "bias": parameters.bias,
-            "threshold": parameters.threshold,
-            "min_size": parameters.min_size,
-            "error": result.error or "",
-            "parameters": parameters.model_dump_json(),
-        })
-    return rows
-
-
-def write_csv(results: Sequence[SweepResult], path: str | Path) -> Path:
-    """The ranked table as CSV, with each setting's full parameters as JSON."""
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in table_rows(results):
-            writer.writerow({
-                key: "" if value is None else (json.dumps(value) if isinstance(value, list)
-                                               else value)
-                for key, value in row.items()
-            })
-    return path
-
-
-def format_cell(key: str, value) -> str:
-    if value is None:
-        return "-"
-    if key in ("adapted_rand_error", "voi_split", "voi_merge"):
-        return f"{value:.4f}"
-    if key == "seconds":
-        return f"{value:.2f}"
-    return str(value)
-
-
-def format_table(results: Sequence[SweepResult]) -> str:
-    """The ranked table as aligned text (the CLI prints it)."""
-    rows = table_rows(results)
-    header = [title for _, title in COLUMNS]
-    body = [[format_cell(key, row[key]) for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *body)]
-    lines = ["  ".join(h.ljust(w) if i == 1 else h.rjust(w)
-                       for i, (h, w) in enumerate(zip(header, widths)))]
-    for cells, row in zip(body, rows):
-        line = "  ".join(c.ljust(w) if i == 1 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-        lines.append(line + (f"  error: {row['error']}" if row["error"] else ""))
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- the worker
@@ -377,7 +56,7 @@ def _initialize_worker(nice: bool) -> None:
     # pay the imports and first-call costs now, not in the first setting
     from skimage.metrics import adapted_rand_error  # noqa: F401
 
-    from .engine import segment
+    from ..engine import segment
 
     rng = np.random.default_rng(0)
     segment(rng.random((3, 6, 6, 6), dtype=np.float32),
@@ -396,8 +75,8 @@ def run_setting(task: dict) -> dict:
     ``task`` holds the parameters as JSON and the inputs as arrays or paths of ``.npy``
     files; returns the shown labels, their segment count, the scores and the time taken.
     """
-    from .engine import segment
-    from .errors import MutexWatershedError
+    from ..engine import segment
+    from ..errors import MutexWatershedError
 
     started = time.perf_counter()
     try:
@@ -700,8 +379,9 @@ def run_sweep(
         job = sweeper.start(inputs, settings, keep_labels=keep_labels)
         results = job.wait(timeout=timeout)
     if job.error:
-        from .errors import MutexWatershedError
+        from ..errors import MutexWatershedError
 
         raise MutexWatershedError(job.error)
     return rank(results)
+
 

@@ -1,0 +1,45 @@
+"""Regions of a volume in voxels, as callers give them: checked once, for every front."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import InvalidInputError
+
+
+def voxels(name: str, values, ndim: int, minimum: int) -> tuple[int, ...]:
+    """A per-axis integer tuple from the caller (fractions refused, not truncated), or one
+    clear refusal."""
+    try:
+        result = tuple(int(v) for v in values)
+        exact = all(float(v) == r for v, r in zip(values, result))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be {ndim} integers, got {values!r}") from None
+    if not exact or len(result) != ndim or any(v < minimum for v in result):
+        raise InvalidInputError(f"{name} must be {ndim} integers >= {minimum}, got {values!r}")
+    return result
+
+
+def region_inside(roi, spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(offset, shape) of ``roi`` (an (offset, shape) pair, or None for the whole volume),
+    refused unless it lies inside a volume of shape ``spatial``."""
+    ndim = len(spatial)
+    offset, shape = roi if roi is not None else ((0,) * ndim, tuple(spatial))
+    if len(offset) != ndim or len(shape) != ndim:
+        raise InvalidInputError(f"--roi takes {ndim} offsets and {ndim} sizes, e.g. "
+                                + " ".join(["0"] * ndim + ["32"] * ndim))
+    offset = voxels("the roi offset", offset, ndim, 0)
+    shape = voxels("the roi shape", shape, ndim, 1)
+    if any(o + s > n for o, s, n in zip(offset, shape, spatial)):
+        raise InvalidInputError(f"roi {offset} + {shape} is not inside the volume "
+                                f"{tuple(spatial)}")
+    return offset, shape
+
+
+def split_roi(values: Sequence[int] | None):
+    """``--roi`` as typed, offsets then sizes, as an (offset, shape) pair (None: none);
+    ``region_inside`` checks it against the volume."""
+    if not values:
+        return None
+    half = len(values) // 2
+    return tuple(values[:half]), tuple(values[half:])

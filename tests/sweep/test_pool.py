@@ -1,0 +1,118 @@
+"""Settings in worker processes: masks and seeds, failures, killed workers, an orphaned pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import psutil
+from patience import patience, wait_gone
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.sweep import (
+    Sweeper,
+    SweepInputs,
+    best,
+    parameter_grid,
+    run_sweep,
+    score,
+)
+
+
+# ------------------------------------------------------------------------------ the grid
+def test_shown_part_mask_and_seeds(sample_3d):
+    """Labels and scores cover the shown part of the crop (a slice in napari's 2D view)."""
+    affinities, truth, offsets = sample_3d
+    crop = affinities[:, 4:11]
+    shown = (slice(3, 4), slice(None), slice(None))
+    mask = np.ones(crop.shape[1:], bool)
+    mask[:, :10] = False
+    seeds = np.zeros(crop.shape[1:], np.uint32)
+    seeds[3, 30, 30] = 99
+    settings = parameter_grid(WatershedParameters(offsets=offsets), bias=[0.5])
+    (result,) = run_sweep(crop, settings, truth[7:8], shown=shown, mask=mask, seeds=seeds,
+                          workers=0)
+    full = segment(crop, settings[0].parameters, mask=mask, seeds=seeds)
+    np.testing.assert_array_equal(result.labels, full[shown])
+    assert result.labels[0, 30, 30] == 99 and not result.labels[0, :10].any()
+    assert result.scores == score(full[shown], truth[7:8])
+    assert result.n_segments == len(np.unique(full[shown])) - 1
+
+
+def test_failed_setting_is_reported(sample_2d):
+    affinities, truth, offsets = sample_2d
+    bad = parameter_grid(WatershedParameters(offsets=offsets + [(3, 3)]), bias=[0.5])
+    (result,) = run_sweep(affinities, bad, truth, workers=1)
+    assert result.error and "channel" in result.error
+    assert best([result]) is None
+
+
+def test_a_killed_worker_fails_its_setting_not_the_sweep(sample_3d):
+    affinities, truth, offsets = sample_3d
+    big = np.tile(affinities, (1, 2, 2, 2))  # 48 x 96 x 96: a second or so per setting
+    settings = parameter_grid(WatershedParameters(offsets=offsets), bias=[0.4, 0.6])
+    with Sweeper(workers=1) as sweeper:
+        job = sweeper.start(SweepInputs(big), settings)
+        pid = wait_inside_a_setting(sweeper, job, seconds=20)
+        os.kill(pid, signal.SIGKILL)
+        results = job.wait(timeout=patience(20))
+        assert job.done and not job.error
+        assert any("stopped unexpectedly" in (r.error or "") for r in results)
+        # the sweeper starts fresh workers for the next sweep
+        (result,) = sweeper.start(SweepInputs(affinities), settings[:1]).wait(
+            timeout=patience(20))
+        assert result.error is None and result.n_segments > 0
+
+
+def test_workers_exit_when_their_parent_dies(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        import numpy as np
+        from napari_mutex_watershed import WatershedParameters
+        from napari_mutex_watershed.sweep import Sweeper, SweepInputs, parameter_grid
+
+        if __name__ == "__main__":
+            sweeper = Sweeper(workers=2)
+            settings = parameter_grid(WatershedParameters(offsets=[(1, 0), (0, 1)]),
+                                      bias=[0.4, 0.6])
+            job = sweeper.start(SweepInputs(np.random.rand(2, 32, 32)), settings)
+            job.wait(timeout=600)
+            print(*sweeper.worker_pids(), flush=True)
+            os._exit(1)  # a crash: nothing is cleaned up
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=patience(40))
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids, out.stderr
+    workers = []
+    for pid in pids:
+        try:
+            workers.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass  # already gone
+    assert wait_gone(workers, seconds=10) == []
+
+
+def wait_inside_a_setting(sweeper, job, seconds: float) -> int:
+    """The pid of a worker once it computes a setting: it has the job's affinities mapped
+    (run_setting memory-maps them while it segments). A condition, not a guessed delay."""
+    deadline = time.monotonic() + patience(seconds)
+    while time.monotonic() < deadline:
+        crop = job._directory and os.path.join(job._directory, "affinities.npy")
+        for pid in sweeper.worker_pids():
+            try:
+                if crop and any(m.path == crop for m in psutil.Process(pid).memory_maps()):
+                    return pid
+            except psutil.Error:
+                pass
+        time.sleep(0.01)  # (polling the condition)
+    raise TimeoutError("no worker started a setting")
+
+
+# ------------------------------------------------------------------------------ CLI
