@@ -23,7 +23,6 @@ from napari_mutex_watershed.blockwise.launch import (
     work_dir_for,
 )
 from napari_mutex_watershed.blockwise.scheduler import (
-    ClusterOptionError,
     WorkerResources,
     apply_options,
     cluster_template,
@@ -87,7 +86,7 @@ def test_time_forms(text, minutes):
     (["extra=--comment 'open"], "extra arguments"),
 ])
 def test_bad_options_are_named(options, message):
-    with pytest.raises(ClusterOptionError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         apply_options(WorkerResources(), parse_options(options))
 
 

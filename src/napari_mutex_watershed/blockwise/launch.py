@@ -47,7 +47,6 @@ from .lock import RunLock
 from .plan import DEFAULT_BLOCK_SIZE, PLAN_FILE, WORK_DIR, BlockwisePlan
 from .scheduler import (
     SCHEDULERS,
-    ClusterOptionError,
     WorkerResources,
     apply_options,
     cluster_template,
@@ -107,10 +106,7 @@ def validate_request(
         raise InvalidInputError(f"the cluster is one of {', '.join(SCHEDULERS)}, got {cluster!r}")
     if cluster_options and cluster is None:
         raise InvalidInputError("cluster options need --cluster slurm or --cluster lsf")
-    try:  # before anything is opened
-        apply_options(WorkerResources(), parse_options(cluster_options))
-    except ClusterOptionError as error:
-        raise InvalidInputError(str(error)) from None
+    apply_options(WorkerResources(), parse_options(cluster_options))  # before anything opens
     # --- end cluster
 
     affinities = open_affinities(input_path)
@@ -178,13 +174,9 @@ def validate_request(
         progress=progress,
     )
     if cluster is not None:  # the worker command for the plan's blocks (scheduler.py)
-        try:
-            plan.worker_command = cluster_template(
-                cluster, cluster_options, block_size=block_size, halo=plan.odd_context,
-                channels=len(parameters.offsets), num_blocks=plan.num_blocks,
-                workers=num_workers)
-        except ClusterOptionError as error:
-            raise InvalidInputError(str(error)) from None
+        plan.worker_command = cluster_template(
+            cluster, cluster_options, block_size=block_size, halo=plan.odd_context,
+            channels=len(parameters.offsets), num_blocks=plan.num_blocks, workers=num_workers)
         plan.cluster = cluster
     # the odd blocks' kernel box holds the bands they label again, whose ids are 32-bit
     if np.prod([b + 2 * c for b, c in zip(block_size, plan.odd_context)], dtype=float) >= 2**32:

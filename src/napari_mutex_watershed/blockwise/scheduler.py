@@ -28,6 +28,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 SCHEDULERS = ("slurm", "lsf")
+
+
+def _invalid(message: str):
+    """The project's error for a malformed request (imported late: the guard runs this file
+    without the package)."""
+    from napari_mutex_watershed.errors import InvalidInputError
+
+    return InvalidInputError(message)
+
 #: The per-attempt part of the jobs' name, set by the job process for its workers.
 ATTEMPT_ENV = "NAPARI_MUTEX_WATERSHED_CLUSTER_ATTEMPT"
 #: Prefix of every job name of ours.
@@ -59,10 +68,6 @@ OPTION_ALIASES = {
     "account": "account", "project": "account",
     "extra": "extra",
 }
-
-
-class ClusterOptionError(ValueError):
-    """An unknown or malformed ``--cluster-option``."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,11 @@ def parse_memory_mb(text: str) -> int:
     """``8000`` (MB), ``8000M``, ``8G``, ``1.5T`` -> MB."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(text), re.IGNORECASE)
     if not match:
-        raise ClusterOptionError(f"memory must look like 8000, 8000M or 8G, got {text!r}")
+        raise _invalid(f"memory must look like 8000, 8000M or 8G, got {text!r}")
     scale = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[match[2].upper()]
     value = math.ceil(float(match[1]) * scale)
     if value < 1:
-        raise ClusterOptionError(f"memory must be at least 1 MB, got {text!r}")
+        raise _invalid(f"memory must be at least 1 MB, got {text!r}")
     return value
 
 
@@ -113,14 +118,14 @@ def parse_minutes(text: str) -> int:
     """``90`` (minutes), ``1:30`` (hours:minutes) or ``1:30:00`` -> minutes."""
     parts = str(text).strip().split(":")
     if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        raise ClusterOptionError(f"time must be minutes, H:MM or H:MM:SS, got {text!r}")
+        raise _invalid(f"time must be minutes, H:MM or H:MM:SS, got {text!r}")
     numbers = [int(p) for p in parts]
     if len(numbers) == 1:
         minutes = numbers[0]
     else:
         minutes = numbers[0] * 60 + numbers[1] + (numbers[2] > 0 if len(numbers) == 3 else 0)
     if minutes < 1:
-        raise ClusterOptionError(f"time must be at least 1 minute, got {text!r}")
+        raise _invalid(f"time must be at least 1 minute, got {text!r}")
     return minutes
 
 
@@ -135,7 +140,7 @@ def parse_options(options) -> dict[str, str]:
     for key, value in items:
         name = OPTION_ALIASES.get(str(key).strip().lower().replace("_", "-"))
         if name is None:
-            raise ClusterOptionError(
+            raise _invalid(
                 f"unknown cluster option {key!r}; known: cores, memory, time, partition, "
                 "account, extra")
         parsed[name] = str(value)
@@ -145,7 +150,7 @@ def parse_options(options) -> dict[str, str]:
 def _split_option(text: str) -> tuple[str, str]:
     key, sep, value = str(text).partition("=")
     if not sep or not key.strip():
-        raise ClusterOptionError(f"a cluster option is KEY=VALUE, got {text!r}")
+        raise _invalid(f"a cluster option is KEY=VALUE, got {text!r}")
     return key, value
 
 
@@ -154,7 +159,7 @@ def apply_options(resources: WorkerResources, options: dict[str, str]) -> Worker
     changes = {}
     if "cores" in options:
         if not options["cores"].strip().isdigit() or int(options["cores"]) < 1:
-            raise ClusterOptionError(f"cores must be a whole number >= 1, got {options['cores']!r}")
+            raise _invalid(f"cores must be a whole number >= 1, got {options['cores']!r}")
         changes["cores"] = int(options["cores"])
     if "memory" in options:
         changes["memory_mb"] = parse_memory_mb(options["memory"])
@@ -167,7 +172,7 @@ def apply_options(resources: WorkerResources, options: dict[str, str]) -> Worker
         try:
             changes["extra"] = tuple(shlex.split(options["extra"]))
         except ValueError as error:
-            raise ClusterOptionError(f"extra arguments {options['extra']!r}: {error}") from None
+            raise _invalid(f"extra arguments {options['extra']!r}: {error}") from None
     return replace(resources, **changes)
 
 
@@ -198,7 +203,7 @@ def worker_template(scheduler: str, resources: WorkerResources) -> str:
         words += [_escaped(x) for x in r.extra]
         words.append("{quoted_command}")
     else:
-        raise ClusterOptionError(f"the cluster is slurm or lsf, got {scheduler!r}")
+        raise _invalid(f"the cluster is slurm or lsf, got {scheduler!r}")
     return " ".join(words)
 
 
@@ -211,7 +216,7 @@ def cluster_template(scheduler: str, options, *, block_size, halo, channels: int
                      num_blocks: int, workers: int) -> str:
     """The worker-command template for ``--cluster scheduler`` with ``--cluster-option``s."""
     if scheduler not in SCHEDULERS:
-        raise ClusterOptionError(f"the cluster is slurm or lsf, got {scheduler!r}")
+        raise _invalid(f"the cluster is slurm or lsf, got {scheduler!r}")
     resources = estimate(block_size, halo, channels, num_blocks, workers)
     return worker_template(scheduler, apply_options(resources, parse_options(options)))
 
