@@ -14,7 +14,7 @@ from main_thread import assert_callbacks_short, recording_callbacks
 from patience import load_per_core, patience, patience_ms, wait_gone
 
 from napari_mutex_watershed import WatershedParameters
-from napari_mutex_watershed.attributes import COMPLETE_ATTR, PARAMETERS_ATTR
+from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR, COMPLETE_ATTR, PARAMETERS_ATTR
 from napari_mutex_watershed.gui import run_job
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
@@ -134,7 +134,7 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     np.testing.assert_allclose(result.scale, VOXEL_SIZE)
     np.testing.assert_allclose(result.translate, OFFSET)
     assert WatershedParameters.model_validate(result.metadata[PARAMETERS_ATTR]) == parameters
-    assert result.metadata[run_job.BLOCK_SIZE_KEY] == list(BLOCKS)
+    assert result.metadata[BLOCK_SIZE_ATTR] == list(BLOCKS)
     assert zarr.open(str(container / "labels_mws")).attrs[COMPLETE_ATTR] is True
 
     # napari itself needs 0.15-0.4 s of main-thread time to add a Labels layer (vispy
@@ -314,24 +314,3 @@ def test_result_parameters_restore_into_the_widget(
     panel.use_result.native.click()
     assert widget.parameters() == parameters
     assert panel.block_size.value == ", ".join(map(str, BLOCKS))
-
-
-def test_progress_bar_counts_interleaved_steps_without_going_back():
-    # lines of two steps may interleave in the job's output: the bar never goes back
-    tally = run_job.ProgressTally()
-    assert tally.value() == (-1, -1) and tally.describe() == "starting"
-    values = []
-    for phase, done, total in [("even", 3, 8), ("odd", 0, 8), ("even", 5, 8),
-                               ("odd", 2, 8), ("even", 8, 8), ("odd", 8, 8),
-                               ("stitch", 0, 1), ("stitch", 1, 1), ("relabel", 4, 8),
-                               ("relabel", 8, 8)]:
-        tally.add({"phase": phase, "done": done, "total": total})
-        values.append(tally.value()[0])
-        if (phase, done) == ("odd", 2):
-            assert tally.describe() == "even: 5/8 blocks, odd: 2/8 blocks"
-        if (phase, done) == ("stitch", 0):
-            assert tally.describe() == "stitching blocks"
-    assert values == sorted(values) and values[0] == 3
-    assert tally.value() == (24, 25) and tally.describe() == "relabel: 8/8 blocks"
-    tally.add({"phase": "done", "done": 8, "total": 8})
-    assert tally.value() == (25, 25) and tally.describe() == "done"

@@ -52,6 +52,7 @@ from .. import processes
 from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..parameters import WatershedParameters
 from .callback_time import excluded, recorded
+from .layers import BLOCK_SIZE_KEY, COMMAND_KEY, INPUT_KEY, OUTPUT_KEY, level0
 from .lifecycle import disconnect_all
 
 #: Name of the output array when the user does not choose one.
@@ -66,12 +67,6 @@ DATA_DIR_ENV = "NAPARI_MUTEX_WATERSHED_DATA_DIR"
 KILL_AFTER = 1.0
 #: The job runs this much "nicer" than napari, so the UI wins the CPU when cores are scarce.
 NICENESS = 10
-
-# metadata keys of the result layer
-OUTPUT_KEY = "mutex_watershed_output"
-BLOCK_SIZE_KEY = "mutex_watershed_block_size"
-INPUT_KEY = "mutex_watershed_input"
-COMMAND_KEY = "mutex_watershed_command"
 
 # ---------------------------------------------------------------------------- paths
 def data_dir() -> Path:
@@ -89,10 +84,6 @@ def safe_name(name: str) -> str:
     return cleaned or "layer"
 
 
-def layer_level0(layer):
-    return layer.data[0] if layer.multiscale else layer.data
-
-
 def zarr_source(layer) -> Path | None:
     """The zarr affinities array ``layer`` shows, if it can be read in place; else None.
 
@@ -105,7 +96,7 @@ def zarr_source(layer) -> Path | None:
     candidates = [layer.metadata.get("source")]
     source = getattr(layer, "source", None)
     candidates.append(getattr(source, "path", None))
-    data = layer_level0(layer)
+    data = level0(layer)
     for candidate in candidates:
         if not candidate:
             continue
@@ -160,7 +151,7 @@ def world_geometry(layer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(voxel size, offset) for funlib metadata: the layer's scale and translate when they are
     integers (funlib's Coordinate is integral), else unit voxels at the origin. The result
     layer is always placed with the affinities layer's own scale and translate."""
-    spatial = layer_level0(layer).ndim - 1
+    spatial = level0(layer).ndim - 1
     scale = _integral(layer.scale[1:])
     translate = _integral(layer.translate[1:])
     if scale is None or translate is None or any(s <= 0 for s in scale) or any(
@@ -758,7 +749,7 @@ class FullRunController:
         if parameters is None or layer is None:
             self._status(f"Cannot run: {problem}")
             return False
-        data = layer_level0(layer)
+        data = level0(layer)
         shape = tuple(int(s) for s in data.shape[1:])
         try:
             block_size = self.block_size_value(len(shape))
@@ -965,7 +956,7 @@ class FullRunController:
         except Exception:
             return  # not created yet
         multiscale = isinstance(data, list)
-        level0 = data[0] if multiscale else data
+        first = level0(data)
         metadata = {
             PARAMETERS_ATTR: json.loads(request.parameters.to_json()),
             BLOCK_SIZE_KEY: list(request.block_size),
@@ -980,7 +971,7 @@ class FullRunController:
         if existing is None or existing not in viewer.layers:
             existing = next((candidate for candidate in viewer.layers
                              if candidate.metadata.get(OUTPUT_KEY) == str(request.output)), None)
-        if existing is not None and existing.ndim == level0.ndim and (
+        if existing is not None and existing.ndim == first.ndim and (
                 existing.multiscale == multiscale):
             existing.data = data
             existing.metadata = metadata

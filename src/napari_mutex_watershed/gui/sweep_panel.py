@@ -15,17 +15,30 @@ import os
 import time
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QBrush, QColor, QFont
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy, QTableWidget
-from qtpy.QtWidgets import QTableWidgetItem
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+)
 
 from ..sweep import (
     COLUMNS,
     DEFAULT_BIASES,
-    SweepInputs,
     Sweeper,
+    SweepInputs,
     best,
     format_cell,
     parameter_grid,
@@ -35,13 +48,10 @@ from ..sweep import (
     write_csv,
 )
 from .callback_time import excluded, recorded
+from .layers import PREVIEW_KEY, SWEEP_KEY, level0
 from .lifecycle import disconnect_all, stop_with_widget
 from .visible_region import NotVisible, placement
 
-SWEEP_METADATA_KEY = "mutex_watershed_sweep"
-#: Sweep layers also carry the preview's metadata key, so the main widget does not offer
-#: them as mask or seeds.
-PREVIEW_METADATA_KEY = "mutex_watershed_preview"
 LAYER_PREFIX = "sweep "
 BEST_COLOUR = QColor(46, 125, 70)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -80,10 +90,6 @@ class _Item(QTableWidgetItem):
             return (mine is None, mine) < (theirs is None, theirs)
         except TypeError:
             return str(mine) < str(theirs)
-
-
-def _layer_data(layer):
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
 def _grid(viewer):
@@ -243,8 +249,8 @@ class SweepPanel(Container):
             (layer.name, layer)
             for layer in self.viewer.layers
             if isinstance(layer, Labels)
-            and not layer.metadata.get(SWEEP_METADATA_KEY)
-            and not layer.metadata.get(PREVIEW_METADATA_KEY)
+            and not layer.metadata.get(SWEEP_KEY)
+            and not layer.metadata.get(PREVIEW_KEY)
         ]
 
     def _choose_ground_truth(self) -> None:
@@ -310,27 +316,27 @@ class SweepPanel(Container):
         except ValueError as error:
             self.status.value = f"Cannot sweep: {error}"
             return False
-        data = _layer_data(layer)
+        data = level0(layer)
         spatial = tuple(data.shape[1:])
         truth = self.ground_truth.value
-        if truth is not None and tuple(_layer_data(truth).shape) != spatial:
+        if truth is not None and tuple(level0(truth).shape) != spatial:
             self.status.value = (f"Cannot sweep: ground truth '{truth.name}' has shape "
-                                 f"{tuple(_layer_data(truth).shape)}, the affinities' spatial "
+                                 f"{tuple(level0(truth).shape)}, the affinities' spatial "
                                  f"shape is {spatial}")
             return False
         for other, what in ((self.main.mask.value, "mask"), (self.main.seeds.value, "seeds")):
-            if other is not None and tuple(_layer_data(other).shape) != spatial:
+            if other is not None and tuple(level0(other).shape) != spatial:
                 self.status.value = f"Cannot sweep: the {what} has another shape"
                 return False
 
         shown = tuple(slice(a, b) for a, b in zip(region.shown_start, region.shown_stop))
         inputs = SweepInputs(
             affinities=_reader(data, (slice(None),) + region.slices),
-            ground_truth=None if truth is None else _reader(_layer_data(truth), shown),
+            ground_truth=None if truth is None else _reader(level0(truth), shown),
             mask=None if self.main.mask.value is None
-            else _reader(_layer_data(self.main.mask.value), region.slices),
+            else _reader(level0(self.main.mask.value), region.slices),
             seeds=None if self.main.seeds.value is None
-            else _reader(_layer_data(self.main.seeds.value), region.slices),
+            else _reader(level0(self.main.seeds.value), region.slices),
             shown=region.shown_in_crop,
         )
         self._job_number += 1
@@ -385,7 +391,7 @@ class SweepPanel(Container):
     # ------------------------------------------------------------------ results
     def _own_layers(self) -> list:
         return [layer for layer in self.viewer.layers
-                if layer.metadata.get(SWEEP_METADATA_KEY)
+                if layer.metadata.get(SWEEP_KEY)
                 and layer.metadata.get("sweep_panel") == id(self)]
 
     def layers(self) -> list:
@@ -428,8 +434,8 @@ class SweepPanel(Container):
             from napari.layers import Labels
 
             metadata = {
-                SWEEP_METADATA_KEY: True,
-                PREVIEW_METADATA_KEY: True,
+                SWEEP_KEY: True,
+                PREVIEW_KEY: True,
                 "sweep_panel": id(self),
                 "sweep_job": self._job_number,
                 "sweep_index": result.setting.index,

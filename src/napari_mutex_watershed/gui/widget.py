@@ -32,15 +32,15 @@ from qtpy.QtWidgets import QSizePolicy
 from ..engine.weights import SUPPORTED_DTYPES
 from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters
 from . import settings as settings_store
-from .preview import PreviewRequest, PreviewService
 from .callback_time import excluded, recorded
+from .layers import PREVIEW_KEY, level0
 from .lifecycle import disconnect_all, stop_with_widget
+from .preview import PreviewRequest, PreviewService
 from .run_job import FullRunController
 from .sweep_panel import SweepPanel
 from .visible_region import NotVisible, placement, visible_region
 
 PREVIEW_LAYER_NAME = "preview"
-PREVIEW_METADATA_KEY = "mutex_watershed_preview"
 
 OFFSETS_FROM_LAYER = "layer metadata (or preset)"
 OFFSETS_PRESET_3D = "3D: nearest + long range"
@@ -132,11 +132,6 @@ def build_parameter_widgets() -> dict[str, Any]:
                 widget.native.setPlaceholderText(placeholders[name])
         widgets[name] = widget
     return widgets
-
-
-def _layer_data(layer):
-    """Level 0 of a multiscale layer, else the data itself."""
-    return layer.data[0] if layer.multiscale else layer.data
 
 
 # ------------------------------------------------------------------------ the widget
@@ -301,7 +296,7 @@ class MutexWatershedWidget(Container):
         return [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not layer.metadata.get(PREVIEW_METADATA_KEY)
+            if isinstance(layer, Labels) and not layer.metadata.get(PREVIEW_KEY)
         ]
 
     @recorded("widget.layers_changed")
@@ -329,7 +324,7 @@ class MutexWatershedWidget(Container):
             stored = layer.metadata.get("offsets")
             if stored:
                 return [tuple(int(v) for v in o) for o in stored], ""
-            spatial = _layer_data(layer).ndim - 1
+            spatial = level0(layer).ndim - 1
             preset = OFFSETS_2D if spatial == 2 else OFFSETS_3D
             return list(preset), (
                 f"The layer has no offsets in its metadata: using the {spatial}D preset."
@@ -479,7 +474,7 @@ class MutexWatershedWidget(Container):
             return None, str(error)
         if layer is None:
             return parameters, "Choose an affinities layer (an Image layer, channels first)."
-        data = _layer_data(layer)
+        data = level0(layer)
         spatial = data.ndim - 1
         if np.dtype(data.dtype) not in [np.dtype(d) for d in SUPPORTED_DTYPES]:
             return None, (f"'{layer.name}' has dtype {data.dtype}: affinities must be float32, "
@@ -611,7 +606,7 @@ class MutexWatershedWidget(Container):
         viewer = self.viewer
         camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
         canvas_size = viewer.canvas.size if hasattr(viewer, "canvas") else (600, 800)
-        data = _layer_data(layer)
+        data = level0(layer)
         ndisplay = viewer.dims.ndisplay
         return visible_region(
             data_shape=tuple(data.shape),
@@ -648,7 +643,7 @@ class MutexWatershedWidget(Container):
         except ValueError as error:
             self._show_message(str(error))
             return
-        data = _layer_data(layer)
+        data = level0(layer)
         token = self._data_tokens.get(_identity(layer), 0)
         crop_key = (_identity(layer), id(data), token, region.start, region.stop)
         mask = self._crop(self.mask.value, region)
@@ -685,7 +680,7 @@ class MutexWatershedWidget(Container):
     def _crop(layer, region):
         if layer is None:
             return None
-        return np.ascontiguousarray(np.asarray(_layer_data(layer)[region.slices]))
+        return np.ascontiguousarray(np.asarray(level0(layer)[region.slices]))
 
     @recorded("preview.poll")
     def _poll_results(self) -> None:
@@ -711,7 +706,7 @@ class MutexWatershedWidget(Container):
             return
         scale, translate = placement(region, layer.scale[1:], layer.translate[1:])
         metadata = {
-            PREVIEW_METADATA_KEY: True,
+            PREVIEW_KEY: True,
             "region_start": region.start,
             "region_stop": region.stop,
             "shown_start": region.shown_start,
@@ -783,4 +778,4 @@ def _is_affinities_layer(layer) -> bool:
 
     if not isinstance(layer, Image) or layer.rgb:
         return False
-    return _layer_data(layer).ndim in (3, 4)
+    return level0(layer).ndim in (3, 4)

@@ -24,14 +24,11 @@ import numpy as np
 
 # EXPORT_ATTR marks exported arrays, so the reader opens them from a container
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
+from .layers import level0
 
 #: Layer metadata copied into the zarr attributes when present (provenance of results).
 PROVENANCE_KEYS = (PARAMETERS_ATTR, *PROVENANCE_ATTRS)
 SLAB_BYTES = 64 * 2**20
-
-
-def _level0(data):
-    return data[0] if isinstance(data, list | tuple) else data
 
 
 def _safe_name(name: str) -> str:
@@ -100,7 +97,7 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     container = Path(path)
     if not container.name.endswith(".zarr"):
         raise ValueError(f"{path}: expected a path ending in .zarr")
-    array = _level0(data)
+    array = level0(data)
     ndim = array.ndim
     dtype = export_dtype(array)
     voxel_size, offset, scale, translate = _geometry(meta, ndim)
@@ -137,7 +134,7 @@ def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
     """npe2 single-layer writer: a Labels layer into one TIFF file."""
     import tifffile
 
-    array = _level0(data)
+    array = level0(data)
     dtype = export_dtype(array)
     ndim = array.ndim
     _, _, scale, translate = _geometry(meta, ndim)
