@@ -215,3 +215,6 @@ def test_bad_input_gets_one_line_and_loses_nothing(case, clean, tmp_path):
     after = fingerprint(tmp_path)
     lost = {name for name, digest in before.items() if after.get(name) != digest}
     assert not lost, f"changed or deleted: {sorted(lost)}"
+    if "(log: " not in lines[0]:  # refused before a job started: nothing left behind either
+        assert not set(after) - set(before), sorted(set(after) - set(before))
+        assert not list(tmp_path.glob("*.mutex_watershed"))

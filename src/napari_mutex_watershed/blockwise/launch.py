@@ -273,7 +273,11 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
     try:
         where = array_path(output_path, DEFAULT_OUTPUT)
         with RunLock(work_dir_for(output_path), where) as lock:
-            plan = plan_run(input_path, output_path, parameters, **options)
+            try:
+                plan = plan_run(input_path, output_path, parameters, **options)
+            except BaseException:
+                lock.discard()  # refused before anything was made: leave nothing behind
+                raise
             if is_complete(plan):
                 notify(f"already complete: {where.resolve()} (nothing to do)")
                 if job is not None:

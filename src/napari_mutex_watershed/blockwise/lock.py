@@ -36,10 +36,13 @@ class RunLock:
         self.path = lock_path(Path(work_dir))
         self.output = output or work_dir
         self.fd: int | None = None
+        self._made: list[Path] = []  # what acquire created, for ``discard``
 
     def acquire(self) -> RunLock:
         try:
+            missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._made = [*missing, self.path] if not self.path.exists() else missing
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except PermissionError:
             raise MutexWatershedError(
@@ -68,6 +71,21 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the last descriptor drops the lock
             self.fd = None
+
+    def discard(self) -> None:
+        """Release, and remove the lock file and folders this lock created: a run that was
+        refused before it started leaves nothing beside the output."""
+        held = self.fd is not None
+        self.release()
+        if not held:
+            return
+        if self.path in self._made:
+            self.path.unlink(missing_ok=True)
+        for folder in (p for p in self._made if p != self.path):
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
 
     def __enter__(self) -> RunLock:
         return self.acquire() if self.fd is None else self
