@@ -279,6 +279,8 @@ def test_output_in_use_is_refused_with_the_clis_line(
         assert line in panel.run_status.value and panel.run_status.value.startswith(
             "Not started:")
         assert panel.run_status.tooltip == panel.run_status.value
+        status = panel.run_status.native  # every line of it shows (the label grew to fit)
+        assert status.width() > 0 and status.height() >= status.heightForWidth(status.width())
         errors = [n.message for n in notifications("error")[before:]]
         assert len(errors) == 1 and line in errors[0] and "\n" not in errors[0], errors
 
@@ -290,6 +292,7 @@ def test_output_in_use_is_refused_with_the_clis_line(
         assert job.returncode == 1, list(job.stderr_tail)
         assert job.error_message().startswith(line), list(job.stderr_tail)
         assert panel.run_status.value == f"Failed: {job.error_message()}"
+        assert status.height() >= status.heightForWidth(status.width())
         errors = [n.message for n in notifications("error")[before:]]
         assert errors[-1] == f"Mutex watershed run failed: {job.error_message()}"
     finally:

@@ -596,7 +596,8 @@ class FullRunController:
         status.setWordWrap(True)
         # a fixed size: new texts must not resize the dock (and the canvas)
         status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        status.setFixedHeight(status.fontMetrics().lineSpacing() * 3 + 4)
+        self._status_height = status.fontMetrics().lineSpacing() * 3 + 4
+        status.setFixedHeight(self._status_height)
         self.use_result = PushButton(
             name="use_result_parameters", text="Use parameters of selected result",
             tooltip="Load the parameters (and block size) a selected result layer was made "
@@ -643,9 +644,15 @@ class FullRunController:
     def running(self) -> bool:
         return self.job is not None or self._future is not None or self._next is not None
 
-    def _status(self, text: str, tooltip: str | None = None) -> None:
+    def _status(self, text: str, tooltip: str | None = None, whole: bool = False) -> None:
+        """Show ``text`` in the status line; ``whole``: a refusal or failure, shown in full
+        however many lines it takes (other texts keep the fixed height: a new text must not
+        resize the dock, and the canvas, while a run or a preview goes on)."""
         self.run_status.value = text
         self.run_status.tooltip = tooltip if tooltip is not None else text
+        label = self.run_status.native
+        needed = label.heightForWidth(label.width()) if whole and label.width() > 0 else -1
+        label.setFixedHeight(max(self._status_height, needed + 4))
 
     def update_default_output(self, *_args) -> None:
         layer = self.owner.affinities.value
@@ -945,7 +952,7 @@ class FullRunController:
         else:
             message = job.error_message()
             self.last_error = message
-            self._reset(f"Failed: {message}")
+            self._reset(f"Failed: {message}", whole=True)
             show_error(f"Mutex watershed run failed: {message}")
 
     def _show_result(self, complete: bool) -> None:
@@ -1001,7 +1008,7 @@ class FullRunController:
             self._aborted = True
             self._status("Cancelling ...")
 
-    def _reset(self, text: str, error: bool = False) -> None:
+    def _reset(self, text: str, error: bool = False, whole: bool = False) -> None:
         from napari.utils.notifications import show_error
 
         if self._pbar is not None:
@@ -1014,7 +1021,7 @@ class FullRunController:
         self._future = self._next = None
         self._timer.stop()
         self.run_button.text = "Run"
-        self._status(text)
+        self._status(text, whole=whole or error)
         if error:
             self.last_error = text
             show_error(f"Mutex watershed: {text}")
