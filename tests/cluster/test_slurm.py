@@ -137,6 +137,14 @@ def finish(process: subprocess.Popen, seconds: float) -> tuple[int, str]:
     return process.returncode, stderr
 
 
+def clean_up(process: subprocess.Popen, output) -> None:
+    """After a test, whatever happened: the command gone and none of its jobs queued."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    cancel_leftovers(output)
+
+
 def cancel_leftovers(output) -> None:
     """A failed test must not leave jobs for the next one."""
     for job in run_jobs(output):
@@ -193,10 +201,7 @@ def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path):
         assert code == 0, stderr
         assert np.array_equal(level0(output), local)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        cancel_leftovers(output)
+        clean_up(process, output)
     # the killed worker's launch failed and the run went on with new ones
     done = launches(output)
     failed = [i for i, x in enumerate(done) if x["code"] != 0]
@@ -230,10 +235,7 @@ def test_cancelling_the_run_leaves_no_job_in_squeue(volume, tmp_path):
         wait_for(lambda: run_jobs(output) == [], 60,
                  f"the run's jobs to leave squeue (left: {run_jobs(output)})")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        cancel_leftovers(output)
+        clean_up(process, output)
     # the same command resumes (no held jobs this time) and finishes
     code, stderr = finish(start_cli(source, output), 240)
     assert code == 0, stderr
@@ -256,7 +258,4 @@ def test_a_run_stopped_by_an_input_error_leaves_no_job_in_squeue(tmp_path, slurm
         wait_for(lambda: run_jobs(output) == [], 60,
                  f"the run's jobs to leave squeue (left: {run_jobs(output)})")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        cancel_leftovers(output)
+        clean_up(process, output)
