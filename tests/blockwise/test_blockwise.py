@@ -265,11 +265,12 @@ def test_input_error_stops_the_run_at_once_at_its_voxel(tmp_path):
     # the voxel in the input's own coordinates
     assert lines[0].startswith("error: odd step, block (1, 1, 1): affinities contain 1 NaN and "
                                "0 infinite values in channel 0, first at voxel (23, 60, 60)")
-    # never retried: the block that met it held on until the run stopped, so daisy never
-    # recorded a failure to retry
-    work_dir = work_dir_for(tmp_path / "in.zarr/labels")
-    failures = zarr.open_array(str(work_dir / "tracking/odd/failures"), mode="r")[...]
-    assert failures.sum() == 0
+    # never retried: the block that met it held on until the run stopped, so it was tried
+    # once (each try writes this line to its worker's log)
+    logs = work_dir_for(tmp_path / "in.zarr/labels") / "logs"
+    tries = [line for log in logs.rglob("*.err") for line in log.read_text().splitlines()
+             if line.startswith("input error, the run stops: odd step, block (1, 1, 1)")]
+    assert len(tries) == 1, tries
 
 
 def test_worker_command_template(volume, tmp_path):

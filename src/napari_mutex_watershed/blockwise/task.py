@@ -11,6 +11,7 @@ input error or a full disk into a stop of the whole run (``fatal``) instead of r
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from typing import NamedTuple
 
@@ -103,7 +104,9 @@ class BlockTask:
         try:
             self.process(block)
         except InvalidInputError as error:  # the same every time: stop the run
-            report_fatal(self.plan.work_dir, f"{self.name} step, {self.where(block)}: {error}")
+            message = f"{self.name} step, {self.where(block)}: {error}"
+            print(f"input error, the run stops: {message}", file=sys.stderr, flush=True)
+            report_fatal(self.plan.work_dir, message)
             raise
         except OSError as error:
             if no_space(error):
