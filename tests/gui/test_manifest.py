@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from patience import patience
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = "napari-mutex-watershed"
@@ -78,7 +79,7 @@ def test_npe2_validate_finds_the_installed_plugin():
     """What a developer runs after ``pip install -e .`` (and CI after ``pip install .``)."""
     npe2 = Path(sys.executable).with_name("npe2")
     done = subprocess.run([str(npe2), "validate", PLUGIN], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=patience(40))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "valid" in done.stdout
 

@@ -9,6 +9,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from patience import patience_ms
 
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
@@ -154,7 +155,7 @@ def test_open_and_preview_in_napari(tmp_path, affinities, make_napari_viewer_pro
         assert widget.message.value == ""
         viewer.dims.set_point(1, 40 + 4 * 6)
         widget.preview.value = True
-        qtbot.waitUntil(lambda: widget.last_result is not None, timeout=30_000)
+        qtbot.waitUntil(lambda: widget.last_result is not None, timeout=patience_ms(10))
         assert widget.message.value == ""
         region = widget.last_result.meta["region"]
         assert region.shown_start[0] == 6
