@@ -437,13 +437,14 @@ def test_segment_blockwise_retries_a_failing_block_and_passes_arguments(custom_w
 def test_segment_blockwise_reports_a_failing_block_and_retries_a_slow_one(custom_worker):
     path, markers, output, total_roi = custom_worker
     block = Roi((0, 0, 0), (8, 8, 8))
-    ok = segment_blockwise(path, Coordinate(0, 0, 0), total_roi, block, block, 2, 1, 3,
+    # timeout 10 s: far below the slow block's 60 s, far above a retry's time on a busy machine
+    ok = segment_blockwise(path, Coordinate(0, 0, 0), total_roi, block, block, 2, 1, 10,
                            None, True, output, str(markers), 1, fail_always="0_0_0",
                            slow="0_0_8")
     assert ok is False
     attempts = _attempts(markers)
     assert len(attempts["0_0_0"]) == 2  # the first try and max_retries=1 retry, both failed
-    assert len(attempts["0_0_8"]) == 2  # killed after timeout=3 s, then done
+    assert len(attempts["0_0_8"]) == 2  # killed after the timeout, then done
     result = ZarrArray.open_from_array_identifier(output, mode="r")[total_roi]
     assert np.all(result[:, :, 8:] == 1) and np.all(result[:, :, :8] == 0)
     kept = Path(attempts["0_0_0"][0]).parent  # keep_tmpdir=True keeps the copy and config

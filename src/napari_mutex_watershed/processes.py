@@ -135,5 +135,5 @@ def holder_description(pid: int) -> str:
         words = psutil.Process(pid).cmdline()
     except psutil.Error:
         return f"pid {pid}"
-    text = " ".join(words)
+    text = " ".join(" ".join(words).split())  # one line, whatever the command held
     return f"pid {pid} ({text[:120]}{'...' if len(text) > 120 else ''})" if text else f"pid {pid}"
