@@ -15,7 +15,8 @@ from patience import load_per_core, patience, patience_ms, wait_gone
 
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR, COMPLETE_ATTR, PARAMETERS_ATTR
-from napari_mutex_watershed.gui import run_job
+from napari_mutex_watershed.blockwise import run_outputs
+from napari_mutex_watershed.gui import run_job, run_layers
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -38,7 +39,7 @@ def parameters_for(offsets) -> WatershedParameters:
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     """Runs on in-memory layers write below a temporary data directory."""
-    monkeypatch.setenv(run_job.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(run_outputs.DATA_DIR_ENV, str(tmp_path / "data"))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     panel.block_size.value = ", ".join(map(str, BLOCKS))
     assert panel.workers.value == 2
     # a zarr-backed layer is read in place; the output goes beside it
-    assert run_job.zarr_source(layer) == container / "affinities"
+    assert run_layers.zarr_source(layer) == container / "affinities"
     assert panel.output.native.placeholderText() == str(container / "labels_mws")
 
     qtbot.wait(500)  # the first drawing of the viewer and the dock is not part of the run
@@ -123,7 +124,7 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     job = panel.last_job
     assert job.returncode == 0, list(job.stderr_tail)
     assert job.command[4] == str(container / "affinities")  # no copy of zarr input
-    assert not (container / run_job.INPUT_COPY_DIR).exists()
+    assert not (container / run_outputs.INPUT_COPY_DIR).exists()
     assert panel.run_button.text == "Run"
     assert [m["phase"] for m in job.progress][-1] == "done"
 
@@ -274,7 +275,7 @@ def test_output_in_use_is_refused_with_the_clis_line(
         assert panel.start()
         wait_until_idle(qtbot, panel, seconds=10)
         assert panel.last_job is None  # no job was started
-        assert not run_job.input_copy_path(output).exists()  # the layer was not copied
+        assert not run_outputs.input_copy_path(output).exists()  # the layer was not copied
         line = f"{output} is in use by pid {holder.pid} ("
         assert line in panel.run_status.value and panel.run_status.value.startswith(
             "Not started:")

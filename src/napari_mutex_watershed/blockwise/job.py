@@ -11,7 +11,6 @@ also runs in-process (tests). Its one line on failure goes to ``error.txt``, the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from .even_blocks import EvenBlocks
 from .lock import note_job
 from .odd_blocks import OddBlocks
 from .plan import PLAN_FILE, BlockwisePlan
+from .progress import ProgressReporter
 from .pyramid import pyramid_levels
 from .relabel import RelabelBlocks
 from .scheduler import cancel_jobs, start_attempt
@@ -42,34 +42,6 @@ from .whole import run_whole
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 #: Steps whose blocks a resume reports as reused (the stitch is one call in the job).
 BLOCK_STEPS = (EvenBlocks.name, OddBlocks.name, RelabelBlocks.name)
-
-
-# ---------------------------------------------------------------------------- progress
-class ProgressReporter:
-    """daisy progress observer: one JSON object per line, or nothing but phase lines."""
-
-    def __init__(self, mode: str, started: float):
-        self.mode = mode
-        self.started = started
-        self._last = None
-
-    def emit(self, phase: str, done: int, total: int, **extra) -> None:
-        if self.mode != "json":
-            return
-        message = {"phase": phase, "done": done, "total": total,
-                   "elapsed": round(time.time() - self.started, 3), **extra}
-        key = (phase, done, total, tuple(extra.items()))
-        if key != self._last:
-            self._last = key
-            print(json.dumps(message), flush=True)
-
-    def _states(self, states) -> None:
-        for task_id, state in states.items():
-            self.emit(task_id, state.completed_count + state.skipped_count,
-                      state.total_block_count, failed=state.failed_count,
-                      skipped=state.skipped_count)
-
-    on_start = on_progress = on_finish = _states
 
 
 def _run_tasks(plan, tasks, reporter) -> None:
