@@ -95,6 +95,12 @@ def float_volume_with(values):
     return make
 
 
+def one_voxel(voxel, value, dtype):
+    array = np.zeros(SHAPE, dtype)
+    array[voxel] = value
+    return array
+
+
 @dataclass
 class Case:
     name: str
@@ -191,6 +197,27 @@ CASES = [
          r"in.txt", make=write_file("in.txt", "x")),
     Case("zero voxel size", [*SEGMENT, "o.zarr/labels"], r"voxel size",
          make=lambda f: set_attribute(f, "voxel_size", [0, 1, 1])),
+    # mask and seeds (--mask, --seeds): checked against the affinities before any worker
+    Case("mask of another shape", [*SEGMENT, "o.zarr/labels", "--mask", "m.zarr/mask"],
+         r"the mask .*m.zarr/mask has shape \(16, 32, 16\) but the affinities \(16, 32, 32\)",
+         make=lambda f: write_labels(f / "m.zarr/mask", np.ones((16, 32, 16), np.uint8))),
+    Case("mask on another voxel grid", [*SEGMENT, "o.zarr/labels", "--mask", "m.zarr/mask"],
+         r"the mask .* has voxel size \(8, 8, 8\) and offset \(0, 0, 0\), the affinities "
+         r"\(1, 1, 1\) .*: they must share one voxel grid",
+         make=lambda f: write_labels(f / "m.zarr/mask", np.ones(SHAPE, np.uint8),
+                                     voxel_size=(8, 8, 8))),
+    Case("seeds of floats", [*SEGMENT, "o.zarr/labels", "--seeds", "s.zarr/seeds"],
+         r"the seeds .*s.zarr/seeds have dtype float32: seeds are integer ids",
+         make=lambda f: write_labels(f / "s.zarr/seeds", np.ones(SHAPE, np.float32))),
+    Case("seeds missing", [*SEGMENT, "o.zarr/labels", "--seeds", "s.zarr/seeds"],
+         r"no array at s.zarr/seeds"),
+    Case("negative seed id", [*SEGMENT, "o.zarr/labels", *BLOCKS, "--seeds", "s.zarr/seeds"],
+         r"the seeds hold a negative id, first at voxel \(2, 20, 3\)",
+         make=lambda f: write_labels(f / "s.zarr/seeds", one_voxel((2, 20, 3), -1, np.int32))),
+    Case("output is the mask", [*SEGMENT, "m.zarr/mask", "--mask", "m.zarr/mask",
+                                "--overwrite"],
+         r"the output m.zarr/mask is the mask",
+         make=lambda f: write_labels(f / "m.zarr/mask", np.ones(SHAPE, np.uint8))),
     # sweep
     Case("sweep ground truth of another shape",
          ["sweep", "in.zarr/affinities", "--gt", "gt.zarr/ground_truth"],

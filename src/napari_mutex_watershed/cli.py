@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("input", help="affinities array, e.g. sample.zarr/affinities")
     run.add_argument("output", help="labels array to create, e.g. sample.zarr/labels")
     run.add_argument("--params", type=Path, help="parameters JSON (flags below override it)")
+    run.add_argument("--mask", metavar="PATH",
+                     help="array on the affinities' voxel grid (any format the input may have): "
+                     "voxels where it is 0 stay 0")
+    run.add_argument("--seeds", metavar="PATH",
+                     help="integer array on the affinities' voxel grid: each non-zero id is one "
+                     "object with that id, across blocks")
     tuning = run.add_argument_group("parameters (see docs/parameters.md)")
     tuning.add_argument("--offsets", type=_offsets,
                         help="one per channel, e.g. '1,0,0 0,1,0 0,0,1' (default: from the input)")
@@ -201,6 +207,8 @@ def command_segment(args) -> int:
         max_retries=args.max_retries,
         timeout=args.timeout,
         zarr_format=args.zarr_format,
+        mask_path=args.mask,
+        seeds_path=args.seeds,
     )
     # ``output`` is level 0; its folder is the OME-Zarr labels image users open
     print(f"labels written to {output.parent}", file=status)

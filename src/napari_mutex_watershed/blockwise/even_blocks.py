@@ -18,6 +18,7 @@ import zarr
 from ..engine import finalize, run_kernel
 from ..storage.blocks import open_block_source
 from .bands import band_owner
+from .mask_seeds import Guides, apply_guides, seed_record
 from .separations import face_fragments, separated_pairs, separation_strength
 from .task import GridTask, box, relative
 
@@ -32,6 +33,7 @@ class FragmentBlocks(GridTask):
     def open(self) -> None:
         self.source = open_block_source(self.plan.input_path)
         self.fragments = zarr.open_array(str(self.plan.fragments_path), mode="r+")
+        self.guides = Guides(self.plan) if self.plan.mask_path or self.plan.seeds_path else None
 
 
 class EvenBlocks(FragmentBlocks):
@@ -40,21 +42,25 @@ class EvenBlocks(FragmentBlocks):
 
     def process_block(self, position) -> None:
         plan, fragments = self.plan, self.fragments
-        block = self.read_with_halo(self.source, position, plan.context)
+        block = self.read_with_halo(self.source, position, plan.context, self.guides)
         index, lo, hi = block.index, block.lo, block.hi
         kernel_lo, read_lo = block.kernel_lo, block.read_lo
         kernel_started = time.perf_counter()
-        raw = run_kernel(block.kernel_weights, plan.parameters)
+        raw = run_kernel(block.kernel_weights, plan.parameters, block.kernel_seeds)
         kernel_seconds = time.perf_counter() - kernel_started
         block = block._replace(kernel_weights=None)
-        local = finalize(raw[relative(lo, hi, kernel_lo)])  # consecutive 1..n, no filters yet
+        raw, seed_of = apply_guides(raw, block)
+        in_core = relative(lo, hi, kernel_lo)
+        local = finalize(raw[in_core])  # consecutive 1..n, no filters yet
+        seeds = seed_record(local, raw[in_core], seed_of, int(local.max(initial=0)),
+                            None if seed_of is None else block.kernel_seeds[in_core])
         del raw
         base = np.uint64(index) * np.uint64(plan.ids_per_block)
         fragments[box(lo, hi)] = np.where(local > 0, local.astype(np.uint64) + base, np.uint64(0))
 
         # voxels the odd blocks label again are counted there
         kept = band_owner(lo, hi, plan.block_size, plan.grid_shape, plan.band) < 0
-        n_fragments = int(local.max())
+        n_fragments = int(local.max(initial=0))
         sizes = np.bincount(local[kept], minlength=n_fragments + 1)
         nn_sums = (
             np.bincount(local[kept], weights=block.nn_mean[relative(lo, hi, read_lo)][kept],
@@ -70,4 +76,5 @@ class EvenBlocks(FragmentBlocks):
                                        inner_faces, SEPARATION_MARGIN, separated)
         self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
                          strength=strength, joins=np.zeros((2, 0), np.uint64),
-                         overlap=np.zeros(0, np.int64), kernel_seconds=kernel_seconds)
+                         overlap=np.zeros(0, np.int64), kernel_seconds=kernel_seconds,
+                         **seeds)

@@ -44,6 +44,7 @@ from . import fatal
 from .disk import no_space, no_space_error
 from .job import blocks_done, is_complete, run_plan
 from .lock import RunLock
+from .mask_seeds import open_guide
 from .plan import DEFAULT_BLOCK_SIZE, PLAN_FILE, WORK_DIR, BlockwisePlan
 from .scheduler import (
     SCHEDULERS,
@@ -77,10 +78,15 @@ def validate_request(
     max_retries: int = 2,
     timeout: float | None = None,
     zarr_format: int | None = None,
+    mask_path: str | Path | None = None,
+    seeds_path: str | Path | None = None,
 ) -> tuple[BlockwisePlan, object]:
     """Check everything that can be checked before any worker starts; return the plan (not
     saved yet) and the opened affinities. Creates and deletes nothing."""
-    for name, path in (("input", input_path), ("output", output_path)):
+    for name, path in (("input", input_path), ("output", output_path), ("mask", mask_path),
+                       ("seeds", seeds_path)):
+        if name in ("mask", "seeds") and path is None:
+            continue
         if not isinstance(path, (str, Path)):
             raise UsageError(f"the {name} must be a path (str or Path), got {type(path).__name__}")
     parameters = as_parameters(parameters)
@@ -136,6 +142,9 @@ def validate_request(
             f"affinities have dtype {affinities.array.dtype}; use float32, float64 or uint8"
         )
 
+    guides = {role: open_guide(path, role, affinities)
+              for role, path in (("mask", mask_path), ("seeds", seeds_path)) if path is not None}
+
     ndim = len(spatial)
     roi_offset, shape = region_inside(roi, spatial)
     for offset in parameters.offsets:
@@ -172,6 +181,8 @@ def validate_request(
         timeout=timeout,
         worker_command=worker_command,
         progress=progress,
+        mask_path=guides.get("mask"),
+        seeds_path=guides.get("seeds"),
     )
     if cluster is not None:  # the worker command for the plan's blocks (scheduler.py)
         plan.worker_command = cluster_template(
@@ -184,8 +195,9 @@ def validate_request(
             f"block size {block_size} with the odd blocks' halo ({plan.odd_context}) has "
             "2**32 voxels or more; labels within a block are 32-bit: use smaller blocks"
         )
-    check_output_location(output_location, {"input": affinities.path})
-    check_output_location(plan.work_dir, {"input": affinities.path}, only_ours=False)
+    protected = {"input": affinities.path, **guides}
+    check_output_location(output_location, protected)
+    check_output_location(plan.work_dir, protected, only_ours=False)
     return plan, affinities
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..engine import edge_slices, finalize, run_kernel, smallest_label_dtype
 from .bands import band_boxes, band_key, band_owner
 from .even_blocks import FragmentBlocks
+from .mask_seeds import apply_guides, seed_record
 from .plan import BlockwisePlan
 from .separations import separated_pairs, separation_strength
 from .task import box, relative
@@ -102,7 +103,7 @@ class OddBlocks(FragmentBlocks):
 
     def process_block(self, position) -> None:
         plan, fragments = self.plan, self.fragments
-        block = self.read_with_halo(self.source, position, plan.odd_context)
+        block = self.read_with_halo(self.source, position, plan.odd_context, self.guides)
         index, lo, hi = block.index, block.lo, block.hi
         kernel_lo, kernel_hi = block.kernel_lo, block.kernel_hi
         kernel_weights = block.kernel_weights
@@ -111,10 +112,11 @@ class OddBlocks(FragmentBlocks):
         seeds[owner >= 0] = 0  # bands are labelled again, by this block or another
         seed_weights(kernel_weights, seeds, plan.parameters.offsets, plan.ids_per_block)
         kernel_started = time.perf_counter()
-        raw = run_kernel(kernel_weights, plan.parameters)
+        raw = run_kernel(kernel_weights, plan.parameters, block.kernel_seeds)
         kernel_seconds = time.perf_counter() - kernel_started
         del kernel_weights
         block = block._replace(kernel_weights=None)
+        raw, seed_of = apply_guides(raw, block)
 
         in_core = relative(lo, hi, kernel_lo)
         mine = owner == index
@@ -128,6 +130,8 @@ class OddBlocks(FragmentBlocks):
         table[values] = numbered
         local = np.zeros(raw.shape, np.int64)
         local[mine] = numbered
+        user_seeds = seed_record(numbered, values, seed_of, n_fragments, None if seed_of is None
+                                 else block.kernel_seeds[in_core])
         del values, numbered
         base = np.uint64(index) * np.uint64(plan.ids_per_block)
         core_local = local[in_core]
@@ -162,4 +166,4 @@ class OddBlocks(FragmentBlocks):
                                        inner_faces, ODD_SEPARATION_MARGIN, separated)
         self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
                          strength=strength, joins=joins, overlap=overlap,
-                         kernel_seconds=kernel_seconds, **bands)
+                         kernel_seconds=kernel_seconds, **bands, **user_seeds)

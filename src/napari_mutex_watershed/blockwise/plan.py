@@ -50,6 +50,10 @@ class BlockwisePlan(BaseModel):
     #: The output's zarr format (OME-Zarr 0.5 on 3, 0.4 on 2); None in plans written before
     #: outputs were OME-Zarr labels, so those are not resumed into the new layout.
     zarr_format: int | None = None
+    #: Arrays over the affinities' voxel grid (``mask_seeds``): voxels outside the mask stay
+    #: 0; each seed id is one object with that id.
+    mask_path: str | None = None
+    seeds_path: str | None = None
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict:
@@ -57,7 +61,7 @@ class BlockwisePlan(BaseModel):
         return self.model_dump(
             mode="json",
             include={"input_path", "parameters", "roi_offset", "shape", "block_size",
-                     "record_format", "zarr_format"},
+                     "record_format", "zarr_format", "mask_path", "seeds_path"},
         )
 
     def save(self) -> Path:

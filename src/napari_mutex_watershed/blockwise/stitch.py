@@ -14,6 +14,7 @@ are applied to whole segments.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from ..engine.labels import segment_keep_mask, smallest_label_dtype
 from ..errors import IncompleteRunError, MutexWatershedError
 from .disk import allocated_memmap, temporary_name
+from .mask_seeds import load_seeds
 from .plan import BlockwisePlan
 
 #: Ids the output array holds: ``plan_run`` creates it as uint32.
@@ -68,9 +70,14 @@ def block_sizes(plan: BlockwisePlan):
             yield index, record["sizes"], record["nn_sums"] if wants_nn else None
 
 
-def join_fragments(n: int, u, v, overlap, a, b, strength) -> np.ndarray:
+def join_fragments(n: int, u, v, overlap, a, b, strength, node_seed=None) -> np.ndarray:
     """Per node: the node that names its segment. Joins (u, v) attract with their overlap;
-    separations (a, b) whose contact repels (strength > 0) repel, see SEPARATION_WEIGHT."""
+    separations (a, b) whose contact repels (strength > 0) repel, see SEPARATION_WEIGHT.
+    Nodes with the same ``node_seed`` (0: none) are one segment, two seed ids never one."""
+    real = n
+    if node_seed is not None and node_seed.any():
+        n, u, v, overlap, a, b, strength = with_seed_nodes(n, u, v, overlap, a, b, strength,
+                                                           node_seed)
     component = components(n, u, v)
     # a separation between two join components can never be violated
     matters = (component[a] == component[b]) & (strength > 0)
@@ -86,7 +93,26 @@ def join_fragments(n: int, u, v, overlap, a, b, strength) -> np.ndarray:
     # the smallest node of each segment names it, so numbering follows block order
     first = np.full(n, n, np.int64)
     np.minimum.at(first, segment, np.arange(n))
-    return first[segment]
+    return first[segment][:real]
+
+
+def with_seed_nodes(n: int, u, v, overlap, a, b, strength, node_seed):
+    """The graph with one more node per seed id: every seeded node joins its seed's node
+    before anything else, and the seed nodes that joins connect are separated pairwise
+    before any join is taken (the kernel's rule within a block, here across blocks)."""
+    seeded = np.flatnonzero(node_seed)
+    seed_ids, which = np.unique(node_seed[seeded], return_inverse=True)
+    seed_nodes = n + np.arange(len(seed_ids))
+    n_all = n + len(seed_ids)
+    u, v = np.concatenate([u, seeded]), np.concatenate([v, seed_nodes[which]])
+    component = components(n_all, u, v)[seed_nodes]
+    order = np.argsort(component, kind="stable")
+    groups = np.split(seed_nodes[order], np.flatnonzero(np.diff(component[order])) + 1)
+    pairs = [pair for group in groups for pair in itertools.combinations(group, 2)]
+    pairs = np.array(pairs, np.int64).reshape(-1, 2).T
+    return (n_all, u, v, np.r_[np.asarray(overlap, float), np.full(len(seeded), np.inf)],
+            np.r_[a, pairs[0]], np.r_[b, pairs[1]], np.r_[strength, np.full(pairs.shape[1],
+                                                                              np.inf)])
 
 
 def components(n: int, u, v) -> np.ndarray:
@@ -112,15 +138,25 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         return base[block] + local
 
     u, v = position(joins)
-    nodes = np.unique(np.concatenate([u, v]))  # ascending: block order
+    # seeded fragments are nodes even without a join: their segment takes the seed id
+    seeded, seed_ids, seed_max = load_seeds(plan)
+    if seed_max > MAX_SEGMENTS:
+        raise MutexWatershedError(f"seed id {seed_max} does not fit the uint32 output: "
+                                  f"seed ids go up to {MAX_SEGMENTS}")
+    seeded = position(seeded)
+    nodes = np.unique(np.concatenate([u, v, seeded]))  # ascending: block order
     # a fragment without a join is a segment of its own: its separations hold already
     sa, sb = position(separated)
     joined_both = np.isin(sa, nodes) & np.isin(sb, nodes)
     sa, sb, strength = sa[joined_both], sb[joined_both], strength[joined_both]
     n = len(nodes)
     u, v, sa, sb = (np.searchsorted(nodes, x) for x in (u, v, sa, sb))
-    representative = (join_fragments(n, u, v, overlap, sa, sb, strength) if n
+    node_seed = np.zeros(n, np.int64)
+    node_seed[np.searchsorted(nodes, seeded)] = seed_ids.astype(np.int64)
+    representative = (join_fragments(n, u, v, overlap, sa, sb, strength, node_seed) if n
                       else np.zeros(0, np.int64))
+    segment_seed = np.zeros(n, np.int64)  # at each segment's first node, as segment() keeps
+    np.maximum.at(segment_seed, representative, node_seed)  # seeded ids whatever the filters
 
     node_block = np.searchsorted(base, nodes, side="left") - 1  # base[b] < position <= base[b+1]
     node_local = nodes - base[node_block]
@@ -137,19 +173,20 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     segment_kept = segment_keep_mask(
         np.bincount(representative, node_sizes, minlength=n), plan.parameters.min_size,
         plan.parameters.threshold, np.bincount(representative, node_nn, minlength=n),
-    ) & (representative == np.arange(n))
+    ) & (representative == np.arange(n)) & (segment_seed == 0)
     n_segments = int(outside_kept.sum() + segment_kept.sum())
-    if n_segments > MAX_SEGMENTS:
+    if seed_max + n_segments > MAX_SEGMENTS:  # unseeded segments are numbered above the seeds
         raise MutexWatershedError(
-            f"{n_segments} segments do not fit the uint32 output; use larger min_size or a "
-            "smaller region (--roi)"
+            f"{n_segments} segments" + (f" above the largest seed id {seed_max}" if seed_max
+                                         else "")
+            + " do not fit the uint32 output; use larger min_size or a smaller region (--roi)"
         )
 
     lookup = allocated_memmap(temporary_name(plan.lookup_path),
-                              smallest_label_dtype(n_segments), (total + 1,))
+                              smallest_label_dtype(seed_max + n_segments), (total + 1,))
     lookup[0] = 0
     segment_id = np.zeros(n, np.int64)
-    next_id = 0
+    next_id = seed_max
     for index, sizes, nn_sums in block_sizes(plan):
         here = slice(*np.searchsorted(node_block, [index, index + 1]))
         kept = _kept(plan, sizes, nn_sums)
@@ -157,7 +194,8 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         kept[locals_here] = segment_kept[here]  # a node is kept as the first of its segment
         ids = np.where(kept, np.cumsum(kept) + next_id, 0)
         next_id += int(kept.sum())
-        segment_id[here] = ids[locals_here]
+        segment_id[here] = np.where(segment_seed[here] > 0, segment_seed[here],
+                                    ids[locals_here])
         # the rest of a segment follows its first fragment, in this block or an earlier one
         ids[locals_here] = segment_id[representative[here]]
         lookup[base[index] + 1 : base[index] + counts[index] + 1] = ids[1:]
@@ -170,7 +208,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     os.replace(partial, plan.bases_path)
     joined = representative[u] == representative[v]
     return {"fragments": total, "joins": len(u), "joins_refused": int((~joined).sum()),
-            "segments": n_segments,
+            "segments": n_segments + int(np.count_nonzero(segment_seed)),
             "kernel_seconds": round(kernel_seconds, 3)}
 
 

@@ -167,10 +167,11 @@ class GridTask(BlockTask):
     def where(self, block) -> str:
         return f"block {self.plan.grid_position(block.write_roi)}"
 
-    def read_with_halo(self, source, position, context) -> BlockInput:
+    def read_with_halo(self, source, position, context, guides=None) -> BlockInput:
         """Read a block and ``context`` voxels around it (clipped to the region) and make its
         weights; the smoothing margin is read too, so the kernel sees what a whole-volume run
-        would. Value errors name the voxel in the input's own coordinates."""
+        would. ``guides`` (``mask_seeds.Guides``) add the run's mask and seeds. Value errors
+        name the voxel in the input's own coordinates."""
         plan = self.plan
         index = plan.block_index(position)
         core = plan.core(position)
@@ -183,22 +184,27 @@ class GridTask(BlockTask):
             [o + b for o, b in zip(plan.roi_offset, read_hi)],
         )
         origin = tuple(int(o + a) for o, a in zip(plan.roi_offset, read_lo))
+        mask, seeds = guides.read(read_lo, read_hi) if guides is not None else (None, None)
+        in_kernel = relative(kernel_lo, kernel_hi, read_lo)
         try:
             weights, nn_mean = edge_weights(
                 read_region(source, read, plan.input_path),
                 plan.parameters,
+                mask=mask,
                 random_state=zlib.crc32(f"{plan.parameters.seed}:{index}".encode()),
                 keep_nn_mean=plan.parameters.threshold > 0,
             )
         except InvalidValuesError as error:
             raise error.at(origin) from None
-        in_kernel = (slice(None),) + relative(kernel_lo, kernel_hi, read_lo)
         in_core = (slice(None),) + relative(lo, hi, read_lo)
+        kernel_weights = np.ascontiguousarray(weights[(slice(None),) + in_kernel])
         # a view, not a copy: seeds lie in the halo, so edges that start in the core keep
         # their weights when an odd block seeds the kernel's weights
         return BlockInput(index, lo, hi, kernel_lo, kernel_hi, read_lo,
-                          kernel_weights=np.ascontiguousarray(weights[in_kernel]),
-                          core_weights=weights[in_core], nn_mean=nn_mean)
+                          kernel_weights=kernel_weights,
+                          core_weights=weights[in_core], nn_mean=nn_mean,
+                          kernel_mask=None if mask is None else mask[in_kernel],
+                          kernel_seeds=None if seeds is None else seeds[in_kernel])
 
     def save_record(self, index: int, **arrays) -> None:
         """The block's statistics, joins and bands; on disk means the block is finished."""
@@ -213,7 +219,7 @@ class BlockInput(NamedTuple):
     """What a block reads: its core [lo, hi), the kernel box (core and halo) and the read box
     (the kernel box and the smoothing margin), with the weights of the kernel box and of the
     core and the nearest-neighbour mean of the read box (None unless the threshold needs
-    it)."""
+    it); the run's mask and seeds over the kernel box, None without them."""
 
     index: int
     lo: tuple
@@ -224,6 +230,8 @@ class BlockInput(NamedTuple):
     kernel_weights: np.ndarray
     core_weights: np.ndarray
     nn_mean: np.ndarray | None
+    kernel_mask: np.ndarray | None = None
+    kernel_seeds: np.ndarray | None = None
 
 
 def read_region(source, region: tuple[slice, ...], path: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from funlib.geometry import Roi
 from ..engine import segment
 from ..errors import InvalidValuesError, MutexWatershedError
 from ..storage.blocks import open_block_source
+from .mask_seeds import Guides
 from .plan import BlockwisePlan
 from .pyramid import pyramid_levels
 from .task import box, read_region
@@ -41,9 +42,10 @@ def run_whole(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
     region = (slice(None),) + box(plan.roi_offset,
                                   [o + s for o, s in zip(plan.roi_offset, plan.shape)])
     affinities = read_region(open_block_source(plan.input_path), region, plan.input_path)
+    mask, seeds = Guides(plan).read((0,) * plan.ndim, plan.shape)
     try:
         kernel_started = time.perf_counter()
-        labels = segment(affinities, plan.parameters)
+        labels = segment(affinities, plan.parameters, mask=mask, seeds=seeds)
         kernel_seconds = time.perf_counter() - kernel_started
     except InvalidValuesError as error:  # voxels in the input's own coordinates
         raise error.at(plan.roi_offset) from None

@@ -1,0 +1,150 @@
+"""A mask and seeds in blockwise runs, with real daisy workers: the whole-volume engine's
+semantics (outside the mask 0, one object per seed id with that id) across block faces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from skimage.metrics import adapted_rand_error
+
+from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.blockwise.even_blocks import EvenBlocks
+from napari_mutex_watershed.blockwise.job import ProgressReporter, _run_tasks
+from napari_mutex_watershed.blockwise.launch import plan_run, segment_blockwise_zarr
+from napari_mutex_watershed.blockwise.plan import PLAN_FILE
+from napari_mutex_watershed.storage import labels_level0, write_affinities, write_labels
+from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
+SHAPE = (24, 64, 64)
+BLOCKS = (12, 32, 32)
+OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 3, 0), (0, 0, 3)]
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    """Affinities, truth, mask (a slab and a corner cut away) and two seeds across faces."""
+    affinities, truth, offsets = sample_volume(SHAPE, seed=3)
+    folder = tmp_path_factory.mktemp("guides")
+    path = write_affinities(folder / "in.zarr/affinities", affinities, offsets)
+    mask = np.ones(SHAPE, np.uint8)
+    mask[:, :, 40:50] = 0
+    mask[:6, :20, :20] = 0
+    write_labels(folder / "in.zarr/mask", mask)
+    return path, affinities, truth, mask, folder
+
+
+def read(path) -> np.ndarray:
+    return zarr.open_array(str(labels_level0(path)), mode="r")[:]
+
+
+def params(offsets=None, **extra) -> WatershedParameters:
+    return WatershedParameters(bias_short=0.4, bias_long=0.6,
+                               **({"offsets": offsets} if offsets else {}), **extra)
+
+
+def test_the_mask_is_respected_across_blocks(volume, tmp_path):
+    path, affinities, _, mask, folder = volume
+    output = tmp_path / "o.zarr/labels"
+    result = subprocess.run(
+        [*CLI, "segment", str(path), str(output), "--bias-short", "0.4", "--bias-long", "0.6",
+         "--block-size", *map(str, BLOCKS), "--mask", str(folder / "in.zarr/mask"),
+         "--progress", "none"], capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    labels = read(output)
+    assert not labels[mask == 0].any()
+    whole = segment(affinities, params(), mask=mask.astype(bool))
+    assert ((labels > 0) == (whole > 0)).mean() > 0.99  # cut away, not emptied
+    assert adapted_rand_error(whole, labels)[0] < 0.01
+
+
+def _seeded_bar(tmp_path):
+    """One bar through three blocks along x (even, odd, even) and two cubes, one in each
+    even block; affinities that join every voxel of one object."""
+    truth = np.zeros((8, 8, 48), np.uint32)
+    truth[2:6, 2:6, :] = 1
+    truth[0:2, 0:2, 2:5] = 2
+    truth[0:2, 0:2, 43:46] = 3
+    affinities = affinities_from_labels(truth, OFFSETS, sigma=0, noise=0)
+    path = write_affinities(tmp_path / "in.zarr/affinities", affinities, OFFSETS)
+    return path, affinities, truth
+
+
+def test_two_seeds_in_one_object_never_merge_and_one_seed_id_is_one_object(tmp_path):
+    path, affinities, truth = _seeded_bar(tmp_path)
+    seeds = np.zeros(truth.shape, np.uint16)
+    seeds[3, 3, 2] = 500  # deep in the first even block: the odd block sees neither seed,
+    seeds[3, 3, 45] = 600  # only the even labels around it, which it joins
+    seeds[0, 0, 3] = seeds[1, 1, 44] = 700  # one id on two cubes apart, in two blocks
+    write_labels(tmp_path / "in.zarr/seeds", seeds)
+    parameters = params(OFFSETS, context=(3, 3, 3))
+    out = segment_blockwise_zarr(path, tmp_path / "o.zarr/labels", parameters,
+                                 block_size=(8, 8, 16), num_workers=2, progress="none",
+                                 supervised=False, seeds_path=tmp_path / "in.zarr/seeds")
+    labels = read(out)
+    assert labels[3, 3, 2] == 500 and labels[3, 3, 45] == 600
+    assert set(np.unique(labels[truth == 1])) == {500, 600}
+    assert set(np.unique(labels[truth >= 2])) == {700}
+    whole = segment(affinities, parameters, seeds=seeds)
+    assert set(np.unique(whole[truth >= 2])) == {700}  # the engine's semantics
+
+
+def test_two_seeds_touching_across_a_face_stay_two(volume, tmp_path):
+    path, _, truth, _, _ = volume
+    # an object that crosses the face at x = 32, seeded on both sides of it
+    z, y = next((z, y) for z in range(4, 20) for y in range(8, 56)
+                if truth[z, y, 30] and (truth[z, y, 30:34] == truth[z, y, 30]).all())
+    seeds = np.zeros(SHAPE, np.uint32)
+    seeds[z, y, 30:32] = 3
+    seeds[z, y, 32:34] = 4
+    seeds[2:22, 10, 10] = 9  # a line through both blocks along z
+    write_labels(tmp_path / "seeds.zarr/seeds", seeds)
+    out = segment_blockwise_zarr(path, tmp_path / "o.zarr/labels", params(),
+                                 block_size=BLOCKS, num_workers=2, progress="none",
+                                 supervised=False, seeds_path=tmp_path / "seeds.zarr/seeds")
+    labels = read(out)
+    for seed in (3, 4, 9):
+        assert set(np.unique(labels[seeds == seed])) == {seed}
+    assert (labels == 9).sum() > 20  # the line's object, one id across the face at z = 12
+
+
+def test_one_block_equals_the_engine_with_mask_and_seeds(volume, tmp_path):
+    path, affinities, truth, mask, folder = volume
+    seeds = np.where((truth == truth[12, 32, 32]) & (np.indices(SHAPE)[2] % 7 == 0), 5, 0)
+    write_labels(tmp_path / "seeds.zarr/seeds", seeds.astype(np.uint8))
+    out = segment_blockwise_zarr(path, tmp_path / "o.zarr/labels", params(min_size=20),
+                                 block_size=SHAPE, progress="none", supervised=False,
+                                 mask_path=folder / "in.zarr/mask",
+                                 seeds_path=tmp_path / "seeds.zarr/seeds")
+    expected = segment(affinities, params(min_size=20), mask=mask.astype(bool), seeds=seeds)
+    np.testing.assert_array_equal(read(out), expected)
+
+
+def test_a_resumed_run_is_identical_and_other_guides_are_another_job(volume, tmp_path):
+    path, _, _, _, folder = volume
+    seeds = np.zeros(SHAPE, np.uint32)
+    seeds[2:22, 40, 20] = 8
+    write_labels(tmp_path / "seeds.zarr/seeds", seeds)
+    options = {"block_size": BLOCKS, "num_workers": 2, "progress": "none",
+               "mask_path": folder / "in.zarr/mask",
+               "seeds_path": tmp_path / "seeds.zarr/seeds"}
+    whole_run = read(segment_blockwise_zarr(path, tmp_path / "a.zarr/labels", params(),
+                                            supervised=False, **options))
+    # the even step alone, then the same request: it resumes from there
+    plan = plan_run(path, tmp_path / "b.zarr/labels", params(), **options)
+    plan_path = f"{plan.work_dir}/{PLAN_FILE}"
+    _run_tasks(plan, [EvenBlocks(plan_path).daisy_task()], ProgressReporter("none", 0))
+    heard = []
+    resumed = read(segment_blockwise_zarr(path, tmp_path / "b.zarr/labels", params(),
+                                          supervised=False, notify=heard.append, **options))
+    assert heard and heard[0].startswith("resuming: 8 of 24 block steps")
+    np.testing.assert_array_equal(resumed, whole_run)
+    assert set(np.unique(resumed[seeds == 8])) == {8}
+    # another mask is another job: not resumed into this output
+    with pytest.raises(Exception, match="already exists"):
+        plan_run(path, tmp_path / "b.zarr/labels", params(), **{**options, "mask_path": None})
