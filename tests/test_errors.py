@@ -86,3 +86,24 @@ def test_reference_api_refuses_with_project_errors():
     parameters = next(iter(processor.enumerate_parameters()))
     with pytest.raises(NotReadyError, match="call set_prediction"):
         processor.process(parameters, None)
+
+
+def test_a_bad_value_is_placed_in_the_layer_and_the_world():
+    """A crop's (or block's) voxel becomes the whole layer's index and napari's world
+    position (index times scale, plus translate); the error survives a process boundary."""
+    import pickle
+
+    from napari_mutex_watershed.errors import InvalidValuesError, with_world_position
+
+    in_crop = InvalidValuesError("affinities contain 1 NaN", 2, (1, 2, 3), "fix them")
+    assert str(in_crop) == "affinities contain 1 NaN in channel 2, first at voxel (1, 2, 3); fix them"
+    placed = pickle.loads(pickle.dumps(in_crop.at((10, 20, 30), (2, 1, 0.5), (8, 0, 0))))
+    assert placed.voxel == (1, 2, 3) and placed.channel == 2
+    assert str(placed) == ("affinities contain 1 NaN in channel 2, first at voxel (11, 22, 33), "
+                           "world position (30, 22, 16.5); fix them")
+    # a job's text (the full run's message) gets the same position, once
+    text = f"even step, block (0, 1, 0): {in_crop.at((10, 20, 30))}"
+    assert with_world_position(text, (2, 1, 0.5), (8, 0, 0)) == (
+        "even step, block (0, 1, 0): affinities contain 1 NaN in channel 2, first at voxel "
+        "(11, 22, 33), world position (30, 22, 16.5); fix them")
+    assert with_world_position(str(placed), (2, 1, 0.5), (8, 0, 0)) == str(placed)

@@ -4,6 +4,8 @@ Every refusal is one of these, with a message that fits on one line and says wha
 Fronts (CLI, widget) match them by type.
 """
 
+import re
+
 
 class MutexWatershedError(Exception):
     """Base of every error this package raises on purpose."""
@@ -24,26 +26,60 @@ class InvalidInputError(MutexWatershedError, ValueError):
 class InvalidValuesError(InvalidInputError):
     """Affinity values that cannot be segmented (NaN, inf, floats outside 0..1), at a voxel.
 
-    ``voxel`` is relative to the array that was checked; ``at(origin)`` says where that array
-    starts, so a block or a crop can report the voxel in the input's own coordinates.
+    ``voxel`` is relative to the array that was checked; ``at(origin, scale, translate)``
+    says where that array starts in the whole layer or input (a crop, a block) and, given
+    the layer's scale and translate, the message adds the voxel's world position.
     """
 
-    def __init__(self, problem: str, channel: int, voxel, advice: str = "", origin=None):
+    def __init__(self, problem: str, channel: int, voxel, advice: str = "", origin=None,
+                 scale=None, translate=None):
         self.problem = problem
         self.channel = int(channel)
         self.voxel = tuple(int(v) for v in voxel)
         self.advice = advice
         self.origin = tuple(int(v) for v in origin) if origin is not None else None
+        self.scale = tuple(float(v) for v in scale) if scale is not None else None
+        self.translate = tuple(float(v) for v in translate) if translate is not None else None
         where = self.voxel if self.origin is None else tuple(
             v + o for v, o in zip(self.voxel, self.origin))
-        super().__init__(f"{problem} in channel {self.channel}, first at voxel {where}"
+        place = f"{VOXEL_AT}{where}"
+        if self.scale is not None:
+            place += world_position(where, self.scale, self.translate)
+        super().__init__(f"{problem} in channel {self.channel}, {place}"
                          + (f"; {advice}" if advice else ""))
 
-    def at(self, origin) -> "InvalidValuesError":
-        """The same error with voxels counted from ``origin`` (the checked array's start)."""
+    def at(self, origin, scale=None, translate=None) -> "InvalidValuesError":
+        """The same error with voxels counted from ``origin`` (the checked array's start)
+        and, given ``scale`` (and ``translate``), their world position."""
         base = self.origin or (0,) * len(self.voxel)
         return InvalidValuesError(self.problem, self.channel, self.voxel, self.advice,
-                                  tuple(int(b) + int(o) for b, o in zip(base, origin)))
+                                  tuple(int(b) + int(o) for b, o in zip(base, origin)),
+                                  scale if scale is not None else self.scale,
+                                  translate if scale is not None else self.translate)
+
+    def __reduce__(self):  # pickled whole (the preview worker sends it to the widget)
+        return InvalidValuesError, (self.problem, self.channel, self.voxel, self.advice,
+                                    self.origin, self.scale, self.translate)
+
+
+#: How a message names a voxel (``InvalidValuesError``); ``with_world_position`` finds it.
+VOXEL_AT = "first at voxel "
+_VOXEL = re.compile(re.escape(VOXEL_AT) + r"\((-?\d+(?:, -?\d+)*)\)(?!, world)")
+
+
+def world_position(voxel, scale, translate=None) -> str:
+    """``", world position (...)"``: where ``voxel`` lies in napari's world coordinates
+    (data index times scale, plus translate)."""
+    translate = translate if translate is not None else (0.0,) * len(voxel)
+    world = ", ".join(f"{v * s + t:g}" for v, s, t in zip(voxel, scale, translate))
+    return f", world position ({world})"
+
+
+def with_world_position(message: str, scale, translate=None) -> str:
+    """``message`` (a job's text) with the world position after each voxel it names in the
+    layer's own indices."""
+    return _VOXEL.sub(lambda m: m.group(0) + world_position(
+        [int(v) for v in m.group(1).split(",")], scale, translate), message)
 
 
 class NotVisible(MutexWatershedError, ValueError):

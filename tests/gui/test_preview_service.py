@@ -99,6 +99,23 @@ def test_errors_come_back_as_messages(service, volume):
     assert result.error is None
 
 
+def test_a_bad_value_is_named_in_the_layers_coordinates(service, volume):
+    """The worker only sees its crop: the message gives the voxel of the whole layer and its
+    world position, from the crop's start and the layer's scale and translate."""
+    from napari_mutex_watershed.gui.visible_region import Region
+
+    affinities, parameters = volume
+    broken = affinities.copy()
+    broken[1, 2, 3, 4] = np.inf
+    region = Region((100, 200, 300), (116, 248, 348), (100, 200, 300), (116, 248, 348))
+    meta = {"region": region, "scale": (40.0, 4.0, 4.0), "translate": (1000.0, 0.0, -8.0)}
+    service.submit(request(22, broken, parameters, key=("inf",), meta=meta))
+    (result,) = wait(service)
+    assert result.labels is None
+    assert "in channel 1, first at voxel (102, 203, 304), world position (5080, 812, 1208)" in (
+        result.error), result.error
+
+
 def test_seeds_and_mask_are_used(service, volume):
     affinities, parameters = volume
     mask = np.ones(affinities.shape[1:], bool)

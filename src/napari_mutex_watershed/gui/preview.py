@@ -78,6 +78,16 @@ class PreviewResult:
     meta: dict = field(default_factory=dict)
 
 
+def placed_error(info: dict, meta: dict) -> str:
+    """A worker's error message; a bad value's voxel (which the worker counts from its crop)
+    as the index in the whole layer and, given ``meta["scale"]``/``["translate"]`` (the
+    layer's spatial ones), its world position."""
+    invalid, region = info.get("invalid"), meta.get("region")
+    if invalid is None or region is None:
+        return info["error"]
+    return str(invalid.at(region.start, meta.get("scale"), meta.get("translate")))
+
+
 _EOF = ("eof", None)
 
 
@@ -477,8 +487,8 @@ class PreviewService:
                 self._put(PreviewResult(info["id"], labels, None, info["seconds"], elapsed,
                                         request.meta))
             else:
-                self._put(PreviewResult(info["id"], None, info["error"], 0.0, elapsed,
-                                        request.meta))
+                self._put(PreviewResult(info["id"], None, placed_error(info, request.meta),
+                                        0.0, elapsed, request.meta))
             return
         if not active.alive():
             self._report_crash(active, request)

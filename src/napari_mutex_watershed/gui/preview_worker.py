@@ -76,7 +76,7 @@ def serve(requests, answers) -> None:
     same view sends only the parameters."""
     started = time.perf_counter()
     from ..engine import segment
-    from ..errors import MutexWatershedError
+    from ..errors import InvalidValuesError, MutexWatershedError
     from ..parameters import WatershedParameters
 
     _warm_up(segment, WatershedParameters)
@@ -99,8 +99,10 @@ def serve(requests, answers) -> None:
             parameters = WatershedParameters.from_json(message["parameters"])
             labels = segment(crop, parameters, mask=message["mask"], seeds=message["seeds"])
             labels = np.ascontiguousarray(labels[message["shown"]])
-        except MutexWatershedError as error:
-            write_frame(answers, ("error", {"id": message["id"], "error": str(error)}))
+        except MutexWatershedError as error:  # a bad value's voxel is placed by the widget
+            write_frame(answers, ("error", {"id": message["id"], "error": str(error),
+                                            "invalid": error if isinstance(
+                                                error, InvalidValuesError) else None}))
             continue
         except Exception as error:  # report, keep serving
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
