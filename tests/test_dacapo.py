@@ -34,7 +34,7 @@ from napari_mutex_watershed.dacapo import (
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
 from napari_mutex_watershed.dacapo import arrays as arrays_module
 from napari_mutex_watershed.dacapo import post_processor as post_processor_module
-from napari_mutex_watershed.storage import write_affinities
+from napari_mutex_watershed.storage import write_affinities, write_labels
 from napari_mutex_watershed.synthetic import sample_volume
 from napari_mutex_watershed.dacapo import WATERSHED_WORKER
 
@@ -312,6 +312,33 @@ def test_process_equals_the_cli(sample, sweep, tmp_path):
     expected = zarr.open_array(str(cli_output / "0"), mode="r")  # OME-Zarr labels, level 0
     assert expected.dtype == output.dtype
     assert np.array_equal(expected[:], output[output.roi])
+
+
+@pytest.mark.slow
+def test_process_takes_a_mask_and_seeds(sample, tmp_path):
+    identifier, _, truth, offsets = sample
+    mask = np.ones(truth.shape, np.uint8)
+    mask[:, :, 48:] = 0
+    seeds = np.zeros(truth.shape, np.uint32)
+    seeds[2:22, 30, 30] = 77  # through both blocks along z
+    write_labels(tmp_path / "g.zarr/mask", mask, voxel_size=VOXEL_SIZE)
+    write_labels(tmp_path / "g.zarr/seeds", seeds, voxel_size=VOXEL_SIZE)
+    write_labels(tmp_path / "g.zarr/other_grid", mask)  # voxel size (1, 1, 1)
+    post_processor = WatershedPostProcessor(offsets, bias_values=[0.5],
+                                            context_values=[BASE["context"]])
+    post_processor.set_prediction(identifier)
+    parameters = next(iter(post_processor.enumerate_parameters()))
+    output = post_processor.process(
+        parameters, LocalArrayIdentifier(tmp_path / "o.zarr", "labels"), num_workers=2,
+        block_size=BLOCK, mask_array_identifier=LocalArrayIdentifier(tmp_path / "g.zarr", "mask"),
+        seeds_array_identifier=LocalArrayIdentifier(tmp_path / "g.zarr", "seeds"))
+    labels = output[output.roi]
+    assert not labels[mask == 0].any() and labels[mask > 0].any()
+    assert set(np.unique(labels[seeds == 77])) == {77}
+    with pytest.raises(InvalidInputError, match="must share one voxel grid"):
+        post_processor.process(
+            parameters, LocalArrayIdentifier(tmp_path / "o2.zarr", "labels"),
+            mask_array_identifier=LocalArrayIdentifier(tmp_path / "g.zarr", "other_grid"))
 
 
 @pytest.mark.slow

@@ -310,6 +310,9 @@ class WatershedPostProcessor(PostProcessor):
         output_array_identifier: LocalArrayIdentifier,
         num_workers: int = 16,
         block_size: Coordinate = DEFAULT_BLOCK_SIZE,
+        *,
+        mask_array_identifier: LocalArrayIdentifier | None = None,
+        seeds_array_identifier: LocalArrayIdentifier | None = None,
     ) -> ZarrArray:
         """Segment the prediction blockwise into ``output_array_identifier`` (uint32/uint64).
 
@@ -317,6 +320,9 @@ class WatershedPostProcessor(PostProcessor):
         in its own process tree with ``num_workers`` worker processes and blocks of
         ``block_size`` voxels; an existing array at the output is replaced. Returns the
         output array. The result equals the CLI's ``segment`` with the same parameters.
+        ``mask_array_identifier`` and ``seeds_array_identifier`` name arrays on the
+        prediction's voxel grid (the CLI's ``--mask`` and ``--seeds``): voxels where the mask
+        is 0 stay 0, and each seed id is one object carrying that id.
         """
         from ..blockwise.launch import segment_blockwise_zarr
 
@@ -325,6 +331,13 @@ class WatershedPostProcessor(PostProcessor):
                 f"expected WatershedPostProcessorParameters, got {type(parameters).__name__}"
             )
         watershed = self.watershed_parameters(parameters)
+        guides = {}
+        for name, identifier in (("mask", mask_array_identifier),
+                                 ("seeds", seeds_array_identifier)):
+            if identifier is not None and not isinstance(identifier, LocalArrayIdentifier):
+                raise UsageError(f"{name}_array_identifier must be a LocalArrayIdentifier, got "
+                                 f"{type(identifier).__name__}")
+            guides[f"{name}_path"] = identifier.path if identifier is not None else None
         segment_blockwise_zarr(
             self.prediction_array_identifier.path,
             output_array_identifier.path,
@@ -334,6 +347,7 @@ class WatershedPostProcessor(PostProcessor):
             num_workers=num_workers,
             overwrite=True,
             progress="none",
+            **guides,
         )
         return ZarrArray.open_from_array_identifier(output_array_identifier)
 
