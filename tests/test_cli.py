@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_mutex_watershed import cli
+from napari_mutex_watershed import WatershedParameters, cli
+from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE
 from napari_mutex_watershed.blockwise.launch import work_dir_for
+from napari_mutex_watershed.parameters import DEFAULT_MIN_SIZE
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -116,3 +118,20 @@ def test_sample_overwrites_only_a_sample(tmp_path):
     assert refused.returncode == 1
     assert "ground_truth exists and is not an output of napari-mutex-watershed" in refused.stderr
     assert zarr.open_array(str(tmp_path / "s.zarr/ground_truth"))[0, 0, 0] == 12345
+
+
+def test_the_default_min_size_applies_and_zero_keeps_every_segment(volume, tmp_path):
+    """The CLI and the model share one default: no segment under it, and it is recorded."""
+    path, _ = volume
+    counts = {}
+    for name, extra in (("default", []), ("zero", ["--min-size", "0"])):
+        output = tmp_path / f"in.zarr/{name}"
+        result = run("segment", path, output, "--progress", "none", *extra)
+        assert result.returncode == 0, result.stderr
+        level0 = zarr.open_array(str(output / "0"), mode="r")
+        stored = WatershedParameters.model_validate(level0.attrs[PARAMETERS_ATTR])
+        sizes = np.bincount(np.asarray(level0[:]).ravel())[1:]
+        counts[name] = sizes[sizes > 0]
+        assert stored.min_size == (DEFAULT_MIN_SIZE if name == "default" else 0)
+    assert counts["default"].min() >= DEFAULT_MIN_SIZE
+    assert counts["zero"].min() < DEFAULT_MIN_SIZE and len(counts["zero"]) > len(counts["default"])

@@ -9,14 +9,19 @@ import pytest
 from pydantic import ValidationError
 
 from napari_mutex_watershed import WatershedParameters
-from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D, is_nearest_neighbour
+from napari_mutex_watershed.parameters import (
+    DEFAULT_MIN_SIZE,
+    OFFSETS_2D,
+    OFFSETS_3D,
+    is_nearest_neighbour,
+)
 
 
 def test_defaults():
     p = WatershedParameters()
     assert p.offsets == OFFSETS_3D and p.ndim == 3
     assert p.bias is None and p.bias_short == 0.5 and p.bias_long == 0.7
-    assert p.threshold == 0 and p.sigma == 0 and p.min_size == 0
+    assert p.threshold == 0 and p.sigma == 0 and p.min_size == DEFAULT_MIN_SIZE == 20
     assert p.strides is None and not p.randomized_strides and not p.invert
 
 

@@ -30,6 +30,12 @@ Offset = tuple[int, ...]
 OFFSETS_3D: list[Offset] = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
 OFFSETS_2D: list[Offset] = [(1, 0), (0, 1), (9, 0), (0, 9)]
 
+#: Segments smaller than this become background by default: on the sample and on real neuron
+#: crops it removes every single-voxel segment and brings ids from 50-290 per object to 2-7,
+#: for at most +0.0024 ARAND on the neuron crops (benchmarks/choose_min_size.py,
+#: docs/parameters.md).
+DEFAULT_MIN_SIZE = 20
+
 #: Above this many distinct seed ids mwatershed's quadratic seed cost becomes seconds.
 MANY_SEEDS = 1000
 
@@ -85,10 +91,11 @@ class WatershedParameters(BaseModel):
         "watershed; suppresses noise-driven splits. 0 = off.",
     )
     min_size: int = Field(
-        default=0,
+        default=DEFAULT_MIN_SIZE,
         ge=0,
         title="Minimum size",
-        description="Segments with fewer voxels than this become background (0).",
+        description="Segments with fewer voxels than this become background (0); 0 keeps "
+        "every segment, down to single voxels.",
     )
     strides: list[int] | None = Field(
         default=None,

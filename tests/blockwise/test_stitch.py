@@ -12,7 +12,9 @@ from napari_mutex_watershed.errors import IncompleteRunError, MutexWatershedErro
 
 
 def make_plan(tmp_path, n_blocks, **parameters) -> BlockwisePlan:
-    """A 1 x n_blocks grid of 4 x 4 blocks (2D); only the records matter here."""
+    """A 1 x n_blocks grid of 4 x 4 blocks (2D); only the records matter here. Segments of
+    every size are kept unless ``min_size`` is given."""
+    parameters.setdefault("min_size", 0)
     plan = BlockwisePlan(
         input_path=str(tmp_path / "in.zarr"),
         output_path=str(tmp_path / "out.zarr"),

@@ -83,11 +83,12 @@ def test_all_zero_affinities_give_background(params_3d):
 
 def test_more_bias_more_segments(sample_3d):
     affs, _, offsets = sample_3d
-    uniform = [n_segments(segment(affs, WatershedParameters(offsets=offsets, bias=b)))
+    # min_size 0: the size filter would hide the fragments more bias makes
+    uniform = [n_segments(segment(affs, WatershedParameters(offsets=offsets, bias=b, min_size=0)))
                for b in (0.2, 0.35, 0.5, 0.6)]
     assert all(a < b for a, b in zip(uniform, uniform[1:])), uniform
     short = [
-        n_segments(segment(affs, WatershedParameters(offsets=offsets, bias_short=b)))
+        n_segments(segment(affs, WatershedParameters(offsets=offsets, bias_short=b, min_size=0)))
         for b in (0.2, 0.3, 0.4, 0.5)
     ]
     assert all(a < b for a, b in zip(short, short[1:])), short
@@ -447,7 +448,7 @@ def test_first_voxel_singleton_is_its_own_segment():
     affs[0, 0, 0] = 0.6  # 0-1 attracts weakly
     affs[0, 0, 1] = 0.9  # 1-2 attracts strongly
     affs[1, 0, 0] = 0.0  # 0-2 repels strongest, before 0-1 is looked at
-    params = WatershedParameters(offsets=offsets, bias=0.5)
+    params = WatershedParameters(offsets=offsets, bias=0.5, min_size=0)
     raw = mwatershed.agglom(affs.astype(np.float64) - 0.5, [list(o) for o in offsets])
     assert raw[0, 0] == 0 and raw[0, 1] != 0, "the kernel's corner case this test is about"
     labels = segment(affs, params)
@@ -462,7 +463,7 @@ def test_first_voxel_restore_honours_strides():
     affs[0, 0, :2] = [0.6, 0.9]  # 0-1 weak, 1-2 strong
     affs[1, 0, 0] = 0.0  # mutex 0-2 (kept by the stride)
     affs[1, 0, 3] = 0.9  # 3-5 attracts, but position 3 is skipped with stride 2
-    params = WatershedParameters(offsets=offsets, bias=0.5, strides=[1, 2])
+    params = WatershedParameters(offsets=offsets, bias=0.5, strides=[1, 2], min_size=0)
     labels = segment(affs, params)
     assert same_partition(labels, np.array([[1, 2, 2, 0, 0, 0]]))
 
@@ -472,7 +473,8 @@ def test_first_voxel_singleton_with_seeds_elsewhere():
     affs = np.zeros((2, 1, 3), np.float32)
     affs[0, 0, :2] = [0.6, 0.9]
     seeds = np.array([[0, 0, 4]], np.uint64)
-    labels = segment(affs, WatershedParameters(offsets=offsets, bias=0.5), seeds=seeds)
+    labels = segment(affs, WatershedParameters(offsets=offsets, bias=0.5, min_size=0),
+                     seeds=seeds)
     assert labels.tolist() == [[5, 4, 4]]
 
 

@@ -52,7 +52,7 @@ def reference(affinities, tmp_path_factory):
     done = segment(source, root / "plain.zarr/labels")
     assert done.returncode == 0, done.stderr
     labels = level0(root / "plain.zarr/labels")
-    assert len(np.unique(labels)) > 20
+    assert len(np.unique(labels)) > 8  # a real segmentation: equality below means something
     return labels
 
 

@@ -22,7 +22,7 @@ from pydantic import (
 
 from ..blockwise.plan import DEFAULT_BLOCK_SIZE as blockwise_default_block_size
 from ..errors import InvalidInputError, NotReadyError, UsageError
-from ..parameters import WatershedParameters, validation_problems
+from ..parameters import DEFAULT_MIN_SIZE, WatershedParameters, validation_problems
 from .arrays import LocalArrayIdentifier, ZarrArray
 
 #: DaCapo's bias grid: ``enumerate_parameters`` yields one run per value.
@@ -81,7 +81,8 @@ class WatershedPostProcessorParameters(PostProcessorParameters):
         default=0.0, ge=0.0, le=10.0,
         description="Gaussian smoothing of the affinities, in voxels (0: off).",
     )
-    min_size: int = Field(default=0, ge=0, description="Segments with fewer voxels become 0.")
+    min_size: int = Field(default=DEFAULT_MIN_SIZE, ge=0,
+                          description="Segments with fewer voxels become 0.")
     bias: float = Field(
         default=0.5, ge=0.0, le=1.0,
         description="One bias for every offset: weight = affinity - bias; larger splits more.",
@@ -233,7 +234,7 @@ class WatershedPostProcessor(PostProcessor):
         bias_values: Iterable[float] = DEFAULT_BIAS_VALUES,
         threshold_values: Iterable[float] = (0.0,),
         sigma_values: Iterable[float] = (0.0,),
-        min_size_values: Iterable[int] = (0,),
+        min_size_values: Iterable[int] = (DEFAULT_MIN_SIZE,),
         context_values: Iterable[Sequence[int]] | None = None,
     ):
         try:
