@@ -1,0 +1,104 @@
+"""A Labels layer added in short main-thread steps (gui/layers.py), in a real viewer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import zarr
+from main_thread import LIMIT, recording_callbacks
+from patience import patience, patience_ms
+
+from napari_mutex_watershed.errors import InvalidInputError
+from napari_mutex_watershed.gui import callback_time
+from napari_mutex_watershed.gui.layers import add_labels_without_blocking
+from napari_mutex_watershed.gui.run_layers import open_result
+from napari_mutex_watershed.storage import write_affinities
+from napari_mutex_watershed.synthetic import sample_volume
+
+pytestmark = pytest.mark.gui
+
+VOXEL, OFFSET = (2, 1, 1), (8, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """A real blockwise result: OME-Zarr labels with a pyramid, as a full run writes it."""
+    root = tmp_path_factory.mktemp("arrival")
+    affinities, _, offsets = sample_volume((24, 64, 64), seed=3)
+    source = write_affinities(root / "in.zarr/affinities", affinities, offsets,
+                              voxel_size=VOXEL, offset=OFFSET)
+    done = subprocess.run([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
+                           str(source), str(root / "in.zarr/labels"), "--block-size", "12",
+                           "32", "32", "--progress", "none"],
+                          capture_output=True, text=True, timeout=patience(100), check=False)
+    assert done.returncode == 0, done.stderr
+    return root / "in.zarr/labels"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer_proxy, qtbot):
+    viewer = make_napari_viewer_proxy(show=True, ensure_main_thread=True)
+    viewer.add_image(np.zeros((24, 64, 64), np.float32), scale=VOXEL, translate=OFFSET)
+    qtbot.wait(300)  # the viewer's first drawing is not the add
+    return viewer
+
+
+def test_a_result_arrives_in_short_main_thread_steps(viewer, result, qtbot):
+    """Opened in a thread, then built hidden, inserted and shown in three turns of the event
+    loop, none of which holds the main thread for LIMIT of CPU time (napari's one
+    ``add_labels`` call held it 0.1-0.2 s: benchmarks/bench_layer_add.py)."""
+    arrived, opened_on_main = [], []
+
+    def open_levels():
+        opened_on_main.append(threading.current_thread() is threading.main_thread())
+        return open_result(result)
+
+    with recording_callbacks() as records:
+        arrival = add_labels_without_blocking(
+            viewer, open_levels, record="test.add_layer", position=0, name="result",
+            scale=VOXEL, translate=OFFSET, then=arrived.append)
+        assert not arrival.done and "result" not in viewer.layers  # nothing added yet
+        qtbot.waitUntil(lambda: bool(arrived), timeout=patience_ms(10))
+
+    layer = arrived[0]
+    assert opened_on_main == [False]
+    assert arrival.done and arrival.layer is layer and layer in viewer.layers
+    assert viewer.layers[0].name == "result"  # (the proxy viewer wraps what it returns)
+    assert layer.visible and layer.multiscale and hasattr(layer.data[0], "dask")  # lazy
+    np.testing.assert_allclose(layer.scale, VOXEL)
+    np.testing.assert_allclose(layer.translate, OFFSET)
+    np.testing.assert_array_equal(np.asarray(layer.data[0]),
+                                  zarr.open_array(str(result / "0"), mode="r")[:])
+    adding = records["test.add_layer"]
+    assert adding.calls == 3, callback_time.table()
+    assert adding.longest_cpu < LIMIT, (
+        f"a step of the add held the main thread {adding.longest_cpu * 1000:.0f} ms of CPU "
+        f"time\n{callback_time.table()}")
+
+
+def test_a_failed_open_is_reported_and_adds_nothing(viewer, qtbot):
+    failures, arrived = [], []
+
+    def refuse():
+        raise InvalidInputError("not an output")
+
+    arrival = add_labels_without_blocking(viewer, refuse, record="test.add_layer",
+                                          name="result", then=arrived.append,
+                                          failed=failures.append)
+    qtbot.waitUntil(lambda: arrival.done, timeout=patience_ms(10))
+    assert [str(error) for error in failures] == ["not an output"]
+    assert not arrived and "result" not in viewer.layers
+
+
+def test_a_cancelled_arrival_adds_nothing(viewer, qtbot):
+    arrived = []
+    arrival = add_labels_without_blocking(viewer, np.ones((24, 64, 64), np.uint32),
+                                          record="test.add_layer", name="result",
+                                          then=arrived.append)
+    arrival.cancel()
+    qtbot.wait(300)
+    assert not arrived and "result" not in viewer.layers and arrival.layer is None
