@@ -47,6 +47,7 @@ def measure(case, affinities, offsets, ndisplay, repeat, app):
     import numpy as np
 
     from napari_mutex_watershed import segment
+    from napari_mutex_watershed.gui.preview_panel import PREVIEW_LAYER_NAME
     from napari_mutex_watershed.gui.widget import MutexWatershedWidget
 
     viewer = napari.Viewer(show=True)
@@ -54,19 +55,19 @@ def measure(case, affinities, offsets, ndisplay, repeat, app):
     viewer.add_image(affinities, name="affinities", metadata={"offsets": offsets})
     widget = MutexWatershedWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Mutex Watershed")
-    widget.max_box_3d.value = 96
-    widget.context_slices.value = 0
+    widget.preview_panel.max_box_3d.value = 96
+    widget.preview_panel.context_slices.value = 0
     viewer.dims.ndisplay = ndisplay
     _settle(app, 0.5)
     viewer.reset_view()
     _settle(app, 0.5)
 
-    widget.preview.value = True
-    _process_until(app, lambda: widget.last_result is not None)
-    region = widget.last_result.meta["region"]
+    widget.preview_panel.preview.value = True
+    _process_until(app, lambda: widget.preview_panel.last_result is not None)
+    region = widget.preview_panel.last_result.meta["region"]
     crop = np.ascontiguousarray(affinities[(slice(None),) + region.slices])
     kernel_offsets = [list(o) for o in offsets]
-    preview = viewer.layers["preview"]
+    preview = viewer.layers[PREVIEW_LAYER_NAME]
     updates = []
     preview.events.data.connect(lambda _event: updates.append(time.perf_counter()))
 
@@ -75,15 +76,15 @@ def measure(case, affinities, offsets, ndisplay, repeat, app):
     biases = [0.45, 0.55, 0.5, 0.6, 0.4, 0.52, 0.48]
     for i in range(repeat):
         # quiet between changes (rendering done), as after a user's slider release
-        _process_until(app, lambda: widget.service().is_idle())
+        _process_until(app, lambda: widget.preview_panel.service().is_idle())
         _settle(app, 1.0)
         before = len(updates)
         started = time.perf_counter()
-        widget.fields["bias_short"].value = biases[i % len(biases)]
+        widget.inputs.fields["bias_short"].value = biases[i % len(biases)]
         _process_until(app, lambda: len(updates) > before)
         latencies.append(updates[-1] - started)
-        compute.append(widget.last_result.compute_seconds)
-        parameters = widget.parameters()
+        compute.append(widget.preview_panel.last_result.compute_seconds)
+        parameters = widget.inputs.parameters()
         _settle(app, 1.0)
 
         shape = (-1,) + (1,) * (crop.ndim - 1)

@@ -100,8 +100,8 @@ def full_run(app, folder: Path):
     write_affinities(container / "affinities", affinities, offsets)
     viewer, widget = _viewer(app, sample=False)
     viewer.open(str(container / "affinities"), plugin="napari-mutex-watershed")
-    widget.affinities.value = viewer.layers["affinities"]
-    widget.set_parameters(WatershedParameters(offsets=offsets, bias_short=0.45, min_size=5))
+    widget.inputs.affinities.value = viewer.layers["affinities"]
+    widget.inputs.set_parameters(WatershedParameters(offsets=offsets, bias_short=0.45, min_size=5))
     panel = widget.full_run
     panel.block_size.value = "12, 32, 32"
     panel.confirm_overwrite = lambda path: True
@@ -116,17 +116,17 @@ def full_run(app, folder: Path):
 
 def preview(app, folder: Path):
     viewer, widget = _viewer(app)
-    widget.max_box_3d.value = 128
+    widget.preview_panel.max_box_3d.value = 128
     viewer.dims.ndisplay = 3
-    service = widget.service()
+    service = widget.preview_panel.service()
     _process_until(app, service.workers_ready)
     _settle(app, 0.5)
 
     def start():
-        widget.preview.value = True
+        widget.preview_panel.preview.value = True
 
     try:
-        return _measure(app, start, lambda: widget.last_result is not None)
+        return _measure(app, start, lambda: widget.preview_panel.last_result is not None)
     finally:
         widget.close_preview()
         viewer.close()
@@ -135,7 +135,7 @@ def preview(app, folder: Path):
 def sweep(app, folder: Path):
     viewer, widget = _viewer(app)
     viewer.dims.set_current_step(1, 32)
-    widget.context_slices.value = 31
+    widget.preview_panel.context_slices.value = 31
     panel = widget.sweep_panel
     panel.bias_values.value = "0.4, 0.6"
     panel.workers.value = 2

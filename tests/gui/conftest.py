@@ -74,6 +74,6 @@ def viewer_with_widget(make_napari_viewer_proxy, plugin_manager, sample_layers, 
     for data, kwargs, kind in sample_layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    widget.debounce_ms = 50
+    widget.preview_panel.debounce_ms = 50
     yield viewer, widget
     widget.close_preview()

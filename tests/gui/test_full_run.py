@@ -16,7 +16,7 @@ from patience import load_per_core, patience, patience_ms, wait_gone
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR, COMPLETE_ATTR, PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise import run_outputs
-from napari_mutex_watershed.gui import run_job, run_layers
+from napari_mutex_watershed.gui import full_run_panel, run_layers
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -76,7 +76,7 @@ def widget_on_layer(make_napari_viewer_proxy, affinities, offsets, name, block_s
     layer = viewer.add_image(affinities, name=name,
                              metadata={"offsets": [list(o) for o in offsets]})
     widget = dock_widget(viewer)
-    widget.affinities.value = layer
+    widget.inputs.affinities.value = layer
     panel = widget.full_run
     panel.block_size.value = ", ".join(map(str, block_size))
     return viewer, widget, panel
@@ -104,8 +104,8 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     viewer.open(str(container / "affinities"), plugin=PLUGIN)
     widget = dock_widget(viewer)
     layer = viewer.layers["affinities"]
-    widget.affinities.value = layer
-    widget.set_parameters(parameters)
+    widget.inputs.affinities.value = layer
+    widget.inputs.set_parameters(parameters)
     panel = widget.full_run
     panel.block_size.value = ", ".join(map(str, BLOCKS))
     assert panel.workers.value == 2
@@ -210,12 +210,28 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     # other parameters: the existing output is not replaced without confirmation
     refused = []
     monkeypatch.setattr(panel, "confirm_overwrite", lambda path: refused.append(path) or False)
-    widget.fields["bias_short"].value = 0.4
+    widget.inputs.fields["bias_short"].value = 0.4
     panel.start()
     wait_until_idle(qtbot, panel, seconds=10)
     assert refused == [output]
     assert panel.last_job is resumed  # nothing was started
     assert "Not started" in panel.run_status.value
+
+    # Start over: the old result layer goes at once (it would show what is being replaced),
+    # and the progress bar of the section counts the new run's steps
+    old = viewer.layers["labels_mws"]
+    monkeypatch.setattr(panel, "confirm_overwrite", lambda path: True)
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel.job is not None, timeout=patience_ms(20))
+    assert old not in viewer.layers
+    bar = panel.progress.bar
+    assert not bar.isHidden()  # (its section is folded: shown when unfolded)
+    wait_until_idle(qtbot, panel)
+    job = panel.last_job
+    assert job.returncode == 0 and "--overwrite" in job.command
+    blocks = next(m["total"] for m in job.progress if m["phase"] == "even")
+    assert bar.maximum() == 3 * blocks + 1 and bar.value() > 0  # steps: the blocks, the stitch
+    assert bar.isHidden() and panel.run_status.value.startswith("Done")
 
 
 def test_job_error_is_a_notification_with_its_message(
@@ -286,7 +302,7 @@ def test_output_in_use_is_refused_with_the_clis_line(
         assert len(errors) == 1 and line in errors[0] and "\n" not in errors[0], errors
 
         # taken between that check and the job's start: the job refuses with the same line
-        monkeypatch.setattr(run_job, "output_in_use", lambda output: None)
+        monkeypatch.setattr(full_run_panel, "output_in_use", lambda output: None)
         assert panel.start()
         wait_until_idle(qtbot, panel)
         job = panel.last_job
@@ -309,12 +325,26 @@ def test_result_parameters_restore_into_the_widget(
     viewer.open(str(container / "affinities"), plugin=PLUGIN)
     widget = dock_widget(viewer)
     panel = widget.full_run
-    assert widget.parameters() != parameters
+    assert widget.inputs.parameters() != parameters
     assert not panel.use_result.enabled
     (result,) = viewer.open(str(container / "labels_cli"), plugin=PLUGIN)
     viewer.layers.selection.active = result
     assert "carries the parameters" in panel.run_status.value
     assert panel.use_result.enabled
     panel.use_result.native.click()
-    assert widget.parameters() == parameters
+    assert widget.inputs.parameters() == parameters
     assert panel.block_size.value == ", ".join(map(str, BLOCKS))
+
+
+def test_cannot_run_is_recomputed_when_the_inputs_change(viewer_with_widget):
+    _viewer, widget = viewer_with_widget
+    panel, fields = widget.full_run, widget.inputs.fields
+    fields["channels"].value = "0, 1, 2, 3, 4, 9"
+    assert not panel.start() and panel.last_job is None
+    assert panel.run_status.value.startswith("Cannot run: Channels [9] do not exist")
+    fields["channels"].value = "0, 1, 2, 3"  # another problem: the text follows
+    assert panel.run_status.value.startswith("Cannot run: ")
+    assert "selects 4 channels" in panel.run_status.value
+    fields["channels"].value = ""
+    assert panel.run_status.value == "Ready to run."
+    assert panel.run_status.tooltip == panel.run_status.value

@@ -25,7 +25,7 @@ import json, os, sys
 import napari
 from qtpy.QtCore import QTimer
 from napari_mutex_watershed.gui.sample_data import sample_cells
-from napari_mutex_watershed.gui.widget import PREVIEW_LAYER_NAME
+from napari_mutex_watershed.gui.preview_panel import PREVIEW_LAYER_NAME
 
 with open(sys.argv[1], "a") as runs:
     runs.write(f"{os.getpid()}\\n")
@@ -33,17 +33,17 @@ viewer = napari.Viewer()
 for data, kwargs, kind in sample_cells():
     getattr(viewer, f"add_{kind}")(data, **kwargs)
 _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
-widget.preview.value = True
+widget.preview_panel.preview.value = True
 
 
 def check():
     shown = PREVIEW_LAYER_NAME in [layer.name for layer in viewer.layers]
-    if shown or widget.message.value:
+    if shown or widget.inputs.message.value:
         timer.stop()
         print(json.dumps({
-            "shown": shown, "message": widget.message.value,
+            "shown": shown, "message": widget.inputs.message.value,
             "shape": list(viewer.layers[PREVIEW_LAYER_NAME].data.shape) if shown else None,
-            "workers": list(widget.service().worker_pids().values()),
+            "workers": list(widget.preview_panel.service().worker_pids().values()),
         }), flush=True)
         os._exit(0)  # abruptly, as a crash would: the workers must end on their own
 
@@ -76,14 +76,14 @@ def test_widget_says_why_a_worker_cannot_start(viewer_with_widget, qtbot, monkey
     viewer, widget = viewer_with_widget
     monkeypatch.setattr(preview, "WORKER_MODULE", "napari_mutex_watershed.no_such_module")
     started = time.monotonic()
-    widget.preview.value = True
-    qtbot.waitUntil(lambda: "could not start" in widget.message.value,
+    widget.preview_panel.preview.value = True
+    qtbot.waitUntil(lambda: "could not start" in widget.inputs.message.value,
                     timeout=patience_ms(10))
     assert time.monotonic() - started < 10 * (1 + load_per_core())  # within seconds
-    assert "No module named napari_mutex_watershed.no_such_module" in widget.message.value
-    assert widget.status.value == "Preview failed"
+    assert "No module named napari_mutex_watershed.no_such_module" in widget.inputs.message.value
+    assert widget.preview_panel.status.value == "Preview failed"
     # once the worker can start again, the next change previews
-    widget.service().module = "napari_mutex_watershed.gui.preview_worker"
-    widget.fields["bias_short"].value = 0.55
-    qtbot.waitUntil(lambda: widget.last_result is not None, timeout=patience_ms(20))
-    assert widget.message.value == ""
+    widget.preview_panel.service().module = "napari_mutex_watershed.gui.preview_worker"
+    widget.inputs.fields["bias_short"].value = 0.55
+    qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None, timeout=patience_ms(20))
+    assert widget.inputs.message.value == ""

@@ -13,6 +13,7 @@ from patience import patience_ms
 
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
+from napari_mutex_watershed.gui.preview_panel import PREVIEW_LAYER_NAME
 from napari_mutex_watershed.gui.reader import napari_get_reader
 from napari_mutex_watershed.gui.sample_data import sample_cells
 from napari_mutex_watershed.parameters import OFFSETS_3D
@@ -152,14 +153,15 @@ def test_open_and_preview_in_napari(tmp_path, affinities, make_napari_viewer_pro
     assert layer.metadata["offsets"] == OFFSETS
     _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
     try:
-        assert widget.message.value == ""
+        assert widget.inputs.message.value == ""
         viewer.dims.set_point(1, 40 + 4 * 6)
-        widget.preview.value = True
-        qtbot.waitUntil(lambda: widget.last_result is not None, timeout=patience_ms(10))
-        assert widget.message.value == ""
-        region = widget.last_result.meta["region"]
+        widget.preview_panel.preview.value = True
+        qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
+                        timeout=patience_ms(10))
+        assert widget.inputs.message.value == ""
+        region = widget.preview_panel.last_result.meta["region"]
         assert region.shown_start[0] == 6
-        preview = viewer.layers["preview"]
+        preview = viewer.layers[PREVIEW_LAYER_NAME]
         np.testing.assert_allclose(preview.scale, (4, 2, 2))
         np.testing.assert_allclose(
             preview.translate, np.array([40, 20, 20]) + np.array([4, 2, 2]) * region.shown_start

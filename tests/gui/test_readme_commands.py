@@ -53,7 +53,7 @@ def check():
         os._exit(3)  # a modal dialog's loop would outlive viewer.close()
     widgets = [w for w in docks.values() if type(w).__name__ == "MutexWatershedWidget"]
     if widgets and viewer.layers and viewer.window._qt_window.isVisible():
-        state["widget_affinities"] = getattr(widgets[0].affinities.value, "name", None)
+        state["widget_affinities"] = getattr(widgets[0].inputs.affinities.value, "name", None)
         finish(state)
 
 

@@ -51,14 +51,14 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     # one layer per setting, named by it, in grid order, placed like the preview
     names = [layer.name for layer in panel.layers()]
     assert names == ["sweep bias=0.25", "sweep bias=0.50", "sweep bias=0.75"]
-    region = widget.current_region()
+    region = widget.preview_panel.current_region()
     affinities = viewer.layers["affinities"]
     crop = np.asarray(affinities.data[(slice(None),) + region.slices])
     truth = viewer.layers["ground truth"].data
     shown = tuple(slice(a, b) for a, b in zip(region.shown_start, region.shown_stop))
     expected_error = {}
     for layer, bias in zip(panel.layers(), (0.25, 0.5, 0.75)):
-        parameters = widget.parameters().model_copy(update={"bias": bias})
+        parameters = widget.inputs.parameters().model_copy(update={"bias": bias})
         labels = segment(crop, parameters)[region.shown_in_crop]
         np.testing.assert_array_equal(layer.data, labels)
         np.testing.assert_allclose(layer.scale, affinities.scale[1:])
@@ -66,7 +66,7 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
                                    + np.asarray(region.shown_start))
         expected_error[bias] = score(labels, truth[shown]).adapted_rand_error
     # the widget does not offer sweep layers as mask / seeds / ground truth
-    for combo in (panel.ground_truth, widget.mask, widget.seeds):
+    for combo in (panel.ground_truth, widget.inputs.mask, widget.inputs.seeds):
         offered = [layer.name for layer in combo.choices if layer is not None]
         assert "ground truth" in offered
         assert not [name for name in offered if name.startswith("sweep")]
@@ -82,6 +82,12 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     assert table.item(row, 1).text() == f"bias={best_bias:.2f}"
     assert table.item(row, 0).text() == "1"
     assert "best" in panel.status.value and f"bias={best_bias:.2f}" in panel.status.value
+    # only the best result shows: the others are hidden, not covering it
+    assert [layer.visible for layer in panel.layers()] == [
+        bias == best_bias for bias in (0.25, 0.5, 0.75)]
+    # every column fits the panel's width: nothing to scroll to
+    assert table.horizontalHeader().length() <= table.viewport().width()
+    assert table.columnWidth(1) > 0 and table.horizontalScrollBar().maximum() == 0
 
     # sortable: by adapted Rand error descending, the best row is last
     table.sortItems(2, Qt.SortOrder.DescendingOrder)
@@ -90,17 +96,23 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     assert errors == sorted(errors, reverse=True)
 
     # Apply copies the best row's parameters into the main widget
-    assert widget.parameters().bias is None
+    assert widget.inputs.parameters().bias is None
     table.clearSelection()
     applied = panel.apply()
     assert applied is panel.best_result
-    assert widget.parameters().bias == pytest.approx(best_bias)
-    assert widget.fields["bias"].value == str(best_bias)
+    assert widget.inputs.parameters().bias == pytest.approx(best_bias)
+    assert widget.inputs.fields["bias"].value == str(best_bias)
+    # ... and disables the per-offset biases the uniform bias replaces
+    assert not widget.inputs.fields["bias_short"].enabled
+    assert not widget.inputs.fields["bias_long"].enabled
     # ... or any selected row
     table.selectRow(0)
     assert panel.apply().setting.value("bias") != best_bias
-    assert widget.parameters().bias == pytest.approx(panel.selected_result().setting
-                                                     .value("bias"))
+    assert [layer.visible for layer in panel.layers()] == [  # the selected row's layer
+        layer.metadata["sweep_index"] == panel.selected_result().setting.index
+        for layer in panel.layers()]
+    assert widget.inputs.parameters().bias == pytest.approx(
+        panel.selected_result().setting.value("bias"))
 
     # the table as CSV
     path = panel.save_csv(tmp_path / "sweep.csv")
@@ -113,6 +125,7 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     # grid view is napari's grid mode, both ways
     panel.grid_view.value = True
     assert viewer.canvas.grid.enabled
+    assert all(layer.visible for layer in panel.layers())  # a cell each
     qtbot.wait(200)
     viewer.canvas.grid.enabled = False
     assert panel.grid_view.value is False
@@ -162,7 +175,7 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
     # a 2D view of the whole 64 x 128 x 128 sample with 31 context slices on each side:
     # seconds of computing per setting, one-slice result layers
     viewer.dims.set_current_step(1, 32)
-    widget.context_slices.value = 31
+    widget.preview_panel.context_slices.value = 31
     panel.bias_values.value = "0.4, 0.6"
     panel.workers.value = 2
     warm_up_workers(qtbot, panel, widget)
@@ -184,7 +197,7 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
 def warm_up_workers(qtbot, panel, widget):
     """Start the worker processes before measuring (as the widget's test does)."""
     sweeper = panel.sweeper()
-    parameters = widget.parameters().model_copy(update={"offsets": [(1, 0, 0), (0, 1, 0),
+    parameters = widget.inputs.parameters().model_copy(update={"offsets": [(1, 0, 0), (0, 1, 0),
                                                                     (0, 0, 1)]})
     task = {"affinities": np.zeros((3, 4, 4, 4), np.float32), "ground_truth": None,
             "mask": None, "seeds": None, "parameters": parameters.to_json()}
@@ -194,7 +207,7 @@ def warm_up_workers(qtbot, panel, widget):
 
 def test_cancel_stops_the_workers(panel, qtbot):
     viewer, widget, panel = panel
-    widget.max_box_3d.value = 128
+    widget.preview_panel.max_box_3d.value = 128
     viewer.dims.ndisplay = 3
     panel.bias_values.value = "0.3, 0.5, 0.7, 0.9"
     panel.workers.value = 2

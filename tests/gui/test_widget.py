@@ -12,7 +12,8 @@ from main_thread import assert_callbacks_short, recording_callbacks
 from patience import patience_ms
 
 from napari_mutex_watershed import WatershedParameters, segment
-from napari_mutex_watershed.gui.widget import OFFSETS_CUSTOM, PREVIEW_LAYER_NAME
+from napari_mutex_watershed.gui.parameter_widgets import OFFSETS_CUSTOM
+from napari_mutex_watershed.gui.preview_panel import PREVIEW_LAYER_NAME
 from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D
 
 pytestmark = pytest.mark.gui
@@ -29,20 +30,21 @@ def preview_layer(viewer):
 
 def wait_for_new_result(qtbot, widget, previous=None, seconds=PREVIEW_SECONDS):
     qtbot.waitUntil(
-        lambda: widget.last_result is not None and widget.last_result is not previous,
+        lambda: widget.preview_panel.last_result is not None
+        and widget.preview_panel.last_result is not previous,
         timeout=patience_ms(seconds),
     )
-    assert widget.message.value == "", widget.message.value
-    return widget.last_result
+    assert widget.inputs.message.value == "", widget.inputs.message.value
+    return widget.preview_panel.last_result
 
 
 def expected_labels(viewer, widget, parameters=None):
     """segment() on the crop the preview shows, computed here in the test process."""
     layer = viewer.layers["affinities"]
-    region = widget.last_result.meta["region"]
+    region = widget.preview_panel.last_result.meta["region"]
     data = layer.data[0] if layer.multiscale else layer.data
     crop = np.asarray(data[(slice(None),) + region.slices])
-    parameters = parameters or widget.parameters()
+    parameters = parameters or widget.inputs.parameters()
     return segment(crop, parameters)[region.shown_in_crop], region
 
 
@@ -60,36 +62,37 @@ def check_placement(viewer, region):
 # -------------------------------------------------------------------------------- widget
 def test_docks_through_the_manifest(viewer_with_widget):
     viewer, widget = viewer_with_widget
-    assert widget.affinities.value.name == "affinities"
-    assert widget.resolved_offsets() == (OFFSETS_3D, "")
-    assert widget.message.value == ""
+    assert widget.inputs.affinities.value.name == "affinities"
+    assert widget.inputs.resolved_offsets() == (OFFSETS_3D, "")
+    assert widget.inputs.message.value == ""
     # controls driven by the parameters model
     fields = WatershedParameters.model_fields
-    slider = widget.fields["bias_short"]
+    slider = widget.inputs.fields["bias_short"]
     assert slider.label == fields["bias_short"].title
     assert slider.tooltip == fields["bias_short"].description
     assert (slider.min, slider.max, slider.step) == (0.0, 1.0, 0.01)
     assert slider.value == fields["bias_short"].default
-    assert widget.fields["bias_long"].value == fields["bias_long"].default
-    assert set(widget.fields) == set(fields) - {"offsets"}
-    assert widget.parameters() == WatershedParameters(offsets=OFFSETS_3D)
+    assert widget.inputs.fields["bias_long"].value == fields["bias_long"].default
+    assert set(widget.inputs.fields) == set(fields) - {"offsets"}
+    assert widget.inputs.parameters() == WatershedParameters(offsets=OFFSETS_3D)
 
 
 def test_channel_offset_mismatch_is_a_message(viewer_with_widget, qtbot):
     viewer, widget = viewer_with_widget
     affinities = viewer.layers["affinities"].data
     viewer.add_image(affinities[:5], name="five channels")
-    widget.affinities.value = viewer.layers["five channels"]
-    assert "5 channels" in widget.message.value and "6 offsets" in widget.message.value
-    assert widget.message.visible
+    widget.inputs.affinities.value = viewer.layers["five channels"]
+    message = widget.inputs.message.value
+    assert "5 channels" in message and "6 offsets" in message
+    assert widget.inputs.message.visible
     # the preview does not start, and nothing raises
-    widget.preview.value = True
-    qtbot.waitUntil(lambda: "paused" in widget.status.value, timeout=patience_ms(1))
-    assert widget.last_result is None
+    widget.preview_panel.preview.value = True
+    qtbot.waitUntil(lambda: "paused" in widget.preview_panel.status.value, timeout=patience_ms(1))
+    assert widget.preview_panel.last_result is None
     # custom offsets that fit clear the message
-    widget.offsets_source.value = OFFSETS_CUSTOM
-    widget.offsets_text.value = "1,0,0; 0,1,0; 0,0,1; 3,0,0; 0,9,0"
-    assert widget.message.value == ""
+    widget.inputs.offsets_source.value = OFFSETS_CUSTOM
+    widget.inputs.offsets_text.value = "1,0,0; 0,1,0; 0,0,1; 3,0,0; 0,9,0"
+    assert widget.inputs.message.value == ""
     wait_for_new_result(qtbot, widget)
 
 
@@ -101,10 +104,10 @@ def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manage
     viewer.add_image(affinities, name="affinities")  # no offsets in the metadata
     _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
     try:
-        assert widget.resolved_offsets()[0] == OFFSETS_2D
-        assert "2D preset" in widget.message.value
-        widget.preview.value = True
-        qtbot.waitUntil(lambda: widget.last_result is not None,
+        assert widget.inputs.resolved_offsets()[0] == OFFSETS_2D
+        assert "2D preset" in widget.inputs.message.value
+        widget.preview_panel.preview.value = True
+        qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
                         timeout=patience_ms(PREVIEW_SECONDS))
         expected, region = expected_labels(viewer, widget)
         np.testing.assert_array_equal(preview_layer(viewer).data, expected)
@@ -126,12 +129,12 @@ def test_multiscale_seeds_and_deleted_preview(make_napari_viewer_proxy, plugin_m
                               scale=(2.0, 3.0), translate=(10.0, -4.0))
     _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
     try:
-        widget.debounce_ms = 50
-        widget.seeds.value = seeds
-        widget.preview.value = True
+        widget.preview_panel.debounce_ms = 50
+        widget.inputs.seeds.value = seeds
+        widget.preview_panel.preview.value = True
         first = wait_for_new_result(qtbot, widget)
         expected, region = expected_labels(viewer, widget)
-        expected = segment(affinities[(slice(None),) + region.slices], widget.parameters(),
+        expected = segment(affinities[(slice(None),) + region.slices], widget.inputs.parameters(),
                            seeds=seeds.data[region.slices])
         np.testing.assert_array_equal(preview_layer(viewer).data, expected)
         check_placement(viewer, region)
@@ -141,7 +144,7 @@ def test_multiscale_seeds_and_deleted_preview(make_napari_viewer_proxy, plugin_m
         seeds.paint((y, x), 77, refresh=True)
         second = wait_for_new_result(qtbot, widget, first)
         assert preview_layer(viewer).data[20, 20] == 77
-        expected = segment(affinities[(slice(None),) + region.slices], widget.parameters(),
+        expected = segment(affinities[(slice(None),) + region.slices], widget.inputs.parameters(),
                            seeds=seeds.data[region.slices])
         np.testing.assert_array_equal(preview_layer(viewer).data, expected)
 
@@ -160,14 +163,14 @@ def test_preview_follows_bias_pan_and_slice(viewer_with_widget, qtbot):
     viewer.dims.set_current_step(1, 30)
     camera.zoom = 4.0
     camera.center = (0, 60, 50)
-    widget.preview.value = True
+    widget.preview_panel.preview.value = True
     first = wait_for_new_result(qtbot, widget)
 
     # the region is what the canvas shows around the camera centre, on the current slice
     height, width = viewer.canvas.size
     region = first.meta["region"]
     assert region.shown_start[0] == 30 and region.shown_shape[0] == 1
-    assert region.start[0] == 30 - widget.context_slices.value
+    assert region.start[0] == 30 - widget.preview_panel.context_slices.value
     assert region.start[1] == max(int(np.floor(60 - height / 8 - 0.5)) + 1, 0)
     assert region.stop[1] == min(int(np.ceil(60 + height / 8 + 0.5)), 128)
     assert region.start[2] == max(int(np.floor(50 - width / 8 - 0.5)) + 1, 0)
@@ -177,7 +180,7 @@ def test_preview_follows_bias_pan_and_slice(viewer_with_widget, qtbot):
     check_placement(viewer, region)
 
     # a bias change recomputes the same crop
-    widget.fields["bias_short"].value = 0.62
+    widget.inputs.fields["bias_short"].value = 0.62
     second = wait_for_new_result(qtbot, widget, first)
     assert second.meta["parameters"].bias_short == pytest.approx(0.62)
     assert second.meta["region"] == first.meta["region"]
@@ -206,26 +209,26 @@ def test_preview_follows_bias_pan_and_slice(viewer_with_widget, qtbot):
 def test_newest_request_wins(viewer_with_widget, qtbot):
     viewer, widget = viewer_with_widget
     viewer.scene.camera.zoom = 3.0
-    widget.preview.value = True
+    widget.preview_panel.preview.value = True
     first = wait_for_new_result(qtbot, widget)
     applied = []
-    original = widget._apply
+    original = widget.preview_panel._apply
 
     def record(result):
         applied.append(result.id)
         original(result)
 
-    widget._apply = record
+    widget.preview_panel._apply = record
     for value in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
-        widget.fields["bias_short"].value = value
+        widget.inputs.fields["bias_short"].value = value
         qtbot.wait(15)
-    qtbot.waitUntil(lambda: widget.last_result.meta["parameters"].bias_short == 0.65,
+    qtbot.waitUntil(lambda: widget.preview_panel.last_result.meta["parameters"].bias_short == 0.65,
                     timeout=patience_ms(PREVIEW_SECONDS))
     assert applied == sorted(applied)
-    assert widget.last_result.id == widget._request_id
+    assert widget.preview_panel.last_result.id == widget.preview_panel._request_id
     expected, _ = expected_labels(viewer, widget)
     np.testing.assert_array_equal(preview_layer(viewer).data, expected)
-    assert first.id < widget.last_result.id
+    assert first.id < widget.preview_panel.last_result.id
 
 
 def test_3d_preview_is_capped_and_placed(viewer_with_widget, qtbot):
@@ -233,9 +236,9 @@ def test_3d_preview_is_capped_and_placed(viewer_with_widget, qtbot):
     viewer.layers["affinities"].translate = (0, 10, -5, 3)
     viewer.layers["affinities"].scale = (1, 2, 1, 1)
     viewer.reset_view()
-    widget.max_box_3d.value = 40
+    widget.preview_panel.max_box_3d.value = 40
     viewer.dims.ndisplay = 3
-    widget.preview.value = True
+    widget.preview_panel.preview.value = True
     result = wait_for_new_result(qtbot, widget)
     region = result.meta["region"]
     assert region.shape == (40, 40, 40)
@@ -248,14 +251,14 @@ def test_3d_preview_is_capped_and_placed(viewer_with_widget, qtbot):
 def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot):
 
     viewer, widget = viewer_with_widget
-    widget.max_box_3d.value = 128  # the whole 64 x 128 x 128 sample: more than a second
+    widget.preview_panel.max_box_3d.value = 128  # the whole 64 x 128 x 128 sample: over a second
     viewer.dims.ndisplay = 3
-    service = widget.service()  # start the workers before measuring
+    service = widget.preview_panel.service()  # start the workers before measuring
     qtbot.waitUntil(service.workers_ready, timeout=patience_ms(PREVIEW_SECONDS))
     qtbot.wait(500)
 
     with recording_callbacks() as records:
-        widget.preview.value = True
+        widget.preview_panel.preview.value = True
         result = wait_for_new_result(qtbot, widget)
 
     assert result.compute_seconds >= 1.0, "the preview was too fast to measure anything"
@@ -268,15 +271,15 @@ def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot)
 # -------------------------------------------------------------------------------- recovery
 def test_crashed_worker_is_replaced(viewer_with_widget, qtbot):
     viewer, widget = viewer_with_widget
-    widget.max_box_3d.value = 96
+    widget.preview_panel.max_box_3d.value = 96
     viewer.dims.ndisplay = 3
-    widget.preview.value = True
-    service = widget.service()
+    widget.preview_panel.preview.value = True
+    service = widget.preview_panel.service()
     qtbot.waitUntil(lambda: service.busy_pid() is not None, timeout=patience_ms(PREVIEW_SECONDS))
     os.kill(service.busy_pid(), signal.SIGKILL)
-    qtbot.waitUntil(lambda: "stopped unexpectedly" in widget.message.value,
+    qtbot.waitUntil(lambda: "stopped unexpectedly" in widget.inputs.message.value,
                     timeout=patience_ms(PREVIEW_SECONDS))
-    widget.max_box_3d.value = 32
+    widget.preview_panel.max_box_3d.value = 32
     wait_for_new_result(qtbot, widget)
     assert preview_layer(viewer).data.shape == (32, 32, 32)
 
@@ -290,14 +293,14 @@ def test_hung_worker_is_replaced(make_napari_viewer_proxy, plugin_manager, sampl
     widget = MutexWatershedWidget(viewer, preview_timeout=0.3)
     viewer.window.add_dock_widget(widget)
     try:
-        widget.max_box_3d.value = 64
+        widget.preview_panel.max_box_3d.value = 64
         viewer.dims.ndisplay = 3
-        widget.preview.value = True
-        qtbot.waitUntil(lambda: "longer than 0.3 s" in widget.message.value,
+        widget.preview_panel.preview.value = True
+        qtbot.waitUntil(lambda: "longer than 0.3 s" in widget.inputs.message.value,
                         timeout=patience_ms(PREVIEW_SECONDS))
-        assert widget.service().restarts >= 1
-        widget.service().timeout = 60
-        widget.max_box_3d.value = 24
+        assert widget.preview_panel.service().restarts >= 1
+        widget.preview_panel.service().timeout = 60
+        widget.preview_panel.max_box_3d.value = 24
         wait_for_new_result(qtbot, widget)
         assert preview_layer(viewer).data.shape == (24, 24, 24)
     finally:
@@ -307,27 +310,28 @@ def test_hung_worker_is_replaced(make_napari_viewer_proxy, plugin_manager, sampl
 # -------------------------------------------------------------------------------- settings
 def test_save_and_load_parameters(viewer_with_widget, tmp_path):
     _, widget = viewer_with_widget
-    widget.fields["bias_short"].value = 0.33
-    widget.fields["min_size"].value = 12
-    widget.fields["strides"].value = "1, 3, 3"
-    widget.fields["bias"].value = ""
+    widget.inputs.fields["bias_short"].value = 0.33
+    widget.inputs.fields["min_size"].value = 12
+    widget.inputs.fields["strides"].value = "1, 3, 3"
+    widget.inputs.fields["bias"].value = ""
     path = tmp_path / "run.json"
-    widget.save_parameters(path)
+    widget.inputs.save_parameters(path)
     saved = WatershedParameters.load(path)
     assert saved.bias_short == pytest.approx(0.33) and saved.min_size == 12
     assert saved.strides == [1, 3, 3] and saved.offsets == OFFSETS_3D
 
-    widget.reset_parameters()
-    assert widget.fields["bias_short"].value == 0.5 and widget.fields["strides"].value == ""
-    widget.load_parameters(path)
-    assert widget.parameters() == saved
+    widget.inputs.reset_parameters()
+    fields = widget.inputs.fields
+    assert fields["bias_short"].value == 0.5 and fields["strides"].value == ""
+    widget.inputs.load_parameters(path)
+    assert widget.inputs.parameters() == saved
 
     other = saved.model_copy(update={"offsets": [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0),
                                                  (0, 5, 0), (0, 0, 5)]})
     other.save(path)
-    widget.load_parameters(path)
-    assert widget.offsets_source.value == OFFSETS_CUSTOM
-    assert widget.parameters().offsets == other.offsets
+    widget.inputs.load_parameters(path)
+    assert widget.inputs.offsets_source.value == OFFSETS_CUSTOM
+    assert widget.inputs.parameters().offsets == other.offsets
 
 
 def test_values_are_remembered_between_sessions(make_napari_viewer_proxy, plugin_manager,
@@ -338,18 +342,18 @@ def test_values_are_remembered_between_sessions(make_napari_viewer_proxy, plugin
     viewer = make_napari_viewer_proxy(ensure_main_thread=True)
     viewer.add_image(sample_layers[0][0], **sample_layers[0][1])
     widget = MutexWatershedWidget(viewer)
-    widget.fields["bias_long"].value = 0.81
-    widget.fields["invert"].value = True
-    widget.context_slices.value = 5
+    widget.inputs.fields["bias_long"].value = 0.81
+    widget.inputs.fields["invert"].value = True
+    widget.preview_panel.context_slices.value = 5
     widget.remember()
     stored = json.loads(settings_path().read_text())
     assert stored["parameters"]["bias_long"] == pytest.approx(0.81)
 
     again = MutexWatershedWidget(viewer)
-    assert again.fields["bias_long"].value == pytest.approx(0.81)
-    assert again.fields["invert"].value is True
-    assert again.context_slices.value == 5
+    assert again.inputs.fields["bias_long"].value == pytest.approx(0.81)
+    assert again.inputs.fields["invert"].value is True
+    assert again.preview_panel.context_slices.value == 5
     # an unreadable settings file is ignored
     settings_path().write_text("{not json")
     fresh = MutexWatershedWidget(viewer)
-    assert fresh.fields["bias_long"].value == 0.7
+    assert fresh.inputs.fields["bias_long"].value == 0.7

@@ -60,6 +60,24 @@ def default_block_size(ndim: int) -> tuple[int, ...]:
     return DEFAULT_BLOCK_SIZE[ndim]
 
 
+def parse_block_size(text: str, ndim: int) -> tuple[int, ...]:
+    """'64, 64, 64', '64' (every axis) or '' (the CLI's default) as a block shape; a
+    ValueError says what to type instead."""
+    cleaned = text.strip().strip("[]()")
+    if not cleaned:
+        return default_block_size(ndim)
+    try:
+        values = tuple(int(v) for v in re.split(r"[,;\s]+", cleaned) if v)
+    except ValueError:
+        raise ValueError(f"Block size: cannot read {text!r}") from None
+    if len(values) == 1:
+        values = values * ndim
+    if len(values) != ndim or any(v < 1 for v in values):
+        raise ValueError(f"Block size: give {ndim} positive integers, e.g. "
+                         f"{', '.join(map(str, default_block_size(ndim)))}")
+    return values
+
+
 def content_hash(data, offsets, voxel_size, offset) -> str:
     """Hash of the layer data and what is written with it (runs off the main thread)."""
     digest = hashlib.blake2b(digest_size=16)

@@ -1,10 +1,10 @@
 """The Sweep section: run a grid of parameters on the preview region, look at every result
 side by side, score them against a (sparse) ground truth and apply the best.
 
-``SweepPanel(main_widget)`` is a magicgui Container that works with a
-``MutexWatershedWidget``: it takes the parameters from the widget's controls
-(``check()``), the crop from the widget's ``current_region()`` (the same crop the live
-preview segments), and applies a chosen row with ``set_parameters()``. The computation is
+``SweepPanel(viewer, region_of)`` is a magicgui Container: it sweeps around the latest
+``Inputs`` of the inputs panel (``set_inputs``), on the crop ``region_of(layer)`` gives (the
+preview's: the same crop the live preview segments), and sends a chosen row's parameters on
+``apply_requested``. The computation is
 ``sweep.Sweeper`` (worker processes, up to the worker count, started on the first sweep and
 kept warm); the panel polls it from a QTimer and only touches layers on the main thread.
 """
@@ -24,6 +24,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+from psygnal import Signal
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
@@ -48,13 +49,17 @@ from ..sweep import (
     write_csv,
 )
 from .callback_time import excluded, recorded
+from .inputs_panel import Inputs
 from .layers import PREVIEW_KEY, SWEEP_KEY, level0
 from .lifecycle import disconnect_all, stop_with_widget
 from .visible_region import NotVisible, placement
 
 LAYER_PREFIX = "sweep "
+#: Status texts that say why a sweep cannot start: recomputed when the inputs change.
+CANNOT_SWEEP = "Cannot sweep: "
 BEST_COLOUR = QColor(46, 125, 70)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+SETTING_COLUMN = [key for key, _ in COLUMNS].index("setting")
 INDEX_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -100,11 +105,14 @@ def _grid(viewer):
 class SweepPanel(Container):
     """Sweep bias (and threshold, min size) on the preview region; score, rank, apply."""
 
-    def __init__(self, main_widget, *, workers: int | None = None) -> None:
+    apply_requested = Signal(object)  # WatershedParameters of the applied row
+
+    def __init__(self, viewer, region_of, *, workers: int | None = None) -> None:
         super().__init__(labels=True, name="sweep")
         self.label = ""
-        self.main = main_widget
-        self.viewer = main_widget.viewer
+        self.viewer = viewer
+        self.region_of = region_of
+        self.inputs = Inputs()
         self.job = None
         self.results = []  # SweepResult of the current/last sweep, in arrival order
         self.best_result = None
@@ -118,7 +126,6 @@ class SweepPanel(Container):
         self._active = False
 
         cpus = os.cpu_count() or 1
-        self.heading = Label(name="sweep_heading", value="<b>Sweep</b>")
         self.bias_values = LineEdit(
             name="sweep_bias", label="Bias values",
             value=", ".join(f"{b:g}" for b in DEFAULT_BIASES),
@@ -176,8 +183,13 @@ class SweepPanel(Container):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
+        # the numbers take what they need, the setting the rest (cut, whole in its tooltip):
+        # every column fits the dock's width, with no horizontal scrolling
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(SETTING_COLUMN, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(24)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setMinimumHeight(150)
         self.table.setMaximumHeight(330)
         self.table.setToolTip(
@@ -201,18 +213,16 @@ class SweepPanel(Container):
         for row in (run_row, result_row):
             row.label = ""
             row.margins = (0, 0, 0, 0)
-        self.extend([self.heading, self.bias_values, self.threshold_values,
+        self.extend([self.bias_values, self.threshold_values,
                      self.min_size_values, self.ground_truth, self.workers, run_row,
                      self.status, result_row])
-        self.heading.label = ""
         # the table spans the whole width, between the status and the buttons below it
         self.native.layout().insertWidget(self.index(self.status) + 1, self.table)
-        self.native.layout().addStretch(1)  # extra height below, not between the rows
 
         self._timer = QTimer(self.native)
         self._timer.setInterval(50)
         self._timer.timeout.connect(self._poll)
-        # layers are removed one per turn of the event loop, and never hidden first: under
+        # layers are removed one per turn of the event loop, and shown again first: under
         # Xvfb/Mesa, napari 0.9 segfaults drawing after several Labels layers were removed
         # in one go, or after a hidden Labels layer was removed
         self._removal_timer = QTimer(self.native)
@@ -266,6 +276,15 @@ class SweepPanel(Container):
         if not self._closed:
             self.reset_choices()
 
+    @recorded("sweep.inputs")
+    def set_inputs(self, inputs: Inputs) -> None:
+        """The inputs changed: a refusal that is no longer true (or now says something
+        else) is recomputed."""
+        self.inputs = inputs
+        if not self.running and self.status.value.startswith(CANNOT_SWEEP):
+            refusal = inputs.problem if inputs.parameters is None else ""
+            self.status.value = CANNOT_SWEEP + refusal if refusal else ""
+
     # ------------------------------------------------------------------ running
     def sweeper(self) -> Sweeper:
         if self._sweeper is not None and self._sweeper.workers != self.workers.value:
@@ -295,48 +314,46 @@ class SweepPanel(Container):
         """Start a sweep on the current preview region; False (and a status) if it cannot."""
         if self.running or self._closed:
             return False
-        parameters, problem = self.main.check()
+        parameters, layer = self.inputs.parameters, self.inputs.layer
         if parameters is None:
-            self.status.value = f"Cannot sweep: {problem}"
+            self.status.value = CANNOT_SWEEP + self.inputs.problem
             return False
-        layer = self.main.affinities.value
         if layer is None:
-            self.status.value = "Cannot sweep: choose an affinities layer"
+            self.status.value = CANNOT_SWEEP + "choose an affinities layer"
             return False
         try:
-            region = self.main.current_region(layer)
+            region = self.region_of(layer)
         except NotVisible as reason:
-            self.status.value = f"Cannot sweep: {reason}"
+            self.status.value = CANNOT_SWEEP + str(reason)
             return False
         except ValueError as error:
-            self.status.value = f"Cannot sweep: {error}"
+            self.status.value = CANNOT_SWEEP + str(error)
             return False
         try:
             settings = self.settings(parameters)
         except ValueError as error:
-            self.status.value = f"Cannot sweep: {error}"
+            self.status.value = CANNOT_SWEEP + str(error)
             return False
         data = level0(layer)
         spatial = tuple(data.shape[1:])
         truth = self.ground_truth.value
         if truth is not None and tuple(level0(truth).shape) != spatial:
-            self.status.value = (f"Cannot sweep: ground truth '{truth.name}' has shape "
+            self.status.value = (CANNOT_SWEEP + f"ground truth '{truth.name}' has shape "
                                  f"{tuple(level0(truth).shape)}, the affinities' spatial "
                                  f"shape is {spatial}")
             return False
-        for other, what in ((self.main.mask.value, "mask"), (self.main.seeds.value, "seeds")):
+        mask, seeds = self.inputs.mask, self.inputs.seeds
+        for other, what in ((mask, "mask"), (seeds, "seeds")):
             if other is not None and tuple(level0(other).shape) != spatial:
-                self.status.value = f"Cannot sweep: the {what} has another shape"
+                self.status.value = CANNOT_SWEEP + f"the {what} has another shape"
                 return False
 
         shown = tuple(slice(a, b) for a, b in zip(region.shown_start, region.shown_stop))
         inputs = SweepInputs(
             affinities=_reader(data, (slice(None),) + region.slices),
             ground_truth=None if truth is None else _reader(level0(truth), shown),
-            mask=None if self.main.mask.value is None
-            else _reader(level0(self.main.mask.value), region.slices),
-            seeds=None if self.main.seeds.value is None
-            else _reader(level0(self.main.seeds.value), region.slices),
+            mask=None if mask is None else _reader(level0(mask), region.slices),
+            seeds=None if seeds is None else _reader(level0(seeds), region.slices),
             shown=region.shown_in_crop,
         )
         self._job_number += 1
@@ -421,7 +438,11 @@ class SweepPanel(Container):
     @recorded("sweep.remove_next")
     def _remove_next(self) -> None:
         if self._to_remove:
-            layer = self._to_remove.pop(0)
+            layer = self._to_remove[0]
+            if layer in self.viewer.layers and not layer.visible:
+                layer.visible = True  # (hidden by _show_only; removed at the next turn)
+                return
+            self._to_remove.pop(0)
             if layer in self.viewer.layers:
                 with excluded("sweep.remove_layer"):  # napari's work
                     self.viewer.layers.remove(layer)
@@ -500,6 +521,8 @@ class SweepPanel(Container):
             item.setData(INDEX_ROLE, result.setting.index)
             if result.error:
                 item.setToolTip(f"failed: {result.error}")
+            elif key == "setting":
+                item.setToolTip(text)
             self.table.setItem(row, column, item)
         self.table.setSortingEnabled(sorting)
         return row
@@ -517,6 +540,7 @@ class SweepPanel(Container):
         self.table.setSortingEnabled(True)
         self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
         self.best_result = best(self.results)
+        self._show_only(self.best_result)
         if self.best_result is not None:
             row = self.row_of(self.best_result.setting.index)
             font = QFont(self.table.font())
@@ -572,6 +596,8 @@ class SweepPanel(Container):
         result = self.selected_result()
         self.apply_button.enabled = (result is not None and result.error is None
                                      and not self.running)
+        if result is not None and not self.running:
+            self._show_only(result)  # the row's layer is the one to look at
 
     @recorded("sweep.apply")
     def apply(self, *_args):
@@ -579,7 +605,7 @@ class SweepPanel(Container):
         result = self.selected_result()
         if result is None or result.error is not None:
             return None
-        self.main.set_parameters(result.parameters)
+        self.apply_requested.emit(result.parameters)
         self.status.value = f"Applied {result.name} to the parameters above"
         return result
 
@@ -604,6 +630,21 @@ class SweepPanel(Container):
         grid = _grid(self.viewer)
         if grid.enabled != bool(on):
             grid.enabled = bool(on)
+        if not self.running:
+            self._show_only(self.best_result)
+
+    def _show_only(self, shown) -> None:
+        """Hide the sweep's layers but ``shown`` (default: the first that succeeded) so they
+        do not cover each other; in grid view every one has its own cell, all are shown."""
+        layers = self.layers()
+        if shown is None:
+            shown = next((r for r in self.results if r.error is None), None)
+        keep = None if shown is None else shown.setting.index
+        every = bool(_grid(self.viewer).enabled)
+        for layer in layers:
+            visible = every or layer.metadata.get("sweep_index") == keep
+            if layer.visible != visible:
+                layer.visible = visible
 
     @recorded("sweep.grid_changed")
     def _on_grid_changed(self, _event=None) -> None:

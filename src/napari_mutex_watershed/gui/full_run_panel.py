@@ -1,58 +1,70 @@
-"""The "Full run" section of the widget: controls, the job polled from a QTimer, napari's
-progress bar, notifications and the result Labels layer (layers only touched here, on the
-main thread). The job itself is ``blockwise.run_control``, its files ``blockwise.run_outputs``,
-its progress lines ``blockwise.progress``.
+"""The Full run section: the whole volume, blockwise, as a background job.
+
+The job, its command and its progress lines are ``blockwise.run_control`` and
+``blockwise.progress``, what its output is ``blockwise.run_outputs``; here are the controls,
+the QTimer that polls the job on the main thread, the progress bar (in the section and in
+napari's activity dock), notifications and the result Labels layer.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import shutil
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
+from magicgui.widgets import Container, Label, LineEdit, PushButton, SpinBox
+from psygnal import Signal
+from qtpy.QtCore import QTimer
+
 from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
-from ..blockwise.progress import ProgressTally
 from ..blockwise.run_control import KILL_AFTER, Job, build_command, shell_command
 from ..blockwise.run_outputs import (
     DEFAULT_OUTPUT_NAME,
     content_hash,
-    default_block_size,
     input_copy_path,
     output_in_use,
     output_state,
+    parse_block_size,
     stored_hash,
     write_input_copy,
 )
 from ..parameters import WatershedParameters
 from .callback_time import excluded, recorded
+from .inputs_panel import Inputs
 from .layers import BLOCK_SIZE_KEY, COMMAND_KEY, INPUT_KEY, OUTPUT_KEY, level0
 from .lifecycle import disconnect_all
+from .run_dialogs import ask_overwrite, ask_resume, choose_output
 from .run_layers import RunRequest, default_output, open_result, world_geometry, zarr_source
+from .run_progress import RunProgress
+from .sections import show_text, wrapping
+
+#: Status texts that say why a run cannot start: recomputed when the inputs change.
+CANNOT_RUN = "Cannot run: "
 
 
-# ---------------------------------------------------------------------------- the UI section
-class FullRunController:
-    """The "Full run" section of ``MutexWatershedWidget``: controls and job handling.
+class FullRunPanel:
+    """Workers, block size, output, Run/Cancel, progress and status of a full run (the
+    controls in ``section``).
 
-    ``owner`` is the widget: its ``check()`` gives the parameters, ``affinities`` the layer,
-    ``viewer`` the viewer, ``set_parameters`` restores parameters. Everything here runs on
-    the main thread; only file hashing/copying runs on a helper thread.
+    It runs on the latest ``Inputs`` (``set_inputs``); a result's parameters go out on
+    ``parameters_chosen``. Everything here runs on the main thread; only file
+    hashing/copying runs on a helper thread.
     """
+
+    parameters_chosen = Signal(object)  # WatershedParameters of a result layer
+    settings_changed = Signal()  # workers or block size changed (to remember)
 
     poll_ms = 50
     refresh_seconds = 1.0  # while relabelling, re-read the result at most this often
 
-    def __init__(self, owner) -> None:
-        from magicgui.widgets import Label, LineEdit, PushButton, SpinBox
-        from qtpy.QtCore import QTimer
-        from qtpy.QtWidgets import QSizePolicy
-
-        self._owner = weakref.ref(owner)
+    def __init__(self, viewer) -> None:
+        self.section = Container(name="full_run_section")
+        self.native = self.section.native
+        self.viewer = viewer
+        self.inputs = Inputs()
         self.command: list[str] = []
         self.job: Job | None = None
         self.last_job: Job | None = None  # the latest job, kept after it ended (inspection)
@@ -60,9 +72,7 @@ class FullRunController:
         self.result_layer = None
         self.max_retries: int | None = None  # None: the CLI's default
         self.last_error: str | None = None
-        self._pbar = None
-        self._tally = ProgressTally()
-        self._pbar_text = ""
+        self.progress = RunProgress()
         self._future: concurrent.futures.Future | None = None
         self._next = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -72,9 +82,6 @@ class FullRunController:
         self._pending: dict | None = None
         self._parameters_file: Path | None = None
 
-        self.header = Label(name="full_run_header", value="Full run: the whole volume, blockwise")
-        self.header.label = ""  # (magicgui turns label="" in the constructor into the name)
-        self.header.native.setStyleSheet("font-weight: bold; margin-top: 6px;")
         self.workers = SpinBox(
             name="workers", label="Workers", value=2, min=1, max=256,
             tooltip="Worker processes of the blockwise run (each segments one block at a time).",
@@ -95,57 +102,67 @@ class FullRunController:
         self.run_button = PushButton(
             name="run_button", text="Run",
             tooltip="Segment the whole affinities layer blockwise in a separate process "
-            "(the napari-mutex-watershed command). Progress shows in the activity dock.",
+            "(the napari-mutex-watershed command).",
         )
+        buttons = Container(widgets=[self.run_button, self.browse], layout="horizontal",
+                            labels=False, name="full_run_buttons")
+        buttons.margins = (0, 0, 0, 0)
         self.run_status = Label(name="run_status", value="")
-        self.run_status.label = ""
-        status = self.run_status.native
-        status.setWordWrap(True)
-        # a fixed size: new texts must not resize the dock (and the canvas)
-        status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self._status_height = status.fontMetrics().lineSpacing() * 3 + 4
-        status.setFixedHeight(self._status_height)
+        wrapping(self.run_status, 3)
+        self._status_height = self.run_status.native.maximumHeight()
         self.use_result = PushButton(
             name="use_result_parameters", text="Use parameters of selected result",
             tooltip="Load the parameters (and block size) a selected result layer was made "
             "with into the controls.",
         )
         self.use_result.enabled = False
-        self.widgets = [self.header, self.workers, self.block_size, self.output, self.browse,
-                        self.run_button, self.run_status, self.use_result]
+        self.section.extend([self.workers, self.block_size, self.output, buttons])
+        self.native.layout().addWidget(self.progress.bar)
+        self.section.extend([self.run_status, self.use_result])
 
-        self._timer = QTimer(owner.native)
+        self._timer = QTimer(self.native)
         self._timer.setInterval(self.poll_ms)
         self._timer.timeout.connect(self._tick)
-        self._kill_timer = QTimer(owner.native)
+        self._kill_timer = QTimer(self.native)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._tick)
 
         self.run_button.changed.connect(self._on_run_clicked)
-        self.workers.changed.connect(self._remember)
-        self.block_size.changed.connect(self._remember)
+        self.workers.changed.connect(self.settings_changed.emit)
+        self.block_size.changed.connect(self.settings_changed.emit)
         self.browse.changed.connect(self._browse)
         self.use_result.changed.connect(self.use_selected_result)
-        selection = owner.viewer.layers.selection.events.active
+        selection = viewer.layers.selection.events.active
         selection.connect(self._on_active_layer)
-        owner.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self._connections = [(selection, self._on_active_layer),
-                             (owner.viewer.layers.events.inserted, self._on_layer_inserted)]
+                             (viewer.layers.events.inserted, self._on_layer_inserted)]
         self.update_default_output()
 
     # ------------------------------------------------------------------ small helpers
-    @property
-    def owner(self):
-        owner = self._owner()
-        if owner is None:
-            raise RuntimeError("the widget is gone")
-        return owner
+    @recorded("full_run.inputs")
+    def set_inputs(self, inputs: Inputs) -> None:
+        """The inputs changed: a new default output, and a refusal that is no longer true
+        (or now says something else) recomputed."""
+        changed_layer = inputs.layer is not self.inputs.layer
+        self.inputs = inputs
+        if changed_layer:
+            self.update_default_output()
+        if not self.running and self.run_status.value.startswith(CANNOT_RUN):
+            refusal = self._refusal()
+            self._status(CANNOT_RUN + refusal if refusal else "Ready to run.")
 
-    def _remember(self, *_args) -> None:
-        owner = self._owner()
-        timer = getattr(owner, "_save_timer", None)
-        if timer is not None:
-            timer.start()  # the widget saves its remembered values shortly after
+    def _refusal(self) -> str:
+        """Why a run cannot start with the current inputs and settings ('' if it can)."""
+        inputs = self.inputs
+        if inputs.parameters is None or inputs.layer is None:
+            return inputs.problem
+        try:
+            self.block_size_value(level0(inputs.layer).ndim - 1)
+            self.output_path()
+        except Exception as error:  # ValueError, InvalidInputError
+            return str(error)
+        return ""
 
     @property
     def running(self) -> bool:
@@ -155,14 +172,13 @@ class FullRunController:
         """Show ``text`` in the status line; ``whole``: a refusal or failure, shown in full
         however many lines it takes (other texts keep the fixed height: a new text must not
         resize the dock, and the canvas, while a run or a preview goes on)."""
-        self.run_status.value = text
-        self.run_status.tooltip = tooltip if tooltip is not None else text
+        show_text(self.run_status, text, tooltip)
         label = self.run_status.native
         needed = label.heightForWidth(label.width()) if whole and label.width() > 0 else -1
         label.setFixedHeight(max(self._status_height, needed + 4))
 
     def update_default_output(self, *_args) -> None:
-        layer = self.owner.affinities.value
+        layer = self.inputs.layer
         text = ""
         if layer is not None:
             try:
@@ -175,7 +191,7 @@ class FullRunController:
         from ..storage import split_path
 
         text = self.output.value.strip()
-        layer = self.owner.affinities.value
+        layer = self.inputs.layer
         path = Path(text).expanduser() if text else default_output(layer)
         split_path(path, DEFAULT_OUTPUT_NAME)  # raises when not inside a .zarr container
         if str(path).rstrip("/").endswith(".zarr"):
@@ -183,62 +199,19 @@ class FullRunController:
         return path.absolute()
 
     def block_size_value(self, ndim: int) -> tuple[int, ...]:
-        text = self.block_size.value.strip().strip("[]()")
-        if not text:
-            return default_block_size(ndim)
-        try:
-            values = tuple(int(v) for v in re.split(r"[,;\s]+", text) if v)
-        except ValueError:
-            raise ValueError(f"Block size: cannot read {self.block_size.value!r}") from None
-        if len(values) == 1:
-            values = values * ndim
-        if len(values) != ndim or any(v < 1 for v in values):
-            raise ValueError(f"Block size: give {ndim} positive integers, e.g. "
-                             f"{', '.join(map(str, default_block_size(ndim)))}")
-        return values
+        return parse_block_size(self.block_size.value, ndim)
 
     # ------------------------------------------------------------------ dialogs (tests patch)
     def confirm_overwrite(self, path: Path) -> bool:
-        """Ask before replacing an existing output."""
-        from qtpy.QtWidgets import QMessageBox
-
-        answer = QMessageBox.question(
-            self.owner.native, "Replace existing output?",
-            f"{path} already exists (another run, other parameters or other data).\n\n"
-            "Replace it?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        return answer == QMessageBox.StandardButton.Yes
+        return ask_overwrite(self.native, path)
 
     def confirm_resume(self, path: Path, finished: bool) -> str:
-        """'resume' (or load, if finished), 'overwrite' or 'cancel'."""
-        from qtpy.QtWidgets import QMessageBox
-
-        box = QMessageBox(self.owner.native)
-        box.setWindowTitle("Existing run")
-        if finished:
-            box.setText(f"{path} was already computed with these parameters.")
-            resume = box.addButton("Open it", QMessageBox.ButtonRole.AcceptRole)
-        else:
-            box.setText(f"{path} is an unfinished run with these parameters.")
-            resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
-        again = box.addButton("Start over", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        clicked = box.clickedButton()
-        return "resume" if clicked is resume else "overwrite" if clicked is again else "cancel"
+        return ask_resume(self.native, path, finished)
 
     def _browse(self, *_args) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        start = self.output.value or self.output.native.placeholderText()
-        path, _ = QFileDialog.getSaveFileName(
-            self.owner.native, "Output labels (inside a .zarr container)", start,
-            "zarr container (*.zarr)")
+        path = choose_output(self.native,
+                             self.output.value or self.output.native.placeholderText())
         if path:
-            if ".zarr" not in path:
-                path += ".zarr"
             self.output.value = path
 
     # ------------------------------------------------------------------ starting
@@ -257,22 +230,18 @@ class FullRunController:
 
         if self.running:
             return False
-        owner = self.owner
-        parameters, problem = owner.check()
-        layer = owner.affinities.value
-        if parameters is None or layer is None:
-            self._status(f"Cannot run: {problem}")
+        parameters, layer = self.inputs.parameters, self.inputs.layer
+        refusal = self._refusal()
+        if refusal:
+            self._status(CANNOT_RUN + refusal)
+            if parameters is not None and layer is not None:  # (the inputs show their own)
+                show_error(f"Mutex watershed: {refusal}")
             return False
         data = level0(layer)
         shape = tuple(int(s) for s in data.shape[1:])
-        try:
-            block_size = self.block_size_value(len(shape))
-            output = self.output_path()
-        except Exception as error:  # ValueError, InvalidInputError
-            self._status(f"Cannot run: {error}")
-            show_error(f"Mutex watershed: {error}")
-            return False
-        if owner.mask.value is not None or owner.seeds.value is not None:
+        block_size = self.block_size_value(len(shape))
+        output = self.output_path()
+        if self.inputs.mask is not None or self.inputs.seeds is not None:
             from napari.utils.notifications import show_warning
 
             show_warning("Mutex watershed: the mask and seeds apply to the preview only; "
@@ -336,6 +305,8 @@ class FullRunController:
             if not self.confirm_overwrite(request.output):
                 return self._reset(f"Not started: {request.output} exists.")
             request.overwrite = True
+        if request.overwrite:
+            self._remove_results(request.output)  # they would show what is being replaced
         if request.source is None and not request.copy_current:
             self._status("Preparing: writing the layer data to zarr ...")
             self._in_thread(
@@ -365,10 +336,18 @@ class FullRunController:
             return self._reset(f"Could not start the job: {error}", error=True)
         self._last_refresh = 0.0
         self._pending = None
-        self._tally = ProgressTally()
+        self.progress.start()
         self._status("Running: starting the job ...",
                      tooltip="Equivalent command:\n" + shell_command(command))
         self._timer.start()
+
+    def _remove_results(self, output: Path) -> None:
+        """Remove this plugin's result layers of ``output`` (a Start over replaces it)."""
+        for layer in [layer for layer in self.viewer.layers
+                      if layer.metadata.get(OUTPUT_KEY) == str(output)]:
+            with excluded("full_run.remove_layer"):
+                self.viewer.layers.remove(layer)
+        self.result_layer = None
 
     # ------------------------------------------------------------------ running
     @recorded("full_run.tick")
@@ -391,7 +370,7 @@ class FullRunController:
         finished = False
         for event in job.poll():
             if event.kind == "progress":
-                self._tally.add(event.progress)
+                self.progress.tally.add(event.progress)
                 self._pending = event.progress  # only the newest line is shown
             else:
                 finished = True
@@ -415,29 +394,9 @@ class FullRunController:
                 self._kill_timer.start(int(remaining * 1000) + 1)
 
     def _on_progress(self) -> None:
-        value, total = self._tally.value()
-        text = self._tally.describe()
-        if self._pbar is None:
-            self._start_progress()
-        if self._pbar is not None:
-            if total > 0:
-                if self._pbar.total != total:
-                    self._pbar.total = total
-                if value != self._pbar.n:
-                    self._pbar.update(value - self._pbar.n)
-            description = f"Mutex watershed: {text}"
-            if self._pbar_text != description:  # (napari's bar processes events on each)
-                self._pbar_text = description
-                self._pbar.set_description(description)
-        self._status(f"Running: {text}", tooltip=self.run_status.tooltip)
-
-    def _start_progress(self) -> None:
-        """The activity dock's progress bar, created with the first progress line (not in
-        the same event-loop turn as the process start: each costs tens of ms)."""
-        from napari.utils import progress
-
-        self._pbar = progress(total=0, desc="Mutex watershed: starting")
-        self._pbar_text = "Mutex watershed: starting"
+        self._status(f"Running: {self.progress.tally.describe()}",
+                     tooltip=self.run_status.tooltip)
+        self.progress.show()
 
     def _on_finished(self) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -446,7 +405,7 @@ class FullRunController:
         self._timer.stop()
         self._kill_timer.stop()
         if job.cancel_requested:
-            where = f" at {self._tally.describe()}" if job.progress else ""
+            where = f" at {self.progress.tally.describe()}" if job.progress else ""
             text = (f"Full run cancelled{where}; all processes stopped. Finished blocks are "
                     f"kept in {request.output}: Run again to resume.")
             self._reset(text)
@@ -480,7 +439,7 @@ class FullRunController:
             COMPLETE_ATTR: bool(complete),
             "source": str(request.output),
         }
-        viewer = self.owner.viewer
+        viewer = self.viewer
         existing = self.result_layer
         if existing is None or existing not in viewer.layers:
             existing = next((candidate for candidate in viewer.layers
@@ -518,9 +477,7 @@ class FullRunController:
     def _reset(self, text: str, error: bool = False, whole: bool = False) -> None:
         from napari.utils.notifications import show_error
 
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+        self.progress.stop()
         if self._parameters_file is not None:
             shutil.rmtree(self._parameters_file.parent, ignore_errors=True)
             self._parameters_file = None
@@ -539,18 +496,13 @@ class FullRunController:
         if self.job is not None:
             self.job.kill_now()
         self._aborted = True
-        if self._pbar is not None:
-            try:
-                self._pbar.close()
-            except Exception:
-                pass
-            self._pbar = None
+        self.progress.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ provenance
     @recorded("full_run.active_layer")
     def _on_active_layer(self, _event=None) -> None:
-        layer = self.owner.viewer.layers.selection.active
+        layer = self.viewer.layers.selection.active
         self.use_result.enabled = bool(layer is not None and layer.metadata.get(PARAMETERS_ATTR))
 
     @recorded("full_run.layer_inserted")
@@ -566,7 +518,7 @@ class FullRunController:
     @recorded("full_run.use_result")
     def use_selected_result(self, *_args, layer=None) -> bool:
         """Load the parameters (and block size) of a result layer into the controls."""
-        layer = layer if layer is not None else self.owner.viewer.layers.selection.active
+        layer = layer if layer is not None else self.viewer.layers.selection.active
         stored = layer.metadata.get(PARAMETERS_ATTR) if layer is not None else None
         if not stored:
             self._status("Select a result layer (one with mutex_watershed_parameters).")
@@ -577,9 +529,10 @@ class FullRunController:
         except Exception as error:
             self._status(f"Cannot read the parameters of '{layer.name}': {error}")
             return False
-        self.owner.set_parameters(parameters)
+        self.parameters_chosen.emit(parameters)
         block_size = layer.metadata.get(BLOCK_SIZE_KEY)
         if block_size:
             self.block_size.value = ", ".join(str(int(b)) for b in block_size)
         self._status(f"Loaded the parameters of '{layer.name}'.")
         return True
+
