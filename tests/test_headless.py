@@ -26,6 +26,11 @@ HEADLESS_MODULES = [
     "napari_mutex_watershed.blockwise.job",
     "napari_mutex_watershed.blockwise.supervise",
     "napari_mutex_watershed.blockwise.worker",
+    # the job control of the widget's full run: its process, command, progress, outputs
+    "napari_mutex_watershed.blockwise.progress",
+    "napari_mutex_watershed.blockwise.run_control",
+    "napari_mutex_watershed.blockwise.run_outputs",
+    "napari_mutex_watershed.gui.run_layers",
     # the preview's worker process: it segments, it never shows anything
     "napari_mutex_watershed.gui.preview",
     "napari_mutex_watershed.gui.preview_worker",

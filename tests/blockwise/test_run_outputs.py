@@ -42,3 +42,22 @@ def test_the_input_copy_is_tagged_with_the_layers_content(tmp_path):
     changed[0, 4, 8, 8] += 0.25
     assert content_hash(changed, offsets, (2, 1, 1), (0, 0, 0)) != token
     assert content_hash(affinities, offsets, (1, 1, 1), (0, 0, 0)) != token
+
+
+def test_a_mask_copy_is_on_the_affinities_grid_and_tagged(tmp_path):
+    from napari_mutex_watershed.blockwise.mask_seeds import open_guide
+    from napari_mutex_watershed.blockwise.run_outputs import guide_copy_path, write_guide_copy
+
+    affinities, _, offsets = sample_volume((8, 16, 16), seed=1)
+    output = tmp_path / "layer.zarr" / "labels_mws"
+    copy = write_input_copy(input_copy_path(output), affinities, offsets, (2, 1, 1), (4, 0, 0),
+                            "token")
+    mask = np.zeros((8, 16, 16), np.uint8)
+    mask[:, :8] = 1
+    path = guide_copy_path(output, "mask")
+    token = content_hash(mask, [], (2, 1, 1), (4, 0, 0))
+    assert token != content_hash(1 - mask, [], (2, 1, 1), (4, 0, 0))
+    write_guide_copy(path, mask, (2, 1, 1), (4, 0, 0), token)
+    assert stored_hash(path) == token
+    # what the job's own check accepts: the affinities' shape, voxel size and offset
+    assert open_guide(path, "mask", open_affinities(copy)) == str(path.resolve())

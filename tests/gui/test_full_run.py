@@ -348,3 +348,36 @@ def test_cannot_run_is_recomputed_when_the_inputs_change(viewer_with_widget):
     fields["channels"].value = ""
     assert panel.run_status.value == "Ready to run."
     assert panel.run_status.tooltip == panel.run_status.value
+
+
+def test_mask_and_seeds_apply_to_the_full_run(make_napari_viewer_proxy, plugin_manager, qtbot,
+                                              monkeypatch):
+    affinities, _, offsets = sample_volume(SHAPE, seed=4)
+    viewer, widget, panel = widget_on_layer(make_napari_viewer_proxy, affinities, offsets,
+                                            "guided", BLOCKS)
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[:, :, :40] = 1  # across the blocks' boundary at x = 32
+    seeds = np.zeros(SHAPE, np.uint32)
+    seeds[4:20, 20:24, 20:38] = 777  # one seed over four blocks
+    widget.inputs.mask.value = viewer.add_labels(mask, name="mask")
+    widget.inputs.seeds.value = viewer.add_labels(seeds, name="seeds")
+    warnings = len(notifications("warning"))
+    assert panel.start()
+    wait_until_idle(qtbot, panel)
+    job = panel.last_job
+    assert job.returncode == 0, list(job.stderr_tail)
+    output = panel.request.output
+    for role in ("mask", "seeds"):
+        copy = run_outputs.guide_copy_path(output, role)
+        assert job.command[job.command.index(f"--{role}") + 1] == str(copy)
+    assert len(notifications("warning")) == warnings  # (no "preview only" any more)
+    labels = zarr.open_array(str(output / "0"), mode="r")[:]  # OME level 0
+    assert not labels[mask == 0].any() and labels[mask > 0].max() > 0  # outside the mask: 0
+    assert set(np.unique(labels[seeds == 777])) == {777}  # the seed: one object, its id
+    # painting the seeds makes the old output another run's: nothing is reused silently
+    asked = []
+    monkeypatch.setattr(panel, "confirm_overwrite", lambda path: asked.append(path) or False)
+    viewer.layers["seeds"].data = np.zeros_like(seeds)
+    panel.start()
+    wait_until_idle(qtbot, panel, seconds=10)
+    assert asked == [output] and panel.last_job is job

@@ -37,7 +37,9 @@ NICENESS = 10
 
 def build_command(input_path, output, parameters_file, workers: int,
                   block_size: tuple[int, ...], overwrite: bool = False,
-                  max_retries: int | None = None) -> list[str]:
+                  max_retries: int | None = None, guides: dict | None = None) -> list[str]:
+    """The CLI's ``segment`` command; ``guides``: mask and seeds paths by role
+    (``--mask``, ``--seeds``)."""
     command = [
         sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
         str(input_path), str(output),
@@ -46,6 +48,8 @@ def build_command(input_path, output, parameters_file, workers: int,
         "--block-size", *(str(int(b)) for b in block_size),
         "--progress", "json",
     ]
+    for role, path in (guides or {}).items():
+        command += [f"--{role}", str(path)]
     if max_retries is not None:
         command += ["--max-retries", str(int(max_retries))]
     if overwrite:

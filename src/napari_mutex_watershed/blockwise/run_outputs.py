@@ -27,6 +27,8 @@ DEFAULT_OUTPUT_NAME = "labels_mws"
 INPUT_COPY_DIR = ".napari_input"
 #: Attribute of such a copy: hash of the layer data it was made from.
 CONTENT_ATTR = "napari_content_hash"
+#: Arrays over the affinities' voxel grid a run may take (``--mask``, ``--seeds``).
+GUIDE_ROLES = ("mask", "seeds")
 #: Output folder of runs on in-memory data (default: the user data directory).
 DATA_DIR_ENV = "NAPARI_MUTEX_WATERSHED_DATA_DIR"
 
@@ -51,6 +53,12 @@ def input_copy_path(output: Path) -> Path:
 
     container, dataset = split_path(output, DEFAULT_OUTPUT_NAME)
     return container / INPUT_COPY_DIR / dataset
+
+
+def guide_copy_path(output: Path, role: str) -> Path:
+    """Where a mask or seeds layer is copied for the job: beside the affinities' copy."""
+    path = input_copy_path(output)
+    return path.with_name(f"{path.name}_{role}")
 
 
 def default_block_size(ndim: int) -> tuple[int, ...]:
@@ -79,13 +87,17 @@ def parse_block_size(text: str, ndim: int) -> tuple[int, ...]:
 
 
 def content_hash(data, offsets, voxel_size, offset) -> str:
-    """Hash of the layer data and what is written with it (runs off the main thread)."""
+    """Hash of the layer data and what is written with it (runs off the main thread).
+    ``data``: affinities (channels first) or a mask or seeds (spatial axes only), read a
+    slab of the first spatial axis at a time."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr((tuple(data.shape), str(np.dtype(data.dtype)), [list(o) for o in offsets],
                         list(voxel_size), list(offset))).encode())
-    step = max(1, int(2**24 // max(1, np.prod(data.shape[2:]) * data.shape[0])))
-    for start in range(0, int(data.shape[1]), step):
-        slab = np.ascontiguousarray(np.asarray(data[:, start:start + step]))
+    lead = (slice(None),) * (data.ndim - len(voxel_size))  # the channel axis, if any
+    plane = int(np.prod(data.shape)) // max(1, int(data.shape[len(lead)]))
+    step = max(1, 2**24 // max(1, plane))
+    for start in range(0, int(data.shape[len(lead)]), step):
+        slab = np.ascontiguousarray(np.asarray(data[lead + (slice(start, start + step),)]))
         digest.update(memoryview(slab).cast("B"))
     return digest.hexdigest()
 
@@ -111,11 +123,23 @@ def write_input_copy(path: Path, data, offsets, voxel_size, offset, token: str) 
     return written
 
 
+def write_guide_copy(path: Path, data, voxel_size, offset, token: str) -> Path:
+    """Write a mask or seeds layer for the job (on the affinities' voxel grid), tagged with
+    a hash of its content like the affinities' copy."""
+    from ..storage import write_labels
+
+    write_labels(path, data, voxel_size=voxel_size, offset=offset, overwrite=True,
+                 attributes={CONTENT_ATTR: token})
+    return path
+
+
 # ---------------------------------------------------------------------------- outputs
 def output_state(input_path: Path, output: Path, parameters: WatershedParameters,
-                 block_size: tuple[int, ...], shape: tuple[int, ...]) -> str:
+                 block_size: tuple[int, ...], shape: tuple[int, ...],
+                 guides: dict[str, Path] | None = None) -> str:
     """What is at ``output``: 'absent', 'resumable' (an unfinished run of this same job),
-    'finished' (this same job, complete) or 'other' (anything else: needs --overwrite)."""
+    'finished' (this same job, complete) or 'other' (anything else: needs --overwrite).
+    ``guides``: the job's mask and seeds arrays by role (``GUIDE_ROLES``)."""
     from ..storage import DEFAULT_OUTPUT, array_path, output_format, stored_attributes
     from .launch import work_dir_for
     from .plan import PLAN_FILE, BlockwisePlan
@@ -135,6 +159,7 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
             roi_offset=(0,) * len(shape),
             shape=tuple(shape),
             block_size=tuple(min(b, s) for b, s in zip(block_size, shape)),
+            **{f"{role}_path": str(Path(path).resolve()) for role, path in (guides or {}).items()},
         ).identity()
         complete = stored_attributes(location).get(COMPLETE_ATTR)
     except Exception:

@@ -23,13 +23,12 @@ from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..blockwise.run_control import KILL_AFTER, Job, build_command, shell_command
 from ..blockwise.run_outputs import (
     DEFAULT_OUTPUT_NAME,
-    content_hash,
+    GUIDE_ROLES,
+    guide_copy_path,
     input_copy_path,
     output_in_use,
     output_state,
     parse_block_size,
-    stored_hash,
-    write_input_copy,
 )
 from ..parameters import WatershedParameters
 from .callback_time import excluded, recorded
@@ -241,11 +240,6 @@ class FullRunPanel:
         shape = tuple(int(s) for s in data.shape[1:])
         block_size = self.block_size_value(len(shape))
         output = self.output_path()
-        if self.inputs.mask is not None or self.inputs.seeds is not None:
-            from napari.utils.notifications import show_warning
-
-            show_warning("Mutex watershed: the mask and seeds apply to the preview only; "
-                         "the full run segments the whole volume without them.")
         source = zarr_source(layer)
         request = RunRequest(
             layer_name=layer.name,
@@ -258,32 +252,27 @@ class FullRunPanel:
         self.last_error = None
         self._aborted = False
         self.run_button.text = "Cancel"
+        for role, guide in zip(GUIDE_ROLES, (self.inputs.mask, self.inputs.seeds)):
+            if guide is not None:  # copied on the affinities' voxel grid, like them
+                request.guides[role] = level0(guide)
+                request.guide_paths[role] = guide_copy_path(output, role)
         if source is not None:
             request.input_path = source
-            self._decide()
         else:
             request.voxel_size, request.offset = world_geometry(layer)
             request.input_path = input_copy_path(output)
             request.data = data
-            offsets = parameters.offsets
+        if source is None or request.guides:
             self._status("Preparing: checking the layer data ...")
-            self._in_thread(
-                lambda: (content_hash(data, offsets, request.voxel_size, request.offset),
-                         stored_hash(request.input_path)),
-                self._after_hash,
-            )
+            self._in_thread(request.check_copies, lambda _none: self._decide())
+        else:
+            self._decide()
         return True
 
     def _in_thread(self, function, then) -> None:
         self._future = self._executor.submit(function)
         self._next = then
         self._timer.start()
-
-    def _after_hash(self, result) -> None:
-        token, stored = result
-        self.request.token = token
-        self.request.copy_current = stored == token
-        self._decide()
 
     def _decide(self) -> None:
         request = self.request
@@ -293,9 +282,9 @@ class FullRunPanel:
         if busy is not None:  # the CLI's refusal, in full (no dialog, nothing written)
             return self._reset(f"Not started: {busy}", error=True)
         state = output_state(request.input_path, request.output, request.parameters,
-                             request.block_size, request.shape)
-        if request.source is None and not request.copy_current and state != "absent":
-            state = "other"  # the layer's data changed since that run
+                             request.block_size, request.shape, request.guide_paths)
+        if not request.copy_current and state != "absent":
+            state = "other"  # a layer's data changed since that run
         if state in ("resumable", "finished"):
             choice = self.confirm_resume(request.output, finished=state == "finished")
             if choice == "cancel":
@@ -307,28 +296,23 @@ class FullRunPanel:
             request.overwrite = True
         if request.overwrite:
             self._remove_results(request.output)  # they would show what is being replaced
-        if request.source is None and not request.copy_current:
-            self._status("Preparing: writing the layer data to zarr ...")
-            self._in_thread(
-                lambda: write_input_copy(request.input_path, request.data,
-                                         request.parameters.offsets, request.voxel_size,
-                                         request.offset, request.token),
-                lambda _path: self._launch(),
-            )
-        else:
+        if request.copy_current:
             self._launch()
+        else:
+            self._status("Preparing: writing the layer data to zarr ...")
+            self._in_thread(request.write_copies, lambda _none: self._launch())
 
     def _launch(self) -> None:
         request = self.request
         if self._aborted:
             return self._reset("Cancelled before the run started.")
-        request.data = None  # (copied if it had to be: do not pin the layer's data)
+        request.data, request.guides = None, {}  # (copied if need be: do not pin layer data)
         folder = Path(tempfile.mkdtemp(prefix="napari-mutex-watershed-"))
         self._parameters_file = folder / "parameters.json"
         request.parameters.save(self._parameters_file)
         command = build_command(request.input_path, request.output, self._parameters_file,
                                 request.workers, request.block_size, request.overwrite,
-                                self.max_retries)
+                                self.max_retries, request.guide_paths)
         self.command = command
         try:
             self.job = self.last_job = Job(command)

@@ -6,13 +6,21 @@ No Qt: layers are duck-typed (``metadata``, ``source``, ``scale``, ``translate``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..blockwise.run_outputs import DEFAULT_OUTPUT_NAME, data_dir, safe_name
+from ..blockwise.run_outputs import (
+    DEFAULT_OUTPUT_NAME,
+    content_hash,
+    data_dir,
+    safe_name,
+    stored_hash,
+    write_guide_copy,
+    write_input_copy,
+)
 from ..parameters import WatershedParameters
 from .layers import level0
 
@@ -102,6 +110,8 @@ def open_result(output: Path, complete: bool = True):
 
 @dataclass
 class RunRequest:
+    """One full run as asked: what the job is given, and the copies written for it."""
+
     layer_name: str
     placement: dict  # scale, translate, units of the result layer (the affinities' spatial)
     parameters: WatershedParameters
@@ -110,10 +120,46 @@ class RunRequest:
     output: Path
     source: Path | None  # zarr array read in place, or None: an in-memory layer to copy
     shape: tuple[int, ...]
-    voxel_size: tuple[int, ...] = ()
+    voxel_size: tuple[int, ...] = ()  # the voxel grid the job reads (of the copies too)
     offset: tuple[int, ...] = ()
     input_path: Path | None = None
-    token: str | None = None
-    copy_current: bool = False
     overwrite: bool = False
-    data: Any = None
+    data: Any = None  # the affinities layer's data, while it is to be copied
+    guides: dict = field(default_factory=dict)  # role (mask, seeds) -> layer data to copy
+    guide_paths: dict = field(default_factory=dict)  # role -> the copy the job reads
+    tokens: dict = field(default_factory=dict)  # copy ('input' or a role) -> content hash
+    stale: set = field(default_factory=set)  # copies to (re)write
+
+    @property
+    def copy_current(self) -> bool:
+        """Every copy already holds what the layers hold now (a rerun reuses them)."""
+        return not self.stale
+
+    def check_copies(self) -> None:
+        """Hash what is copied for the job and compare with the copies on disk (in a
+        thread: it reads every voxel)."""
+        from ..storage import open_affinities
+
+        if self.source is not None and self.guides:  # on the grid the job reads in place
+            affinities = open_affinities(self.source)
+            self.voxel_size = tuple(int(v) for v in affinities.voxel_size)
+            self.offset = tuple(int(v) for v in affinities.spatial_roi.offset)
+        copies = {role: (data, [], self.guide_paths[role]) for role, data in self.guides.items()}
+        if self.source is None:
+            copies["input"] = (self.data, self.parameters.offsets, self.input_path)
+        for name, (data, offsets, path) in copies.items():
+            self.tokens[name] = content_hash(data, offsets, self.voxel_size, self.offset)
+            if stored_hash(path) != self.tokens[name]:
+                self.stale.add(name)
+
+    def write_copies(self) -> None:
+        """Write the copies that are not current (in a thread), then let go of the layers'
+        data."""
+        if "input" in self.stale:
+            write_input_copy(self.input_path, self.data, self.parameters.offsets,
+                             self.voxel_size, self.offset, self.tokens["input"])
+        for role, data in self.guides.items():
+            if role in self.stale:
+                write_guide_copy(self.guide_paths[role], data, self.voxel_size, self.offset,
+                                 self.tokens[role])
+        self.data, self.guides = None, {}
