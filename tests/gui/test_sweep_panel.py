@@ -7,10 +7,11 @@ import csv
 import numpy as np
 import psutil
 import pytest
-from main_thread import assert_callbacks_short, recording_callbacks
+from main_thread import LIMIT, assert_callbacks_short, recording_callbacks
 from patience import patience_ms, wait_gone
 
 from napari_mutex_watershed import segment
+from napari_mutex_watershed.gui import callback_time
 from napari_mutex_watershed.sweep import score
 
 pytestmark = pytest.mark.gui
@@ -166,9 +167,9 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
     """From Run until every result is a layer and a table row, with 2 workers computing, no
     callback of ours holds the main thread for 100 ms.
 
-    The one thing that takes longer on the main thread is napari adding a Labels layer
-    (0.1-0.4 s under Xvfb's software OpenGL, whatever adds it); the panel adds one per turn
-    of the event loop, and those are recorded apart.
+    napari's own work of adding the result layers (recorded apart, as "sweep.add_layer") is
+    split into short steps too (``gui.layers.add_labels_without_blocking``): each under the
+    same limit of main-thread CPU time, where napari's one call took 0.1-0.2 s.
     """
 
     viewer, widget, panel = panel
@@ -190,7 +191,8 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
     assert min(r.seconds for r in panel.results) >= 0.5, "too fast to measure anything"
     assert records["sweep.poll"].calls >= 10  # the workers were polled all along
     adding = records["sweep.add_layer"]
-    assert adding.calls == 2 and adding.longest_cpu < 1.0
+    assert adding.calls == 2 * 3, callback_time.table()  # build, insert, show
+    assert adding.longest_cpu < LIMIT, callback_time.table()
     assert_callbacks_short("a sweep")
 
 

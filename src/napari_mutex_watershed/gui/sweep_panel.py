@@ -50,7 +50,7 @@ from ..sweep import (
 )
 from .callback_time import excluded, recorded
 from .inputs_panel import Inputs
-from .layers import PREVIEW_KEY, SWEEP_KEY, level0
+from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
 from .lifecycle import disconnect_all, stop_with_widget
 from .visible_region import NotVisible, placement
 
@@ -123,6 +123,7 @@ class SweepPanel(Container):
         self._job_number = 0
         self._to_remove: list = []
         self._arrived: list = []  # results received, not shown yet
+        self._arriving = None  # the LabelsArrival of the result being added
         self._active = False
 
         cpus = os.cpu_count() or 1
@@ -357,6 +358,7 @@ class SweepPanel(Container):
             shown=region.shown_in_crop,
         )
         self._job_number += 1
+        self._stop_arrival()
         self._queue_removal(self._own_layers())  # the previous sweep's
         self._clear_table()
         self.results = []
@@ -395,9 +397,9 @@ class SweepPanel(Container):
             self._timer.stop()
             return
         self._arrived.extend(job.poll())
+        if self._arriving is not None and not self._arriving.done:
+            return  # one layer on its way at a time: its steps are short one by one only
         if self._arrived:
-            # one result per tick: adding a Labels layer is napari's most expensive step
-            # (0.1-0.4 s on the main thread), so two results never add up to one freeze
             result = self._arrived.pop(0)
             self.results.append(result)
             self._show(result)
@@ -421,7 +423,13 @@ class SweepPanel(Container):
     @recorded("sweep.remove_layers")
     def remove_layers(self, *_args) -> None:
         """Remove the sweep's layers (one by one, at the next turns of the event loop)."""
+        self._stop_arrival()
         self._queue_removal(self._own_layers())
+
+    def _stop_arrival(self) -> None:
+        if self._arriving is not None:
+            self._arriving.cancel()
+            self._arriving = None
 
     @property
     def removing(self) -> bool:
@@ -452,8 +460,6 @@ class SweepPanel(Container):
     def _show(self, result) -> None:
         """Add a result's layer (main thread), in grid order, and its table row."""
         if result.labels is not None:
-            from napari.layers import Labels
-
             metadata = {
                 SWEEP_KEY: True,
                 PREVIEW_KEY: True,
@@ -465,16 +471,14 @@ class SweepPanel(Container):
                 "shown_start": self._meta["region"].shown_start,
                 "parameters": result.parameters.model_dump(mode="json"),
             }
-            position = self._insert_position(result.setting.index)
-            # napari adding a Labels layer: 0.1-0.4 s of vispy set-up under Xvfb's software
-            # OpenGL, whatever adds it (one per turn of the event loop, see _poll)
-            with excluded("sweep.add_layer"):
-                layer = Labels(result.labels, name=LAYER_PREFIX + result.name,
-                               scale=self._meta["scale"], translate=self._meta["translate"],
-                               units=self._meta["units"], metadata=metadata)
-                # (no layer.name_overlay to name the grid cells: under Xvfb, napari 0.9
-                # crashes drawing after a Labels layer that had one is removed)
-                self.viewer.layers.insert(position, layer)
+            # (no layer.name_overlay to name the grid cells: under Xvfb, napari 0.9
+            # crashes drawing after a Labels layer that had one is removed)
+            self._arriving = add_labels_without_blocking(
+                self.viewer, result.labels, record="sweep.add_layer",
+                position=self._insert_position(result.setting.index),
+                name=LAYER_PREFIX + result.name, scale=self._meta["scale"],
+                translate=self._meta["translate"], units=self._meta["units"],
+                metadata=metadata)
         self._add_row(result)
         done, total = len(self.results), len(self._meta["settings"])
         if not self.job.done:
@@ -658,6 +662,7 @@ class SweepPanel(Container):
         is deleted)."""
         self._timer.stop()
         self._removal_timer.stop()
+        self._stop_arrival()
         self._to_remove = []
         if self.job is not None and not self.job.done:
             self.job.cancel()
