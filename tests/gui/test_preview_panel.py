@@ -72,3 +72,32 @@ def test_a_uniform_bias_disables_the_per_offset_biases(viewer_with_widget, qtbot
     fields["bias"].value = ""
     assert fields["bias_short"].enabled and fields["bias_long"].enabled
     qtbot.waitUntil(lambda: panel._request_id > requests, timeout=patience_ms(1))
+
+
+def test_a_bad_value_is_named_in_the_layers_own_coordinates(
+    make_napari_viewer_proxy, plugin_manager, qtbot
+):
+    """The preview segments a crop of the layer; its message names the voxel of the whole
+    layer and its world position (scale and translate), not the crop's voxel."""
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, _, offsets = sample_volume((32, 64, 64), seed=4)
+    z = 20
+    affinities[2, z, 20, 30] = np.nan
+    viewer = make_napari_viewer_proxy(show=True)
+    layer = viewer.add_image(affinities, name="affinities", scale=(1, 4, 2, 2),
+                             translate=(0, 100, 10, 0),
+                             metadata={"offsets": [list(o) for o in offsets]})
+    viewer.dims.set_current_step(1, z)
+    assert round(layer.world_to_data(viewer.dims.point)[1]) == z
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed",
+                                                         "Mutex Watershed")
+    widget.inputs.affinities.value = layer
+    panel = widget.preview_panel
+    panel.preview.value = True
+    qtbot.waitUntil(lambda: panel.status.value == "Preview failed",
+                    timeout=patience_ms(PREVIEW_SECONDS))
+    assert panel.current_region(layer).start[0] == z - panel.context_slices.value  # a crop
+    assert ("in channel 2, first at voxel (20, 20, 30), world position (180, 50, 60)"
+            in panel.status.tooltip), panel.status.tooltip
+    widget.close_preview()
