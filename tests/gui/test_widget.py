@@ -14,7 +14,7 @@ from patience import patience_ms
 from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.gui.parameter_widgets import OFFSETS_CUSTOM
 from napari_mutex_watershed.gui.preview_panel import PREVIEW_LAYER_NAME
-from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D
+from napari_mutex_watershed.parameters import DEFAULT_MIN_SIZE, OFFSETS_2D, OFFSETS_3D
 
 pytestmark = pytest.mark.gui
 
@@ -73,6 +73,7 @@ def test_docks_through_the_manifest(viewer_with_widget):
     assert (slider.min, slider.max, slider.step) == (0.0, 1.0, 0.01)
     assert slider.value == fields["bias_short"].default
     assert widget.inputs.fields["bias_long"].value == fields["bias_long"].default
+    assert widget.inputs.fields["min_size"].value == DEFAULT_MIN_SIZE  # the CLI's too
     assert set(widget.inputs.fields) == set(fields) - {"offsets"}
     assert widget.inputs.parameters() == WatershedParameters(offsets=OFFSETS_3D)
 
