@@ -99,8 +99,11 @@ def add_once(app, viewer, path: Path, way: str) -> tuple[float, float, float]:
             arrived.append(viewer.add_labels(data, name="result",
                                              multiscale=isinstance(data, list)))
     else:
+        def failed(error):
+            raise RuntimeError(f"the layer was not added: {error}")
+
         add_labels_without_blocking(viewer, lambda: open_result(path), record=RECORD,
-                                    name="result", then=arrived.append)
+                                    name="result", then=arrived.append, failed=failed)
     _process_until(app, lambda: bool(arrived))
     seconds = time.perf_counter() - started
     _settle(app, 0.3)  # the first draws after it

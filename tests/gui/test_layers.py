@@ -102,3 +102,14 @@ def test_a_cancelled_arrival_adds_nothing(viewer, qtbot):
     arrival.cancel()
     qtbot.wait(300)
     assert not arrived and "result" not in viewer.layers and arrival.layer is None
+
+
+def test_the_layer_arrives_when_the_caller_keeps_no_reference(viewer, qtbot):
+    import gc
+
+    arrived = []
+    add_labels_without_blocking(viewer, lambda: np.ones((24, 64, 64), np.uint32),
+                                record="test.add_layer", name="result", then=arrived.append)
+    gc.collect()
+    qtbot.waitUntil(lambda: bool(arrived), timeout=patience_ms(10))
+    assert arrived[0] in viewer.layers

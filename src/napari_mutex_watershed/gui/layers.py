@@ -83,7 +83,9 @@ class LabelsArrival:
         from napari.qt.threading import create_worker
 
         worker = create_worker(_open_in_thread, self._data)
-        worker.returned.connect(self._opened)
+        # (a lambda, not the bound method: Qt would hold this object only weakly, and a
+        # caller that keeps no reference would never see its layer)
+        worker.returned.connect(lambda data: self._opened(data))
         worker.start()
 
     def _opened(self, data) -> None:
