@@ -15,11 +15,12 @@ from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.blockwise.even_blocks import EvenBlocks
 from napari_mutex_watershed.blockwise.job import ProgressReporter, _run_tasks
 from napari_mutex_watershed.blockwise.launch import plan_run, segment_blockwise_zarr
+from napari_mutex_watershed.blockwise.mask_seeds import compact_seeded
 from napari_mutex_watershed.blockwise.plan import PLAN_FILE
+from napari_mutex_watershed.blockwise.stitch import join_fragments
 from napari_mutex_watershed.storage import labels_level0, write_affinities, write_labels
 from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
 
-pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
 SHAPE = (24, 64, 64)
 BLOCKS = (12, 32, 32)
@@ -43,11 +44,32 @@ def read(path) -> np.ndarray:
     return zarr.open_array(str(labels_level0(path)), mode="r")[:]
 
 
+def test_seeded_kernel_labels_become_small_ids_that_remember_their_seed():
+    # the kernel names seeded segments by their seed id (any size), the others above it
+    raw = np.array([[0, 10**12, 10**12], [10**12 + 5, 7, 0]], np.uint64)
+    seeds = np.array([[0, 10**12, 0], [0, 7, 0]], np.uint64)
+    compact, seed_of = compact_seeded(raw, seeds)
+    assert compact.max() < raw.size + 1 and (compact == 0).tolist() == (raw == 0).tolist()
+    assert seed_of[compact].tolist() == [[0, 10**12, 10**12], [0, 7, 0]]
+
+
+def test_the_stitch_keeps_seed_ids_apart_and_joins_each_seed_id():
+    # a chain 0 -9- 1 -8- 2 with seed 5 on 0 and seed 6 on 2: 1 goes with the stronger
+    # join, 0 and 2 stay apart; 3 and 4 carry one seed id and no join: one segment
+    u, v, overlap = np.array([0, 1]), np.array([1, 2]), np.array([9.0, 8.0])
+    none = np.zeros(0, np.int64)
+    segment = join_fragments(5, u, v, overlap, none, none, np.zeros(0),
+                             node_seed=np.array([5, 0, 6, 7, 7]))
+    assert segment.tolist() == [0, 0, 2, 3, 3]
+    assert join_fragments(3, u, v, overlap, none, none, np.zeros(0)).tolist() == [0, 0, 0]
+
+
 def params(offsets=None, **extra) -> WatershedParameters:
     return WatershedParameters(bias_short=0.4, bias_long=0.6,
                                **({"offsets": offsets} if offsets else {}), **extra)
 
 
+@pytest.mark.slow
 def test_the_mask_is_respected_across_blocks(volume, tmp_path):
     path, affinities, _, mask, folder = volume
     output = tmp_path / "o.zarr/labels"
@@ -75,6 +97,7 @@ def _seeded_bar(tmp_path):
     return path, affinities, truth
 
 
+@pytest.mark.slow
 def test_two_seeds_in_one_object_never_merge_and_one_seed_id_is_one_object(tmp_path):
     path, affinities, truth = _seeded_bar(tmp_path)
     seeds = np.zeros(truth.shape, np.uint16)
@@ -94,6 +117,7 @@ def test_two_seeds_in_one_object_never_merge_and_one_seed_id_is_one_object(tmp_p
     assert set(np.unique(whole[truth >= 2])) == {700}  # the engine's semantics
 
 
+@pytest.mark.slow
 def test_two_seeds_touching_across_a_face_stay_two(volume, tmp_path):
     path, _, truth, _, _ = volume
     # an object that crosses the face at x = 32, seeded on both sides of it
@@ -113,6 +137,7 @@ def test_two_seeds_touching_across_a_face_stay_two(volume, tmp_path):
     assert (labels == 9).sum() > 20  # the line's object, one id across the face at z = 12
 
 
+@pytest.mark.slow
 def test_one_block_equals_the_engine_with_mask_and_seeds(volume, tmp_path):
     path, affinities, truth, mask, folder = volume
     seeds = np.where((truth == truth[12, 32, 32]) & (np.indices(SHAPE)[2] % 7 == 0), 5, 0)
@@ -125,6 +150,7 @@ def test_one_block_equals_the_engine_with_mask_and_seeds(volume, tmp_path):
     np.testing.assert_array_equal(read(out), expected)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_is_identical_and_other_guides_are_another_job(volume, tmp_path):
     path, _, _, _, folder = volume
     seeds = np.zeros(SHAPE, np.uint32)
