@@ -29,7 +29,7 @@ def test_every_section_fits_a_small_screen_and_can_be_reached(viewer_with_widget
         dock = dock.parentWidget()
     assert dock is not None and dock.minimumSizeHint().height() < 700
     # the last controls of each section can be scrolled to and seen
-    for control in (widget.inputs.message, widget.inputs.reset_button,
+    for control in (widget.inputs.seeds, widget.inputs.reset_button,
                     widget.preview_panel.status, widget.full_run.use_result,
                     widget.sweep_panel.apply_button):
         widget.scroll.ensureWidgetVisible(control.native)
@@ -50,3 +50,18 @@ def test_a_section_folds_and_rarely_used_parameters_start_folded(viewer_with_wid
     assert widget.scroll.widget().sizeHint().height() < before  # no space kept for it
     parameters.toggle.click()
     assert parameters.body.isVisible()
+
+
+def test_an_empty_message_keeps_no_space_and_a_long_one_is_whole_in_its_tooltip(
+    viewer_with_widget, qtbot
+):
+    _viewer, widget = viewer_with_widget
+    message, status = widget.inputs.message, widget.full_run.run_status
+    assert message.value == "" and message.native.isHidden()
+    assert status.value == "" and status.native.isHidden()
+    widget.inputs.fields["channels"].value = ", ".join(["9"] * 40)  # a long message
+    assert not message.native.isHidden() and message.tooltip == message.value
+    lines = message.native.fontMetrics().lineSpacing()
+    assert message.native.maximumHeight() <= 3 * lines + 4  # cut at 3 lines, whole on hover
+    widget.inputs.fields["channels"].value = ""
+    assert message.native.isHidden()

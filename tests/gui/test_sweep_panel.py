@@ -25,6 +25,7 @@ SWEEP_SECONDS = 30
 def panel(viewer_with_widget, qtbot):
     """The Sweep section of the docked main widget; workers stopped at the end."""
     viewer, widget = viewer_with_widget
+    widget.sections["Sweep"].set_expanded(True)  # (folded at first: its table laid out)
     panel = widget.sweep_panel
     yield viewer, widget, panel
     panel.close_sweep()
@@ -86,9 +87,11 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     # only the best result shows: the others are hidden, not covering it
     assert [layer.visible for layer in panel.layers()] == [
         bias == best_bias for bias in (0.25, 0.5, 0.75)]
-    # every column fits the panel's width: nothing to scroll to
-    assert table.horizontalHeader().length() <= table.viewport().width()
-    assert table.columnWidth(1) > 0 and table.horizontalScrollBar().maximum() == 0
+    # every column fits the panel's width: nothing to scroll to, the setting column the rest
+    qtbot.waitUntil(lambda: table.viewport().width() > 0, timeout=patience_ms(1))
+    widths = [table.columnWidth(c) for c in range(table.columnCount())]
+    assert table.horizontalHeader().length() <= table.viewport().width(), widths
+    assert table.columnWidth(1) >= 60 and table.horizontalScrollBar().maximum() == 0
 
     # sortable: by adapted Rand error descending, the best row is last
     table.sortItems(2, Qt.SortOrder.DescendingOrder)

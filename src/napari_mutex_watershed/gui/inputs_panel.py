@@ -78,7 +78,7 @@ class InputsPanel:
             tooltip="Image layer with a channel axis first: (C, Z, Y, X) or (C, Y, X).",
         )
         self.offsets_source = ComboBox(
-            name="offsets_source", label="Offsets", choices=OFFSET_SOURCES,
+            name="offsets_source", label="Offsets from", choices=OFFSET_SOURCES,
             value=OFFSETS_FROM_LAYER,
             tooltip="Where the offsets come from: the layer's metadata['offsets'] (files "
             "read by this plugin and the sample data have them), a preset, or your own.",
@@ -115,6 +115,7 @@ class InputsPanel:
         buttons = Container(widgets=[self.save_button, self.load_button, self.reset_button],
                             layout="horizontal", labels=False, name="parameter_buttons")
         buttons.margins = (0, 0, 0, 0)
+        buttons.label = ""  # (a row of buttons, no title beside it)
         folded = Container(name="more_parameters",
                            widgets=[self.fields[name] for name in FOLDED_FIELDS])
         self.more = Section("More parameters", folded.native, expanded=False)

@@ -13,6 +13,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+#: The Qt property of a wrapping label that holds its number of lines.
+LINES = "mutex_watershed_lines"
+#: No maximum height (Qt's QWIDGETSIZE_MAX).
+WHOLE = 16777215
+
 
 class Section(QWidget):
     """A title button that folds and unfolds the widget below it."""
@@ -66,18 +71,34 @@ def scroll_area(sections: list[QWidget]) -> QScrollArea:
 
 
 def wrapping(label, lines: int) -> None:
-    """A magicgui Label ``lines`` lines high that wraps its text: a new text does not resize
-    the dock (which would resize the canvas: a redraw, and another visible region)."""
+    """Make a magicgui Label wrap its text, at most ``lines`` lines high (``show_text``
+    puts the whole text in its tooltip), and hide it while it is empty: no blank space is
+    kept for it. (Inside the scroll area a label growing or shrinking does not resize the
+    dock, nor the canvas.)"""
     label.label = ""  # (magicgui turns label="" in the constructor into the name)
     native = label.native
     native.setWordWrap(True)
     native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
+    policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Maximum)
+    policy.setHeightForWidth(True)
+    native.setSizePolicy(policy)
+    native.setProperty(LINES, lines)
+    show_text(label, label.value)
 
 
-def show_text(label, text: str, tooltip: str | None = None) -> None:
-    """Put ``text`` in a wrapping label; its tooltip holds the whole text (or ``tooltip``)
-    when the lines cut it."""
+def show_text(label, text: str, tooltip: str | None = None, whole: bool = False) -> None:
+    """Put ``text`` in a label made by ``wrapping``: at most its lines (``whole``: as many
+    as the text takes, for a refusal or failure to read in full), the whole text (or
+    ``tooltip``) in its tooltip, hidden when empty."""
     label.value = text
     label.tooltip = tooltip if tooltip is not None else text
+    native = label.native
+    lines = native.property(LINES) or 1
+    native.setMaximumHeight(WHOLE if whole else native.fontMetrics().lineSpacing() * lines + 4)
+    # (magicgui's rows do not pass a wrapped label's height for its width on: asked here)
+    needed = native.heightForWidth(native.width()) if whole and native.width() > 0 else 0
+    native.setMinimumHeight(max(0, needed))
+    if not text:
+        label.visible = False  # (its row too: magicgui's label beside it)
+    elif native.parent() is not None:  # (shown alone, it would be a window of its own)
+        label.visible = True

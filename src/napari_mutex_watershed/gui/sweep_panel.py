@@ -26,11 +26,10 @@ from magicgui.widgets import (
 )
 from psygnal import Signal
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QBrush, QColor, QFont
+from qtpy.QtGui import QBrush, QColor, QFont, QFontMetrics
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
 )
@@ -52,6 +51,7 @@ from .callback_time import excluded, recorded
 from .inputs_panel import Inputs
 from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
 from .lifecycle import disconnect_all, stop_with_widget
+from .sections import show_text, wrapping
 from .visible_region import NotVisible, placement
 
 LAYER_PREFIX = "sweep "
@@ -74,7 +74,7 @@ HEADERS = {
                   "is better."),
     "voi_merge": ("Merge", "VOI merge: H(ground truth | segmentation): under-segmentation. Lower "
                   "is better."),
-    "n_segments": ("Segments", "Number of segments in the shown region"),
+    "n_segments": ("Segs", "Number of segments in the shown region"),
     "seconds": ("Time", "Segmentation time in the worker, in seconds"),
 }
 
@@ -169,10 +169,7 @@ class SweepPanel(Container):
             tooltip="napari's grid mode: every visible layer in its own view, side by side.",
         )
         self.status = Label(name="sweep_status", value="")
-        self.status.label = ""
-        self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.status.native.setFixedHeight(self.status.native.fontMetrics().lineSpacing() * 2 + 4)
+        wrapping(self.status, 2)
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([HEADERS[key][0] for key, _ in COLUMNS])
@@ -184,11 +181,13 @@ class SweepPanel(Container):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
-        # the numbers take what they need, the setting the rest (cut, whole in its tooltip):
-        # every column fits the dock's width, with no horizontal scrolling
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # the numbers take what their texts need (``_fit_columns``), the setting the rest (cut,
+        # whole in its tooltip): every column fits the dock's width, with no scrolling
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         header.setSectionResizeMode(SETTING_COLUMN, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(24)
+        header.setMinimumSectionSize(16)
+        header.setStyleSheet("QHeaderView::section { padding: 0px 2px; }")
+        self._fit_columns()
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setMinimumHeight(150)
@@ -277,6 +276,9 @@ class SweepPanel(Container):
         if not self._closed:
             self.reset_choices()
 
+    def _say(self, text: str) -> None:
+        show_text(self.status, text)
+
     @recorded("sweep.inputs")
     def set_inputs(self, inputs: Inputs) -> None:
         """The inputs changed: a refusal that is no longer true (or now says something
@@ -284,7 +286,7 @@ class SweepPanel(Container):
         self.inputs = inputs
         if not self.running and self.status.value.startswith(CANNOT_SWEEP):
             refusal = inputs.problem if inputs.parameters is None else ""
-            self.status.value = CANNOT_SWEEP + refusal if refusal else ""
+            self._say(CANNOT_SWEEP + refusal if refusal else "")
 
     # ------------------------------------------------------------------ running
     def sweeper(self) -> Sweeper:
@@ -317,36 +319,36 @@ class SweepPanel(Container):
             return False
         parameters, layer = self.inputs.parameters, self.inputs.layer
         if parameters is None:
-            self.status.value = CANNOT_SWEEP + self.inputs.problem
+            self._say(CANNOT_SWEEP + self.inputs.problem)
             return False
         if layer is None:
-            self.status.value = CANNOT_SWEEP + "choose an affinities layer"
+            self._say(CANNOT_SWEEP + "choose an affinities layer")
             return False
         try:
             region = self.region_of(layer)
         except NotVisible as reason:
-            self.status.value = CANNOT_SWEEP + str(reason)
+            self._say(CANNOT_SWEEP + str(reason))
             return False
         except ValueError as error:
-            self.status.value = CANNOT_SWEEP + str(error)
+            self._say(CANNOT_SWEEP + str(error))
             return False
         try:
             settings = self.settings(parameters)
         except ValueError as error:
-            self.status.value = CANNOT_SWEEP + str(error)
+            self._say(CANNOT_SWEEP + str(error))
             return False
         data = level0(layer)
         spatial = tuple(data.shape[1:])
         truth = self.ground_truth.value
         if truth is not None and tuple(level0(truth).shape) != spatial:
-            self.status.value = (CANNOT_SWEEP + f"ground truth '{truth.name}' has shape "
+            self._say(CANNOT_SWEEP + f"ground truth '{truth.name}' has shape "
                                  f"{tuple(level0(truth).shape)}, the affinities' spatial "
                                  f"shape is {spatial}")
             return False
         mask, seeds = self.inputs.mask, self.inputs.seeds
         for other, what in ((mask, "mask"), (seeds, "seeds")):
             if other is not None and tuple(level0(other).shape) != spatial:
-                self.status.value = CANNOT_SWEEP + f"the {what} has another shape"
+                self._say(CANNOT_SWEEP + f"the {what} has another shape")
                 return False
 
         shown = tuple(slice(a, b) for a, b in zip(region.shown_start, region.shown_stop))
@@ -377,7 +379,7 @@ class SweepPanel(Container):
         self.cancel_button.enabled = True
         self.apply_button.enabled = self.save_button.enabled = False
         workers = min(self.workers.value, len(settings))
-        self.status.value = (f"Sweeping {len(settings)} settings on "
+        self._say(f"Sweeping {len(settings)} settings on "
                              f"{' x '.join(map(str, region.shape))} voxels "
                              f"({workers} worker{'s' if workers > 1 else ''}) ...")
         self._timer.start()
@@ -480,9 +482,10 @@ class SweepPanel(Container):
                 translate=self._meta["translate"], units=self._meta["units"],
                 metadata=metadata)
         self._add_row(result)
+        self._fit_columns()
         done, total = len(self.results), len(self._meta["settings"])
         if not self.job.done:
-            self.status.value = (f"Sweeping: {done} of {total} settings done "
+            self._say(f"Sweeping: {done} of {total} settings done "
                                  f"({time.perf_counter() - self._meta['started']:.1f} s)")
 
     def _insert_position(self, index: int) -> int:
@@ -503,6 +506,21 @@ class SweepPanel(Container):
         self.table.clearContents()
         self.table.setRowCount(0)
         self.table.setSortingEnabled(True)
+
+    def _fit_columns(self) -> None:
+        """Each number column as wide as its widest text, title included (the sort arrow
+        may cover a title's end: the header's tooltip has it whole)."""
+        bold = QFont(self.table.font())
+        bold.setBold(True)  # (the best row's)
+        metrics = QFontMetrics(bold)
+        rows = range(self.table.rowCount())
+        for column, (key, _) in enumerate(COLUMNS):
+            if column == SETTING_COLUMN:
+                continue
+            texts = [HEADERS[key][0]] + [self.table.item(r, column).text() for r in rows
+                                         if self.table.item(r, column) is not None]
+            width = max(metrics.horizontalAdvance(text) for text in texts) + 8
+            self.table.horizontalHeader().resizeSection(column, width)
 
     def _add_row(self, result, position: int | None = None) -> int:
         """Append a row for ``result``; returns its row number."""
@@ -543,6 +561,7 @@ class SweepPanel(Container):
             self._add_row(result, position)
         self.table.setSortingEnabled(True)
         self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
+        self._fit_columns()
         self.best_result = best(self.results)
         self._show_only(self.best_result)
         if self.best_result is not None:
@@ -574,8 +593,7 @@ class SweepPanel(Container):
             text += "; not scored: the ground truth has no labelled voxel in the region"
         if failed:
             text += f"; {len(failed)} failed: {failed[0].error}"
-        self.status.value = text
-        self.status.tooltip = text
+        self._say(text)
 
     # ------------------------------------------------------------------ table actions
     def row_of(self, index: int) -> int:
@@ -610,7 +628,7 @@ class SweepPanel(Container):
         if result is None or result.error is not None:
             return None
         self.apply_requested.emit(result.parameters)
-        self.status.value = f"Applied {result.name} to the parameters above"
+        self._say(f"Applied {result.name} to the parameters above")
         return result
 
     def save_csv(self, path):
@@ -624,9 +642,9 @@ class SweepPanel(Container):
         if path:
             try:
                 self.save_csv(path)
-                self.status.value = f"Table saved to {path}"
+                self._say(f"Table saved to {path}")
             except OSError as error:
-                self.status.value = f"Cannot save: {error}"
+                self._say(f"Cannot save: {error}")
 
     # ------------------------------------------------------------------ grid view
     @recorded("sweep.grid_toggled")
