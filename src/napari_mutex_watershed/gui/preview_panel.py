@@ -15,9 +15,9 @@ from magicgui.widgets import CheckBox, Container, Label, SpinBox
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
-from .callback_time import excluded, recorded
+from .callback_time import recorded
 from .inputs_panel import Inputs, identity
-from .layers import PREVIEW_KEY, SWEEP_KEY, level0
+from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
 from .lifecycle import disconnect_all
 from .parameter_widgets import segmentation_key
 from .preview import PreviewRequest, PreviewService
@@ -48,6 +48,8 @@ class PreviewPanel(Container):
         self._last_dispatch = 0.0
         self._shown_status = ("Preview off", None)
         self._preview_layer = None
+        self._arriving = None  # the LabelsArrival of the preview layer, while on its way
+        self._waiting_result = None  # the newest result, shown once the layer is in
         self._keep_on_top = True
         self._moving = False
         self._service: PreviewService | None = None
@@ -310,16 +312,19 @@ class PreviewPanel(Container):
             self._preview_layer = None
             self.viewer.layers.remove(preview)  # another layer's dimensionality
             preview = None
-        if preview is None:
-            with excluded("preview.add_layer"):  # napari's vispy set-up, once
-                self._preview_layer = self.viewer.add_labels(
-                    result.labels, name=PREVIEW_LAYER_NAME, scale=scale, translate=translate,
+        if preview is None:  # added in short steps; this result is shown once it is in
+            if self._arriving is None:
+                self._arriving = add_labels_without_blocking(
+                    self.viewer, result.labels, record="preview.add_layer",
+                    name=PREVIEW_LAYER_NAME, scale=scale, translate=translate,
                     metadata=metadata, units=tuple(layer.units)[1:],
-                )
-        else:
-            preview.scale = scale
-            preview.translate = translate
-            preview.metadata = metadata
+                    then=self._layer_arrived, failed=lambda _error: self._layer_arrived(None))
+            self._waiting_result = result
+            return
+        preview.scale = scale
+        preview.translate = translate
+        preview.metadata = metadata
+        if preview.data is not result.labels:
             preview.data = result.labels
         self.last_result = result
         self.problem.emit(self.inputs.problem)  # (a failure shown before is over)
@@ -332,11 +337,21 @@ class PreviewPanel(Container):
         )
         self._status(*self._shown_status)
 
+    def _layer_arrived(self, layer) -> None:
+        self._arriving = None
+        self._preview_layer = layer
+        result, self._waiting_result = self._waiting_result, None
+        if result is not None and layer is not None:
+            self._apply(result)
+
     # ------------------------------------------------------------------ teardown
     def close_preview(self) -> None:
         """Stop the preview and its worker processes (also done when the widget is deleted)."""
         self._debounce.stop()
         self._poll.stop()
+        if self._arriving is not None:
+            self._arriving.cancel()
+            self._arriving = self._waiting_result = None
         if self._service is not None:
             self._service.close()
             self._service = None
