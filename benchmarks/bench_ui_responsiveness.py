@@ -14,11 +14,12 @@ While each runs, a 10 ms QTimer on the main thread records when it fires. The ta
 the scenario's wall time, the ticks, the longest gap between ticks (and the main thread's
 CPU time within it), how many gaps were 100 ms or longer and in how many of those the main
 thread was busy (CPU time at least half the gap: work; else it waited for a core), the
-longest time napari took to add a Labels layer (0.1-0.4 s under software OpenGL: those gaps
-are napari's), then the longest time one of our callbacks held the main thread
-(``gui.callback_time``: CPU and wall time). The tests assert on that CPU
-time only (under 100 ms): the gaps depend on what else the machine runs, which is why they
-are measured here and not there.
+longest main-thread step of napari adding or removing a Labels layer (CPU, and wall time:
+layers arrive in short steps, ``gui.layers.add_labels_without_blocking``; napari's one
+``add_labels`` call took 0.1-0.2 s of CPU), then the longest time one of our callbacks held
+the main thread (``gui.callback_time``: CPU and wall time). The tests assert on CPU time
+only (under 100 ms): the gaps depend on what else the machine runs, which is why they are
+measured here and not there.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def row(name, seconds, ticks, cpu, records):
     # napari adding or removing a layer: not the plugin's (recorded by callback_time)
     excluded = [name for name in records if name.endswith(("add_layer", "remove_layer"))]
     longest_napari = max((records[n].longest_wall for n in excluded), default=0.0)
+    longest_napari_cpu = max((records[n].longest_cpu for n in excluded), default=0.0)
     long_gaps = [(g, busy) for g, busy in gaps if g >= 0.100]
     longest, its_cpu = max(gaps)
     ours = [(n, r) for n, r in records.items() if n not in excluded]
@@ -161,7 +163,7 @@ def row(name, seconds, ticks, cpu, records):
         name, f"{seconds:.1f}", str(len(ticks) - 2),
         f"{longest * 1000:.0f} ({its_cpu * 1000:.0f} cpu)", str(len(long_gaps)),
         str(sum(busy >= g / 2 for g, busy in long_gaps)),
-        f"{longest_napari * 1000:.0f}",
+        f"{longest_napari_cpu * 1000:.0f} ({longest_napari * 1000:.0f} wall)",
         worst_name,
         "-" if worst is None else f"{worst.longest_cpu * 1000:.1f}",
         "-" if worst is None else f"{worst.longest_wall * 1000:.1f}",
@@ -178,7 +180,8 @@ def main(argv=None) -> None:
     app = get_qapp()
     functions = {"full-run": full_run, "preview": preview, "sweep": sweep}
     header = ["scenario", "wall s", "ticks", "longest gap ms", "gaps >= 100 ms", "busy",
-              "napari layer add ms", "our longest callback", "its cpu ms", "its wall ms"]
+              "napari layer add step cpu ms", "our longest callback", "its cpu ms",
+              "its wall ms"]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.only.split(","):
