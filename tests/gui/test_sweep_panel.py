@@ -79,7 +79,7 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     best_bias = min(expected_error, key=lambda b: (expected_error[b], b))
     assert panel.best_result.setting.value("bias") == best_bias
     assert panel.best_result.adapted_rand_error == pytest.approx(expected_error[best_bias])
-    row = panel.row_of(panel.best_result.setting.index)
+    row = panel.table.row_of(panel.best_result.setting.index)
     assert table.item(row, 0).font().bold()
     assert table.item(row, 1).text() == f"bias={best_bias:.2f}"
     assert table.item(row, 0).text() == "1"

@@ -25,26 +25,15 @@ from magicgui.widgets import (
     SpinBox,
 )
 from psygnal import Signal
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QBrush, QColor, QFont, QFontMetrics
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
-    QTableWidget,
-    QTableWidgetItem,
-)
+from qtpy.QtCore import QTimer
 
 from ..sweep import (
-    COLUMNS,
     DEFAULT_BIASES,
     Sweeper,
     SweepInputs,
     best,
-    format_cell,
     parameter_grid,
     parse_values,
-    rank,
-    table_rows,
     write_csv,
 )
 from .callback_time import excluded, recorded
@@ -52,51 +41,12 @@ from .inputs_panel import Inputs
 from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
 from .lifecycle import disconnect_all, stop_with_widget
 from .sections import show_text, wrapping
+from .sweep_table import SweepTable
 from .visible_region import NotVisible, placement
 
 LAYER_PREFIX = "sweep "
 #: Status texts that say why a sweep cannot start: recomputed when the inputs change.
 CANNOT_SWEEP = "Cannot sweep: "
-BEST_COLOUR = QColor(46, 125, 70)
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-SETTING_COLUMN = [key for key, _ in COLUMNS].index("setting")
-INDEX_ROLE = Qt.ItemDataRole.UserRole
-
-
-#: Column titles in the panel (short: it is a dock) and their tooltips.
-HEADERS = {
-    "rank": ("#", "Rank: by adapted Rand error, ties in grid order"),
-    "setting": ("Setting", "The swept values (the layer is 'sweep <setting>')"),
-    "adapted_rand_error": ("ARE", "Adapted Rand error (skimage.metrics.adapted_rand_error): "
-                           "1 - F-score of the pairs of labelled voxels put together. "
-                           "Lower is better."),
-    "voi_split": ("Split", "VOI split: H(segmentation | ground truth): over-segmentation. Lower "
-                  "is better."),
-    "voi_merge": ("Merge", "VOI merge: H(ground truth | segmentation): under-segmentation. Lower "
-                  "is better."),
-    "n_segments": ("Segs", "Number of segments in the shown region"),
-    "seconds": ("Time", "Segmentation time in the worker, in seconds"),
-}
-
-
-class _Item(QTableWidgetItem):
-    """A table cell that sorts by its number (text sorts '10' before '9')."""
-
-    def __init__(self, text: str, sort_key) -> None:
-        super().__init__(text)
-        self.setData(SORT_ROLE, sort_key)
-        self.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-        if isinstance(sort_key, (int, float)):
-            self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-
-    def __lt__(self, other) -> bool:
-        mine, theirs = self.data(SORT_ROLE), other.data(SORT_ROLE)
-        try:
-            return (mine is None, mine) < (theirs is None, theirs)
-        except TypeError:
-            return str(mine) < str(theirs)
-
-
 def _grid(viewer):
     canvas = getattr(viewer, "canvas", None)
     return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
@@ -171,32 +121,7 @@ class SweepPanel(Container):
         self.status = Label(name="sweep_status", value="")
         wrapping(self.status, 2)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels([HEADERS[key][0] for key, _ in COLUMNS])
-        for column, (key, _) in enumerate(COLUMNS):
-            self.table.horizontalHeaderItem(column).setToolTip(HEADERS[key][1])
-        self.table.setSortingEnabled(True)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        # the numbers take what their texts need (``_fit_columns``), the setting the rest (cut,
-        # whole in its tooltip): every column fits the dock's width, with no scrolling
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        header.setSectionResizeMode(SETTING_COLUMN, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(16)
-        header.setStyleSheet("QHeaderView::section { padding: 0px 2px; }")
-        self._fit_columns()
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.setMinimumHeight(150)
-        self.table.setMaximumHeight(330)
-        self.table.setToolTip(
-            "Lower is better for every score. Adapted Rand error: 1 - F-score of the pairs "
-            "of labelled voxels put together; VOI split / merge: conditional entropies of "
-            "the segmentation given the ground truth (over-segmentation) and the reverse "
-            "(under-segmentation). Click a header to sort; the best row is highlighted.")
+        self.table = SweepTable()
 
         self.apply_button = PushButton(name="apply_sweep", text="Apply", enabled=False)
         self.apply_button.tooltip = ("Copy the parameters of the selected row (none selected: "
@@ -362,7 +287,7 @@ class SweepPanel(Container):
         self._job_number += 1
         self._stop_arrival()
         self._queue_removal(self._own_layers())  # the previous sweep's
-        self._clear_table()
+        self.table.clear_rows()
         self.results = []
         self._arrived = []
         self.best_result = None
@@ -481,8 +406,7 @@ class SweepPanel(Container):
                 name=LAYER_PREFIX + result.name, scale=self._meta["scale"],
                 translate=self._meta["translate"], units=self._meta["units"],
                 metadata=metadata)
-        self._add_row(result)
-        self._fit_columns()
+        self.table.add_result(result)
         done, total = len(self.results), len(self._meta["settings"])
         if not self.job.done:
             self._say(f"Sweeping: {done} of {total} settings done "
@@ -501,78 +425,15 @@ class SweepPanel(Container):
         before = [i for other, i in ours if other < index]
         return max(before) + 1 if before else len(layers)
 
-    def _clear_table(self) -> None:
-        self.table.setSortingEnabled(False)
-        self.table.clearContents()
-        self.table.setRowCount(0)
-        self.table.setSortingEnabled(True)
-
-    def _fit_columns(self) -> None:
-        """Each number column as wide as its widest text, title included (the sort arrow
-        may cover a title's end: the header's tooltip has it whole)."""
-        bold = QFont(self.table.font())
-        bold.setBold(True)  # (the best row's)
-        metrics = QFontMetrics(bold)
-        rows = range(self.table.rowCount())
-        for column, (key, _) in enumerate(COLUMNS):
-            if column == SETTING_COLUMN:
-                continue
-            texts = [HEADERS[key][0]] + [self.table.item(r, column).text() for r in rows
-                                         if self.table.item(r, column) is not None]
-            width = max(metrics.horizontalAdvance(text) for text in texts) + 8
-            self.table.horizontalHeader().resizeSection(column, width)
-
-    def _add_row(self, result, position: int | None = None) -> int:
-        """Append a row for ``result``; returns its row number."""
-        row_values = table_rows([result])[0]
-        if position is not None:
-            row_values["rank"] = position
-        else:
-            row_values["rank"] = None
-        sorting = self.table.isSortingEnabled()
-        self.table.setSortingEnabled(False)
-        row = self.table.rowCount()
-        self.table.insertRow(row)
-        for column, (key, _title) in enumerate(COLUMNS):
-            value = row_values[key]
-            if key == "setting":
-                text, sort_key = value, result.setting.index
-            else:
-                text, sort_key = format_cell(key, value), value
-            item = _Item(text, sort_key)
-            item.setData(INDEX_ROLE, result.setting.index)
-            if result.error:
-                item.setToolTip(f"failed: {result.error}")
-            elif key == "setting":
-                item.setToolTip(text)
-            self.table.setItem(row, column, item)
-        self.table.setSortingEnabled(sorting)
-        return row
-
     def _finish(self) -> None:
         """All results are in (or the sweep was cancelled): rank, highlight, select."""
         job = self.job
         self._active = False
         self.run_button.enabled = True
         self.cancel_button.enabled = False
-        self._clear_table()
-        self.table.setSortingEnabled(False)
-        for position, result in enumerate(rank(self.results), start=1):
-            self._add_row(result, position)
-        self.table.setSortingEnabled(True)
-        self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
-        self._fit_columns()
         self.best_result = best(self.results)
+        self.table.show_ranked(self.results, self.best_result)
         self._show_only(self.best_result)
-        if self.best_result is not None:
-            row = self.row_of(self.best_result.setting.index)
-            font = QFont(self.table.font())
-            font.setBold(True)
-            for column in range(self.table.columnCount()):
-                item = self.table.item(row, column)
-                item.setBackground(QBrush(BEST_COLOUR))
-                item.setFont(font)
-                item.setToolTip("Best: lowest adapted Rand error")
         self.save_button.enabled = bool(self.results)
         self.apply_button.enabled = self.selected_result() is not None
         seconds = (job.finished or time.perf_counter()) - self._meta["started"]
@@ -596,18 +457,10 @@ class SweepPanel(Container):
         self._say(text)
 
     # ------------------------------------------------------------------ table actions
-    def row_of(self, index: int) -> int:
-        """Table row (as currently sorted) of the setting with grid ``index``."""
-        for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(INDEX_ROLE) == index:
-                return row
-        raise KeyError(index)
-
     def selected_result(self):
-        rows = {item.row() for item in self.table.selectedItems()}
-        if not rows:
+        index = self.table.selected_index()
+        if index is None:
             return self.best_result
-        index = self.table.item(min(rows), 0).data(INDEX_ROLE)
         for result in self.results:
             if result.setting.index == index:
                 return result
