@@ -94,7 +94,8 @@ def write_input(work: Path, size: int, noise: float) -> tuple:
     return path, WatershedParameters(offsets=OFFSETS, bias_short=0.5, bias_long=0.7)
 
 
-def measure(size: int, block: int, workers: int, work: Path, noise: float) -> dict:
+def measure(size: int, block: int, workers: int, work: Path, noise: float,
+            tiles=()) -> dict:
     from napari_mutex_watershed.blockwise.even_blocks import EvenBlocks
     from napari_mutex_watershed.blockwise.job import ProgressReporter, _run_tasks
     from napari_mutex_watershed.blockwise.launch import plan_run, segment_blockwise_zarr
@@ -111,14 +112,13 @@ def measure(size: int, block: int, workers: int, work: Path, noise: float) -> di
                ProgressReporter("none", time.time()))
     fragment_seconds = time.perf_counter() - started
     records = block_records(plan)
-    child = subprocess.run([sys.executable, __file__, "--stitch", plan_path],
-                           capture_output=True, text=True, check=True)
-    stitch = json.loads(child.stdout.splitlines()[-1])
+    stitch = run_stitch(plan_path)
+    tiled = {copies: run_stitch(tiled_plan(plan, copies, work)) for copies in tiles}
     started = time.perf_counter()
     segment_blockwise_zarr(path, output, parameters, supervised=False, **options)
     rest_seconds = time.perf_counter() - started
     return {"size": size, "blocks": plan.num_blocks, "fragment_seconds": fragment_seconds,
-            "records": records, "stitch": stitch, "rest_seconds": rest_seconds,
+            "records": records, "stitch": stitch, "rest_seconds": rest_seconds, "tiled": tiled,
             "workers": workers, "block": block}
 
 
@@ -126,6 +126,41 @@ def face_area(size: int, block: int) -> float:
     """Voxels on the inner block faces of a size^3 volume in block^3 blocks (one side)."""
     cuts = -(-size // block) - 1
     return 3.0 * cuts * size * size
+
+
+def tiled_plan(plan, copies: int, work: Path) -> str:
+    """A plan of ``copies`` copies of ``plan``'s block grid one after the other along the
+    first axis, each block's record copied with its joins moved to the copy's fragment ids
+    (no join crosses from one copy to the next): the stitch of a volume ``copies`` times
+    larger with the same density, without segmenting it. Returns the plan's path."""
+    from napari_mutex_watershed.blockwise.plan import PLAN_FILE, BlockwisePlan
+
+    tiled = BlockwisePlan.model_validate({
+        **plan.model_dump(), "shape": (plan.shape[0] * copies, *plan.shape[1:]),
+        "work_dir": str(work / f"tiled-{copies}")})
+    per_block, depth = np.uint64(plan.ids_per_block), plan.grid_shape[0]
+    for index in range(plan.num_blocks):
+        with np.load(plan.block_record(index)) as record:
+            arrays = {key: record[key] for key in record.files}
+        blocks, local = np.divmod(arrays["joins"], per_block)
+        position = np.array(np.unravel_index(blocks.astype(np.int64), plan.grid_shape))
+        own = np.array(np.unravel_index(index, plan.grid_shape))
+        for copy in range(copies):
+            step = np.array([copy * depth] + [0] * (plan.ndim - 1))
+            moved = np.ravel_multi_index(tuple(position + step.reshape(-1, 1, 1)),
+                                         tiled.grid_shape).astype(np.uint64)
+            record = tiled.block_record(int(np.ravel_multi_index(tuple(own + step),
+                                                                 tiled.grid_shape)))
+            record.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(record, **{**arrays, "joins": moved * per_block + local})
+    tiled.save()
+    return str(Path(tiled.work_dir) / PLAN_FILE)
+
+
+def run_stitch(plan_path: str) -> dict:
+    child = subprocess.run([sys.executable, __file__, "--stitch", plan_path],
+                           capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.splitlines()[-1])
 
 
 def print_tables(results: list[dict]) -> None:
@@ -146,13 +181,19 @@ def print_tables(results: list[dict]) -> None:
           "stitch peak MB (traced; RSS growth) | face area (voxels) | nodes per face voxel | "
           "MB per million face voxels |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        s = r["stitch"]
-        area = face_area(r["size"], r["block"])
-        print(f"| {r['size']}^3 | {s['fragments']:,} | {s['nodes']:,} | {s['joins']:,} | "
+    rows = [(f"{r['size']}^3", r["stitch"], face_area(r["size"], r["block"])) for r in results]
+    rows += [(f"{r['size']}^3 tiled x{copies}", s, copies * face_area(r["size"], r["block"]))
+             for r in results for copies, s in r["tiled"].items()]
+    for name, s, area in rows:
+        print(f"| {name} | {s['fragments']:,} | {s['nodes']:,} | {s['joins']:,} | "
               f"{s['separations']:,} | {s['seconds']:.2f} | {s['peak_mb']:.0f}; "
               f"{s['rss_mb']:.0f} | {area:,.0f} | "
               f"{s['nodes'] / area:.4f} | {s['peak_mb'] / area * 1e6:.1f} |")
+    for name, s, _ in rows:
+        elements = s["nodes"] + s["joins"] + s["separations"]
+        print(f"- {name}: {s['peak_mb'] * 2**20 / max(elements, 1):.0f} bytes traced and "
+              f"{s['rss_mb'] * 2**20 / max(elements, 1):.0f} bytes of RSS per graph element "
+              "(node, join or separation loaded)")
     largest = results[-1]
     s, block = largest["stitch"], largest["block"]
     side = TARGET_VOXELS ** (1 / 3)
@@ -176,11 +217,15 @@ def print_tables(results: list[dict]) -> None:
           f"({per_block:.2f} s per even/odd block-step pair, {relabel:.3f} s relabel and "
           f"pyramid per block); for one day: {worker_seconds / max(DAY - stitch_seconds, 1):,.0f}"
           " workers")
+    copies = max(largest["tiled"], default=1)  # the largest graph measured
+    biggest = largest["tiled"][copies] if copies > 1 else s
     for memory_gb in (64, 256, 1024):
         # in blocks of one size the face area, and with it the graph, grows with the voxels
-        voxels = largest["size"] ** 3 * memory_gb * 1024 / s["peak_mb"]
-        print(f"- one stitch process of {memory_gb} GB runs out at about {voxels:.1e} voxels "
-              f"({voxels ** (1 / 3):,.0f}^3)")
+        voxels = [largest["size"] ** 3 * copies * memory_gb * 1024 / biggest[key]
+                  for key in ("peak_mb", "rss_mb") if biggest[key] > 0]
+        print(f"- one stitch process of {memory_gb} GB runs out at about "
+              + " (traced) or ".join(f"{v:.1e} voxels ({v ** (1 / 3):,.0f}^3)" for v in voxels)
+              + (" (RSS)" if len(voxels) == 2 else ""))
 
 
 def main() -> None:
@@ -190,6 +235,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--noise", type=float, default=NOISE,
                         help="noise of the affinities (default bench_blockwise's 0.1)")
+    parser.add_argument("--tile", type=int, nargs="*", default=[],
+                        help="also stitch the largest volume's records copied this many times "
+                        "along the first axis (e.g. 8 64): the stitch of larger volumes")
     parser.add_argument("--keep", action="store_true", help="keep the inputs and outputs")
     parser.add_argument("--stitch", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,7 +253,8 @@ def main() -> None:
     try:
         for size in args.sizes:
             load = os.getloadavg()[0]
-            result = measure(size, args.block, args.workers, work, args.noise)
+            tiles = args.tile if size == args.sizes[-1] else ()
+            result = measure(size, args.block, args.workers, work, args.noise, tiles)
             result["load"] = max(load, os.getloadavg()[0])
             results.append(result)
             s = result["stitch"]
