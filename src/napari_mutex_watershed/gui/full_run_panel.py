@@ -30,10 +30,18 @@ from ..blockwise.run_outputs import (
     output_state,
     parse_block_size,
 )
+from ..errors import with_world_position
 from ..parameters import WatershedParameters
 from .callback_time import excluded, recorded
 from .inputs_panel import Inputs
-from .layers import BLOCK_SIZE_KEY, COMMAND_KEY, INPUT_KEY, OUTPUT_KEY, level0
+from .layers import (
+    BLOCK_SIZE_KEY,
+    COMMAND_KEY,
+    INPUT_KEY,
+    OUTPUT_KEY,
+    add_labels_without_blocking,
+    level0,
+)
 from .lifecycle import disconnect_all
 from .run_dialogs import ask_overwrite, ask_resume, choose_output
 from .run_layers import RunRequest, default_output, open_result, world_geometry, zarr_source
@@ -69,6 +77,8 @@ class FullRunPanel:
         self.last_job: Job | None = None  # the latest job, kept after it ended (inspection)
         self.request: RunRequest | None = None
         self.result_layer = None
+        self._arriving = None  # the LabelsArrival of the result layer, while on its way
+        self._refresh_after_arrival: bool | None = None  # ``complete`` of a refresh asked
         self.max_retries: int | None = None  # None: the CLI's default
         self.last_error: str | None = None
         self.progress = RunProgress()
@@ -166,6 +176,12 @@ class FullRunPanel:
     @property
     def running(self) -> bool:
         return self.job is not None or self._future is not None or self._next is not None
+
+    @property
+    def result_pending(self) -> bool:
+        """True while the result layer is on its way into the viewer (added in steps after
+        the job may have ended)."""
+        return self._arriving is not None and not self._arriving.done
 
     def _status(self, text: str, tooltip: str | None = None, whole: bool = False) -> None:
         """Show ``text`` in the status line; ``whole``: a refusal or failure, shown in full
@@ -327,6 +343,7 @@ class FullRunPanel:
 
     def _remove_results(self, output: Path) -> None:
         """Remove this plugin's result layers of ``output`` (a Start over replaces it)."""
+        self._stop_arrival()
         for layer in [layer for layer in self.viewer.layers
                       if layer.metadata.get(OUTPUT_KEY) == str(output)]:
             with excluded("full_run.remove_layer"):
@@ -400,20 +417,23 @@ class FullRunPanel:
             took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
             self._reset(f"Done{took}: {request.output}")
         else:
-            message = job.error_message()
+            # a bad value's voxel is the layer's own index (the job reads the whole layer);
+            # its world position is the layer's (a copy stores only integral geometry)
+            message = with_world_position(job.error_message(), request.placement["scale"],
+                                          request.placement["translate"])
             self.last_error = message
             self._reset(f"Failed: {message}", whole=True)
             show_error(f"Mutex watershed run failed: {message}")
 
     def _show_result(self, complete: bool) -> None:
-        """Add (or refresh) the lazy Labels layer of the output, placed like the affinities."""
+        """Add (or refresh) the lazy Labels layer of the output, placed like the affinities.
+
+        A new layer is opened in a thread and added in short main-thread steps
+        (``add_labels_without_blocking``); a refresh asked for meanwhile follows it."""
         request = self.request
-        try:
-            data = open_result(request.output, complete)
-        except Exception:
-            return  # not created yet
-        multiscale = isinstance(data, list)
-        first = level0(data)
+        if self._arriving is not None and not self._arriving.done:
+            self._refresh_after_arrival = complete
+            return
         metadata = {
             PARAMETERS_ATTR: json.loads(request.parameters.to_json()),
             BLOCK_SIZE_KEY: list(request.block_size),
@@ -428,21 +448,35 @@ class FullRunPanel:
         if existing is None or existing not in viewer.layers:
             existing = next((candidate for candidate in viewer.layers
                              if candidate.metadata.get(OUTPUT_KEY) == str(request.output)), None)
-        if existing is not None and existing.ndim == first.ndim and (
-                existing.multiscale == multiscale):
+        if existing is None:
+            self._arriving = add_labels_without_blocking(
+                viewer, lambda: open_result(request.output, complete),
+                record="full_run.add_layer", name=request.output.name, metadata=metadata,
+                then=lambda layer: self._result_arrived(layer, request), **request.placement)
+            return
+        try:
+            data = open_result(request.output, complete)
+        except Exception:
+            return  # not created yet
+        if existing.ndim == level0(data).ndim and existing.multiscale == isinstance(data, list):
             existing.data = data
             existing.metadata = metadata
             existing.scale = request.placement["scale"]
             existing.translate = request.placement["translate"]
             self.result_layer = existing
-        else:
-            # napari needs 0.15-0.4 s of main-thread time to add a Labels layer (vispy
-            # visuals), once per result: recorded apart from this callback's own time
-            with excluded("full_run.add_layer"):
-                self.result_layer = viewer.add_labels(
-                    data, name=request.output.name, metadata=metadata, multiscale=multiscale,
-                    **request.placement,
-                )
+
+    def _result_arrived(self, layer, request) -> None:
+        self.result_layer = layer
+        self._arriving = None
+        complete, self._refresh_after_arrival = self._refresh_after_arrival, None
+        if complete is not None and request is self.request:
+            self._show_result(complete)
+
+    def _stop_arrival(self) -> None:
+        if self._arriving is not None:
+            self._arriving.cancel()
+            self._arriving = None
+        self._refresh_after_arrival = None
 
     # ------------------------------------------------------------------ cancel and reset
     @recorded("full_run.cancel")
@@ -477,6 +511,7 @@ class FullRunPanel:
     def shutdown(self) -> None:
         """The widget goes away: kill the job (blocking, at most about 1 s) and clean up."""
         disconnect_all(self._connections)
+        self._stop_arrival()
         if self.job is not None:
             self.job.kill_now()
         self._aborted = True
@@ -492,9 +527,10 @@ class FullRunPanel:
     @recorded("full_run.layer_inserted")
     def _on_layer_inserted(self, event=None) -> None:
         layer = getattr(event, "value", None)
+        arriving = self._arriving.layer if self._arriving is not None else None
         if layer is not None and layer.metadata.get(PARAMETERS_ATTR) and layer is not (
             self.result_layer
-        ) and not self.running:
+        ) and layer is not arriving and not self.running:
             self._status(f"'{layer.name}' carries the parameters it was made with: select it "
                          "and click 'Use parameters of selected result' to load them.")
         self._on_active_layer()
