@@ -109,7 +109,8 @@ def full_run(app, folder: Path):
     panel.confirm_resume = lambda path, finished: "overwrite"
     _settle(app, 0.5)
     try:
-        return _measure(app, panel.start, lambda: not panel.running)
+        return _measure(app, panel.start,
+                        lambda: not panel.running and not panel.result_pending)
     finally:
         widget.close_preview()
         viewer.close()
