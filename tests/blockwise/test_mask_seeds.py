@@ -1,5 +1,6 @@
 """A mask and seeds in blockwise runs, with real daisy workers: the whole-volume engine's
-semantics (outside the mask 0, one object per seed id with that id) across block faces."""
+semantics (outside the mask 0, one object per seed id with that id) across block faces; and
+the pieces they rest on (seeded kernel labels, the stitch's seed nodes) without workers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from napari_mutex_watershed.blockwise.launch import plan_run, segment_blockwise_
 from napari_mutex_watershed.blockwise.mask_seeds import compact_seeded
 from napari_mutex_watershed.blockwise.plan import PLAN_FILE
 from napari_mutex_watershed.blockwise.stitch import join_fragments
+from napari_mutex_watershed.engine import edge_weights, run_kernel
 from napari_mutex_watershed.storage import labels_level0, write_affinities, write_labels
 from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
 
@@ -51,6 +53,17 @@ def test_seeded_kernel_labels_become_small_ids_that_remember_their_seed():
     compact, seed_of = compact_seeded(raw, seeds)
     assert compact.max() < raw.size + 1 and (compact == 0).tolist() == (raw == 0).tolist()
     assert seed_of[compact].tolist() == [[0, 10**12, 10**12], [0, 7, 0]]
+
+
+def test_a_block_without_seeds_gets_the_unseeded_kernel_labels():
+    affinities, _, offsets = sample_volume((12, 24, 24), seed=2)
+    parameters = WatershedParameters(offsets=offsets)
+    weights, _ = edge_weights(affinities, parameters)
+    no_seeds = np.zeros(affinities.shape[1:], np.uint64)
+    compact, seed_of = compact_seeded(run_kernel(weights.copy(), parameters, no_seeds),
+                                      no_seeds)
+    np.testing.assert_array_equal(compact, run_kernel(weights, parameters))
+    assert not seed_of.any() and len(seed_of) > compact.max()
 
 
 def test_the_stitch_keeps_seed_ids_apart_and_joins_each_seed_id():

@@ -76,6 +76,9 @@ def compact_seeded(raw: np.ndarray, seeds: np.ndarray | None):
     number, and the others above the largest seed id."""
     if seeds is None:
         return raw, None
+    if not seeds.any():  # most blocks of a run: no sort, only the kernel's shift undone
+        raw[raw > 0] -= np.uint64(1)  # unseeded ids start above the largest seed id, 0
+        return raw, np.zeros(int(raw.max(initial=0)) + 1, np.uint64)
     ids, compact = np.unique(raw, return_inverse=True)
     compact = compact.reshape(raw.shape).astype(np.uint64)
     if ids[0] != 0:  # no background: 0 stays free
