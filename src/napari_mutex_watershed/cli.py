@@ -283,5 +283,12 @@ def log_traceback(error: BaseException) -> Path:
     return path
 
 
+def command() -> None:
+    """The console script: ``main``, then the process ends at once (``exit_at_once``)."""
+    from .processes import exit_at_once
+
+    exit_at_once(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -137,3 +137,18 @@ def holder_description(pid: int) -> str:
         return f"pid {pid}"
     text = " ".join(" ".join(words).split())  # one line, whatever the command held
     return f"pid {pid} ({text[:120]}{'...' if len(text) > 120 else ''})" if text else f"pid {pid}"
+
+
+def exit_at_once(code: int) -> None:
+    """End this process once its work is written, without the interpreter's teardown: with
+    zarr, dask and daisy loaded that took 0.3 to 1 s after a finished run (measured on the
+    job process and the CLI, docs/blockwise.md, *Speed*)."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing left to say
+            pass
+    os._exit(code)

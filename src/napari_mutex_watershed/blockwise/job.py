@@ -12,6 +12,7 @@ also runs in-process (tests). Its one line on failure goes to ``error.txt``, the
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ import zarr
 
 from ..attributes import COMPLETE_ATTR
 from ..errors import BlockwiseError, MutexWatershedError
-from ..processes import stop_descendants
+from ..processes import exit_at_once, stop_descendants
 from ..storage.levels import mark_complete
 from . import fatal
 from .disk import no_space, no_space_error, remove_temporaries
@@ -40,22 +41,30 @@ from .supervise import DEBUG_ENV, receive_plan
 from .whole import run_whole
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
+#: Local regions up to this many voxels are relabelled and get their pyramid in the job
+#: process, block after block: there that work (about 0.1 s per million voxels) costs less
+#: than starting workers for each of those steps (about 0.5 s each; docs/blockwise.md, *Speed*).
+IN_PROCESS_VOXELS = 2**24
 #: Steps whose blocks a resume reports as reused (the stitch is one call in the job).
 BLOCK_STEPS = (EvenBlocks.name, OddBlocks.name, RelabelBlocks.name)
 
 
-def _run_tasks(plan, tasks, reporter) -> None:
-    """Run daisy tasks, each piped after the one before; raise for the first that failed."""
+def _run_tasks(plan, tasks, reporter, in_process: bool = False) -> None:
+    """Run daisy tasks, each piped after the one before (``in_process``: in this process, no
+    workers); raise for the first that failed."""
     pipeline = tasks[0]
     for task in tasks[1:]:
         pipeline = pipeline + task
     try:
         states = daisy.run_blockwise(
             pipeline,
+            multiprocessing=not in_process,
             progress=True if plan.progress == "bar" else reporter,
             summary=False,
             return_states=True,
         )
+        if in_process:  # daisy's serial mode tells no observer
+            reporter.on_finish(states)
     except RuntimeError as error:  # daisy gives up on a task whose workers keep dying
         failed = next((t for t in tasks if t.failed_blocks()), tasks[-1])
         raise BlockwiseError(
@@ -87,6 +96,11 @@ def _last_line(error: str) -> str:
     line = next((x for x in reversed(lines) if not x.startswith((" ", "Traceback"))), lines[-1])
     head, _, message = line.partition(": ")
     return f"{head.rsplit('.', 1)[-1]}: {message}" if message else line
+
+
+def relabels_here(plan: BlockwisePlan) -> bool:
+    """Do the relabel and the pyramid run in the job process (``IN_PROCESS_VOXELS``)?"""
+    return not plan.worker_command and math.prod(plan.shape) <= IN_PROCESS_VOXELS
 
 
 def blocks_done(plan: BlockwisePlan) -> dict[str, int]:
@@ -132,7 +146,7 @@ def run_plan(plan_path: str | Path) -> dict:
     reporter.emit("stitch", 1, 1, **summary)
     # the pyramid's levels (one step each, "pyramid-1", ...) follow the relabelled blocks
     steps = [RelabelBlocks(plan_path), *pyramid_levels(plan_path)]
-    _run_tasks(plan, [step.daisy_task() for step in steps], reporter)
+    _run_tasks(plan, [step.daisy_task() for step in steps], reporter, relabels_here(plan))
     return _finish(plan, started, reporter, summary)
 
 
@@ -250,4 +264,4 @@ __all__ = ["PLAN_FILE", "STEPS", "BlockwiseError", "blocks_done", "is_complete",
 
 
 if __name__ == "__main__":
-    sys.exit(start())
+    exit_at_once(start())
