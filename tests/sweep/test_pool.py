@@ -52,6 +52,19 @@ def test_failed_setting_is_reported(sample_2d):
     assert best([result]) is None
 
 
+def test_a_bad_value_is_named_in_the_whole_layer(sample_3d):
+    """A NaN met in the crop is named by the layer's voxel and its world position."""
+    affinities, _, offsets = sample_3d
+    crop = affinities[:, 4:11].copy()
+    crop[1, 2, 3, 4] = np.nan
+    settings = parameter_grid(WatershedParameters(offsets=offsets), bias=[0.5])
+    inputs = SweepInputs(crop, origin=(4, 0, 0), scale=(40.0, 4.0, 4.0),
+                         translate=(100.0, 0.0, 0.0))
+    with Sweeper(workers=1) as sweeper:
+        (result,) = sweeper.start(inputs, settings).wait(timeout=patience(30))
+    assert "channel 1, first at voxel (6, 3, 4), world position (340, 12, 16)" in result.error
+
+
 def test_a_killed_worker_fails_its_setting_not_the_sweep(sample_3d):
     affinities, truth, offsets = sample_3d
     big = np.tile(affinities, (1, 2, 2, 2))  # 48 x 96 x 96: a second or so per setting

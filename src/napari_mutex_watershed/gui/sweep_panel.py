@@ -283,6 +283,9 @@ class SweepPanel(Container):
             mask=None if mask is None else _reader(level0(mask), region.slices),
             seeds=None if seeds is None else _reader(level0(seeds), region.slices),
             shown=region.shown_in_crop,
+            origin=region.start,
+            scale=tuple(layer.scale[1:]),
+            translate=tuple(layer.translate[1:]),
         )
         self._job_number += 1
         self._stop_arrival()

@@ -76,7 +76,7 @@ def run_setting(task: dict) -> dict:
     files; returns the shown labels, their segment count, the scores and the time taken.
     """
     from ..engine import segment
-    from ..errors import MutexWatershedError
+    from ..errors import InvalidValuesError, MutexWatershedError
 
     started = time.perf_counter()
     try:
@@ -95,6 +95,10 @@ def run_setting(task: dict) -> dict:
         return {"labels": labels if task.get("keep_labels", True) else None,
                 "n_segments": count_segments(labels), "scores": scores,
                 "seconds": seconds, "error": None}
+    except InvalidValuesError as error:  # the voxel in the whole layer, not the crop
+        origin = task.get("origin")
+        message = str(error if origin is None else error.at(origin, task.get("scale"),
+                                                              task.get("translate")))
     except MutexWatershedError as error:
         message = str(error)
     except Exception as error:
@@ -115,6 +119,8 @@ class SweepInputs:
     ``affinities`` is (C, *spatial); ``mask``/``seeds`` have the spatial shape of the crop;
     ``shown`` (slices of the crop) selects the part whose labels are returned and scored,
     and ``ground_truth`` has the shape of that part (the whole crop without ``shown``).
+    ``origin`` (the crop's start in the whole layer) and ``scale``/``translate`` (the
+    layer's) place a bad value's voxel in a message (``InvalidValuesError.at``).
     """
 
     affinities: ArrayOrReader
@@ -122,6 +128,9 @@ class SweepInputs:
     mask: ArrayOrReader = None
     seeds: ArrayOrReader = None
     shown: tuple[slice, ...] | None = None
+    origin: tuple[int, ...] | None = None
+    scale: tuple[float, ...] | None = None
+    translate: tuple[float, ...] | None = None
 
 
 class SweepJob:
@@ -236,7 +245,8 @@ class SweepJob:
         if arrays["ground_truth"] is not None and arrays["ground_truth"].shape != expected:
             raise ValueError(f"the ground truth crop has shape {arrays['ground_truth'].shape}, "
                              f"the segmented part {expected}")
-        task = {"shown": shown}
+        task = {"shown": shown, "origin": self._inputs.origin, "scale": self._inputs.scale,
+                "translate": self._inputs.translate}
         if not self._sweeper.in_process:
             self._directory = tempfile.mkdtemp(prefix="mutex-watershed-sweep-")
         for key, array in arrays.items():
