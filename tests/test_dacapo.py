@@ -534,6 +534,33 @@ def test_ready_made_watershed_worker(sample, tmp_path):
 
 
 @pytest.mark.slow
+def test_ready_made_watershed_worker_takes_a_mask(sample, tmp_path):
+    identifier, affinities, truth, offsets = sample
+    mask = np.ones(truth.shape, np.uint8)
+    mask[:, 20:50, 10:40] = 0  # across all four blocks in y and x
+    write_labels(tmp_path / "m.zarr/mask", mask, voxel_size=VOXEL_SIZE)
+    write_labels(tmp_path / "m.zarr/other_grid", mask)
+    output = LocalArrayIdentifier(tmp_path / "w.zarr", "fragments")
+    context, write = Coordinate(6, 9, 9), Roi((0, 0, 0), (24, 32, 32))
+    total = ZarrArray.open_from_array_identifier(identifier, mode="r").roi
+    arguments = {"input_array_identifier": identifier, "output_array_identifier": output,
+                 "parameters": WatershedPostProcessorParameters(bias=0.5, context=context)}
+    ok = segment_blockwise(WATERSHED_WORKER, context, total, write.grow(context, context), write,
+                           num_workers=2, **arguments,
+                           mask_array_identifier=LocalArrayIdentifier(tmp_path / "m.zarr", "mask"))
+    assert ok
+    labels = ZarrArray.open_from_array_identifier(output, mode="r")[total]
+    assert not labels[mask == 0].any() and labels[mask > 0].any()
+    expected = segment(affinities[:, 9:24, 23:64, 23:64], WatershedParameters(offsets=offsets,
+                       bias=0.5), mask=mask[9:24, 23:64, 23:64] > 0)[3:, 9:, 9:]
+    assert adapted_rand_error(expected, labels[12:, 32:, 32:], ignore_labels=())[0] == 0
+    with pytest.raises(InvalidInputError, match="not on the voxel grid"):
+        segment_blockwise(WATERSHED_WORKER, context, total, write.grow(context, context), write,
+                          **arguments, mask_array_identifier=LocalArrayIdentifier(
+                              tmp_path / "m.zarr", "other_grid"))
+
+
+@pytest.mark.slow
 def test_threshold_worker_example(sample, tmp_path):
     identifier, affinities, _, _ = sample
     output = LocalArrayIdentifier(tmp_path / "t.zarr", "components")

@@ -16,12 +16,15 @@ Arguments (pass them to ``segment_blockwise`` as keywords)::
         input_array_identifier=LocalArrayIdentifier("in.zarr", "affinities"),
         output_array_identifier=LocalArrayIdentifier("in.zarr", "fragments"),
         parameters=WatershedParameters(bias=0.5),  # or WatershedPostProcessorParameters,
-    )                                              # a dict of WatershedParameters fields, None
+                                                   # a dict of WatershedParameters fields, None
+        mask_array_identifier=LocalArrayIdentifier("in.zarr", "mask"),  # optional
+    )
 
 The output (uint64, the input's spatial axes and voxel size, covering ``total_roi``, chunked
 by the write ROI so that parallel blocks never share a chunk) is created if it does not
 exist; an existing one must match. Offsets come from the parameters, else from the input's
-``offsets`` attribute.
+``offsets`` attribute. Voxels where the mask (same voxel size as the input) is 0, or which it
+does not cover, stay 0. Seeds need the stitch: ``WatershedPostProcessor.process`` takes them.
 """
 
 from __future__ import annotations
@@ -66,12 +69,27 @@ def resolve_parameters(parameters, input_array: ZarrArray) -> WatershedParameter
     return parameters
 
 
+def open_mask(mask_array_identifier, source: ZarrArray) -> ZarrArray | None:
+    """The mask, refused with one line unless it is on the input's voxel grid."""
+    if mask_array_identifier is None:
+        return None
+    mask = ZarrArray.open_from_array_identifier(mask_array_identifier, mode="r")
+    if mask.num_channels is not None or mask.voxel_size != source.voxel_size:
+        raise InvalidInputError(
+            f"the mask {mask} (voxel size {tuple(mask.voxel_size)}, channels "
+            f"{mask.num_channels}) is not on the voxel grid of {source} (voxel size "
+            f"{tuple(source.voxel_size)}): it needs the same voxel size and no channel axis")
+    return mask
+
+
 def init_callback_fn(input_array_identifier: LocalArrayIdentifier,
-                     output_array_identifier: LocalArrayIdentifier, parameters=None, *,
+                     output_array_identifier: LocalArrayIdentifier, parameters=None,
+                     mask_array_identifier: LocalArrayIdentifier | None = None, *,
                      total_roi: Roi, write_roi: Roi) -> None:
-    """Before any block: create the output over ``total_roi`` chunked by the write ROI (or
-    check an existing one), and record the parameters in its attributes."""
+    """Before any block: check the mask, create the output over ``total_roi`` chunked by the
+    write ROI (or check an existing one), and record the parameters in its attributes."""
     source = ZarrArray.open_from_array_identifier(input_array_identifier, mode="r")
+    open_mask(mask_array_identifier, source)
     resolved = resolve_parameters(parameters, source)
     output = ZarrArray.create_from_array_identifier(
         output_array_identifier, source.spatial_axes, total_roi, None, source.voxel_size,
@@ -82,25 +100,29 @@ def init_callback_fn(input_array_identifier: LocalArrayIdentifier,
 
 
 def spawn_worker(input_array_identifier: LocalArrayIdentifier,
-                 output_array_identifier: LocalArrayIdentifier, parameters=None) -> dict:
-    """Once per worker process: open both arrays, resolve the parameters."""
+                 output_array_identifier: LocalArrayIdentifier, parameters=None,
+                 mask_array_identifier: LocalArrayIdentifier | None = None) -> dict:
+    """Once per worker process: open the arrays, resolve the parameters."""
     input_array = ZarrArray.open_from_array_identifier(input_array_identifier, mode="r")
     return {
         "input_array": input_array,
         "output_array": ZarrArray.open_from_array_identifier(output_array_identifier),
         "watershed_parameters": resolve_parameters(parameters, input_array),
+        "mask_array": open_mask(mask_array_identifier, input_array),
     }
 
 
-def start_worker(block, input_array_identifier, output_array_identifier, parameters=None, *,
-                 input_array: ZarrArray, output_array: ZarrArray,
-                 watershed_parameters: WatershedParameters) -> None:
+def start_worker(block, input_array_identifier, output_array_identifier, parameters=None,
+                 mask_array_identifier=None, *, input_array: ZarrArray,
+                 output_array: ZarrArray, watershed_parameters: WatershedParameters,
+                 mask_array: ZarrArray | None = None) -> None:
     """One block: segment read ROI, crop to write ROI, write unique ids."""
     read = block.read_roi.intersect(input_array.roi)
     write = block.write_roi.intersect(output_array.roi)
     if write.empty:
         return
-    labels = segment(input_array[read], watershed_parameters)
+    mask = None if mask_array is None else mask_array[read] > 0  # 0 where it does not reach
+    labels = segment(input_array[read], watershed_parameters, mask=mask)
     voxel_size = input_array.voxel_size
     begin = (write.offset - read.offset) / voxel_size
     crop = tuple(slice(int(b), int(b + s)) for b, s in zip(begin, write.shape / voxel_size))
