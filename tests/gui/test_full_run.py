@@ -303,8 +303,10 @@ def test_output_in_use_is_refused_with_the_clis_line(
         assert line in panel.run_status.value and panel.run_status.value.startswith(
             "Not started:")
         assert panel.run_status.tooltip == panel.run_status.value
-        status = panel.run_status.native  # every line of it shows (the label grew to fit)
-        assert status.width() > 0 and status.height() >= status.heightForWidth(status.width())
+        status = panel.run_status.native  # every line of it shows (the label grows to fit)
+        qtbot.waitUntil(lambda: status.width() > 0
+                        and status.height() >= status.heightForWidth(status.width()),
+                        timeout=patience_ms(2))
         errors = [n.message for n in notifications("error")[before:]]
         assert len(errors) == 1 and line in errors[0] and "\n" not in errors[0], errors
 

@@ -116,9 +116,9 @@ class FullRunPanel:
         buttons = Container(widgets=[self.run_button, self.browse], layout="horizontal",
                             labels=False, name="full_run_buttons")
         buttons.margins = (0, 0, 0, 0)
+        buttons.label = ""  # (a row of buttons, no title beside it)
         self.run_status = Label(name="run_status", value="")
         wrapping(self.run_status, 3)
-        self._status_height = self.run_status.native.maximumHeight()
         self.use_result = PushButton(
             name="use_result_parameters", text="Use parameters of selected result",
             tooltip="Load the parameters (and block size) a selected result layer was made "
@@ -185,12 +185,8 @@ class FullRunPanel:
 
     def _status(self, text: str, tooltip: str | None = None, whole: bool = False) -> None:
         """Show ``text`` in the status line; ``whole``: a refusal or failure, shown in full
-        however many lines it takes (other texts keep the fixed height: a new text must not
-        resize the dock, and the canvas, while a run or a preview goes on)."""
-        show_text(self.run_status, text, tooltip)
-        label = self.run_status.native
-        needed = label.heightForWidth(label.width()) if whole and label.width() > 0 else -1
-        label.setFixedHeight(max(self._status_height, needed + 4))
+        however many lines it takes."""
+        show_text(self.run_status, text, tooltip, whole)
 
     def update_default_output(self, *_args) -> None:
         layer = self.inputs.layer
