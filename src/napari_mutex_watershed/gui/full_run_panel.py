@@ -2,8 +2,9 @@
 
 The job, its command and its progress lines are ``blockwise.run_control`` and
 ``blockwise.progress``, what its output is ``blockwise.run_outputs``; here are the controls,
-the QTimer that polls the job on the main thread, the progress bar (in the section and in
-napari's activity dock), notifications and the result Labels layer.
+the QTimer that polls the job on the main thread, the flow from Run to the job (copies made
+in a thread, questions before an output is replaced), the status line and notifications.
+The progress bars are ``run_progress``, the result layer ``run_result``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from magicgui.widgets import Container, Label, LineEdit, PushButton, SpinBox
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
-from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
+from ..attributes import PARAMETERS_ATTR
 from ..blockwise.run_control import KILL_AFTER, Job, build_command, shell_command
 from ..blockwise.run_outputs import (
     DEFAULT_OUTPUT_NAME,
@@ -32,20 +33,17 @@ from ..blockwise.run_outputs import (
 )
 from ..errors import with_world_position
 from ..parameters import WatershedParameters
-from .callback_time import excluded, recorded
+from .callback_time import recorded
 from .inputs_panel import Inputs
 from .layers import (
     BLOCK_SIZE_KEY,
-    COMMAND_KEY,
-    INPUT_KEY,
-    OUTPUT_KEY,
-    add_labels_without_blocking,
     level0,
 )
 from .lifecycle import disconnect_all
 from .run_dialogs import ask_overwrite, ask_resume, choose_output
-from .run_layers import RunRequest, default_output, open_result, world_geometry, zarr_source
+from .run_layers import RunRequest, default_output, world_geometry, zarr_source
 from .run_progress import RunProgress
+from .run_result import RunResult
 from .sections import show_text, wrapping
 
 #: Status texts that say why a run cannot start: recomputed when the inputs change.
@@ -76,9 +74,7 @@ class FullRunPanel:
         self.job: Job | None = None
         self.last_job: Job | None = None  # the latest job, kept after it ended (inspection)
         self.request: RunRequest | None = None
-        self.result_layer = None
-        self._arriving = None  # the LabelsArrival of the result layer, while on its way
-        self._refresh_after_arrival: bool | None = None  # ``complete`` of a refresh asked
+        self.result = RunResult(viewer)
         self.max_retries: int | None = None  # None: the CLI's default
         self.last_error: str | None = None
         self.progress = RunProgress()
@@ -181,7 +177,7 @@ class FullRunPanel:
     def result_pending(self) -> bool:
         """True while the result layer is on its way into the viewer (added in steps after
         the job may have ended)."""
-        return self._arriving is not None and not self._arriving.done
+        return self.result.pending
 
     def _status(self, text: str, tooltip: str | None = None, whole: bool = False) -> None:
         """Show ``text`` in the status line; ``whole``: a refusal or failure, shown in full
@@ -307,7 +303,7 @@ class FullRunPanel:
                 return self._reset(f"Not started: {request.output} exists.")
             request.overwrite = True
         if request.overwrite:
-            self._remove_results(request.output)  # they would show what is being replaced
+            self.result.remove(request.output)  # they would show what is being replaced
         if request.copy_current:
             self._launch()
         else:
@@ -336,15 +332,6 @@ class FullRunPanel:
         self._status("Running: starting the job ...",
                      tooltip="Equivalent command:\n" + shell_command(command))
         self._timer.start()
-
-    def _remove_results(self, output: Path) -> None:
-        """Remove this plugin's result layers of ``output`` (a Start over replaces it)."""
-        self._stop_arrival()
-        for layer in [layer for layer in self.viewer.layers
-                      if layer.metadata.get(OUTPUT_KEY) == str(output)]:
-            with excluded("full_run.remove_layer"):
-                self.viewer.layers.remove(layer)
-        self.result_layer = None
 
     # ------------------------------------------------------------------ running
     @recorded("full_run.tick")
@@ -381,7 +368,8 @@ class FullRunPanel:
             if (message["phase"] == "relabel" and message["done"]
                     and time.monotonic() - self._last_refresh >= self.refresh_seconds):
                 self._last_refresh = time.monotonic()
-                self._show_result(complete=False)  # blocks appear as they are relabelled
+                # blocks appear as they are relabelled
+                self.result.show(self.request, self.command, complete=False)
             else:
                 self._pending = None
                 self._on_progress()
@@ -408,7 +396,7 @@ class FullRunPanel:
             self._reset(text)
             show_info(text)
         elif job.returncode == 0:
-            self._show_result(complete=True)
+            self.result.show(self.request, self.command, complete=True)
             seconds = job.progress[-1].get("seconds") if job.progress else None
             took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
             self._reset(f"Done{took}: {request.output}")
@@ -420,59 +408,6 @@ class FullRunPanel:
             self.last_error = message
             self._reset(f"Failed: {message}", whole=True)
             show_error(f"Mutex watershed run failed: {message}")
-
-    def _show_result(self, complete: bool) -> None:
-        """Add (or refresh) the lazy Labels layer of the output, placed like the affinities.
-
-        A new layer is opened in a thread and added in short main-thread steps
-        (``add_labels_without_blocking``); a refresh asked for meanwhile follows it."""
-        request = self.request
-        if self._arriving is not None and not self._arriving.done:
-            self._refresh_after_arrival = complete
-            return
-        metadata = {
-            PARAMETERS_ATTR: json.loads(request.parameters.to_json()),
-            BLOCK_SIZE_KEY: list(request.block_size),
-            INPUT_KEY: str(request.input_path),
-            OUTPUT_KEY: str(request.output),
-            COMMAND_KEY: shell_command(self.command),
-            COMPLETE_ATTR: bool(complete),
-            "source": str(request.output),
-        }
-        viewer = self.viewer
-        existing = self.result_layer
-        if existing is None or existing not in viewer.layers:
-            existing = next((candidate for candidate in viewer.layers
-                             if candidate.metadata.get(OUTPUT_KEY) == str(request.output)), None)
-        if existing is None:
-            self._arriving = add_labels_without_blocking(
-                viewer, lambda: open_result(request.output, complete),
-                record="full_run.add_layer", name=request.output.name, metadata=metadata,
-                then=lambda layer: self._result_arrived(layer, request), **request.placement)
-            return
-        try:
-            data = open_result(request.output, complete)
-        except Exception:
-            return  # not created yet
-        if existing.ndim == level0(data).ndim and existing.multiscale == isinstance(data, list):
-            existing.data = data
-            existing.metadata = metadata
-            existing.scale = request.placement["scale"]
-            existing.translate = request.placement["translate"]
-            self.result_layer = existing
-
-    def _result_arrived(self, layer, request) -> None:
-        self.result_layer = layer
-        self._arriving = None
-        complete, self._refresh_after_arrival = self._refresh_after_arrival, None
-        if complete is not None and request is self.request:
-            self._show_result(complete)
-
-    def _stop_arrival(self) -> None:
-        if self._arriving is not None:
-            self._arriving.cancel()
-            self._arriving = None
-        self._refresh_after_arrival = None
 
     # ------------------------------------------------------------------ cancel and reset
     @recorded("full_run.cancel")
@@ -507,7 +442,7 @@ class FullRunPanel:
     def shutdown(self) -> None:
         """The widget goes away: kill the job (blocking, at most about 1 s) and clean up."""
         disconnect_all(self._connections)
-        self._stop_arrival()
+        self.result.stop()
         if self.job is not None:
             self.job.kill_now()
         self._aborted = True
@@ -523,10 +458,8 @@ class FullRunPanel:
     @recorded("full_run.layer_inserted")
     def _on_layer_inserted(self, event=None) -> None:
         layer = getattr(event, "value", None)
-        arriving = self._arriving.layer if self._arriving is not None else None
-        if layer is not None and layer.metadata.get(PARAMETERS_ATTR) and layer is not (
-            self.result_layer
-        ) and layer is not arriving and not self.running:
+        if layer is not None and layer.metadata.get(PARAMETERS_ATTR) and not (
+                self.result.is_ours(layer)) and not self.running:
             self._status(f"'{layer.name}' carries the parameters it was made with: select it "
                          "and click 'Use parameters of selected result' to load them.")
         self._on_active_layer()
