@@ -46,10 +46,11 @@ STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 
 # ---------------------------------------------------------------------------- inputs
 def crop_labels(corner: str, size: int) -> np.ndarray:
-    """A size^3 crop at (0, y, x) of the shared labels; 512 mirrors the 256 deep cutout
-    along its first axis to make a 512^3 volume of the same kind."""
-    y, x = (int(v) for v in corner.split(","))
-    labels = np.load(DATA)["labels"][:, y : y + size, x : x + size]
+    """A size^3 crop at (0, y, x) of the shared labels (moved back to fit); 512 mirrors the
+    256 deep cutout along its first axis to make a 512^3 volume of the same kind."""
+    labels = np.load(DATA)["labels"]
+    y, x = (min(int(v), n - size) for v, n in zip(corner.split(","), labels.shape[1:]))
+    labels = labels[:, y : y + size, x : x + size]
     if size > labels.shape[0]:
         labels = np.concatenate([labels, labels[::-1]])
     return np.ascontiguousarray(labels[:size])
@@ -237,7 +238,8 @@ def main() -> None:
     parser.add_argument("--skip-whole", action="store_true",
                         help="no whole-volume call (no speed-up, no quality difference)")
     parser.add_argument("--memory", action="store_true",
-                        help="also the first crop mirrored to 512^3, blockwise only")
+                        help="also the first crop mirrored to 512^3, blockwise at the first "
+                        "block size only")
     parser.add_argument("--seams", action="store_true")
     parser.add_argument("--noise-seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep inputs and outputs")
@@ -259,8 +261,11 @@ def main() -> None:
             name = f"crop {corner} {size}^3"
             path, parameters = write_crop(work, name, truth, args.noise_seed)
             # a whole-volume call at 512^3 would need about 70 GB
-            seams |= bench_input(argparse.Namespace(**{**vars(args), "skip_whole": (
-                args.skip_whole or size > CROP_DEPTH)}), work, name, path, parameters, truth)
+            # 512^3: blockwise only (a whole-volume call would need about 70 GB), first
+            # block size only
+            larger = {"skip_whole": True, "blocks": args.blocks[:1]} if size > CROP_DEPTH else {}
+            seams |= bench_input(argparse.Namespace(**{**vars(args), **larger}), work, name,
+                                 path, parameters, truth)
     finally:
         print(f"\nload after: {psutil.getloadavg()}")
         for key, value in seams.items():
