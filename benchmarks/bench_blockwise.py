@@ -56,7 +56,7 @@ def crop_labels(corner: str, size: int) -> np.ndarray:
     return np.ascontiguousarray(labels[:size])
 
 
-def write_crop(work: Path, name: str, labels: np.ndarray, noise_seed: int) -> tuple:
+def write_crop(work: Path, name: str, labels: np.ndarray, noise_seed: int, context=None) -> tuple:
     from napari_mutex_watershed import WatershedParameters
     from napari_mutex_watershed.storage import write_affinities
     from napari_mutex_watershed.synthetic import affinities_from_labels
@@ -65,7 +65,8 @@ def write_crop(work: Path, name: str, labels: np.ndarray, noise_seed: int) -> tu
                                         dtype=np.uint8)
     slug = "".join(c if c.isalnum() else "_" for c in name)
     path = write_affinities(work / f"{slug}.zarr/affinities", affinities, OFFSETS)
-    return path, WatershedParameters(offsets=OFFSETS, bias_short=0.5, bias_long=0.7)
+    return path, WatershedParameters(offsets=OFFSETS, bias_short=0.5, bias_long=0.7,
+                                     context=context)
 
 
 def write_sample_input(work: Path) -> tuple:
@@ -242,6 +243,8 @@ def main() -> None:
                         "block size only")
     parser.add_argument("--seams", action="store_true")
     parser.add_argument("--noise-seed", type=int, default=1)
+    parser.add_argument("--context", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="halo of the even blocks on the crops instead of the default")
     parser.add_argument("--keep", action="store_true", help="keep inputs and outputs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
@@ -259,7 +262,7 @@ def main() -> None:
         for corner, size in crops:
             truth = crop_labels(corner, size)
             name = f"crop {corner} {size}^3"
-            path, parameters = write_crop(work, name, truth, args.noise_seed)
+            path, parameters = write_crop(work, name, truth, args.noise_seed, args.context)
             # a whole-volume call at 512^3 would need about 70 GB
             # 512^3: blockwise only (a whole-volume call would need about 70 GB), first
             # block size only
