@@ -42,8 +42,8 @@ from .whole import run_whole
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 #: Local regions up to this many voxels are relabelled and get their pyramid in the job
-#: process, block after block: there that work (about 0.1 s per million voxels) costs less
-#: than starting workers for each of those steps (about 0.5 s each; docs/blockwise.md, *Speed*).
+#: process, block after block: there that work (about 0.05 s per million voxels) costs less
+#: than a worker start for each of those steps (0.5 to 1 s; docs/blockwise.md, *Speed*).
 IN_PROCESS_VOXELS = 2**24
 #: Steps whose blocks a resume reports as reused (the stitch is one call in the job).
 BLOCK_STEPS = (EvenBlocks.name, OddBlocks.name, RelabelBlocks.name)
