@@ -16,7 +16,8 @@ def main() -> None:
     viewer, widget = sample_viewer("napari: mutex watershed sweep", (1640, 940))
     viewer.layers["ground truth"].visible = True  # its own cell in the grid, to compare
     panel = widget.sweep_panel
-    widget.native.setMinimumWidth(540)  # room for every column of the table
+    for name, section in widget.sections.items():  # the sweep's section in view
+        section.set_expanded(name in ("Input", "Sweep"))
     settle(0.5)
     viewer.dims.set_current_step(1, 32)
     viewer.reset_view()
@@ -26,6 +27,8 @@ def main() -> None:
     panel.grid_view.value = True
     viewer.canvas.grid.spacing = 6
     viewer.reset_view()
+    settle(0.5)
+    widget.scroll.verticalScrollBar().setValue(widget.scroll.verticalScrollBar().maximum())
     settle(1.0)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     panel.close_sweep()

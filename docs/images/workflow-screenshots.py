@@ -47,34 +47,30 @@ def main() -> None:
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed",
                                                          "Mutex Watershed")
     panel = widget.full_run
-    widget.fields["min_size"].value = 20
+    widget.sections["Full run"].set_expanded(True)
+    widget.inputs.fields["bias_short"].value = 0.45  # (not the default: restored below)
     panel.block_size.value = "32, 64, 64"
     viewer.dims.set_current_step(1, 32)
     settle(0.5)
     viewer.reset_view()
-    scroll = widget.native.parent()
-    while scroll is not None and not hasattr(scroll, "verticalScrollBar"):
-        scroll = scroll.parent()
-    if scroll is not None:  # show the Full run section at the bottom of the dock
-        scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
+    scroll = widget.scroll.verticalScrollBar()
+    scroll.setValue(scroll.maximum())  # the Full run section in view
     shoot(viewer, "workflow-open.png")
 
     panel.start()
-    viewer.window._status_bar._toggle_activity_dock(True)  # (private: screenshots only)
     while panel.running and not any(
-        m["phase"] == "fragments" and m["done"] >= 3 for m in (panel.job.progress
+        m["phase"] == "odd" and m["done"] >= 1 for m in (panel.job.progress
                                                                if panel.job else [])
     ):
         settle(0.1)
     shoot(viewer, "workflow-running.png")
-    while panel.running:
+    while panel.running or panel.result_pending:
         settle(0.2)
-    viewer.window._status_bar._toggle_activity_dock(False)
     viewer.layers["affinities"].visible = True
     shoot(viewer, "workflow-result.png")
 
     # provenance: open the result with the reader, restore its parameters
-    widget.reset_parameters()
+    widget.inputs.reset_parameters()
     panel.block_size.value = ""
     for layer in list(viewer.layers):
         if layer.name != "affinities":
