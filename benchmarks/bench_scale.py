@@ -61,8 +61,11 @@ def stitch_child(plan_path: str) -> None:
     tracemalloc.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _, joins, _, separated, _, _ = load_records(plan)
+    nodes = np.unique(joins)
     summary.update(seconds=seconds, peak_mb=traced / 2**20, rss_mb=(peak - before) / 1024,
-                   separations=separated.shape[1], nodes=len(np.unique(joins)))
+                   separations=separated.shape[1], nodes=len(nodes),
+                   separations_kept=int((np.isin(separated[0], nodes)
+                                         & np.isin(separated[1], nodes)).sum()))
     print(json.dumps(summary), flush=True)
 
 
@@ -193,7 +196,8 @@ def print_tables(results: list[dict]) -> None:
         elements = s["nodes"] + s["joins"] + s["separations"]
         print(f"- {name}: {s['peak_mb'] * 2**20 / max(elements, 1):.0f} bytes traced and "
               f"{s['rss_mb'] * 2**20 / max(elements, 1):.0f} bytes of RSS per graph element "
-              "(node, join or separation loaded)")
+              f"(node, join or separation loaded); {s['separations_kept']:,} of the "
+              f"{s['separations']:,} separations have both ends at join nodes")
     largest = results[-1]
     s, block = largest["stitch"], largest["block"]
     side = TARGET_VOXELS ** (1 / 3)
