@@ -160,7 +160,7 @@ def _finish(plan: BlockwisePlan, started: float, reporter, summary: dict) -> dic
         shutil.rmtree(plan.slots_dir, ignore_errors=True)
     plan.lookup_path.unlink(missing_ok=True)
     plan.bases_path.unlink(missing_ok=True)
-    summary["seconds"] = time.time() - started
+    summary["seconds"] = round(time.time() - started, 3)
     reporter.emit("done", plan.num_blocks, plan.num_blocks, **summary)
     return summary
 
