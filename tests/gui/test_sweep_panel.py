@@ -191,8 +191,9 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
     region = panel._meta["region"]
     assert region.shape[0] == 63 and region.shown_shape[0] == 1
     assert len(panel.layers()) == 2 and panel.table.rowCount() == 2
-    assert min(r.seconds for r in panel.results) >= 0.5, "too fast to measure anything"
-    assert records["sweep.poll"].calls >= 10  # the workers were polled all along
+    # the workers were polled all along: the records cover the whole sweep, however fast
+    # the machine
+    assert records["sweep.poll"].calls >= 10
     adding = records["sweep.add_layer"]
     assert adding.calls == 2 * 3, callback_time.table()  # build, insert, show
     assert adding.longest_cpu < LIMIT, callback_time.table()
