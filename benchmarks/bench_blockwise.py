@@ -263,7 +263,6 @@ def main() -> None:
             truth = crop_labels(corner, size)
             name = f"crop {corner} {size}^3"
             path, parameters = write_crop(work, name, truth, args.noise_seed, args.context)
-            # a whole-volume call at 512^3 would need about 70 GB
             # 512^3: blockwise only (a whole-volume call would need about 70 GB), first
             # block size only
             larger = {"skip_whole": True, "blocks": args.blocks[:1]} if size > CROP_DEPTH else {}
