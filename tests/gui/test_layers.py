@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 import zarr
+from cli_result import write_cli_result
 from main_thread import LIMIT, recording_callbacks
-from patience import patience, patience_ms
+from patience import patience_ms
 
 from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.gui import callback_time
 from napari_mutex_watershed.gui.layers import add_labels_without_blocking
 from napari_mutex_watershed.gui.run_layers import open_result
-from napari_mutex_watershed.storage import write_affinities
-from napari_mutex_watershed.synthetic import sample_volume
 
 pytestmark = pytest.mark.gui
 
@@ -27,16 +24,7 @@ VOXEL, OFFSET = (2, 1, 1), (8, 0, 0)
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     """A real blockwise result: OME-Zarr labels with a pyramid, as a full run writes it."""
-    root = tmp_path_factory.mktemp("arrival")
-    affinities, _, offsets = sample_volume((24, 64, 64), seed=3)
-    source = write_affinities(root / "in.zarr/affinities", affinities, offsets,
-                              voxel_size=VOXEL, offset=OFFSET)
-    done = subprocess.run([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
-                           str(source), str(root / "in.zarr/labels"), "--block-size", "12",
-                           "32", "32", "--progress", "none"],
-                          capture_output=True, text=True, timeout=patience(100), check=False)
-    assert done.returncode == 0, done.stderr
-    return root / "in.zarr/labels"
+    return write_cli_result(tmp_path_factory.mktemp("arrival"), 3, VOXEL, OFFSET) / "labels"
 
 
 @pytest.fixture

@@ -3,17 +3,13 @@ napari-ome-zarr, as a multiscale Labels layer at the right scale and place."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import zarr
+from cli_result import write_cli_result
 
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
-from napari_mutex_watershed.storage import write_affinities
-from napari_mutex_watershed.synthetic import sample_volume
 
 PLUGIN = "napari-mutex-watershed"
 VOXEL, OFFSET = (8, 4, 4), (80, 40, 40)
@@ -21,16 +17,8 @@ VOXEL, OFFSET = (8, 4, 4), (80, 40, 40)
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    root = tmp_path_factory.mktemp("napari_result")
-    affinities, _, offsets = sample_volume((24, 64, 64), seed=7)
-    source = write_affinities(root / "in.zarr/affinities", affinities, offsets,
-                              voxel_size=VOXEL, offset=OFFSET, units=["nm"] * 3)
-    done = subprocess.run([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
-                           str(source), str(root / "in.zarr/labels"), "--block-size", "12",
-                           "32", "32", "--progress", "none"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return root / "in.zarr"
+    return write_cli_result(tmp_path_factory.mktemp("napari_result"), 7, VOXEL, OFFSET,
+                            units=["nm"] * 3)
 
 
 def test_plugin_reader_gives_multiscale_labels_with_parameters(result):
