@@ -115,17 +115,19 @@ def test_labels_readable_by_plain_zarr_and_funlib(tmp_path, small_sample):
 def test_prepare_labels_copies_geometry_and_provenance(stored, tmp_path):
     opened = open_affinities(stored)
     parameters = WatershedParameters(threshold=0.2, offsets=opened.offsets)
-    out = prepare_labels(tmp_path / "seg.zarr", opened, chunk_shape=(6, 10, 12), overwrite=False,
-                         attributes={PARAMETERS_ATTR: json.loads(parameters.to_json())})
-    assert out.roi == opened.spatial_roi and out.voxel_size == opened.voxel_size
-    assert out.dtype == np.uint32 and out.axis_names == ["z", "y", "x"]
+    level0 = prepare_labels(tmp_path / "seg.zarr", opened, chunk_shape=(6, 10, 12),
+                            overwrite=False,
+                            attributes={PARAMETERS_ATTR: json.loads(parameters.to_json())})
+    assert level0 == tmp_path / "seg.zarr" / "labels" / "0"
     # OME-Zarr labels: level 0 holds the full resolution, with funlib's attributes
-    level0 = tmp_path / "seg.zarr" / "labels" / "0"
+    out = open_ds(str(level0))
+    assert out.roi == opened.spatial_roi == opened.array.roi
+    assert out.voxel_size == opened.voxel_size == opened.array.voxel_size
+    assert out.units == opened.array.units
+    assert out.dtype == np.uint32 and out.axis_names == ["z", "y", "x"]
     # funlib's Array.chunk_shape reports dask chunks; the zarr chunks are what was asked
     assert zarr.open(str(level0), mode="r").chunks == (6, 10, 12)
-    reopened = open_ds(str(level0))
-    assert reopened.roi == opened.spatial_roi
-    assert stored_parameters(reopened) == parameters  # stored as an object, not a string
+    assert stored_parameters(out) == parameters  # stored as an object, not a string
     group = zarr.open_group(str(tmp_path / "seg.zarr" / "labels"), mode="r")
     assert stored_parameters(group) == parameters
 

@@ -28,25 +28,17 @@ from ..processes import exit_at_once, stop_descendants
 from ..storage.levels import mark_complete
 from . import fatal
 from .disk import no_space, no_space_error, remove_temporaries
-from .even_blocks import EvenBlocks
 from .lock import note_job
-from .odd_blocks import OddBlocks
 from .plan import PLAN_FILE, BlockwisePlan
-from .progress import ProgressReporter
-from .pyramid import pyramid_levels
-from .relabel import RelabelBlocks
+from .progress import BLOCK_STEPS, ProgressReporter
 from .scheduler import cancel_jobs, start_attempt
-from .stitch import build_lookup
 from .supervise import DEBUG_ENV, receive_plan
-from .whole import run_whole
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 #: Local regions up to this many voxels are relabelled and get their pyramid in the job
 #: process, block after block: there that work (about 0.05 s per million voxels) costs less
 #: than a worker start for each of those steps (0.5 to 1 s; docs/blockwise.md, *Speed*).
 IN_PROCESS_VOXELS = 2**24
-#: Steps whose blocks a resume reports as reused (the stitch is one call in the job).
-BLOCK_STEPS = (EvenBlocks.name, OddBlocks.name, RelabelBlocks.name)
 
 
 def _run_tasks(plan, tasks, reporter, in_process: bool = False) -> None:
@@ -132,8 +124,22 @@ def run_plan(plan_path: str | Path) -> dict:
         return {"skipped": True, "seconds": time.time() - started}
     remove_temporaries(Path(plan.work_dir))
     if plan.is_one_block:
+        from .whole import run_whole
+
         summary = run_whole(plan, plan_path, reporter)
-        return _finish(plan, started, reporter, summary)
+    else:
+        summary = _run_blocks(plan, plan_path, reporter)
+    return _finish(plan, started, reporter, summary)
+
+
+def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
+    """The steps of a run of several blocks. Their modules (scipy's graphs for the stitch)
+    are imported here: a run of one block, which must start fast, needs none of them."""
+    from .even_blocks import EvenBlocks
+    from .odd_blocks import OddBlocks
+    from .pyramid import pyramid_levels
+    from .relabel import RelabelBlocks
+    from .stitch import build_lookup
 
     # odd blocks start as soon as the even blocks around them are done; slots keep the
     # blocks computing at once to --workers
@@ -147,7 +153,7 @@ def run_plan(plan_path: str | Path) -> dict:
     # the pyramid's levels (one step each, "pyramid-1", ...) follow the relabelled blocks
     steps = [RelabelBlocks(plan_path), *pyramid_levels(plan_path)]
     _run_tasks(plan, [step.daisy_task() for step in steps], reporter, relabels_here(plan))
-    return _finish(plan, started, reporter, summary)
+    return summary
 
 
 def _finish(plan: BlockwisePlan, started: float, reporter, summary: dict) -> dict:
@@ -251,6 +257,8 @@ def main(argv=None) -> int:
 def start() -> int:
     """``python -m ...blockwise.job [PLAN]``: without PLAN the plan's path (and the output's
     lock) come on stdin; nothing there: no job, exit quietly."""
+    from . import whole  # noqa: F401  (what every run needs, loaded while the plan is made)
+
     if sys.argv[1:]:
         plan, held = sys.argv[1], []
     else:

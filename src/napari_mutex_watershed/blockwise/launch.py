@@ -117,7 +117,7 @@ def validate_request(
 
     affinities = open_affinities(input_path)
     parameters = parameters_for(affinities, parameters)
-    spatial = tuple(int(s) for s in affinities.array.shape[1:])
+    spatial = affinities.shape[1:]
     if len(spatial) != parameters.ndim:
         raise InvalidInputError(
             f"the affinities are {len(spatial)}D but the offsets are {parameters.ndim}D"
@@ -137,9 +137,9 @@ def validate_request(
         )
     if max(wanted) >= n_channels:
         raise InvalidInputError(f"channel {max(wanted)} selected but there are {n_channels}")
-    if np.dtype(affinities.array.dtype) not in (np.float32, np.float64, np.uint8):
+    if affinities.dtype not in (np.float32, np.float64, np.uint8):
         raise InvalidInputError(
-            f"affinities have dtype {affinities.array.dtype}; use float32, float64 or uint8"
+            f"affinities have dtype {affinities.dtype}; use float32, float64 or uint8"
         )
 
     guides = {role: open_guide(path, role, affinities)

@@ -24,7 +24,7 @@ def open_guide(path, role: str, affinities) -> str:
 
     volume = open_volume(path, role=role)
     shape = tuple(int(s) for s in volume.data.shape)
-    spatial = tuple(int(s) for s in affinities.array.shape[1:])
+    spatial = affinities.shape[1:]
     if volume.channel_dims or shape != spatial:
         raise InvalidInputError(
             f"the {role} {volume.path} has shape {shape} but the affinities {spatial}: it "

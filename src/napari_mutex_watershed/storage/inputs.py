@@ -4,18 +4,21 @@ zarr v2/v3 arrays (funlib ``voxel_size``/``offset``/``axis_names``, DaCapo/daisy
 ``resolution``/``offset``, zarr v3 ``dimension_names`` or nothing), OME-Zarr 0.4/0.5 images
 (the group means level 0, a level's path works too), N5 datasets (through tensorstore) and
 HDF5 datasets (through h5py). What had to be assumed is said in one line (``Volume.note``).
+
+funlib.persistence (with dask, xarray and pandas: about 0.5 s to import) is loaded only when
+a funlib ``Array`` is asked for: the command line's checks and the blockwise job need none.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import Array
 
 from ..errors import InvalidInputError
 from .blocks import TensorStoreArray, hdf5_dataset
@@ -28,6 +31,9 @@ from .paths import (
     split_path,
     zarr_node,
 )
+
+if TYPE_CHECKING:
+    from funlib.persistence import Array
 
 logger = logging.getLogger("napari_mutex_watershed.storage")
 
@@ -61,6 +67,7 @@ class Volume:
     def funlib(self) -> Array:
         """A funlib Array (world-unit Roi reads) over the same data, attributes included."""
         import zarr
+        from funlib.persistence import Array
 
         chunks = getattr(self.data, "chunks", None)
         types = ["channel" if a.endswith("^") else "space" for a in self.axis_names]
@@ -83,25 +90,44 @@ class Volume:
 
 @dataclass
 class Affinities:
-    """An opened affinities array and what is known about it."""
+    """An opened affinities array and what is known about it; its geometry comes from the
+    ``volume``, the funlib ``array`` is made on first use."""
 
-    array: Array
-    path: Path
+    volume: Volume
     offsets: list[tuple[int, ...]] | None
-    note: str | None = None
-    volume: Volume | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.volume.path
+
+    @property
+    def note(self) -> str | None:
+        return self.volume.note
+
+    @cached_property
+    def array(self) -> Array:
+        return self.volume.funlib()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Channels first, then the spatial axes."""
+        return tuple(int(s) for s in self.volume.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.volume.data.dtype)
 
     @property
     def spatial_roi(self) -> Roi:
-        return self.array.roi
+        return Roi(self.volume.offset, self.voxel_size * Coordinate(self.shape[1:]))
 
     @property
     def voxel_size(self) -> Coordinate:
-        return self.array.voxel_size
+        return Coordinate(self.volume.voxel_size)
 
     @property
     def num_channels(self) -> int:
-        return int(self.array.shape[0])
+        return self.shape[0]
 
 
 # ---------------------------------------------------------------------------- readers
@@ -329,8 +355,7 @@ def open_affinities(path: str | Path) -> Affinities:
         logger.warning("%s: %s", volume.path, volume.note)
     offsets = volume.attrs.get("offsets")
     offsets = stored_offsets(offsets, volume.path) if offsets is not None else None
-    return Affinities(array=volume.funlib(), path=volume.path, offsets=offsets,
-                      note=volume.note, volume=volume)
+    return Affinities(volume, offsets)
 
 
 def stored_offsets(value, path) -> list[tuple[int, ...]]:

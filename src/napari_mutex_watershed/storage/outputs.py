@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
-from funlib.geometry import Coordinate
-from funlib.persistence import Array, open_ds
 
 from ..attributes import PARAMETERS_ATTR
 from ..errors import InvalidInputError, OutputExistsError
@@ -26,6 +25,9 @@ from ..parameters import WatershedParameters
 from .inputs import Affinities
 from .levels import labels_level0
 from .paths import DEFAULT_INPUT, DEFAULT_OUTPUT, array_path, container_kind, split_path
+
+if TYPE_CHECKING:  # funlib.persistence imports dask, xarray and pandas: only where returned
+    from funlib.persistence import Array
 
 #: OME/UDUNITS names of the units funlib users write.
 OME_UNITS = {"nm": "nanometer", "um": "micrometer", "µm": "micrometer", "mm": "millimeter",
@@ -110,6 +112,8 @@ def create_array(
     zarr_format: int | None = None,
 ) -> Array:
     """Create a zarr array with funlib metadata in a container with a root group."""
+    from funlib.persistence import open_ds
+
     location = array_path(path, default_dataset)
     container, dataset = split_path(path, default_dataset)
     zarr_format = output_format(path, zarr_format, default_dataset)
@@ -235,20 +239,20 @@ def prepare_labels(
     roi_offset: tuple[int, ...] | None = None,
     shape: tuple[int, ...] | None = None,
     zarr_format: int | None = None,
-) -> Array:
+) -> Path:
     """Create the output OME-Zarr labels with the input's geometry (or a voxel sub-box of
-    it); return level 0, which the blockwise workers write."""
-    source = like.array
-    spatial_shape = tuple(int(s) for s in source.shape[1:])
+    it); return the path of level 0, which the blockwise workers write."""
+    source = like.volume
+    spatial_shape = like.shape[1:]
     roi_offset = roi_offset or (0,) * len(spatial_shape)
-    voxel_size = source.voxel_size
     shape = tuple(shape or spatial_shape)
     location = create_labels_image(
         path, shape, dtype, [a for a in source.axis_names if not a.endswith("^")],
-        tuple(voxel_size), tuple(source.roi.offset + Coordinate(roi_offset) * voxel_size),
+        tuple(source.voxel_size),
+        tuple(o + r * v for o, r, v in zip(source.offset, roi_offset, source.voxel_size)),
         list(source.units), chunk_shape or tuple(min(64, s) for s in shape), attributes,
         overwrite, zarr_format)
-    return open_ds(str(labels_level0(location)), mode="r+")
+    return labels_level0(location)
 
 
 def affinity_chunks(spatial_shape) -> tuple[int, ...]:
