@@ -6,6 +6,7 @@ The table of refusals is tests/test_bad_inputs.py; here are the other things it 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import zarr
 
 from napari_mutex_watershed import WatershedParameters, cli
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
-from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE
+from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE, LOG_FILE
 from napari_mutex_watershed.blockwise.launch import work_dir_for
 from napari_mutex_watershed.parameters import DEFAULT_MIN_SIZE
 from napari_mutex_watershed.storage import write_affinities
@@ -135,3 +136,46 @@ def test_the_default_min_size_applies_and_zero_keeps_every_segment(volume, tmp_p
         assert stored.min_size == (DEFAULT_MIN_SIZE if name == "default" else 0)
     assert counts["default"].min() >= DEFAULT_MIN_SIZE
     assert counts["zero"].min() < DEFAULT_MIN_SIZE and len(counts["zero"]) > len(counts["default"])
+
+
+#: What a run of one block must not import, in the command's process or the job's: funlib's
+#: arrays with dask, xarray and pandas (about 0.5 s; the checks read the input without them),
+#: and the steps of a run of several blocks (scipy's graphs for the stitch).
+NOT_FOR_ONE_BLOCK = ("dask", "xarray", "pandas", "funlib.persistence", "scipy",
+                     "napari_mutex_watershed.blockwise.stitch",
+                     "napari_mutex_watershed.blockwise.even_blocks")
+
+
+def imported(text: str) -> list[str]:
+    """The modules named in ``python -X importtime`` lines, once per process that imported
+    each."""
+    return [line.rsplit("|", 1)[1].strip() for line in text.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2]
+
+
+def test_a_one_block_run_imports_only_what_one_block_needs(volume, tmp_path):
+    """Both processes of ``segment`` on a small input (one block, no workers); their imports
+    are most of the time a small input takes beyond one kernel call."""
+    path, _ = volume
+    output = tmp_path / "in.zarr/labels"
+    result = run("segment", path, output, "--progress", "none",
+                 env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the job's imports after its start-up go to its log (stderr points there)
+    log = (work_dir_for(output) / LOG_FILE).read_text()
+    modules = imported(result.stderr) + imported(log)
+    assert modules.count("zarr") == 2  # the lines of both processes are here
+    loaded = sorted(m for m in modules
+                    if any(m == name or m.startswith(f"{name}.") for name in NOT_FOR_ONE_BLOCK))
+    assert loaded == []
+
+
+def test_the_command_starts_its_job_before_importing_numpy():
+    """``segment`` starts the job process first, so the job's imports overlap ours."""
+    probe = ("import sys; import napari_mutex_watershed.cli; "
+             "import napari_mutex_watershed.blockwise.supervise; "
+             "print(sorted({'numpy', 'pydantic', 'zarr'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,22 +1,32 @@
-"""Mutex watershed on affinities: engine, blockwise runner, CLI and napari plugin."""
+"""Mutex watershed on affinities: engine, blockwise runner, CLI and napari plugin.
 
-from importlib.metadata import PackageNotFoundError, version
+Names are loaded on first use: the command line starts its job process before it imports
+numpy, pydantic or the engine, so the two processes' imports overlap.
+"""
 
-from .engine import segment
-from .errors import InvalidInputError, KernelError, MutexWatershedError, OutputExistsError
-from .parameters import WatershedParameters
+from importlib import import_module
 
-try:
-    __version__ = version("napari-mutex-watershed")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"
+_WHERE = {
+    "segment": "engine",
+    "InvalidInputError": "errors",
+    "KernelError": "errors",
+    "MutexWatershedError": "errors",
+    "OutputExistsError": "errors",
+    "WatershedParameters": "parameters",
+}
 
-__all__ = [
-    "InvalidInputError",
-    "KernelError",
-    "MutexWatershedError",
-    "OutputExistsError",
-    "WatershedParameters",
-    "__version__",
-    "segment",
-]
+__all__ = ["InvalidInputError", "KernelError", "MutexWatershedError", "OutputExistsError",
+           "WatershedParameters", "__version__", "segment"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("napari-mutex-watershed")
+        except PackageNotFoundError:  # running from a source tree
+            return "0.0.0+unknown"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,9 @@
 
     napari-mutex-watershed sample sample.zarr
     napari-mutex-watershed segment sample.zarr/affinities sample.zarr/labels --workers 2
+
+Only the standard library at the top: ``segment`` starts its job process first, so the
+job's imports overlap ours (numpy, pydantic, zarr) instead of following them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import traceback
 from pathlib import Path
 
 from .errors import Cancelled, MutexWatershedError
-from .parameters import WatershedParameters, as_parameters
 
 
 def _offsets(text: str) -> list[tuple[int, ...]]:
@@ -152,8 +154,11 @@ PARAMETER_FLAGS = ("offsets", "bias", "bias_short", "bias_long", "threshold", "s
                    "context")
 
 
-def parameters_from(args) -> WatershedParameters:
-    """The parameters file (if any) with the flags on top, validated as a whole."""
+def parameters_from(args):
+    """The parameters file (if any) with the flags on top, validated as a whole
+    (a ``WatershedParameters``)."""
+    from .parameters import WatershedParameters, as_parameters
+
     values = WatershedParameters.load(args.params).model_dump() if args.params else {}
     for name in PARAMETER_FLAGS:
         value = getattr(args, name)
@@ -218,6 +223,7 @@ def command_segment(args) -> int:
 def command_sweep(args) -> int:
     import time
 
+    from .parameters import WatershedParameters
     from .regions import split_roi
     from .sweep import best, format_table, run_sweep, write_csv
     from .sweep.inputs import open_sweep_data, settings_for
