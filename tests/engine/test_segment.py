@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import mwatershed
@@ -57,6 +58,17 @@ def test_default_parameters_recover_the_sample_cells(sample_3d, segmented_3d):
 def test_deterministic(sample_3d, params_3d, segmented_3d):
     again = segment(sample_3d[0], params_3d)
     assert np.array_equal(again, segmented_3d)
+
+
+def test_timings_say_where_the_time_went(sample_3d, params_3d, segmented_3d):
+    timings = {}
+    started = time.perf_counter()
+    labels = segment(sample_3d[0], params_3d, timings=timings)
+    elapsed = time.perf_counter() - started
+    assert np.array_equal(labels, segmented_3d)
+    assert set(timings) == {"weights", "kernel", "finalize"}
+    assert all(seconds > 0 for seconds in timings.values())
+    assert sum(timings.values()) <= elapsed
 
 
 def test_default_parameters_object_is_optional(sample_3d, segmented_3d):

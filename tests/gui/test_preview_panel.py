@@ -74,6 +74,26 @@ def test_a_uniform_bias_disables_the_per_offset_biases(viewer_with_widget, qtbot
     qtbot.waitUntil(lambda: panel._request_id > requests, timeout=patience_ms(1))
 
 
+def test_a_parameter_change_is_sent_at_once_and_only_the_data_is_set(
+    viewer_with_widget, qtbot
+):
+    """A new bias on the same data goes to the worker within the change (not after the
+    window's repaint); the result replaces the layer's data without setting its unchanged
+    scale and translate (each set re-slices the layer)."""
+    viewer, widget = viewer_with_widget
+    panel = start_preview(qtbot, widget)
+    layer = viewer.layers[PREVIEW_LAYER_NAME]
+    placed = []
+    layer.events.scale.connect(placed.append)
+    layer.events.translate.connect(placed.append)
+    first, requests = panel.last_result, panel._request_id
+    qtbot.wait(2 * panel.debounce_ms)  # quiet: a leading-edge change
+    widget.inputs.fields["bias_short"].value = 0.45
+    assert panel._request_id == requests + 1
+    qtbot.waitUntil(lambda: panel.last_result is not first, timeout=patience_ms(PREVIEW_SECONDS))
+    assert layer.data is panel.last_result.labels and placed == []
+
+
 def test_a_bad_value_is_named_in_the_layers_own_coordinates(
     make_napari_viewer_proxy, plugin_manager, qtbot
 ):

@@ -70,6 +70,18 @@ def test_result_equals_segment_and_crop_is_sent_once(service, volume):
     assert calls == [1], "the worker keeps the crop: a parameter change does not resend it"
 
 
+def test_results_say_where_the_time_went(service, volume):
+    """The worker's stages and the service's times, for bench_preview's breakdown."""
+    affinities, parameters = volume
+    service.submit(request(3, affinities, parameters.model_copy(update={"bias_short": 0.4})))
+    (result,) = wait(service)
+    assert set(result.stages) == {"weights", "kernel", "finalize"}
+    assert 0 < sum(result.stages.values()) <= result.compute_seconds
+    meta = result.meta
+    assert meta["submitted"] <= meta["sent"] <= meta["answered"]
+    assert meta["answered"] - meta["sent"] >= result.compute_seconds
+
+
 def test_newest_request_wins(service, volume):
     affinities, parameters = volume
     for i in range(10, 16):

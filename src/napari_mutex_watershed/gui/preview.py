@@ -70,12 +70,17 @@ class PreviewRequest:
 
 @dataclass
 class PreviewResult:
+    """``stages``: the worker's seconds per step of segment() (weights, kernel, finalize);
+    ``meta`` gains the perf_counter times the request was ``sent`` to the worker and its
+    answer ``answered``, for the latency breakdown of benchmarks/bench_preview.py."""
+
     id: int
     labels: np.ndarray | None
     error: str | None = None
     compute_seconds: float = 0.0
     total_seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
 
 
 def placed_error(info: dict, meta: dict) -> str:
@@ -473,6 +478,8 @@ class PreviewService:
             active.send(request, crop)
         except (OSError, EOFError):
             self._report_crash(active, request)
+            return
+        request.meta["sent"] = time.perf_counter()
 
     def _wait_for(self, active: WorkerProcess) -> None:
         request = active.busy_with
@@ -482,10 +489,11 @@ class PreviewService:
             except (EOFError, OSError):
                 self._report_crash(active, request)
                 return
-            elapsed = time.perf_counter() - request.meta.get("submitted", time.perf_counter())
+            request.meta["answered"] = time.perf_counter()
+            elapsed = request.meta["answered"] - request.meta["submitted"]
             if kind == "labels":
                 self._put(PreviewResult(info["id"], labels, None, info["seconds"], elapsed,
-                                        request.meta))
+                                        request.meta, info["stages"]))
             else:
                 self._put(PreviewResult(info["id"], None, placed_error(info, request.meta),
                                         0.0, elapsed, request.meta))

@@ -97,7 +97,9 @@ def serve(requests, answers) -> None:
             if crop is None or crop_key != message["crop_key"]:
                 raise RuntimeError("the preview worker lost its crop")
             parameters = WatershedParameters.from_json(message["parameters"])
-            labels = segment(crop, parameters, mask=message["mask"], seeds=message["seeds"])
+            stages = {}
+            labels = segment(crop, parameters, mask=message["mask"], seeds=message["seeds"],
+                             timings=stages)
             labels = np.ascontiguousarray(labels[message["shown"]])
         except MutexWatershedError as error:  # a bad value's voxel is placed by the widget
             write_frame(answers, ("error", {"id": message["id"], "error": str(error),
@@ -108,7 +110,7 @@ def serve(requests, answers) -> None:
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             write_frame(answers, ("error", {"id": message["id"], "error": detail}))
             continue
-        write_frame(answers, ("labels", {"id": message["id"], "labels": labels,
+        write_frame(answers, ("labels", {"id": message["id"], "labels": labels, "stages": stages,
                                          "seconds": time.perf_counter() - started}))
 
 
