@@ -134,7 +134,21 @@ def timeline(lines: list, wall: float) -> dict:
     ends["exit"] = wall
     summary = next((p for _, p in reversed(progress) if p["phase"] == "done"), {})
     return {"ends": ends, "kernel": summary.get("kernel_seconds", float("nan")),
-            "blocks": summary.get("blocks", 0)}
+            "in_blocks": summary.get("block_seconds"), "blocks": summary.get("blocks", 0)}
+
+
+def outside_parts(line: dict, wall: float, parallel: int) -> str:
+    """Where the wall time outside the kernel goes, in seconds: before the first step starts
+    (CLI, job process, validation), inside blocks but outside the kernel (reading, weights,
+    records), workers idle while blocks are under way (worker starts, the wait for the last
+    block of a step), and after the last block (stitch, relabel, pyramid, exit)."""
+    ends, kernel, in_blocks = line["ends"], line["kernel"], line["in_blocks"]
+    last_block = ends.get("odd")
+    if in_blocks is None or last_block is None:
+        return "-"
+    start = ends["start-up"]
+    return (f"{start:.1f} / {(in_blocks - kernel) / parallel:.1f} / "
+            f"{last_block - start - in_blocks / parallel:.1f} / {wall - last_block:.1f}")
 
 
 def scores(truth, segmentation) -> tuple[float, float]:
@@ -150,7 +164,8 @@ def seam_splits(truth, segmentation, block_size) -> tuple[int, int]:
     split = crossing = 0
     for axis, step in enumerate(block_size):
         for plane in range(step, truth.shape[axis], step):
-            a, b = np.take(truth, plane - 1, axis=axis).ravel(), np.take(truth, plane, axis=axis).ravel()
+            a = np.take(truth, plane - 1, axis=axis).ravel()
+            b = np.take(truth, plane, axis=axis).ravel()
             sa = np.take(segmentation, plane - 1, axis=axis).ravel()
             sb = np.take(segmentation, plane, axis=axis).ravel()
             same = (a == b) & (a != 0)
@@ -163,6 +178,7 @@ def seam_splits(truth, segmentation, block_size) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- table
 HEADER = ("| input | run | wall s | speed-up vs bare call | kernel s (summed) | outside kernel | "
+          "outside the kernel s: start / in blocks / idle / after | "
           "timeline s: start-up / even / odd / stitch / relabel / pyramid / exit | "
           "peak process GB | peak tree GB | ARAND (diff) | VOI (diff) |")
 
@@ -178,7 +194,8 @@ def print_row(name, run, result, bare, workers, quality, reference) -> None:
     diff = (f" ({arand - reference[0]:+.4f})", f" ({voi - reference[1]:+.3f})") if reference \
         else ("", "")
     speed = f"{bare / wall:.2f}x" if bare else "-"
-    print(f"| {name} | {run} | {wall:.1f} | {speed} | {kernel:.1f} | {outside:.1%} | {ends} | "
+    print(f"| {name} | {run} | {wall:.1f} | {speed} | {kernel:.1f} | {outside:.1%} | "
+          f"{outside_parts(line, wall, parallel)} | {ends} | "
           f"{result['one']:.2f} | {result['tree']:.2f} | {arand:.4f}{diff[0]} | "
           f"{voi:.3f}{diff[1]} |", flush=True)
 
@@ -207,7 +224,7 @@ def bench_input(args, work: Path, name: str, path, parameters, truth) -> dict:
         whole = zarr.open_array(str(work / f"{slug}-whole.zarr/labels"))[:]
         reference = scores(truth, whole)
         print(f"| {name} | whole volume, 1 process (bare call {bare:.1f} s) | "
-              f"{result['seconds']:.1f} | - | - | - | - | {result['one']:.2f} | "
+              f"{result['seconds']:.1f} | - | - | - | - | - | {result['one']:.2f} | "
               f"{result['tree']:.2f} | {reference[0]:.4f} | {reference[1]:.3f} |", flush=True)
     for blocks in args.blocks:
         output = work / f"{slug}-{blocks}.zarr/labels"

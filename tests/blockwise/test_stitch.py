@@ -44,6 +44,7 @@ def write_block(plan, index, sizes, joins=(), separated=(), nn_sums=None):
         joins=np.array([(u, v) for u, v, _ in joins], np.uint64).reshape(-1, 2).T,
         overlap=np.array([o for _, _, o in joins], np.int64),
         kernel_seconds=0.5,
+        block_seconds=0.75,
     )
 
 
@@ -60,6 +61,7 @@ def test_fragments_without_a_join_are_numbered_in_block_order(tmp_path):
     assert lookup_of(plan) == [0, 1, 2, 3]
     assert np.load(plan.bases_path).tolist() == [0, 2, 2]
     assert summary["segments"] == 3 and summary["kernel_seconds"] == 1.5
+    assert summary["block_seconds"] == 2.25
 
 
 def test_a_joined_segment_takes_the_id_of_its_first_fragment(tmp_path):

@@ -105,6 +105,21 @@ def test_downsample_mode_keeps_the_majority_and_handles_edges():
                                                                   [4, 0, 7]])
 
 
+def test_downsample_mode_equals_the_mode_of_every_window():
+    """Against a count per window (the first voxel wins a tie), on few labels so ties and
+    partial windows are common."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 4, (9, 10, 7), dtype=np.uint32)
+    for step in [(2, 2, 2), (1, 2, 2), (3, 1, 2)]:
+        padded = np.pad(data, [(0, -n % s) for n, s in zip(data.shape, step)], mode="edge")
+        expected = np.zeros([n // s for n, s in zip(padded.shape, step)], np.uint32)
+        for index in np.ndindex(*expected.shape):
+            window = padded[tuple(slice(i * s, (i + 1) * s) for i, s in zip(index, step))]
+            values = list(window.ravel())
+            expected[index] = max(values, key=lambda v: (values.count(v), -values.index(v)))
+        np.testing.assert_array_equal(downsample_mode(data, step), expected)
+
+
 def test_pyramid_factors_halve_finer_axes_first():
     assert pyramid_factors((24, 96, 96), (8, 4, 4), (12, 32, 32)) == [
         (1, 1, 1), (1, 2, 2), (2, 4, 4)]

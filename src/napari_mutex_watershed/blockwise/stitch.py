@@ -41,9 +41,10 @@ SEPARATION_FLOOR = 100.0
 
 def load_records(plan: BlockwisePlan):
     """Fragments per block; all joins (u, v) with their overlap; all separations (a, b) with
-    their strength, as fragment ids; the summed kernel time. Sizes stay on disk: see
-    ``block_sizes``."""
-    counts, joins, overlap, separated, strength, kernel_seconds = [], [], [], [], [], 0.0
+    their strength, as fragment ids; the summed kernel and block times. Sizes stay on disk:
+    see ``block_sizes``."""
+    counts, joins, overlap, separated, strength = [], [], [], [], []
+    seconds = {"kernel_seconds": 0.0, "block_seconds": 0.0}
     for index in range(plan.num_blocks):
         path = plan.block_record(index)
         if not path.exists():
@@ -57,9 +58,10 @@ def load_records(plan: BlockwisePlan):
             strength.append(record["strength"])
             joins.append(record["joins"].astype(np.uint64))
             overlap.append(record["overlap"])
-            kernel_seconds += float(record["kernel_seconds"])
+            for name in seconds:
+                seconds[name] += float(record[name]) if name in record.files else 0.0
     return (np.array(counts, np.int64), np.concatenate(joins, axis=1), np.concatenate(overlap),
-            np.concatenate(separated, axis=1), np.concatenate(strength), kernel_seconds)
+            np.concatenate(separated, axis=1), np.concatenate(strength), seconds)
 
 
 def block_sizes(plan: BlockwisePlan):
@@ -128,7 +130,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     other fragments, each its own segment, are read block by block, and the table is written to
     disk as it is built.
     """
-    counts, joins, overlap, separated, strength, kernel_seconds = load_records(plan)
+    counts, joins, overlap, separated, strength, seconds = load_records(plan)
     base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())
 
@@ -209,7 +211,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     joined = representative[u] == representative[v]
     return {"fragments": total, "joins": len(u), "joins_refused": int((~joined).sum()),
             "segments": n_segments + int(np.count_nonzero(segment_seed)),
-            "kernel_seconds": round(kernel_seconds, 3)}
+            **{name: round(value, 3) for name, value in seconds.items()}}
 
 
 def _kept(plan: BlockwisePlan, sizes, nn_sums) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import zlib
 from typing import NamedTuple
 
@@ -157,8 +158,10 @@ class GridTask(BlockTask):
             return
         if self.takes_slot:
             with slot(self.plan.slots_dir, self.plan.num_workers):
+                self._block_started = time.time()
                 self.process_block(position)
         else:
+            self._block_started = time.time()
             self.process_block(position)
 
     def process_block(self, position) -> None:
@@ -207,7 +210,12 @@ class GridTask(BlockTask):
                           kernel_seeds=None if seeds is None else seeds[in_kernel])
 
     def save_record(self, index: int, **arrays) -> None:
-        """The block's statistics, joins and bands; on disk means the block is finished."""
+        """The block's statistics, joins and bands; on disk means the block is finished.
+        Its start and seconds (unix time, from when it had its slot) let the benchmark tell
+        time in blocks from idle workers."""
+        started = getattr(self, "_block_started", None)
+        if started is not None:
+            arrays.update(block_started=started, block_seconds=time.time() - started)
         record = self.plan.block_record(index)
         record.parent.mkdir(parents=True, exist_ok=True)
         partial = temporary_name(record)
