@@ -8,7 +8,9 @@ import subprocess
 import sys
 import threading
 
-from napari_mutex_watershed.blockwise.slots import slot
+import pytest
+
+from napari_mutex_watershed.blockwise.slots import MALLOC_TRIM, slot
 
 #: Generous bounds for a busy machine; none of them is waited out when the code works.
 PATIENCE = 60
@@ -74,3 +76,30 @@ def test_no_directory_means_no_limit():
 
     threading.Thread(target=nested, daemon=True).start()
     assert both.wait(PATIENCE)
+
+
+FREE_IN_SLOT = """
+import sys
+from pathlib import Path
+import numpy as np
+import psutil
+from napari_mutex_watershed.blockwise.slots import slot
+directory = None if sys.argv[1] == "none" else Path(sys.argv[1])
+with slot(directory, 1):
+    # 256 MB in pieces under glibc's mmap threshold, freed with holes: RSS keeps them
+    pieces = [np.ones(8192) for _ in range(4000)]
+    kept = pieces[::50]
+    del pieces
+    during = psutil.Process().memory_info().rss
+print(during - psutil.Process().memory_info().rss)
+"""
+
+
+@pytest.mark.skipif(MALLOC_TRIM is None, reason="no glibc malloc_trim")
+@pytest.mark.parametrize("limited", [True, False])
+def test_a_block_gives_its_memory_back_with_its_slot(tmp_path, limited):
+    """A worker waiting for its next block does not keep the peak of its last one."""
+    directory = str(tmp_path) if limited else "none"
+    freed = subprocess.run([sys.executable, "-c", FREE_IN_SLOT, directory], check=True,
+                           capture_output=True, text=True, timeout=PATIENCE).stdout
+    assert int(freed) > 200e6
