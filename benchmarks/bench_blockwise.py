@@ -5,6 +5,7 @@ kernel time, time outside the kernel, a timeline per step, memory and quality.
     python benchmarks/bench_blockwise.py --blocks default 128 64x128x128
     python benchmarks/bench_blockwise.py --crops 256,256 0,256 --no-sample
     python benchmarks/bench_blockwise.py --memory           # and 512^3: is the peak flat?
+    python benchmarks/bench_blockwise.py --memory 2x        # and 512 x 256 x 256
     python benchmarks/bench_blockwise.py --seams            # and where blocks split objects
 
 Crops (y,x corners, all 256 deep) come from real neuron labels (../shared/data/
@@ -18,7 +19,8 @@ from its start to its exit. Kernel time is mwatershed's, summed over blocks; out
 kernel is 1 - kernel / workers / wall (1 - kernel / wall when the region is one block).
 The timeline is when each step ended, in seconds from the command's start: start-up (the
 job's first progress line), even, odd, stitch, relabel, pyramid and the exit. Peak memory
-is the RSS of the whole process tree and of its largest process, sampled every 50 ms.
+(``tree_memory``, every 50 ms): the largest worker's RSS, the job process's, and the whole
+tree's RSS and PSS (PSS counts shared pages once); ``--memory`` adds a table by role.
 """
 
 from __future__ import annotations
@@ -36,21 +38,26 @@ from pathlib import Path
 import numpy as np
 import psutil
 import zarr
+from tree_memory import TreeMemory
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pinky40_gt_half.npz"
 OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
 CROPS = ["256,256", "256,0"]
 CROP_DEPTH = 256
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
+#: ``--memory``: depth and width of the larger volume, the first crop mirrored in depth.
+LARGER = {"2x": (2 * CROP_DEPTH, CROP_DEPTH), "8x": (2 * CROP_DEPTH, 2 * CROP_DEPTH)}
 
 
 # ---------------------------------------------------------------------------- inputs
-def crop_labels(corner: str, size: int) -> np.ndarray:
-    """A size^3 crop at (0, y, x) of the shared labels (moved back to fit); 512 mirrors the
-    256 deep cutout along its first axis to make a 512^3 volume of the same kind."""
+def crop_labels(corner: str, size: int, width: int | None = None) -> np.ndarray:
+    """A size x width x width crop (width: size) at (0, y, x) of the shared labels (moved
+    back to fit); a size of 512 mirrors the 256 deep cutout along its first axis to make a
+    volume of the same kind."""
     labels = np.load(DATA)["labels"]
-    y, x = (min(int(v), n - size) for v, n in zip(corner.split(","), labels.shape[1:]))
-    labels = labels[:, y : y + size, x : x + size]
+    width = width or size
+    y, x = (min(int(v), n - width) for v, n in zip(corner.split(","), labels.shape[1:]))
+    labels = labels[:, y : y + width, x : x + width]
     if size > labels.shape[0]:
         labels = np.concatenate([labels, labels[::-1]])
     return np.ascontiguousarray(labels[:size])
@@ -80,8 +87,9 @@ def write_sample_input(work: Path) -> tuple:
 
 # ---------------------------------------------------------------------------- running
 def watch(command: list[str]) -> dict:
-    """Run a command; its wall seconds, peak tree and single-process RSS (GB), and its stdout
-    lines, each with the second it arrived."""
+    """Run a command; its wall seconds, its memory (``tree_memory``: "memory" by role, peak
+    "worker" and "job" RSS and "tree" RSS / PSS, GB), and its stdout lines, each with the
+    second it arrived."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -93,20 +101,19 @@ def watch(command: list[str]) -> dict:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    root = psutil.Process(process.pid)
-    peak_tree = peak_one = 0
-    while process.poll() is None:
-        try:
-            rss = [p.memory_info().rss for p in [root, *root.children(recursive=True)]]
-        except psutil.Error:
-            continue
-        peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
-        time.sleep(0.05)
+    with TreeMemory(process.pid) as memory:
+        process.wait()
     seconds = time.perf_counter() - started
     reader.join()
     if process.returncode:
         raise RuntimeError(f"{command} failed:\n{process.stderr.read()}")
-    return {"seconds": seconds, "tree": peak_tree / 1e9, "one": peak_one / 1e9, "lines": lines}
+    summary = memory.summary()
+    roles = summary["roles"]
+    return {"seconds": seconds, "lines": lines, "memory": summary,
+            "worker": max([v["one"]["rss"] for r, v in roles.items() if r.startswith("worker")]
+                          or [float("nan")]),
+            "job": roles.get("job", {"one": {"rss": float("nan")}})["one"]["rss"],
+            "one": max(v["one"]["rss"] for v in roles.values()), "tree": summary["tree"]}
 
 
 def bare_call(path: str, output: str, parameters_json: str) -> None:
@@ -180,7 +187,7 @@ def seam_splits(truth, segmentation, block_size) -> tuple[int, int]:
 HEADER = ("| input | run | wall s | speed-up vs bare call | kernel s (summed) | outside kernel | "
           "outside the kernel s: start / in blocks / idle / after | "
           "timeline s: start-up / even / odd / stitch / relabel / pyramid / exit | "
-          "peak process GB | peak tree GB | ARAND (diff) | VOI (diff) |")
+          "peak GB: worker / job process | peak tree GB: RSS / PSS | ARAND (diff) | VOI (diff) |")
 
 
 def print_row(name, run, result, bare, workers, quality, reference) -> None:
@@ -196,8 +203,26 @@ def print_row(name, run, result, bare, workers, quality, reference) -> None:
     speed = f"{bare / wall:.2f}x" if bare else "-"
     print(f"| {name} | {run} | {wall:.1f} | {speed} | {kernel:.1f} | {outside:.1%} | "
           f"{outside_parts(line, wall, parallel)} | {ends} | "
-          f"{result['one']:.2f} | {result['tree']:.2f} | {arand:.4f}{diff[0]} | "
+          f"{result['worker']:.2f} / {result['job']:.2f} | {result['tree']['rss']:.2f} / "
+          f"{result['tree']['pss']:.2f} | {arand:.4f}{diff[0]} | "
           f"{voi:.3f}{diff[1]} |", flush=True)
+
+
+def print_roles(memory: list) -> None:
+    """Per run and role: how many processes at once, the peak of one (RSS / PSS / USS) and
+    of all of them at once (PSS); per run the tree's peak, and what it was made of."""
+    print("\n| input | run | role | alive at once | one process GB: RSS / PSS / USS | "
+          "all of the role at once, PSS GB |\n" + "|---" * 6 + "|")
+    for name, run, summary in memory:
+        for role, values in summary["roles"].items():
+            one = values["one"]
+            print(f"| {name} | {run} | {role} | {values['alive']} | {one['rss']:.2f} / "
+                  f"{one['pss']:.2f} / {one['uss']:.2f} | {values['together']['pss']:.2f} |")
+        tree = summary["tree"]
+        made_of = ", ".join(f"{role} {n} x {pss:.2f}"
+                            for role, (n, pss) in summary["at_tree_peak"].items())
+        print(f"| {name} | {run} | **tree** (at its PSS peak: {made_of}) | | {tree['rss']:.2f} "
+              f"/ {tree['pss']:.2f} / {tree['uss']:.2f} | |")
 
 
 # ---------------------------------------------------------------------------- main
@@ -209,8 +234,9 @@ def block_option(text: str) -> list[str]:
     return ["--block-size", *(sizes * 3 if len(sizes) == 1 else sizes)]
 
 
-def bench_input(args, work: Path, name: str, path, parameters, truth) -> dict:
-    """Print the input's rows; return its seam splits per block size (``--seams``)."""
+def bench_input(args, work: Path, name: str, path, parameters, truth, memory: list) -> dict:
+    """Print the input's rows; return its seam splits per block size (``--seams``); add
+    (input, run, memory by role) of each blockwise run to ``memory``."""
     slug = "".join(c if c.isalnum() else "_" for c in name)
     params_file = work / f"{slug}.json"
     parameters.save(params_file)
@@ -224,8 +250,9 @@ def bench_input(args, work: Path, name: str, path, parameters, truth) -> dict:
         whole = zarr.open_array(str(work / f"{slug}-whole.zarr/labels"))[:]
         reference = scores(truth, whole)
         print(f"| {name} | whole volume, 1 process (bare call {bare:.1f} s) | "
-              f"{result['seconds']:.1f} | - | - | - | - | - | {result['one']:.2f} | "
-              f"{result['tree']:.2f} | {reference[0]:.4f} | {reference[1]:.3f} |", flush=True)
+              f"{result['seconds']:.1f} | - | - | - | - | - | {result['one']:.2f} (one "
+              f"process) | {result['tree']['rss']:.2f} / {result['tree']['pss']:.2f} | "
+              f"{reference[0]:.4f} | {reference[1]:.3f} |", flush=True)
     for blocks in args.blocks:
         output = work / f"{slug}-{blocks}.zarr/labels"
         result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
@@ -233,8 +260,9 @@ def bench_input(args, work: Path, name: str, path, parameters, truth) -> dict:
                         "--workers", str(args.workers), "--progress", "json",
                         *block_option(blocks)])
         segmentation = zarr.open_array(str(output / "0"))[:]
-        print_row(name, f"{blocks} blocks, {args.workers} workers", result, bare, args.workers,
-                  scores(truth, segmentation), reference)
+        run = f"{blocks} blocks, {args.workers} workers"
+        print_row(name, run, result, bare, args.workers, scores(truth, segmentation), reference)
+        memory.append((name, run, result["memory"]))
         if args.seams and blocks != "default":
             size = [int(v) for v in block_option(blocks)[1:]]
             split, crossing = seam_splits(truth, segmentation, size)
@@ -255,9 +283,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-whole", action="store_true",
                         help="no whole-volume call (no speed-up, no quality difference)")
-    parser.add_argument("--memory", action="store_true",
-                        help="also the first crop mirrored to 512^3, blockwise at the first "
-                        "block size only")
+    parser.add_argument("--memory", nargs="?", const="8x", choices=sorted(LARGER),
+                        help="also the first crop mirrored in depth to 512^3 (8x, the default) "
+                        "or 512 x 256 x 256 (2x), blockwise at the first block size only; "
+                        "and the memory of every blockwise run by role")
     parser.add_argument("--seams", action="store_true")
     parser.add_argument("--noise-seed", type=int, default=1)
     parser.add_argument("--context", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -265,28 +294,32 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep inputs and outputs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
-    seams = {}
-    print(f"load before: {psutil.getloadavg()}\n\n{HEADER}\n" + "|---" * 11 + "|", flush=True)
+    seams, memory = {}, []
+    print(f"load before: {psutil.getloadavg()}\n\n{HEADER}\n"
+          + "|---" * (HEADER.count("|") - 1) + "|", flush=True)
     try:
         if not args.no_sample:
             path, parameters, truth = write_sample_input(work)
-            seams |= bench_input(args, work, "sample 64x128x128", path, parameters, truth)
-        crops = [(c, args.size) for c in args.crops] + (
-            [(args.crops[0], 2 * CROP_DEPTH)] if args.memory else [])
+            seams |= bench_input(args, work, "sample 64x128x128", path, parameters, truth,
+                                 memory)
+        crops = [(c, args.size, args.size) for c in args.crops] + (
+            [(args.crops[0], *LARGER[args.memory])] if args.memory else [])
         if not DATA.exists():
             print(f"\ncrops skipped: {DATA} is absent")
             crops = []
-        for corner, size in crops:
-            truth = crop_labels(corner, size)
-            name = f"crop {corner} {size}^3"
+        for corner, size, width in crops:
+            truth = crop_labels(corner, size, width)
+            name = f"crop {corner} " + (f"{size}^3" if size == width else f"{size}x{width}^2")
             path, parameters = write_crop(work, name, truth, args.noise_seed, args.context)
-            # 512^3: blockwise only (a whole-volume call would need about 70 GB), first
+            # larger: blockwise only (a whole-volume call would need 16 to 70 GB), first
             # block size only
             larger = {"skip_whole": True, "blocks": args.blocks[:1]} if size > CROP_DEPTH else {}
             seams |= bench_input(argparse.Namespace(**{**vars(args), **larger}), work, name,
-                                 path, parameters, truth)
+                                 path, parameters, truth, memory)
     finally:
         print(f"\nload after: {psutil.getloadavg()}")
+        if args.memory:
+            print_roles(memory)
         for key, value in seams.items():
             print(f"seam splits {key}: {value}")
         if args.keep:
