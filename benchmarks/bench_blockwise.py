@@ -141,7 +141,8 @@ def timeline(lines: list, wall: float) -> dict:
     ends["exit"] = wall
     summary = next((p for _, p in reversed(progress) if p["phase"] == "done"), {})
     return {"ends": ends, "kernel": summary.get("kernel_seconds", float("nan")),
-            "in_blocks": summary.get("block_seconds"), "blocks": summary.get("blocks", 0)}
+            "in_blocks": summary.get("block_seconds"), "blocks": summary.get("blocks", 0),
+            "fragments": summary.get("fragments")}
 
 
 def outside_parts(line: dict, wall: float, parallel: int) -> str:
@@ -210,12 +211,15 @@ def print_row(name, run, result, bare, workers, quality, reference) -> None:
 
 def print_roles(memory: list) -> None:
     """Per run and role: how many processes at once, the peak of one (RSS / PSS / USS) and
-    of all of them at once (PSS); per run the tree's peak, and what it was made of."""
+    of all of them at once (PSS); per run the tree's peak, what it was made of, and the
+    fragments the job process's stitch numbered."""
     print("\n| input | run | role | alive at once | one process GB: RSS / PSS / USS | "
           "all of the role at once, PSS GB |\n" + "|---" * 6 + "|")
-    for name, run, summary in memory:
+    for name, run, summary, fragments in memory:
         for role, values in summary["roles"].items():
             one = values["one"]
+            if role == "job" and fragments:
+                role = f"job ({fragments:,} fragments)"
             print(f"| {name} | {run} | {role} | {values['alive']} | {one['rss']:.2f} / "
                   f"{one['pss']:.2f} / {one['uss']:.2f} | {values['together']['pss']:.2f} |")
         tree = summary["tree"]
@@ -262,7 +266,8 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
         segmentation = zarr.open_array(str(output / "0"))[:]
         run = f"{blocks} blocks, {args.workers} workers"
         print_row(name, run, result, bare, args.workers, scores(truth, segmentation), reference)
-        memory.append((name, run, result["memory"]))
+        memory.append((name, run, result["memory"],
+                       timeline(result["lines"], result["seconds"])["fragments"]))
         if args.seams and blocks != "default":
             size = [int(v) for v in block_option(blocks)[1:]]
             split, crossing = seam_splits(truth, segmentation, size)
