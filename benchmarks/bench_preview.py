@@ -63,11 +63,11 @@ def _settle(seconds) -> None:
 #: perf_counter times (or a duration the worker measured).
 STAGES = (
     ("dispatch", "slider set -> request submitted (debounce, crop choice)"),
-    ("send", "submitted -> parameters written to the worker's pipe"),
+    ("send", "submitted -> the dispatcher thread starts writing to the worker's pipe"),
     ("weights", "in the worker: affinities -> float64 weights"),
     ("kernel", "in the worker: mwatershed.agglom"),
     ("finalize", "in the worker: size filter, consecutive ids, shown part"),
-    ("pipe", "labels back to napari (pickle, pipe, unpickle) and the worker's wake-up"),
+    ("pipe", "parameters to the worker and labels back (pickle, pipe, unpickle), wake-ups"),
     ("pick-up", "answer read -> picked up by the panel's poll timer"),
     ("update", "set as the layer's data (napari's re-slice)"),
     ("paint", "layer data set -> end of the canvas's next draw"),
@@ -153,6 +153,10 @@ def measure(case, affinities, offsets, ndisplay, repeat):
     widget.close_preview()
     viewer.close()
 
+    # per change, against the bare call right after it (a busy machine's load drifts)
+    ratios = [latency / b for latency, b in zip(latencies, bare)]
+    kernel_ratios = [s["kernel"] / b for s, b in zip(stages, bare)]
+    outside = [latency - s["kernel"] for latency, s in zip(latencies, stages)]
     bare, engine = statistics.median(bare), statistics.median(engine)
     latency = statistics.median(latencies)
     return {
@@ -161,22 +165,30 @@ def measure(case, affinities, offsets, ndisplay, repeat):
         "bare": bare,
         "segment": engine,
         "preview": latency,
-        "ratio": latency / bare,
+        "ratio": statistics.median(ratios),
+        "ratios": (min(ratios), max(ratios)),
+        "kernel_ratio": statistics.median(kernel_ratios),
+        "outside": statistics.median(outside),
         "target": bare * TARGET_RATIO + TARGET_EXTRA,
         "stages": {name: statistics.median(s[name] for s in stages) for name, _ in STAGES},
     }
 
 
 def print_tables(rows, repeat) -> None:
-    header = (f"{'case':<20} {'crop':<14} {'mwatershed':>11} {'segment()':>10} "
-              f"{'preview':>9} {'ratio':>6} {'target':>8}  met")
+    header = (f"{'case':<18} {'crop':<13} {'mwatershed':>10} {'segment()':>9} "
+              f"{'preview':>8} {'ratio (range)':>17} {'kernel ratio':>12} "
+              f"{'outside kernel':>14} {'target':>7}  met")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['case']:<20} {r['crop']:<14} {r['bare']:>10.3f}s {r['segment']:>9.3f}s "
-              f"{r['preview']:>8.3f}s {r['ratio']:>6.2f} "
-              f"{r['target']:>7.3f}s  {'yes' if r['preview'] <= r['target'] else 'NO'}")
-    print(f"(medians of {repeat}; preview = bias change -> preview layer drawn; "
+        low, high = r["ratios"]
+        print(f"{r['case']:<18} {r['crop']:<13} {r['bare']:>9.3f}s {r['segment']:>8.3f}s "
+              f"{r['preview']:>7.3f}s {r['ratio']:>5.2f} ({low:.2f}-{high:.2f}) "
+              f"{r['kernel_ratio']:>12.2f} {r['outside'] * 1000:>11.0f} ms "
+              f"{r['target']:>6.3f}s  {'yes' if r['preview'] <= r['target'] else 'NO'}")
+    print(f"(medians of {repeat}; preview = bias change -> preview layer drawn; ratio = "
+          "preview / the bare call after it, kernel ratio = the worker's kernel / that call; "
+          "outside kernel = preview - the worker's kernel; "
           f"target = mwatershed x {TARGET_RATIO} + {TARGET_EXTRA * 1000:.0f} ms; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     print()

@@ -474,12 +474,11 @@ class PreviewService:
             return
         if self._is_stale(request.id):  # overtaken while reading
             return
+        request.meta["sent"] = time.perf_counter()  # (the worker may start before send returns)
         try:
             active.send(request, crop)
         except (OSError, EOFError):
             self._report_crash(active, request)
-            return
-        request.meta["sent"] = time.perf_counter()
 
     def _wait_for(self, active: WorkerProcess) -> None:
         request = active.busy_with
