@@ -2,6 +2,7 @@
 process gives its slot back. Holders hold until told to let go, so nothing here depends on
 how fast a busy machine runs them."""
 
+import os
 import select
 import signal
 import subprocess
@@ -10,7 +11,12 @@ import threading
 
 import pytest
 
-from napari_mutex_watershed.blockwise.slots import MALLOC_TRIM, slot
+from napari_mutex_watershed.blockwise.slots import (
+    MALLOC_TRIM,
+    WORKER_MALLOC,
+    keep_freed_memory_in_workers,
+    slot,
+)
 
 #: Generous bounds for a busy machine; none of them is waited out when the code works.
 PATIENCE = 60
@@ -80,26 +86,56 @@ def test_no_directory_means_no_limit():
 
 FREE_IN_SLOT = """
 import sys
+import time
 from pathlib import Path
 import numpy as np
 import psutil
 from napari_mutex_watershed.blockwise.slots import slot
 directory = None if sys.argv[1] == "none" else Path(sys.argv[1])
-with slot(directory, 1):
+idle_trim_seconds, then = float(sys.argv[2]), sys.argv[3]
+rss = lambda: psutil.Process().memory_info().rss
+with slot(directory, 1, idle_trim_seconds):
     # 256 MB in pieces under glibc's mmap threshold, freed with holes: RSS keeps them
     pieces = [np.ones(8192) for _ in range(4000)]
     kept = pieces[::50]
     del pieces
-    during = psutil.Process().memory_info().rss
-print(during - psutil.Process().memory_info().rss)
+    during = rss()
+if then == "next":  # the next block at once
+    with slot(directory, 1, idle_trim_seconds):
+        print(during - rss())
+else:  # idle: wait until it is given back (or 60 s)
+    deadline = time.monotonic() + 60
+    while during - rss() < 200e6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print(during - rss())
 """
+
+
+def _freed(directory, idle_trim_seconds, then) -> int:
+    return int(subprocess.run([sys.executable, "-c", FREE_IN_SLOT, directory,
+                               str(idle_trim_seconds), then], check=True, capture_output=True,
+                              text=True, timeout=PATIENCE * 2).stdout)
 
 
 @pytest.mark.skipif(MALLOC_TRIM is None, reason="no glibc malloc_trim")
 @pytest.mark.parametrize("limited", [True, False])
-def test_a_block_gives_its_memory_back_with_its_slot(tmp_path, limited):
+def test_an_idle_worker_gives_its_memory_back(tmp_path, limited):
     """A worker waiting for its next block does not keep the peak of its last one."""
-    directory = str(tmp_path) if limited else "none"
-    freed = subprocess.run([sys.executable, "-c", FREE_IN_SLOT, directory], check=True,
-                           capture_output=True, text=True, timeout=PATIENCE).stdout
-    assert int(freed) > 200e6
+    assert _freed(str(tmp_path) if limited else "none", 0.1, "idle") > 200e6
+
+
+@pytest.mark.skipif(MALLOC_TRIM is None, reason="no glibc malloc_trim")
+@pytest.mark.parametrize("limited", [True, False])
+def test_a_worker_that_goes_on_at_once_keeps_its_memory(tmp_path, limited):
+    """The next block reuses what the last one freed (no fresh pages to fault in): nothing
+    is given back when it starts before the idle delay is over."""
+    assert _freed(str(tmp_path) if limited else "none", PATIENCE, "next") < 50e6
+
+
+def test_workers_reuse_freed_memory_unless_the_user_tuned_malloc(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    keep_freed_memory_in_workers()
+    assert os.environ["GLIBC_TUNABLES"] == WORKER_MALLOC
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    keep_freed_memory_in_workers()
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"

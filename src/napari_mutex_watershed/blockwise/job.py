@@ -32,6 +32,7 @@ from .lock import note_job
 from .plan import PLAN_FILE, BlockwisePlan
 from .progress import BLOCK_STEPS, ProgressReporter
 from .scheduler import cancel_jobs, start_attempt
+from .slots import keep_freed_memory_in_workers
 from .supervise import DEBUG_ENV, receive_plan
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
     watchdog = fatal.Watchdog(work_dir, stop_at_once)
     watchdog.start()
     os.environ[fatal.WATCHED_ENV] = "1"  # for the workers daisy starts
+    keep_freed_memory_in_workers()
     try:
         log.info("run %s", plan_path)
         summary = run_plan(plan_path)
