@@ -14,8 +14,8 @@ import pytest
 from napari_mutex_watershed.blockwise.slots import (
     MALLOC_TRIM,
     WORKER_MALLOC,
-    keep_freed_memory_in_workers,
     slot,
+    workers_keep_freed_memory,
 )
 
 #: Generous bounds for a busy machine; none of them is waited out when the code works.
@@ -134,8 +134,10 @@ def test_a_worker_that_goes_on_at_once_keeps_its_memory(tmp_path, limited):
 
 def test_workers_reuse_freed_memory_unless_the_user_tuned_malloc(monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    keep_freed_memory_in_workers()
-    assert os.environ["GLIBC_TUNABLES"] == WORKER_MALLOC
+    with workers_keep_freed_memory():
+        assert os.environ["GLIBC_TUNABLES"] == WORKER_MALLOC
+    assert "GLIBC_TUNABLES" not in os.environ
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
-    keep_freed_memory_in_workers()
+    with workers_keep_freed_memory():
+        assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
     assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"

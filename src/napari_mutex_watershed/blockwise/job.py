@@ -32,7 +32,7 @@ from .lock import note_job
 from .plan import PLAN_FILE, BlockwisePlan
 from .progress import BLOCK_STEPS, ProgressReporter
 from .scheduler import cancel_jobs, start_attempt
-from .slots import keep_freed_memory_in_workers
+from .slots import workers_keep_freed_memory
 from .supervise import DEBUG_ENV, receive_plan
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
@@ -129,7 +129,8 @@ def run_plan(plan_path: str | Path) -> dict:
 
         summary = run_whole(plan, plan_path, reporter)
     else:
-        summary = _run_blocks(plan, plan_path, reporter)
+        with workers_keep_freed_memory():
+            summary = _run_blocks(plan, plan_path, reporter)
     return _finish(plan, started, reporter, summary)
 
 
@@ -232,7 +233,6 @@ def main(argv=None) -> int:
     watchdog = fatal.Watchdog(work_dir, stop_at_once)
     watchdog.start()
     os.environ[fatal.WATCHED_ENV] = "1"  # for the workers daisy starts
-    keep_freed_memory_in_workers()
     try:
         log.info("run %s", plan_path)
         summary = run_plan(plan_path)
