@@ -15,8 +15,8 @@ with the same parameters:
 and prints them as a table with the ratio preview / bare and the target of issue #24,
 bare x 1.2 + 50 ms, then where the preview's time goes, stage by stage. Timings are medians
 over the repeats. Between changes the benchmark runs Qt's event loop, idle between events as
-napari's is, not a loop that polls every millisecond (which took CPU from the worker on a
-busy machine).
+napari's is, not a loop that polls every millisecond (which competes with the worker for a
+core on a busy machine).
 """
 
 from __future__ import annotations
