@@ -26,6 +26,7 @@ tree's RSS and PSS (PSS counts shared pages once); ``--memory`` adds a table by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -86,10 +87,9 @@ def write_sample_input(work: Path) -> tuple:
 
 
 # ---------------------------------------------------------------------------- running
-def watch(command: list[str]) -> dict:
-    """Run a command; its wall seconds, its memory (``tree_memory``: "memory" by role, peak
-    "worker" and "job" RSS and "tree" RSS / PSS, GB), and its stdout lines, each with the
-    second it arrived."""
+def timed_lines(command: list[str], watcher=None) -> tuple[float, list, object]:
+    """Run a command; its wall seconds, its stdout lines, each with the second it arrived,
+    and ``watcher(pid)``, a context manager held while it runs (None: nothing polls it)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -101,12 +101,20 @@ def watch(command: list[str]) -> dict:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    with TreeMemory(process.pid) as memory:
+    with watcher(process.pid) if watcher else contextlib.nullcontext() as watching:
         process.wait()
     seconds = time.perf_counter() - started
     reader.join()
     if process.returncode:
         raise RuntimeError(f"{command} failed:\n{process.stderr.read()}")
+    return seconds, lines, watching
+
+
+def watch(command: list[str]) -> dict:
+    """Run a command; its wall seconds, its memory (``tree_memory``: "memory" by role, peak
+    "worker" and "job" RSS and "tree" RSS / PSS, GB), and its stdout lines, each with the
+    second it arrived."""
+    seconds, lines, memory = timed_lines(command, TreeMemory)
     summary = memory.summary()
     roles = summary["roles"]
     return {"seconds": seconds, "lines": lines, "memory": summary,

@@ -38,7 +38,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_blockwise import watch
+from bench_blockwise import timed_lines
 
 #: What each process of the command imports before it works (the job: ``job.start``).
 COMMAND_IMPORTS = ("napari_mutex_watershed.cli", "napari_mutex_watershed.blockwise.launch",
@@ -83,21 +83,22 @@ def command(path: str, output: Path, source: str | None = None) -> dict:
         os.environ["PYTHONPATH"] = source
     try:
         cpu = children_cpu()
-        result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment", path,
-                        str(output), "--progress", "json"])
+        # nothing polls it (bench_blockwise's memory sampling does)
+        seconds, lines, _ = timed_lines([sys.executable, "-m", "napari_mutex_watershed.cli",
+                                         "segment", path, str(output), "--progress", "json"])
         cpu = children_cpu() - cpu
     finally:
         if source:
             os.environ.pop("PYTHONPATH")
             if saved is not None:
                 os.environ["PYTHONPATH"] = saved
-    progress = [(t, json.loads(line)) for t, line in result["lines"] if line.startswith("{")]
+    progress = [(t, json.loads(line)) for t, line in lines if line.startswith("{")]
     summary = progress[-1][1]
     if summary.get("blocks") != 1:
         raise SystemExit(f"{path} is not one block: pick a smaller --shape")
-    return {"wall": result["seconds"], "cpu": cpu, "start-up": progress[0][0],
+    return {"wall": seconds, "cpu": cpu, "start-up": progress[0][0],
             "read and write": summary["read_and_write_seconds"],
-            "kernel": summary["kernel_seconds"], "end": result["seconds"] - progress[-1][0]}
+            "kernel": summary["kernel_seconds"], "end": seconds - progress[-1][0]}
 
 
 def main() -> None:
