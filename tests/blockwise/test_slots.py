@@ -11,12 +11,8 @@ import threading
 
 import pytest
 
-from napari_mutex_watershed.blockwise.slots import (
-    MALLOC_TRIM,
-    WORKER_MALLOC,
-    slot,
-    workers_keep_freed_memory,
-)
+from napari_mutex_watershed.blockwise.slots import slot, workers_keep_freed_memory
+from napari_mutex_watershed.freed_memory import MALLOC_TRIM, REUSE_FREED_MEMORY
 
 #: Generous bounds for a busy machine; none of them is waited out when the code works.
 PATIENCE = 60
@@ -135,7 +131,7 @@ def test_a_worker_that_goes_on_at_once_keeps_its_memory(tmp_path, limited):
 def test_workers_reuse_freed_memory_unless_the_user_tuned_malloc(monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     with workers_keep_freed_memory():
-        assert os.environ["GLIBC_TUNABLES"] == WORKER_MALLOC
+        assert os.environ["GLIBC_TUNABLES"] == REUSE_FREED_MEMORY
     assert "GLIBC_TUNABLES" not in os.environ
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
     with workers_keep_freed_memory():

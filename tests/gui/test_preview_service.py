@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from patience import load_per_core, patience, wait_gone
 
 from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.freed_memory import REUSE_FREED_MEMORY, TUNABLES_ENV
 from napari_mutex_watershed.gui.preview import STARTUP_TIMEOUT, PreviewRequest, PreviewService
 from napari_mutex_watershed.gui.preview_worker import read_frame, write_frame
 from napari_mutex_watershed.synthetic import sample_volume
@@ -162,6 +164,21 @@ def test_workers_run_the_worker_module_not_the_callers_script(service, volume):
         command = psutil.Process(pid).cmdline()
         assert command[1:] == ["-m", "napari_mutex_watershed.gui.preview_worker"], command
     assert 0 < service.startup_seconds() < STARTUP_TIMEOUT
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc settings")
+def test_workers_keep_freed_memory_for_the_next_preview(service, volume):
+    """Started with the reuse settings of ``freed_memory`` (the next preview faults no pages
+    in anew), unless the user set their own."""
+    if TUNABLES_ENV in os.environ:
+        pytest.skip("the user's own malloc settings")
+    affinities, parameters = volume
+    service.submit(request(41, affinities, parameters))
+    wait(service)
+    for pid in service.worker_pids().values():
+        # glibc cuts the variable after the first setting it read: compare that one
+        first = REUSE_FREED_MEMORY.split(":")[0]
+        assert psutil.Process(pid).environ()[TUNABLES_ENV].startswith(first)
 
 
 def test_frames_carry_arrays_and_end_cleanly():

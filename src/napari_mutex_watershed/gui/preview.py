@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..freed_memory import worker_environment
 from ..processes import start_module
 from .preview_worker import read_frame, write_frame
 
@@ -119,7 +120,7 @@ class WorkerProcess:
         try:
             self.process = start_module(
                 module, niceness=NICENESS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=worker_environment(),
             )
         except OSError as error:  # no interpreter at sys.executable, no fork: say so
             self.process = None

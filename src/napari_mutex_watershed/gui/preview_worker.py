@@ -24,6 +24,9 @@ import traceback
 import numpy as np
 
 _SIZE = struct.Struct("<Q")
+#: The worker keeps what a preview frees for the next one (``freed_memory``: no page faults
+#: anew) and gives it back once no parameter change came for this many seconds.
+IDLE_TRIM_SECONDS = 5.0
 
 
 # ---------------------------------------------------------------------------- frames
@@ -77,13 +80,16 @@ def serve(requests, answers) -> None:
     started = time.perf_counter()
     from ..engine import segment
     from ..errors import InvalidValuesError, MutexWatershedError
+    from ..freed_memory import IdleTrim
     from ..parameters import WatershedParameters
 
     _warm_up(segment, WatershedParameters)
+    idle = IdleTrim(IDLE_TRIM_SECONDS)
     write_frame(answers, ("ready", {"pid": os.getpid(),
                                     "seconds": time.perf_counter() - started}))
     crop_key, crop = None, None
     while True:
+        idle.idle()  # waiting for the next change
         try:
             message = read_frame(requests)
         except EOFError:
@@ -93,6 +99,7 @@ def serve(requests, answers) -> None:
         if message.get("crop") is not None:
             crop, crop_key = message["crop"], message["crop_key"]
         started = time.perf_counter()
+        idle.busy()
         try:
             if crop is None or crop_key != message["crop_key"]:
                 raise RuntimeError("the preview worker lost its crop")
