@@ -110,11 +110,13 @@ def timed_lines(command: list[str], watcher=None) -> tuple[float, list, object]:
     return seconds, lines, watching
 
 
-def watch(command: list[str]) -> dict:
+def watch(command: list[str], full_memory: bool = False) -> dict:
     """Run a command; its wall seconds, its memory (``tree_memory``: "memory" by role, peak
-    "worker" and "job" RSS and "tree" RSS / PSS, GB), and its stdout lines, each with the
-    second it arrived."""
-    seconds, lines, memory = timed_lines(command, TreeMemory)
+    "worker" and "job" RSS and "tree" RSS / PSS, GB; PSS only with ``full_memory``, whose
+    sampling takes CPU from the run), and its stdout lines, each with the second it
+    arrived."""
+    seconds, lines, memory = timed_lines(
+        command, lambda pid: TreeMemory(pid, full=full_memory))
     summary = memory.summary()
     roles = summary["roles"]
     return {"seconds": seconds, "lines": lines, "memory": summary,
@@ -212,9 +214,15 @@ def print_row(name, run, result, bare, workers, quality, reference) -> None:
     speed = f"{bare / wall:.2f}x" if bare else "-"
     print(f"| {name} | {run} | {wall:.1f} | {speed} | {kernel:.1f} | {outside:.1%} | "
           f"{outside_parts(line, wall, parallel)} | {ends} | "
-          f"{result['worker']:.2f} / {result['job']:.2f} | {result['tree']['rss']:.2f} / "
-          f"{result['tree']['pss']:.2f} | {arand:.4f}{diff[0]} | "
+          f"{result['worker']:.2f} / {result['job']:.2f} | {tree_text(result)} | "
+          f"{arand:.4f}{diff[0]} | "
           f"{voi:.3f}{diff[1]} |", flush=True)
+
+
+def tree_text(result: dict) -> str:
+    """The tree's peak RSS / PSS (GB); PSS is sampled only with --memory."""
+    tree = result["tree"]
+    return f"{tree['rss']:.2f} / " + (f"{tree['pss']:.2f}" if result["memory"]["full"] else "-")
 
 
 def print_roles(memory: list) -> None:
@@ -257,20 +265,20 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
         child = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                  f"import bench_blockwise as b; b.bare_call({str(path)!r}, "
                  f"{str(work / f'{slug}-whole.zarr/labels')!r}, open({str(params_file)!r}).read())")
-        result = watch([sys.executable, "-c", child])
+        result = watch([sys.executable, "-c", child], bool(args.memory))
         bare = json.loads(result["lines"][0][1])["bare_seconds"]
         whole = zarr.open_array(str(work / f"{slug}-whole.zarr/labels"))[:]
         reference = scores(truth, whole)
         print(f"| {name} | whole volume, 1 process (bare call {bare:.1f} s) | "
               f"{result['seconds']:.1f} | - | - | - | - | - | {result['one']:.2f} (one "
-              f"process) | {result['tree']['rss']:.2f} / {result['tree']['pss']:.2f} | "
+              f"process) | {tree_text(result)} | "
               f"{reference[0]:.4f} | {reference[1]:.3f} |", flush=True)
     for blocks in args.blocks:
         output = work / f"{slug}-{blocks}.zarr/labels"
         result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
                         str(path), str(output), "--params", str(params_file),
                         "--workers", str(args.workers), "--progress", "json",
-                        *block_option(blocks)])
+                        *block_option(blocks)], bool(args.memory))
         segmentation = zarr.open_array(str(output / "0"))[:]
         run = f"{blocks} blocks, {args.workers} workers"
         print_row(name, run, result, bare, args.workers, scores(truth, segmentation), reference)
