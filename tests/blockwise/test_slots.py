@@ -2,7 +2,6 @@
 process gives its slot back. Holders hold until told to let go, so nothing here depends on
 how fast a busy machine runs them."""
 
-import os
 import select
 import signal
 import subprocess
@@ -11,8 +10,8 @@ import threading
 
 import pytest
 
-from napari_mutex_watershed.blockwise.slots import slot, workers_keep_freed_memory
-from napari_mutex_watershed.freed_memory import MALLOC_TRIM, REUSE_FREED_MEMORY
+from napari_mutex_watershed.blockwise.slots import slot
+from napari_mutex_watershed.freed_memory import MALLOC_TRIM
 
 #: Generous bounds for a busy machine; none of them is waited out when the code works.
 PATIENCE = 60
@@ -126,14 +125,3 @@ def test_a_worker_that_goes_on_at_once_keeps_its_memory(tmp_path, limited):
     """The next block reuses what the last one freed (no fresh pages to fault in): nothing
     is given back when it starts before the idle delay is over."""
     assert _freed(str(tmp_path) if limited else "none", PATIENCE, "next") < 50e6
-
-
-def test_workers_reuse_freed_memory_unless_the_user_tuned_malloc(monkeypatch):
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    with workers_keep_freed_memory():
-        assert os.environ["GLIBC_TUNABLES"] == REUSE_FREED_MEMORY
-    assert "GLIBC_TUNABLES" not in os.environ
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
-    with workers_keep_freed_memory():
-        assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
-    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"

@@ -24,6 +24,7 @@ import zarr
 
 from ..attributes import COMPLETE_ATTR
 from ..errors import BlockwiseError, MutexWatershedError
+from ..freed_memory import workers_keep_freed_memory
 from ..processes import exit_at_once, stop_descendants
 from ..storage.levels import mark_complete
 from . import fatal
@@ -32,7 +33,6 @@ from .lock import note_job
 from .plan import PLAN_FILE, BlockwisePlan
 from .progress import BLOCK_STEPS, ProgressReporter
 from .scheduler import cancel_jobs, start_attempt
-from .slots import workers_keep_freed_memory
 from .supervise import DEBUG_ENV, receive_plan
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..freed_memory import IdleTrim, worker_environment
+from ..freed_memory import IdleTrim
 
 try:
     import fcntl
@@ -33,20 +33,6 @@ except ImportError:  # not POSIX: no limit
 POLL = 0.02
 #: A worker idle this long after a block gives the memory it freed back to the system.
 IDLE_TRIM_SECONDS = 0.1
-
-
-@contextmanager
-def workers_keep_freed_memory():
-    """Workers started meanwhile reuse freed memory (``freed_memory``), unless the user tuned
-    malloc; the process's own environment is as it was afterwards (a run may be a library
-    call)."""
-    added = worker_environment()
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 _idle_trim = IdleTrim(IDLE_TRIM_SECONDS)

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import zlib
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import daisy
@@ -156,11 +157,8 @@ class GridTask(BlockTask):
         position = self.plan.grid_position(block.write_roi)
         if self.odd is not None and self.plan.is_odd(position) != self.odd:
             return
-        if self.takes_slot:
-            with slot(self.plan.slots_dir, self.plan.num_workers):
-                self._block_started = time.time()
-                self.process_block(position)
-        else:
+        with slot(self.plan.slots_dir, self.plan.num_workers) if self.takes_slot \
+                else nullcontext():
             self._block_started = time.time()
             self.process_block(position)
 
