@@ -4,12 +4,7 @@ weighs them against the joins."""
 import numpy as np
 
 from napari_mutex_watershed.blockwise.even_blocks import SEPARATION_MARGIN
-from napari_mutex_watershed.blockwise.separations import (
-    face_fragments,
-    separated_pairs,
-    separation_strength,
-    touching_pairs,
-)
+from napari_mutex_watershed.blockwise.separations import face_fragments, separations
 from napari_mutex_watershed.blockwise.stitch import (
     SEPARATION_FLOOR,
     SEPARATION_WEIGHT,
@@ -21,6 +16,13 @@ M = SEPARATION_MARGIN
 
 def pairs(array) -> set:
     return set(zip(*(a.tolist() for a in array)))
+
+
+def separated_pairs(local, inner_faces, margin, wanted=None, offsets=None):
+    """The pairs ``separations`` finds, with neutral weights."""
+    offsets = offsets or [tuple(int(d == a) for d in range(local.ndim)) for a in range(local.ndim)]
+    weights = np.zeros((len(offsets),) + local.shape)
+    return separations(local, weights, offsets, inner_faces, margin, wanted)[0]
 
 
 def test_only_separations_away_from_inner_faces_count():
@@ -45,28 +47,34 @@ def test_background_and_one_fragment_are_no_separation():
     assert separated_pairs(local, ((False, False), (False, False)), M).shape == (2, 0)
 
 
-def test_adjacent_pairs_are_linked_by_any_offset():
+def test_pairs_touch_and_every_offset_adds_to_their_strength():
     local = np.zeros((1, 30), np.uint32)
     local[0, :4], local[0, 6:10], local[0, 10:20], local[0, 20:] = 1, 2, 3, 4
-    # 1 and 2 do not touch, but an edge of offset 5 links them; 1 and 3 are 7 apart
-    assert pairs(touching_pairs(local, [(0, 1), (0, 5)])) == {(1, 2), (2, 3), (3, 4)}
-    assert pairs(touching_pairs(local, [(0, 1)])) == {(2, 3), (3, 4)}
+    alone = ((False, False), (False, False))
+    offsets = [(0, 1), (0, 5)]
+    weights = np.full((2, 1, 30), -1.0)
+    found, strength = separations(local, weights, offsets, alone, 0)
+    # 1 and 2 do not touch (an edge of offset 5 links them): no separation
+    assert found.tolist() == [[2, 3], [3, 4]]
+    # 2|3: one unit edge (9 -> 10) and four of offset 5 (6..9 -> 11..14); 3|4: one and five
+    assert strength.tolist() == [5.0, 6.0]
+    # the same whichever way an offset points, and without a unit step among the offsets
+    flipped = separations(local, weights, [(0, -1), (0, -5)], alone, 0)
+    assert flipped[0].tolist() == found.tolist() and flipped[1].tolist() == [5.0, 6.0]
+    long_only = separations(local, weights[1:], [(0, 5)], alone, 0)
+    assert long_only[0].tolist() == found.tolist() and long_only[1].tolist() == [4.0, 5.0]
 
 
 def test_only_pairs_of_fragments_at_a_face_are_kept():
     local = np.zeros((1, 30), np.uint32)
     local[0, :4], local[0, 6:10], local[0, 10:20], local[0, 20:] = 1, 2, 3, 4
-    steps = [(0, 1), (0, 5)]
     below = ((False, False), (True, False))  # a block below along the second axis only
     # 3 starts 10 voxels from that face, 4 20 voxels
     assert face_fragments(local, below, (0, 8)).tolist() == [False, True, True, False, False]
-    assert pairs(touching_pairs(local, steps, face_fragments(local, below, (0, 12)))) == {
-        (1, 2), (2, 3)}
-    assert pairs(touching_pairs(local, steps, face_fragments(local, below, (0, 25)))) == {
-        (1, 2), (2, 3), (3, 4)}
-    # separated pairs keep the same filter, inside the trusted region
     assert pairs(separated_pairs(local, below, 2, face_fragments(local, below, (0, 12)))) == {
         (2, 3)}
+    assert pairs(separated_pairs(local, below, 2, face_fragments(local, below, (0, 25)))) == {
+        (2, 3), (3, 4)}
     alone = ((False, False), (False, False))  # no neighbour: nothing can be joined
     assert not face_fragments(local, alone, (0, 12)).any()
 
@@ -78,21 +86,21 @@ def test_strength_sums_the_repulsion_of_every_offset_between_two_fragments():
     weights = np.full((2, 1, 3 * M), 0.3)  # attracting everywhere ...
     weights[:, 0, M - 2 : M] = -0.4  # ... but on the edges leaving 1 for 2
     alone = ((False, False), (False, False))
-    pairs = separated_pairs(local, alone, M)
-    assert pairs.tolist() == [[1, 2], [2, 3]]
+    found, strength = separations(local, weights, offsets, alone, M)
+    assert found.tolist() == [[1, 2], [2, 3]]
     # 1|2: one unit edge (-0.4) and two offset-2 edges (-0.4 each); 2|3 attracts: no repulsion
-    assert np.allclose(separation_strength(local, weights, offsets, alone, M, pairs), [1.2, 0])
+    assert np.allclose(strength, [1.2, 0])
 
 
 def test_strength_counts_only_the_trusted_region():
     local = np.zeros((1, 4 * M), np.uint32)
     local[0, : M // 2], local[0, M // 2 :] = 1, 2  # they touch M/2 from the face below
+    local[0, 3 * M :] = 3  # 2|3 touch deep inside, where 1|2 is not
     weights = np.full((1, 1, 4 * M), -1.0)
-    pairs = np.array([[1], [2]], np.uint32)
     below = ((False, False), (True, False))
-    assert separation_strength(local, weights, [(0, 1)], below, M, pairs).tolist() == [0.0]
-    assert separation_strength(local, weights, [(0, 1)], ((False, False),) * 2, M,
-                               pairs).tolist() == [1.0]
+    assert separations(local, weights, [(0, 1)], below, M)[0].tolist() == [[2], [3]]
+    found, strength = separations(local, weights, [(0, 1)], ((False, False),) * 2, M)
+    assert found.tolist() == [[1, 2], [2, 3]] and strength.tolist() == [1.0, 1.0]
 
 
 def test_a_weak_join_does_not_cross_a_strong_separation():

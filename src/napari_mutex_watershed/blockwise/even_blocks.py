@@ -19,7 +19,7 @@ from ..engine import finalize, run_kernel
 from ..storage.blocks import open_block_source
 from .bands import band_owner
 from .mask_seeds import Guides, apply_guides, seed_record
-from .separations import face_fragments, separated_pairs, separation_strength
+from .separations import face_fragments, separations
 from .task import GridTask, box, relative
 
 #: Voxels from every inner block face beyond which an even block's separations are trusted.
@@ -71,9 +71,8 @@ class EvenBlocks(FragmentBlocks):
         inner_faces = plan.inner_faces(position)
         # only fragments an odd block can see can be joined, so only theirs are needed
         seen = face_fragments(local, inner_faces, plan.odd_context)
-        separated = separated_pairs(local, inner_faces, SEPARATION_MARGIN, wanted=seen)
-        strength = separation_strength(local, block.core_weights, plan.parameters.offsets,
-                                       inner_faces, SEPARATION_MARGIN, separated)
+        separated, strength = separations(local, block.core_weights, plan.parameters.offsets,
+                                          inner_faces, SEPARATION_MARGIN, wanted=seen)
         self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
                          strength=strength, joins=np.zeros((2, 0), np.uint64),
                          overlap=np.zeros(0, np.int64), kernel_seconds=kernel_seconds,

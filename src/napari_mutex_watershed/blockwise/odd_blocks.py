@@ -21,7 +21,7 @@ from .bands import band_boxes, band_key, band_owner
 from .even_blocks import FragmentBlocks
 from .mask_seeds import apply_guides, seed_record
 from .plan import BlockwisePlan
-from .separations import separated_pairs, separation_strength
+from .separations import separations
 from .task import box, relative
 
 #: Weight of a certain edge: larger than any affinity minus bias.
@@ -161,9 +161,9 @@ class OddBlocks(FragmentBlocks):
             else np.zeros(0)
         )
         inner_faces = plan.inner_faces(position)
-        separated = separated_pairs(core_local, inner_faces, ODD_SEPARATION_MARGIN, wanted=joined)
-        strength = separation_strength(core_local, block.core_weights, plan.parameters.offsets,
-                                       inner_faces, ODD_SEPARATION_MARGIN, separated)
+        separated, strength = separations(core_local, block.core_weights,
+                                          plan.parameters.offsets, inner_faces,
+                                          ODD_SEPARATION_MARGIN, wanted=joined)
         self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
                          strength=strength, joins=joins, overlap=overlap,
                          kernel_seconds=kernel_seconds, **bands, **user_seeds)

@@ -26,60 +26,75 @@ def trusted_region(shape, inner_faces, margin):
     return tuple(trusted)
 
 
-def separated_pairs(local: np.ndarray, inner_faces, margin: int, wanted=None) -> np.ndarray:
-    """(2, n) local ids of fragment pairs that touch at least ``margin`` voxels from every face
-    the block shares with another block (both ``wanted``, a flag per local id, if given).
+def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, wanted=None):
+    """The block's separations: (2, n) local ids (low, high) of the fragment pairs that touch
+    at least ``margin`` voxels from every face it shares with another block (both
+    ``wanted``, a flag per local id, if given), and per pair how strongly the affinities
+    between the two repel there: minus the summed weight of every edge (any offset) between
+    them, 0 where that sum attracts.
 
     Near a face a block lacks what lies beyond its halo, and its separations there are as
     unreliable as its merges; deep inside it saw all around. ``inner_faces`` is, per axis,
-    whether there is a block (below, above).
+    whether there is a block (below, above). A block may keep apart two fragments the
+    affinities join, because of seeds or because it could not see the path around that the
+    whole volume has; the strength keeps such a separation from outweighing the joins that
+    put the two together elsewhere. One pass over the edges of each offset serves both: the
+    offsets that are unit steps give the touching pairs.
     """
     trusted = trusted_region(local.shape, inner_faces, margin)
     if trusted is None:
-        return np.zeros((2, 0), np.uint32)
-    steps = [tuple(int(d == axis) for d in range(local.ndim)) for axis in range(local.ndim)]
-    return touching_pairs(local[trusted], steps, wanted)
-
-
-def separation_strength(local, weights, offsets, inner_faces, margin, pairs) -> np.ndarray:
-    """Per separated pair: minus the summed weight of every edge (any offset) between the two
-    fragments in the trusted region; 0 where that sum attracts.
-
-    A block may keep apart two fragments the affinities join, because of seeds or because it
-    could not see the path around that the whole volume has; such a separation must not
-    outweigh the joins that put the two together elsewhere.
-    """
-    trusted = trusted_region(local.shape, inner_faces, margin)
-    if trusted is None or pairs.shape[1] == 0:
-        return np.zeros(pairs.shape[1])
+        return np.zeros((2, 0), np.uint32), np.zeros(0)
     labels = local[trusted]
-    wanted = pair_keys(*pairs)
-    order = np.argsort(wanted)
-    in_pair = np.zeros(int(labels.max(initial=0)) + 1, bool)
+    n_labels = int(labels.max(initial=0)) + 1
+    allowed = np.ones(n_labels, bool) if wanted is None else wanted[:n_labels].copy()
+    allowed[0] = False
+    allowed = allowed[labels]
+    unit_channel = {_unit_axis(o): c for c, o in enumerate(offsets)}
+    crossing = {}  # unit-step channel -> (keys, source mask) of its edges between two
+    touching = [np.zeros(0, np.uint64)]
+    for axis in range(local.ndim):
+        channel = unit_channel.get(axis)
+        step = tuple(int(d == axis) for d in range(local.ndim)) if channel is None \
+            else offsets[channel]
+        keys, between = _edges_among(labels, step, allowed)
+        touching.append(keys)
+        if channel is not None:
+            crossing[channel] = keys, between
+    wanted_keys = np.unique(np.concatenate(touching))
+    pairs = np.stack([wanted_keys >> np.uint64(32),
+                      wanted_keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
+    total = np.zeros(len(wanted_keys))
+    if not len(wanted_keys):
+        return pairs, total
+    # the other offsets' edges matter only between fragments of a separated pair
+    in_pair = np.zeros(n_labels, bool)
     in_pair[pairs.ravel()] = True
     in_pair[0] = False
-    total = np.zeros(len(wanted))
+    in_pair = in_pair[labels]
     for channel, offset in enumerate(offsets):
-        source, target = edge_slices(offset, labels.shape)
-        a, b, between = edges_among(labels[source], labels[target], in_pair)
-        keys = pair_keys(a, b)
-        # edges of the wanted pairs only: a lookup, not a sort of every edge
-        at = order[np.minimum(np.searchsorted(wanted, keys, sorter=order), len(wanted) - 1)]
-        hit = wanted[at] == keys
+        keys, between = crossing.get(channel) or _edges_among(labels, offset, in_pair)
+        source, _ = edge_slices(offset, labels.shape)
+        # edges of the separated pairs only: a lookup in the sorted keys
+        at = np.minimum(np.searchsorted(wanted_keys, keys), len(wanted_keys) - 1)
+        hit = wanted_keys[at] == keys
         total += np.bincount(at[hit], weights[channel][trusted][source][between][hit],
-                             minlength=len(wanted))
-    return np.maximum(-total, 0.0)
+                             minlength=len(wanted_keys))
+    return pairs, np.maximum(-total, 0.0)
 
 
-def edges_among(a: np.ndarray, b: np.ndarray, allowed: np.ndarray):
-    """The ends (a, b) of the edges between two different labels that are both ``allowed``
-    (a flag per label, False for 0), and the mask that picked them. Most edges lie inside one
-    fragment, so the flags are looked up only for the few that cross."""
-    candidate = a != b
-    a, b = a[candidate], b[candidate]
-    keep = allowed[a] & allowed[b]
-    candidate[candidate] = keep
-    return a[keep], b[keep], candidate
+def _edges_among(labels, offset, allowed_voxel):
+    """Keys of the edges of ``offset`` between two different labels whose voxels are both
+    ``allowed_voxel``, and the mask of their sources."""
+    source, target = edge_slices(offset, labels.shape)
+    a, b = labels[source], labels[target]
+    between = (a != b) & allowed_voxel[source] & allowed_voxel[target]
+    return pair_keys(a[between], b[between]), between
+
+
+def _unit_axis(offset) -> int | None:
+    """The axis of a unit step (either direction), None for any other offset."""
+    nonzero = [axis for axis, o in enumerate(offset) if o]
+    return nonzero[0] if len(nonzero) == 1 and abs(offset[nonzero[0]]) == 1 else None
 
 
 def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,17 +120,3 @@ def face_fragments(local: np.ndarray, inner_faces, context) -> np.ndarray:
     at_face[local[near_face]] = True
     at_face[0] = False
     return at_face
-
-
-def touching_pairs(local: np.ndarray, steps, wanted=None) -> np.ndarray:
-    """(2, n) unique pairs (low, high) of different non-zero labels linked by one of ``steps``
-    (both ``wanted``, a flag per label, if given)."""
-    allowed = np.ones(int(local.max(initial=0)) + 1, bool) if wanted is None else wanted.copy()
-    allowed[0] = False
-    keys = [np.zeros(0, np.uint64)]
-    for step in steps:
-        source, target = edge_slices(step, local.shape)
-        a, b, _ = edges_among(local[source], local[target], allowed)
-        keys.append(pair_keys(a, b))
-    keys = np.unique(np.concatenate(keys))
-    return np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
