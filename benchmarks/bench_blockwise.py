@@ -46,20 +46,21 @@ OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
 CROPS = ["256,256", "256,0"]
 CROP_DEPTH = 256
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
-#: ``--memory``: depth and width of the larger volume, the first crop mirrored in depth.
-LARGER = {"2x": (2 * CROP_DEPTH, CROP_DEPTH), "8x": (2 * CROP_DEPTH, 2 * CROP_DEPTH)}
+#: ``--memory``: depth and width of the larger volumes, the first crop mirrored in depth.
+LARGER = {"2x": (2 * CROP_DEPTH, CROP_DEPTH), "8x": (2 * CROP_DEPTH, 2 * CROP_DEPTH),
+          "16x": (4 * CROP_DEPTH, 2 * CROP_DEPTH)}
 
 
 # ---------------------------------------------------------------------------- inputs
 def crop_labels(corner: str, size: int, width: int | None = None) -> np.ndarray:
     """A size x width x width crop (width: size) at (0, y, x) of the shared labels (moved
-    back to fit); a size of 512 mirrors the 256 deep cutout along its first axis to make a
-    volume of the same kind."""
+    back to fit); a larger size mirrors the 256 deep cutout along its first axis, back and
+    forth, to make a volume of the same kind."""
     labels = np.load(DATA)["labels"]
     width = width or size
     y, x = (min(int(v), n - width) for v, n in zip(corner.split(","), labels.shape[1:]))
     labels = labels[:, y : y + width, x : x + width]
-    if size > labels.shape[0]:
+    while size > labels.shape[0]:
         labels = np.concatenate([labels, labels[::-1]])
     return np.ascontiguousarray(labels[:size])
 
@@ -265,7 +266,7 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
         child = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                  f"import bench_blockwise as b; b.bare_call({str(path)!r}, "
                  f"{str(work / f'{slug}-whole.zarr/labels')!r}, open({str(params_file)!r}).read())")
-        result = watch([sys.executable, "-c", child], bool(args.memory))
+        result = watch([sys.executable, "-c", child], args.memory is not None)
         bare = json.loads(result["lines"][0][1])["bare_seconds"]
         whole = zarr.open_array(str(work / f"{slug}-whole.zarr/labels"))[:]
         reference = scores(truth, whole)
@@ -278,7 +279,7 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
         result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
                         str(path), str(output), "--params", str(params_file),
                         "--workers", str(args.workers), "--progress", "json",
-                        *block_option(blocks)], bool(args.memory))
+                        *block_option(blocks)], args.memory is not None)
         segmentation = zarr.open_array(str(output / "0"))[:]
         run = f"{blocks} blocks, {args.workers} workers"
         print_row(name, run, result, bare, args.workers, scores(truth, segmentation), reference)
@@ -304,10 +305,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-whole", action="store_true",
                         help="no whole-volume call (no speed-up, no quality difference)")
-    parser.add_argument("--memory", nargs="?", const="8x", choices=sorted(LARGER),
-                        help="also the first crop mirrored in depth to 512^3 (8x, the default) "
-                        "or 512 x 256 x 256 (2x), blockwise at the first block size only; "
-                        "and the memory of every blockwise run by role")
+    parser.add_argument("--memory", nargs="*", choices=sorted(LARGER),
+                        help="also the first crop mirrored to larger volumes (8x: 512^3, the "
+                        "default; 2x: 512 x 256 x 256; 16x: 1024 x 512 x 512), blockwise at "
+                        "the first block size only; and the memory of every blockwise run by "
+                        "role")
     parser.add_argument("--seams", action="store_true")
     parser.add_argument("--noise-seed", type=int, default=1)
     parser.add_argument("--context", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -324,7 +326,8 @@ def main() -> None:
             seams |= bench_input(args, work, "sample 64x128x128", path, parameters, truth,
                                  memory)
         crops = [(c, args.size, args.size) for c in args.crops] + (
-            [(args.crops[0], *LARGER[args.memory])] if args.memory else [])
+            [(args.crops[0], *LARGER[size]) for size in args.memory or ["8x"]]
+            if args.memory is not None else [])
         if not DATA.exists():
             print(f"\ncrops skipped: {DATA} is absent")
             crops = []
@@ -339,7 +342,7 @@ def main() -> None:
                                  path, parameters, truth, memory)
     finally:
         print(f"\nload after: {psutil.getloadavg()}")
-        if args.memory:
+        if args.memory is not None:
             print_roles(memory)
         for key, value in seams.items():
             print(f"seam splits {key}: {value}")
