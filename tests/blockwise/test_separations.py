@@ -18,9 +18,9 @@ def pairs(array) -> set:
     return set(zip(*(a.tolist() for a in array)))
 
 
-def separated_pairs(local, inner_faces, margin, wanted=None, offsets=None):
-    """The pairs ``separations`` finds, with neutral weights."""
-    offsets = offsets or [tuple(int(d == a) for d in range(local.ndim)) for a in range(local.ndim)]
+def separated_pairs(local, inner_faces, margin, wanted=None):
+    """The pairs ``separations`` finds over the unit steps, with neutral weights."""
+    offsets = [tuple(int(d == a) for d in range(local.ndim)) for a in range(local.ndim)]
     weights = np.zeros((len(offsets),) + local.shape)
     return separations(local, weights, offsets, inner_faces, margin, wanted)[0]
 
@@ -93,14 +93,16 @@ def test_strength_sums_the_repulsion_of_every_offset_between_two_fragments():
 
 
 def test_strength_counts_only_the_trusted_region():
-    local = np.zeros((1, 4 * M), np.uint32)
-    local[0, : M // 2], local[0, M // 2 :] = 1, 2  # they touch M/2 from the face below
-    local[0, 3 * M :] = 3  # 2|3 touch deep inside, where 1|2 is not
-    weights = np.full((1, 1, 4 * M), -1.0)
+    local = np.zeros((2, 4 * M), np.uint32)
+    local[0, : M // 2], local[0, M // 2 :] = 1, 2  # 1|2 touch M/2 from the face below ...
+    local[1, : 2 * M], local[1, 2 * M :] = 1, 2  # ... and 2M from it, deep inside
+    weights = np.zeros((1, 2, 4 * M))
+    weights[0, 0, M // 2 - 1] = weights[0, 1, 2 * M - 1] = -1.0  # on the edges from 1 to 2
     below = ((False, False), (True, False))
-    assert separations(local, weights, [(0, 1)], below, M)[0].tolist() == [[2], [3]]
+    found, strength = separations(local, weights, [(0, 1)], below, M)
+    assert found.tolist() == [[1], [2]] and strength.tolist() == [1.0]
     found, strength = separations(local, weights, [(0, 1)], ((False, False),) * 2, M)
-    assert found.tolist() == [[1, 2], [2, 3]] and strength.tolist() == [1.0, 1.0]
+    assert found.tolist() == [[1], [2]] and strength.tolist() == [2.0]
 
 
 def test_a_weak_join_does_not_cross_a_strong_separation():
