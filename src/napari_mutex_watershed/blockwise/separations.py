@@ -49,7 +49,8 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
     allowed = np.ones(n_labels, bool) if wanted is None else wanted[:n_labels].copy()
     allowed[0] = False
     allowed = allowed[labels]
-    unit_channel = {_unit_axis(o): c for c, o in enumerate(offsets)}
+    unit_channel = {axis: c for c, axis in enumerate(map(_unit_axis, offsets))
+                    if axis is not None}
     crossing = {}  # unit-step channel -> (keys, source mask) of its edges between two
     touching = [np.zeros(0, np.uint64)]
     for axis in range(local.ndim):
