@@ -51,16 +51,16 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
     allowed = allowed[labels]
     unit_channel = {axis: c for c, axis in enumerate(map(_unit_axis, offsets))
                     if axis is not None}
-    crossing = {}  # unit-step channel -> (keys, source mask) of its edges between two
+    crossing = {}  # unit-step channel -> (keys, sources, mask) of its edges between two
     touching = [np.zeros(0, np.uint64)]
     for axis in range(local.ndim):
         channel = unit_channel.get(axis)
         step = tuple(int(d == axis) for d in range(local.ndim)) if channel is None \
             else offsets[channel]
-        keys, between = _edges_among(labels, step, allowed)
-        touching.append(keys)
+        edges = _edges_among(labels, step, allowed)
+        touching.append(edges[0])
         if channel is not None:
-            crossing[channel] = keys, between
+            crossing[channel] = edges
     wanted_keys = np.unique(np.concatenate(touching))
     pairs = np.stack([wanted_keys >> np.uint64(32),
                       wanted_keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
@@ -73,8 +73,7 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
     in_pair[0] = False
     in_pair = in_pair[labels]
     for channel, offset in enumerate(offsets):
-        keys, between = crossing.get(channel) or _edges_among(labels, offset, in_pair)
-        source, _ = edge_slices(offset, labels.shape)
+        keys, source, between = crossing.get(channel) or _edges_among(labels, offset, in_pair)
         # edges of the separated pairs only: a lookup in the sorted keys
         at = np.minimum(np.searchsorted(wanted_keys, keys), len(wanted_keys) - 1)
         hit = wanted_keys[at] == keys
@@ -85,11 +84,11 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
 
 def _edges_among(labels, offset, allowed_voxel):
     """Keys of the edges of ``offset`` between two different labels whose voxels are both
-    ``allowed_voxel``, and the mask of their sources."""
+    ``allowed_voxel``; the slices of the edges' sources and the mask of those edges there."""
     source, target = edge_slices(offset, labels.shape)
     a, b = labels[source], labels[target]
     between = (a != b) & allowed_voxel[source] & allowed_voxel[target]
-    return pair_keys(a[between], b[between]), between
+    return pair_keys(a[between], b[between]), source, between
 
 
 def _unit_axis(offset) -> int | None:
