@@ -16,7 +16,9 @@ sample is ``napari-mutex-watershed sample`` (64x128x128, float32, its own offset
 The baseline of each input is one ``segment()`` call on the whole array in a process of its
 own (the "bare call": its time excludes imports and I/O). Blockwise runs are the CLI, timed
 from its start to its exit. Kernel time is mwatershed's, summed over blocks; outside the
-kernel is 1 - kernel / workers / wall (1 - kernel / wall when the region is one block).
+kernel is 1 - kernel / workers / wall (1 - kernel / wall when the region is one block);
+"with no idle worker" is the same share over the wall time less the workers' idle time, the
+floor no order of the blocks can go below.
 The timeline is when each step ended, in seconds from the command's start: start-up (the
 job's first progress line), even, odd, stitch, relabel, pyramid and the exit. Peak memory
 (``tree_memory``, every 50 ms): the largest worker's RSS, the job process's, and the whole
@@ -156,18 +158,22 @@ def timeline(lines: list, wall: float) -> dict:
             "fragments": summary.get("fragments")}
 
 
-def outside_parts(line: dict, wall: float, parallel: int) -> str:
+def outside_parts(line: dict, wall: float, parallel: int) -> tuple[str, str]:
     """Where the wall time outside the kernel goes, in seconds: before the first step starts
     (CLI, job process, validation), inside blocks but outside the kernel (reading, weights,
     records), workers idle while blocks are under way (worker starts, the wait for the last
-    block of a step), and after the last block (stitch, relabel, pyramid, exit)."""
+    block of a step), and after the last block (stitch, relabel, pyramid, exit); and the
+    share outside the kernel had no worker been idle, the floor no order of the blocks can
+    go below."""
     ends, kernel, in_blocks = line["ends"], line["kernel"], line["in_blocks"]
     last_block = ends.get("odd")
     if in_blocks is None or last_block is None:
-        return "-"
+        return "-", "-"
     start = ends["start-up"]
-    return (f"{start:.1f} / {(in_blocks - kernel) / parallel:.1f} / "
-            f"{last_block - start - in_blocks / parallel:.1f} / {wall - last_block:.1f}")
+    idle = last_block - start - in_blocks / parallel
+    floor = 1 - kernel / parallel / (wall - idle)
+    return (f"{start:.1f} / {(in_blocks - kernel) / parallel:.1f} / {idle:.1f} / "
+            f"{wall - last_block:.1f}", f"{floor:.1%}")
 
 
 def scores(truth, segmentation) -> tuple[float, float]:
@@ -197,7 +203,7 @@ def seam_splits(truth, segmentation, block_size) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- table
 HEADER = ("| input | run | wall s | speed-up vs bare call | kernel s (summed) | outside kernel | "
-          "outside the kernel s: start / in blocks / idle / after | "
+          "outside the kernel s: start / in blocks / idle / after | outside with no idle worker | "
           "timeline s: start-up / even / odd / stitch / relabel / pyramid / exit | "
           "peak GB: worker / job process | peak tree GB: RSS / PSS | ARAND (diff) | VOI (diff) |")
 
@@ -207,6 +213,7 @@ def print_row(name, run, result, bare, workers, quality, reference) -> None:
     wall, kernel = result["seconds"], line["kernel"]
     parallel = workers if line["blocks"] != 1 else 1
     outside = 1 - kernel / parallel / wall
+    parts, floor = outside_parts(line, wall, parallel)
     ends = " / ".join(f"{line['ends'][step]:.1f}" if step in line["ends"] else "-"
                       for step in ("start-up", *STEPS, "exit"))
     arand, voi = quality
@@ -214,7 +221,7 @@ def print_row(name, run, result, bare, workers, quality, reference) -> None:
         else ("", "")
     speed = f"{bare / wall:.2f}x" if bare else "-"
     print(f"| {name} | {run} | {wall:.1f} | {speed} | {kernel:.1f} | {outside:.1%} | "
-          f"{outside_parts(line, wall, parallel)} | {ends} | "
+          f"{parts} | {floor} | {ends} | "
           f"{result['worker']:.2f} / {result['job']:.2f} | {tree_text(result)} | "
           f"{arand:.4f}{diff[0]} | "
           f"{voi:.3f}{diff[1]} |", flush=True)
