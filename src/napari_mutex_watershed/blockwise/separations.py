@@ -51,7 +51,7 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
     allowed = allowed[labels]
     unit_channel = {axis: c for c, axis in enumerate(map(_unit_axis, offsets))
                     if axis is not None}
-    crossing = {}  # unit-step channel -> (keys, sources, mask) of its edges between two
+    crossing = {}  # unit-step channel -> what _edges_among found for it
     touching = [np.zeros(0, np.uint64)]
     for axis in range(local.ndim):
         channel = unit_channel.get(axis)
