@@ -65,3 +65,48 @@ def test_workers_reuse_freed_memory_unless_the_user_tuned_malloc(monkeypatch):
     with workers_keep_freed_memory():
         assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
     assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
+
+
+#: One call that leaves 256 MB of freed pieces under glibc's mmap threshold (with holes:
+#: RSS keeps them), then either the next call at once or a wait; prints what was given back.
+FREE_IN_CALL = """
+import sys
+import time
+import numpy as np
+import psutil
+from napari_mutex_watershed.freed_memory import IdleTrim
+idle = IdleTrim(float(sys.argv[1]))
+rss = lambda: psutil.Process().memory_info().rss
+with idle.call():
+    pieces = [np.ones(8192) for _ in range(4000)]
+    kept = pieces[::50]
+    del pieces
+    during = rss()
+if sys.argv[2] == "next":  # the next call at once
+    with idle.call():
+        print(during - rss())
+else:  # idle: wait until it is given back (or 60 s)
+    deadline = time.monotonic() + 60
+    while during - rss() < 200e6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print(during - rss())
+"""
+
+
+def _freed(idle_seconds, then) -> int:
+    return int(subprocess.run([sys.executable, "-c", FREE_IN_CALL, str(idle_seconds), then],
+                              check=True, capture_output=True, text=True,
+                              timeout=PATIENCE * 2).stdout)
+
+
+@pytest.mark.skipif(MALLOC_TRIM is None, reason="no glibc malloc_trim")
+def test_an_idle_worker_gives_its_memory_back():
+    """A blockwise worker waiting for its next block does not keep the peak of its last."""
+    assert _freed(0.1, "idle") > 200e6
+
+
+@pytest.mark.skipif(MALLOC_TRIM is None, reason="no glibc malloc_trim")
+def test_a_worker_that_goes_on_at_once_keeps_its_memory():
+    """The next call reuses what the last one freed (no fresh pages to fault in): nothing
+    is given back when it starts before the idle delay is over."""
+    assert _freed(PATIENCE, "next") < 50e6

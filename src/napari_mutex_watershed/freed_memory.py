@@ -82,3 +82,12 @@ class IdleTrim:
                                       release_freed_memory)
         self._timer.daemon = True
         self._timer.start()
+
+    @contextmanager
+    def call(self):
+        """One call: ``busy`` before it, ``idle`` after it."""
+        self.busy()
+        try:
+            yield
+        finally:
+            self.idle()

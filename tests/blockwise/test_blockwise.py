@@ -223,7 +223,8 @@ def test_killed_run_resumes_to_identical_output(bigger, tmp_path):
 
 def test_odd_blocks_start_only_after_the_even_blocks_around_them(bigger, tmp_path):
     # an odd block that started before the even blocks around it would raise, fail and show
-    # in the progress and the worker logs
+    # in the progress and the worker logs; both colours are computed by one pool of
+    # --workers workers
     output = tmp_path / "o.zarr/labels"
     run = _run_cli(["segment", bigger, output, "--block-size", 12, 24, 24, "--workers", 2,
                     "--bias-short", 0.4, "--bias-long", 0.6, "--progress", "json"])
@@ -231,8 +232,11 @@ def test_odd_blocks_start_only_after_the_even_blocks_around_them(bigger, tmp_pat
     progress = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert {p["phase"] for p in progress} >= {"even", "odd", "stitch", "relabel", "done"}
     assert all(p.get("failed", 0) == 0 for p in progress)
-    logs = work_dir_for(output) / "logs" / "odd"
-    assert not any("started before" in f.read_text() for f in logs.glob("*.err"))
+    logs = work_dir_for(output) / "logs"
+    assert sorted(f.name for f in (logs / "blocks").glob("*.err")) == [
+        "worker_0.err", "worker_1.err"]
+    assert not (logs / "even").exists() and not (logs / "odd").exists()
+    assert not any("started before" in f.read_text() for f in logs.rglob("*.err"))
 
 
 def test_cancel_stops_every_process(bigger, tmp_path):

@@ -51,7 +51,7 @@ def test_a_job_reports_its_progress_and_leaves_a_finished_output(run):
     job = Job(command)
     poll_until_finished(job, 60, tally)
     assert job.returncode == 0, job.error_message()
-    assert tally.describe() == "done" and tally.value()[0] == tally.value()[1] == 3 * 8 + 1
+    assert tally.describe() == "done" and tally.value()[0] == tally.value()[1] == 2 * 8 + 1
     assert output_state(input_path, output, parameters, BLOCKS, SHAPE) == "finished"
     other = parameters.model_copy(update={"bias_short": 0.3})
     assert output_state(input_path, output, other, BLOCKS, SHAPE) == "other"

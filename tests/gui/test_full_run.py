@@ -171,7 +171,7 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     )
     # progress shows in the activity dock: a napari progress bar with the phase
     bars = [bar for bar in progress._all_instances if "Mutex watershed" in str(bar.desc)]
-    assert bars and "even" in bars[0].desc and bars[0].total == 3 * 64 + 1
+    assert bars and "even" in bars[0].desc and bars[0].total == 2 * 64 + 1
     job = panel.job
     root = psutil.Process(job.pid)
     family = [root, *root.children(recursive=True)]
@@ -232,8 +232,9 @@ def test_cancel_leaves_no_process_and_a_rerun_resumes(
     wait_until_idle(qtbot, panel)
     job = panel.last_job
     assert job.returncode == 0 and "--overwrite" in job.command
-    blocks = next(m["total"] for m in job.progress if m["phase"] == "even")
-    assert bar.maximum() == 3 * blocks + 1 and bar.value() > 0  # steps: the blocks, the stitch
+    blocks = next(m["total"] for m in job.progress if m["phase"] == "relabel")
+    # steps: each block in its colour's step and in relabel, the stitch
+    assert bar.maximum() == 2 * blocks + 1 and bar.value() > 0
     assert bar.isHidden() and panel.run_status.value.startswith("Done")
 
 

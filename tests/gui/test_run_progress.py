@@ -20,10 +20,11 @@ def test_the_bar_counts_every_step_and_says_the_time_left(qtbot, make_napari_vie
         progress.tally.add(message)
         progress.show()
     bar = progress.bar
-    assert (bar.value(), bar.maximum()) == (6, 25)  # 3 steps of 8 blocks, and the stitch
-    # 6 steps in 3 s: 19 to go at that pace
-    assert bar.format() == f"%v/%m steps, {duration(3.0 * 19 / 6)} left" == (
-        "%v/%m steps, about 10 s left")
+    # 16 blocks, each in its colour's step and in relabel, and the stitch
+    assert (bar.value(), bar.maximum()) == (6, 33)
+    # 6 steps in 3 s: 27 to go at that pace
+    assert bar.format() == f"%v/%m steps, {duration(3.0 * 27 / 6)} left" == (
+        "%v/%m steps, about 14 s left")
     progress.stop()
     assert bar.isHidden() and bar.value() == 6  # (kept until the next run starts)
 

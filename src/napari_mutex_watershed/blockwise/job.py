@@ -31,7 +31,7 @@ from . import fatal
 from .disk import no_space, no_space_error, remove_temporaries
 from .lock import note_job
 from .plan import PLAN_FILE, BlockwisePlan
-from .progress import BLOCK_STEPS, ProgressReporter
+from .progress import ColourProgress, ProgressReporter
 from .scheduler import cancel_jobs, start_attempt
 from .supervise import DEBUG_ENV, receive_plan
 
@@ -42,9 +42,9 @@ STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 IN_PROCESS_VOXELS = 2**24
 
 
-def _run_tasks(plan, tasks, reporter, in_process: bool = False) -> None:
+def _run_tasks(plan, tasks, reporter, in_process: bool = False) -> dict:
     """Run daisy tasks, each piped after the one before (``in_process``: in this process, no
-    workers); raise for the first that failed."""
+    workers); raise for the first that failed, else return daisy's states."""
     pipeline = tasks[0]
     for task in tasks[1:]:
         pipeline = pipeline + task
@@ -73,6 +73,7 @@ def _run_tasks(plan, tasks, reporter, in_process: bool = False) -> None:
                 f"{task.task_id}: {_failed_blocks(task)}after {plan.max_retries + 1} tries "
                 f"({waiting} more could not run): {_last_line(error)}"
             )
+    return states
 
 
 def _failed_blocks(task) -> str:
@@ -96,15 +97,19 @@ def relabels_here(plan: BlockwisePlan) -> bool:
     return not plan.worker_command and math.prod(plan.shape) <= IN_PROCESS_VOXELS
 
 
-def blocks_done(plan: BlockwisePlan) -> dict[str, int]:
-    """Per block step, how many blocks an earlier attempt finished (daisy's markers)."""
-    done = {}
-    for step in BLOCK_STEPS:
-        try:
-            done[step] = int(zarr.open_array(str(plan.tracking_dir / step / "done"),
-                                             mode="r")[...].sum())
-        except Exception:  # no marker yet
-            done[step] = 0
+def blocks_done(plan: BlockwisePlan) -> dict[str, tuple[int, int]]:
+    """Per block step, (blocks an earlier attempt finished, blocks): the even and odd blocks
+    by their records, the relabel by daisy's markers."""
+    colours = ColourProgress(plan)
+    stitched = plan.lookup_path.exists()  # the records may be gone then
+    done = {colour: (colours.totals[colour] if stitched else colours.skipped[colour],
+                     colours.totals[colour]) for colour in colours.colours}
+    try:
+        relabelled = int(zarr.open_array(str(plan.tracking_dir / "relabel" / "done"),
+                                         mode="r")[...].sum())
+    except Exception:  # no marker yet
+        relabelled = 0
+    done["relabel"] = (relabelled, plan.num_blocks)
     return done
 
 
@@ -137,18 +142,16 @@ def run_plan(plan_path: str | Path) -> dict:
 def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
     """The steps of a run of several blocks. Their modules (scipy's graphs for the stitch)
     are imported here: a run of one block, which must start fast, needs none of them."""
-    from .even_blocks import EvenBlocks
-    from .odd_blocks import OddBlocks
     from .pyramid import pyramid_levels
     from .relabel import RelabelBlocks
     from .stitch import build_lookup
 
-    # odd blocks start as soon as the even blocks around them are done; slots keep the
-    # blocks computing at once to --workers
-    _run_tasks(plan, [EvenBlocks(plan_path).daisy_task(), OddBlocks(plan_path).daisy_task()],
-               reporter)
     summary = {}
-    if not plan.lookup_path.exists():
+    if plan.lookup_path.exists():  # stitched: every block of both colours is done
+        for colour, total in ColourProgress(plan).totals.items():
+            reporter.emit(colour, total, total, failed=0, skipped=total)
+    else:
+        _run_fragment_blocks(plan, plan_path, reporter)
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
@@ -158,14 +161,34 @@ def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
     return summary
 
 
+def _run_fragment_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> None:
+    """The even and odd blocks: locally one pool of workers for both (``claims``), on a
+    cluster the odd step piped after the even step (an odd block starts as soon as the even
+    blocks around it are done)."""
+    from .claims import POOLED_STEP, BlockClaims, LocalBlocks, pooled
+    from .even_blocks import EvenBlocks
+    from .odd_blocks import OddBlocks
+
+    if pooled(plan):
+        claims = BlockClaims(plan)
+        claims.new_attempt()
+        reporter.split[POOLED_STEP] = ColourProgress(plan, given_up=claims.given_up)
+        state = _run_tasks(plan, [LocalBlocks(plan_path).daisy_task()], reporter)[POOLED_STEP]
+        claims.check_complete(state.last_worker_error and _last_line(state.last_worker_error))
+    else:
+        reporter.split.update((c, ColourProgress(plan, (c,))) for c in ("even", "odd"))
+        _run_tasks(plan, [EvenBlocks(plan_path).daisy_task(), OddBlocks(plan_path).daisy_task()],
+                   reporter)
+
+
 def _finish(plan: BlockwisePlan, started: float, reporter, summary: dict) -> dict:
     """Mark the output complete and keep only what makes a rerun return at once."""
     mark_complete(plan.output_path)  # level 0 and the labels group
     # only the plan (which makes a rerun return at once) and daisy's tiny markers stay
     shutil.rmtree(plan.fragments_path, ignore_errors=True)
     shutil.rmtree(plan.records_dir, ignore_errors=True)
-    if plan.slots_dir is not None:
-        shutil.rmtree(plan.slots_dir, ignore_errors=True)
+    if plan.claims_dir is not None:
+        shutil.rmtree(plan.claims_dir, ignore_errors=True)
     plan.lookup_path.unlink(missing_ok=True)
     plan.bases_path.unlink(missing_ok=True)
     summary["seconds"] = round(time.time() - started, 3)

@@ -296,11 +296,10 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
                     job.abandon()
                 return Path(plan.output_path)
             done = blocks_done(plan)
-            if any(done.values()):
-                notify(f"resuming: {sum(done.values())} of {len(done) * plan.num_blocks} "
-                       "block steps are reused ("
-                       + ", ".join(f"{step} {n}/{plan.num_blocks}" for step, n in done.items())
-                       + ")")
+            if any(n for n, _ in done.values()):
+                notify(f"resuming: {sum(n for n, _ in done.values())} of "
+                       f"{sum(t for _, t in done.values())} block steps are reused ("
+                       + ", ".join(f"{step} {n}/{t}" for step, (n, t) in done.items()) + ")")
             plan_path = Path(plan.work_dir) / PLAN_FILE
             if not supervised:
                 if job is not None:

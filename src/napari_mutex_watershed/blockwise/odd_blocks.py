@@ -11,7 +11,6 @@ blocks may write into one even block's chunk at the same time.
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import numpy as np
@@ -35,10 +34,7 @@ def even_labels(plan: BlockwisePlan, fragments, lo, hi) -> np.ndarray:
     """The even fragment ids in the box [lo, hi), read block by block: other odd blocks may be
     writing their own chunks meanwhile."""
     labels = np.zeros(tuple(b - a for a, b in zip(lo, hi)), np.uint64)
-    first = [a // s for a, s in zip(lo, plan.block_size)]
-    last = [(b - 1) // s for b, s in zip(hi, plan.block_size)]
-    even = [p for p in itertools.product(*[range(f, t + 1) for f, t in zip(first, last)])
-            if not plan.is_odd(p)]
+    even = plan.even_positions_in(lo, hi)
     unfinished = [p for p in even if not plan.block_record(plan.block_index(p)).exists()]
     if unfinished:  # the odd step starts after the even step: never expected
         raise RuntimeError(f"odd block started before the even blocks {unfinished}")

@@ -6,7 +6,9 @@ resumed run must match it, so a half-finished output is never completed with oth
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -150,9 +152,19 @@ class BlockwisePlan(BaseModel):
     def block_index(self, position) -> int:
         return int(np.ravel_multi_index(tuple(position), self.grid_shape))
 
+    def block_position(self, index: int) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.unravel_index(index, self.grid_shape))
+
     def core(self, position) -> Roi:
         offset = Coordinate(p * b for p, b in zip(position, self.block_size))
         return Roi(offset, self.block_size).intersect(self.total_roi())
+
+    def even_positions_in(self, lo, hi) -> list[tuple[int, ...]]:
+        """The even blocks that the box [lo, hi) overlaps."""
+        first = [a // s for a, s in zip(lo, self.block_size)]
+        last = [(b - 1) // s for b, s in zip(hi, self.block_size)]
+        return [p for p in itertools.product(*[range(f, t + 1) for f, t in zip(first, last)])
+                if not self.is_odd(p)]
 
     def inner_faces(self, position) -> tuple[tuple[bool, bool], ...]:
         """Per axis: is there a block below and above this one?"""
@@ -177,10 +189,9 @@ class BlockwisePlan(BaseModel):
         return Path(self.work_dir) / "tracking"
 
     @property
-    def slots_dir(self) -> Path | None:
-        """Lock files that keep local blocks computing to ``num_workers`` (``slots``); cluster
-        workers run elsewhere and take none."""
-        return None if self.worker_command else Path(self.work_dir) / "slots"
+    def claims_dir(self) -> Path | None:
+        """The claims of a local run's blocks (``claims``); cluster workers take none."""
+        return None if self.worker_command else Path(self.work_dir) / "claims"
 
     @property
     def lookup_path(self) -> Path:
@@ -196,3 +207,16 @@ class BlockwisePlan(BaseModel):
         """Per-block fragment statistics, joins and bands, written when its step finishes it."""
         return self.records_dir / f"{index}.npz"
 
+    def recorded_blocks(self) -> set[int]:
+        """Indices of the blocks whose record is written (one listing, not a look per block)."""
+        return block_indices_in(self.records_dir, ".npz")
+
+
+def block_indices_in(directory: Path, suffix: str = "") -> set[int]:
+    """The block indices named by the files in ``directory`` (``<index><suffix>``)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return set()
+    stems = (name[:len(name) - len(suffix)] for name in names if name.endswith(suffix))
+    return {int(stem) for stem in stems if stem.isdigit()}

@@ -12,10 +12,16 @@ from __future__ import annotations
 import json
 import time
 
-#: Steps counted in blocks (the stitch is one call; ``done`` closes the run).
+import numpy as np
+
+#: Steps counted in blocks (the stitch is one call; ``done`` closes the run). The even and
+#: odd steps count the blocks of their colour, relabel every block.
 BLOCK_STEPS = ("even", "odd", "relabel")
 STITCH = "stitch"
 DONE = "done"
+#: Records are counted again when a block finishes, but the job process spends at most
+#: about one part in this many of its time listing them (10^5 records take tens of ms).
+LISTING_SHARE = 100
 
 
 class ProgressReporter:
@@ -25,25 +31,76 @@ class ProgressReporter:
     def __init__(self, mode: str, started: float):
         self.mode = mode
         self.started = started
-        self._last = None
+        self._last: dict[str, tuple] = {}  # per phase: what it printed last
+        #: daisy task id -> ``ColourProgress`` giving the phases it stands for
+        self.split = {}
 
     def emit(self, phase: str, done: int, total: int, **extra) -> None:
         if self.mode != "json":
             return
         message = {"phase": phase, "done": done, "total": total,
                    "elapsed": round(time.time() - self.started, 3), **extra}
-        key = (phase, done, total, tuple(extra.items()))
-        if key != self._last:
-            self._last = key
+        key = (done, total, tuple(extra.items()))
+        if key != self._last.get(phase):
+            self._last[phase] = key
             print(json.dumps(message), flush=True)
 
-    def _states(self, states) -> None:
+    def _states(self, states, final: bool = False) -> None:
+        if self.mode != "json":
+            return
         for task_id, state in states.items():
+            if task_id in self.split:
+                for phase, done, total, extra in self.split[task_id](state, final):
+                    self.emit(phase, done, total, **extra)
+                continue
             self.emit(task_id, state.completed_count + state.skipped_count,
                       state.total_block_count, failed=state.failed_count,
                       skipped=state.skipped_count)
 
-    on_start = on_progress = on_finish = _states
+    on_start = on_progress = _states
+
+    def on_finish(self, states) -> None:
+        self._states(states, final=True)
+
+
+class ColourProgress:
+    """The even and odd steps' progress, counted from the block records: daisy's even task
+    runs over every block of the grid (those of the other colour return at once), and a
+    local run computes both colours in one task (``claims``). ``colours`` is what one daisy
+    task stands for: ``("even", "odd")`` for the local pool, whose blocks given up
+    (``given_up``, a callable) are its failures, or one colour, whose task's failures are
+    daisy's."""
+
+    def __init__(self, plan, colours=("even", "odd"), given_up=None):
+        self.plan = plan
+        self.colours = colours
+        self.given_up = given_up
+        self.totals = self._by_colour(range(plan.num_blocks))
+        self.skipped = self._by_colour(plan.recorded_blocks())
+        self._finished = None  # daisy's count of finished blocks when last counted
+        self._next_count = 0.0
+        self._phases = []
+
+    def _by_colour(self, indices) -> dict[str, int]:
+        indices = np.fromiter(indices, np.int64)
+        odd = int((np.sum(np.unravel_index(indices, self.plan.grid_shape), axis=0) % 2).sum())
+        return {"even": len(indices) - odd, "odd": odd}
+
+    def __call__(self, state, final: bool = False) -> list:
+        """``(phase, done, total, extra)`` per colour, counted again once daisy saw a block
+        finish (``LISTING_SHARE``) and at the end."""
+        finished = None if state is None else (state.completed_count, state.failed_count)
+        now = time.monotonic()
+        if final or (finished != self._finished and now >= self._next_count):
+            self._finished = finished
+            done = self._by_colour(self.plan.recorded_blocks())
+            self._next_count = now + LISTING_SHARE * (time.monotonic() - now)
+            failed = (self._by_colour(self.given_up()) if self.given_up is not None
+                      else {colour: state.failed_count for colour in self.colours})
+            self._phases = [(colour, done[colour], self.totals[colour],
+                             {"failed": failed[colour], "skipped": self.skipped[colour]})
+                            for colour in self.colours]
+        return self._phases
 
 
 def parse_progress(line: str) -> dict | None:
@@ -75,13 +132,17 @@ class ProgressTally:
 
     @property
     def blocks(self) -> int:
-        return next((int(m["total"]) for p, m in self.latest.items() if p != STITCH), 0)
+        """Blocks in the run: relabel's total, or the even and odd steps' together."""
+        if "relabel" in self.latest:
+            return int(self.latest["relabel"]["total"])
+        return sum(int(self.latest[p]["total"]) for p in ("even", "odd") if p in self.latest)
 
     def value(self) -> tuple[int, int]:
-        """(value, total), or (-1, -1) before the block count is known."""
+        """(value, total), or (-1, -1) before the block count is known: every block counts
+        once in its colour's step and once in relabel, and the stitch once."""
         if not self.blocks:
             return -1, -1
-        total = 3 * self.blocks + 1
+        total = 2 * self.blocks + 1
         if DONE in self.latest:
             return total, total
         done = sum(int(self.latest[p]["done"]) for p in BLOCK_STEPS if p in self.latest)

@@ -16,11 +16,9 @@ from .task import GridTask, box, relative
 
 
 class RelabelBlocks(GridTask):
-    """Each worker maps the lookup table from disk once; a block computes too little to
-    wait for a slot."""
+    """Each worker maps the lookup table from disk once."""
 
     name = "relabel"
-    takes_slot = False
 
     def open(self) -> None:
         plan = self.plan

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 import zlib
-from contextlib import nullcontext
 from typing import NamedTuple
 
 import daisy
@@ -23,11 +22,17 @@ from funlib.geometry import Roi
 
 from ..engine import edge_weights
 from ..errors import InvalidInputError, InvalidValuesError
+from ..freed_memory import IdleTrim
 from .cluster import ClusterWorkerLauncher
 from .disk import no_space, no_space_error, temporary_name
 from .fatal import report_fatal
 from .plan import BlockwisePlan
-from .slots import slot
+
+#: A worker idle this long after a block gives the memory it freed back to the system: it
+#: keeps it for its next block, but not while it waits (docs/blockwise.md, *Memory*).
+IDLE_TRIM_SECONDS = 0.1
+
+_idle_trim = IdleTrim(IDLE_TRIM_SECONDS)
 
 
 def box(lo, hi) -> tuple[slice, ...]:
@@ -94,6 +99,10 @@ class BlockTask:
         """The block, as a message names it."""
         return f"block at voxel {tuple(block.write_roi.offset)}"
 
+    def describe(self, block) -> str:
+        """The step and the block, as the line that stops a run names them."""
+        return f"{self.name} step, {self.where(block)}"
+
     def writes_to(self):
         """Where the step writes, as a full disk is named."""
         return self.plan.work_dir
@@ -106,7 +115,7 @@ class BlockTask:
         try:
             self.process(block)
         except InvalidInputError as error:  # the same every time: stop the run
-            message = f"{self.name} step, {self.where(block)}: {error}"
+            message = f"{self.describe(block)}: {error}"
             print(f"input error, the run stops: {message}", file=sys.stderr, flush=True)
             report_fatal(self.plan.work_dir, message)
             raise
@@ -145,20 +154,20 @@ class BlockTask:
 
 class GridTask(BlockTask):
     """A step over the block grid, in checkerboard colours: blocks of the other colour return
-    at once (daisy's grid has no checkerboard); computing blocks first take one of
-    ``--workers`` slots (``slots``)."""
+    at once (daisy's grid has no checkerboard)."""
 
     #: True: odd blocks only, False: even blocks only, None: every block.
     odd: bool | None = None
-    #: Does a block compute enough to take a slot?
-    takes_slot = True
 
     def process(self, block) -> None:
         position = self.plan.grid_position(block.write_roi)
         if self.odd is not None and self.plan.is_odd(position) != self.odd:
             return
-        with slot(self.plan.slots_dir, self.plan.num_workers) if self.takes_slot \
-                else nullcontext():
+        self.compute(position)
+
+    def compute(self, position) -> None:
+        """Compute the block at ``position``, timed from its start."""
+        with _idle_trim.call():
             self._block_started = time.time()
             self.process_block(position)
 
@@ -209,7 +218,7 @@ class GridTask(BlockTask):
 
     def save_record(self, index: int, **arrays) -> None:
         """The block's statistics, joins and bands; on disk means the block is finished.
-        Its start and seconds (unix time, from when it had its slot) let the benchmark tell
+        Its start and seconds (unix time) let the benchmark tell
         time in blocks from idle workers."""
         started = getattr(self, "_block_started", None)
         if started is not None:
