@@ -14,7 +14,7 @@ from patience import patience
 from napari_mutex_watershed.blockwise.claims import WAIT, BlockClaims, pooled
 from napari_mutex_watershed.blockwise.launch import plan_run
 from napari_mutex_watershed.blockwise.progress import ColourProgress
-from napari_mutex_watershed.errors import BlockwiseError
+from napari_mutex_watershed.errors import BlockwiseError, InvalidInputError
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -115,6 +115,16 @@ def test_a_block_that_keeps_failing_is_given_up_with_the_odd_blocks_that_read_it
     with pytest.raises(BlockwiseError, match=r"^even: 1 block\(s\) failed, at voxel offsets "
                        r"\[\(24, 32, 0\)\], after 2 tries \(4 more could not run\): broken$"):
         claims.check_complete("broken")
+
+
+def test_a_block_that_meets_an_input_error_is_given_up_at_once(plan):
+    # the run stops; until it does, no other worker may take the block and fail again
+    claims = BlockClaims(plan)
+    with pytest.raises(InvalidInputError), claims.claim() as position:
+        raise InvalidInputError("affinities contain 1 NaN")
+    assert claims.is_given_up(plan.block_index(position))
+    with claims.claim() as other:
+        assert other != position
 
 
 def test_a_new_attempt_tries_the_blocks_given_up_again(plan):

@@ -5,8 +5,8 @@ runs do, starts twice ``--workers`` processes, each importing for about 0.3 s of
 machine beside the running blocks, and leaves workers waiting for one another (a worker
 that waits gives its memory back and faults it in again for its next block). Locally the
 blocks of both colours are one daisy task instead (``POOLED_STEP``): every block daisy hands
-out is
-a *ticket*, and the worker holding it computes the next block that is ready and not taken:
+out is a *ticket*, and the worker holding it computes the next block that is ready and not
+taken:
 the even blocks first, in grid order (every odd block waits for some of them), then the odd
 blocks whose even blocks are recorded, the longest expected first (the mean kernel time of
 the even blocks across its faces, among the next ``LOOK_AHEAD`` in grid order), so that the
@@ -31,7 +31,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..errors import BlockwiseError
+from ..errors import BlockwiseError, InvalidInputError
 from .plan import BlockwisePlan, block_indices_in
 from .task import GridTask, grow_clipped
 
@@ -129,10 +129,9 @@ class BlockClaims:
             if self._finished(self.index[position]):
                 continue
             reads = self.reads(position)
-            if any(self.is_given_up(r) for r in reads):
-                continue  # never ready
             if not all(self.is_done(r) for r in reads):
-                self.pending = True
+                # never ready if one of them was given up (a look only on this rare path)
+                self.pending |= not any(self.is_given_up(r) for r in reads)
             elif not self.plan.is_odd(position):
                 yield position
             elif len(odd) < LOOK_AHEAD + self.plan.num_workers:  # some may be under way
@@ -146,7 +145,7 @@ class BlockClaims:
     def claim(self):
         """Hold the claim of the next block and yield its position; ``WAIT`` while every
         block left to take is under way, None once none is left. A block that raises counts
-        one failure."""
+        one failure, an input error all its tries."""
         self.directory.mkdir(parents=True, exist_ok=True)
         under_way = False
         for position in self._look():
@@ -159,14 +158,18 @@ class BlockClaims:
                 under_way = True
                 continue
             try:
-                if self.plan.block_record(index).exists():  # finished since the look
+                # finished, or given up by the worker that just let it go, since the look
+                if self.plan.block_record(index).exists() or self.is_given_up(index):
                     continue
                 try:
                     yield position
-                except Exception:
+                except Exception as error:
+                    # an input error is the same every time (and stops the run): given up
+                    # at once, before the lock goes, so no other worker meets it again
+                    tries = self.plan.max_retries + 1 if isinstance(error, InvalidInputError) else 1
                     self.failures_dir.mkdir(parents=True, exist_ok=True)
                     with open(self.failures_dir / str(index), "ab") as failures:
-                        failures.write(b"x")
+                        failures.write(b"x" * tries)
                     raise
                 return
             finally:

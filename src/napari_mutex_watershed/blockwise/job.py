@@ -31,7 +31,7 @@ from . import fatal
 from .disk import no_space, no_space_error, remove_temporaries
 from .lock import note_job
 from .plan import PLAN_FILE, BlockwisePlan
-from .progress import ColourProgress, ProgressReporter
+from .progress import ColourProgress, ProgressReporter, blocks_by_colour
 from .scheduler import cancel_jobs, start_attempt
 from .supervise import DEBUG_ENV, receive_plan
 
@@ -100,10 +100,11 @@ def relabels_here(plan: BlockwisePlan) -> bool:
 def blocks_done(plan: BlockwisePlan) -> dict[str, tuple[int, int]]:
     """Per block step, (blocks an earlier attempt finished, blocks): the even and odd blocks
     by their records, the relabel by daisy's markers."""
-    colours = ColourProgress(plan)
-    stitched = plan.lookup_path.exists()  # the records may be gone then
-    done = {colour: (colours.totals[colour] if stitched else colours.skipped[colour],
-                     colours.totals[colour]) for colour in colours.colours}
+    totals = blocks_by_colour(plan, range(plan.num_blocks))
+    # once stitched, every block is done (the records may be gone)
+    recorded = totals if plan.lookup_path.exists() else blocks_by_colour(
+        plan, plan.recorded_blocks())
+    done = {colour: (recorded[colour], totals[colour]) for colour in ("even", "odd")}
     try:
         relabelled = int(zarr.open_array(str(plan.tracking_dir / "relabel" / "done"),
                                          mode="r")[...].sum())
@@ -148,7 +149,7 @@ def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
 
     summary = {}
     if plan.lookup_path.exists():  # stitched: every block of both colours is done
-        for colour, total in ColourProgress(plan).totals.items():
+        for colour, total in blocks_by_colour(plan, range(plan.num_blocks)).items():
             reporter.emit(colour, total, total, failed=0, skipped=total)
     else:
         _run_fragment_blocks(plan, plan_path, reporter)

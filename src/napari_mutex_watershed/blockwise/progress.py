@@ -63,6 +63,13 @@ class ProgressReporter:
         self._states(states, final=True)
 
 
+def blocks_by_colour(plan, indices) -> dict[str, int]:
+    """How many of the blocks ``indices`` (of ``plan``'s grid) are even and odd."""
+    indices = np.fromiter(indices, np.int64)
+    odd = int((np.sum(np.unravel_index(indices, plan.grid_shape), axis=0) % 2).sum())
+    return {"even": len(indices) - odd, "odd": odd}
+
+
 class ColourProgress:
     """The even and odd steps' progress, counted from the block records: daisy's even task
     runs over every block of the grid (those of the other colour return at once), and a
@@ -75,16 +82,11 @@ class ColourProgress:
         self.plan = plan
         self.colours = colours
         self.given_up = given_up
-        self.totals = self._by_colour(range(plan.num_blocks))
-        self.skipped = self._by_colour(plan.recorded_blocks())
+        self.totals = blocks_by_colour(plan, range(plan.num_blocks))
+        self.skipped = blocks_by_colour(plan, plan.recorded_blocks())
         self._finished = None  # daisy's count of finished blocks when last counted
         self._next_count = 0.0
         self._phases = []
-
-    def _by_colour(self, indices) -> dict[str, int]:
-        indices = np.fromiter(indices, np.int64)
-        odd = int((np.sum(np.unravel_index(indices, self.plan.grid_shape), axis=0) % 2).sum())
-        return {"even": len(indices) - odd, "odd": odd}
 
     def __call__(self, state, final: bool = False) -> list:
         """``(phase, done, total, extra)`` per colour, counted again once daisy saw a block
@@ -93,9 +95,9 @@ class ColourProgress:
         now = time.monotonic()
         if final or (finished != self._finished and now >= self._next_count):
             self._finished = finished
-            done = self._by_colour(self.plan.recorded_blocks())
+            done = blocks_by_colour(self.plan, self.plan.recorded_blocks())
             self._next_count = now + LISTING_SHARE * (time.monotonic() - now)
-            failed = (self._by_colour(self.given_up()) if self.given_up is not None
+            failed = (blocks_by_colour(self.plan, self.given_up()) if self.given_up is not None
                       else {colour: state.failed_count for colour in self.colours})
             self._phases = [(colour, done[colour], self.totals[colour],
                              {"failed": failed[colour], "skipped": self.skipped[colour]})
