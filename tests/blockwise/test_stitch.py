@@ -131,3 +131,26 @@ def test_more_segments_than_the_output_holds_is_a_clear_error(tmp_path, monkeypa
     with pytest.raises(MutexWatershedError, match="3 segments do not fit the uint32 output"):
         build_lookup(plan)
     assert not plan.lookup_path.exists()
+
+
+@pytest.mark.parametrize("shape", ["path in order", "path shuffled", "star", "tree shuffled",
+                                   "random", "no edges"])
+def test_components_number_like_scipys_connected_components(shape):
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    order = rng.permutation(n)
+    nodes = np.arange(n)
+    u, v = {
+        "path in order": (nodes[:-1], nodes[1:]),
+        "path shuffled": (order[:-1], order[1:]),
+        "star": (np.full(n - 1, n // 2), np.delete(nodes, n // 2)),
+        "tree shuffled": (order[1:], order[(nodes[1:] - 1) // 2]),
+        "random": (rng.integers(0, n, n // 2), rng.integers(0, n, n // 2)),
+        "no edges": (nodes[:0], nodes[:0]),
+    }[shape]
+    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n, n))
+    expected = connected_components(graph, directed=False)[1]
+    assert np.array_equal(stitch.components(n, u, v), expected)

@@ -141,8 +141,8 @@ def run_plan(plan_path: str | Path) -> dict:
 
 
 def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
-    """The steps of a run of several blocks. Their modules (scipy's graphs for the stitch)
-    are imported here: a run of one block, which must start fast, needs none of them."""
+    """The steps of a run of several blocks. Their modules are imported here: a run of one
+    block, which must start fast, needs none of them."""
     from .pyramid import pyramid_levels
     from .relabel import RelabelBlocks
     from .stitch import build_lookup

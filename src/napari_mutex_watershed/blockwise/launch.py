@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
 from .. import __version__
 from ..attributes import (
@@ -55,6 +56,11 @@ from .scheduler import (
 )
 from .supervise import JobProcess
 from .whole import WHOLE_REGION_VOXELS
+
+#: The fragments are scratch, written once by a block and read by its odd neighbours and the
+#: relabel: zstd at level 1 writes them 40 % and reads them 55 % faster than zarr's default
+#: (level 3), for 1.4 times the bytes (4.7 against 3.4 MB at 256^3; docs/blockwise.md, *Speed*).
+FRAGMENTS_COMPRESSION_LEVEL = 1
 
 
 def work_dir_for(output_path: str | Path) -> Path:
@@ -234,6 +240,7 @@ def prepare_output(plan: BlockwisePlan, affinities) -> None:
     zarr.create_array(
         str(plan.fragments_path), shape=plan.shape, chunks=fragment_chunks(plan.block_size),
         dtype=np.uint64, fill_value=0, overwrite=True,
+        compressors=ZstdCodec(level=FRAGMENTS_COMPRESSION_LEVEL),
     )
 
 

@@ -34,10 +34,12 @@ class RelabelBlocks(GridTask):
         plan, bases = self.plan, self.bases
         core = plan.core(position)
         lo, hi = tuple(core.begin), tuple(core.end)
-        ids = self.fragments[box(lo, hi)].astype(np.int64)
-        # a block's core holds only its own fragments: index * ids_per_block + local
+        # a block's core holds only its own fragments: index * ids_per_block + local, which
+        # is at base + local in the table; 0 (none) stays 0. In place: ids < 2**63.
         index = plan.block_index(position)
-        at = np.where(ids > 0, ids - (index * plan.ids_per_block - int(bases[index])), 0)
+        at = self.fragments[box(lo, hi)].view(np.int64)
+        at -= index * plan.ids_per_block - int(bases[index])  # > 0 past block 0, so 0 -> < 0
+        np.maximum(at, 0, out=at)
         if not plan.is_odd(position):
             for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
                 here = relative(slab_lo, slab_hi, lo)
