@@ -35,10 +35,10 @@ class RelabelBlocks(GridTask):
         core = plan.core(position)
         lo, hi = tuple(core.begin), tuple(core.end)
         # a block's core holds only its own fragments: index * ids_per_block + local, which
-        # is at base + local in the table; 0 (none) stays 0. In place: ids < 2**63.
+        # is at base + local in the table; 0 (none) stays 0. The ids are < 2**63.
         index = plan.block_index(position)
-        at = self.fragments[box(lo, hi)].view(np.int64)
-        at -= index * plan.ids_per_block - int(bases[index])  # > 0 past block 0, so 0 -> < 0
+        ids = self.fragments[box(lo, hi)].view(np.int64)
+        at = ids - (index * plan.ids_per_block - int(bases[index]))  # past block 0: 0 -> < 0
         np.maximum(at, 0, out=at)
         if not plan.is_odd(position):
             for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
