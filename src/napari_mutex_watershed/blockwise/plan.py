@@ -152,9 +152,6 @@ class BlockwisePlan(BaseModel):
     def block_index(self, position) -> int:
         return int(np.ravel_multi_index(tuple(position), self.grid_shape))
 
-    def block_position(self, index: int) -> tuple[int, ...]:
-        return tuple(int(v) for v in np.unravel_index(index, self.grid_shape))
-
     def core(self, position) -> Roi:
         offset = Coordinate(p * b for p, b in zip(position, self.block_size))
         return Roi(offset, self.block_size).intersect(self.total_roi())
