@@ -37,27 +37,25 @@ from .supervise import DEBUG_ENV, receive_plan
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 #: Local regions up to this many voxels are relabelled and get their pyramid in the job
-#: process, block after block: there that work (about 0.05 s per million voxels) costs less
-#: than a worker start for each of those steps (0.5 to 1 s; docs/blockwise.md, *Speed*).
+#: process, in threads (``relabel_here``): there that work (about 0.05 s per million voxels)
+#: costs less than a worker start for each of those steps (0.5 to 1 s; docs/blockwise.md,
+#: *Speed*).
 IN_PROCESS_VOXELS = 2**24
 
 
-def _run_tasks(plan, tasks, reporter, in_process: bool = False) -> dict:
-    """Run daisy tasks, each piped after the one before (``in_process``: in this process, no
-    workers); raise for the first that failed, else return daisy's states."""
+def _run_tasks(plan, tasks, reporter) -> dict:
+    """Run daisy tasks, each piped after the one before; raise for the first that failed,
+    else return daisy's states."""
     pipeline = tasks[0]
     for task in tasks[1:]:
         pipeline = pipeline + task
     try:
         states = daisy.run_blockwise(
             pipeline,
-            multiprocessing=not in_process,
             progress=True if plan.progress == "bar" else reporter,
             summary=False,
             return_states=True,
         )
-        if in_process:  # daisy's serial mode tells no observer
-            reporter.on_finish(states)
     except RuntimeError as error:  # daisy gives up on a task whose workers keep dying
         failed = next((t for t in tasks if t.failed_blocks()), tasks[-1])
         raise BlockwiseError(
@@ -99,12 +97,15 @@ def relabels_here(plan: BlockwisePlan) -> bool:
 
 def blocks_done(plan: BlockwisePlan) -> dict[str, tuple[int, int]]:
     """Per block step, (blocks an earlier attempt finished, blocks): the even and odd blocks
-    by their records, the relabel by daisy's markers."""
+    by their records, the relabel by daisy's markers or, done in the job process, its mark."""
     totals = blocks_by_colour(plan, range(plan.num_blocks))
     # once stitched, every block is done (the records may be gone)
     recorded = totals if plan.lookup_path.exists() else blocks_by_colour(
         plan, plan.recorded_blocks())
     done = {colour: (recorded[colour], totals[colour]) for colour in ("even", "odd")}
+    if plan.done_here("relabel"):
+        done["relabel"] = (plan.num_blocks, plan.num_blocks)
+        return done
     try:
         relabelled = int(zarr.open_array(str(plan.tracking_dir / "relabel" / "done"),
                                          mode="r")[...].sum())
@@ -133,7 +134,7 @@ def run_plan(plan_path: str | Path) -> dict:
     if plan.is_one_block:
         from .whole import run_whole
 
-        summary = run_whole(plan, plan_path, reporter)
+        summary = run_whole(plan, reporter)
     else:
         with workers_keep_freed_memory():
             summary = _run_blocks(plan, plan_path, reporter)
@@ -145,6 +146,7 @@ def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
     block, which must start fast, needs none of them."""
     from .pyramid import pyramid_levels
     from .relabel import RelabelBlocks
+    from .relabel_here import relabel_and_pyramid_here
     from .stitch import build_lookup
 
     summary = {}
@@ -156,9 +158,12 @@ def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
         reporter.emit("stitch", 0, 1)
         summary = build_lookup(plan)
     reporter.emit("stitch", 1, 1, **summary)
+    if relabels_here(plan):
+        relabel_and_pyramid_here(plan, plan_path, reporter)
+        return summary
     # the pyramid's levels (one step each, "pyramid-1", ...) follow the relabelled blocks
     steps = [RelabelBlocks(plan_path), *pyramid_levels(plan_path)]
-    _run_tasks(plan, [step.daisy_task() for step in steps], reporter, relabels_here(plan))
+    _run_tasks(plan, [step.daisy_task() for step in steps], reporter)
     return summary
 
 

@@ -29,6 +29,8 @@ DEFAULT_BLOCK_SIZE = {3: (64, 128, 128), 2: (512, 512)}
 #: not resumed (its records would not fit), it has to be overwritten.
 RECORD_FORMAT = 5
 WORK_DIR = ".mutex_watershed"  # suffix of the folder beside the output container
+#: The file in a step's tracking folder that marks it done by the job process itself.
+DONE_HERE = "done-here"
 
 
 class BlockwisePlan(BaseModel):
@@ -184,6 +186,16 @@ class BlockwisePlan(BaseModel):
     @property
     def tracking_dir(self) -> Path:
         return Path(self.work_dir) / "tracking"
+
+    def done_here(self, step: str) -> bool:
+        """Did the job process finish ``step`` itself (``relabel_here``)? daisy's steps keep
+        their own markers in the same folder."""
+        return (self.tracking_dir / step / DONE_HERE).exists()
+
+    def mark_done_here(self, step: str) -> None:
+        folder = self.tracking_dir / step
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / DONE_HERE).touch()
 
     @property
     def claims_dir(self) -> Path | None:

@@ -31,6 +31,11 @@ class RelabelBlocks(GridTask):
         return Path(self.plan.output_path).parent
 
     def process_block(self, position) -> None:
+        core = self.plan.core(position)
+        self.output[box(tuple(core.begin), tuple(core.end))] = self.final_ids(position)
+
+    def final_ids(self, position) -> np.ndarray:
+        """The block's core in final ids."""
         plan, bases = self.plan, self.bases
         core = plan.core(position)
         lo, hi = tuple(core.begin), tuple(core.end)
@@ -44,7 +49,7 @@ class RelabelBlocks(GridTask):
             for neighbour, band, slab_lo, slab_hi in odd_bands(plan, position):
                 here = relative(slab_lo, slab_hi, lo)
                 at[here] = np.where(band > 0, bases[neighbour] + band, at[here])
-        self.output[box(lo, hi)] = self.lookup[at]
+        return self.lookup[at]
 
 
 def odd_bands(plan: BlockwisePlan, position):

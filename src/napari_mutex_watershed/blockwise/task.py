@@ -133,8 +133,12 @@ class BlockTask:
         reach = self.reach()
         if reach is not None:
             total_roi, read_roi = total_roi.grow(reach, reach), read_roi.grow(reach, reach)
-        function = (ClusterWorkerLauncher(plan.worker_command, self.plan_path, self.name)
-                    if plan.worker_command else self)
+        if plan.worker_command:
+            function = ClusterWorkerLauncher(plan.worker_command, self.plan_path, self.name)
+        else:
+            from .worker import LocalWorker  # which imports every step
+
+            function = LocalWorker(self)
         return daisy.Task(
             self.name,
             total_roi=total_roi,

@@ -10,17 +10,17 @@ the pyramid itself. Its result equals ``segment()`` on the same region, voxel fo
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import zarr
-from funlib.geometry import Roi
 
 from ..engine import segment
 from ..errors import InvalidValuesError, MutexWatershedError
 from ..storage.blocks import open_block_source
 from .mask_seeds import Guides
 from .plan import BlockwisePlan
-from .pyramid import pyramid_levels
+from .relabel_here import pyramid_here, threads
 from .task import box, read_region
 
 #: Regions up to this many voxels are one block unless a block size is given: below it one
@@ -28,14 +28,7 @@ from .task import box, read_region
 WHOLE_REGION_VOXELS = 2**22
 
 
-class _Block:
-    """The one block, as daisy would hand it to a step."""
-
-    def __init__(self, shape):
-        self.write_roi = Roi((0,) * len(shape), shape)
-
-
-def run_whole(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
+def run_whole(plan: BlockwisePlan, reporter) -> dict:
     """Segment the plan's region in this process, write level 0 and the pyramid."""
     started = time.perf_counter()
     reporter.emit("even", 0, 1)
@@ -54,13 +47,12 @@ def run_whole(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
     if labels.dtype != output.dtype and int(labels.max(initial=0)) > np.iinfo(output.dtype).max:
         raise MutexWatershedError(f"{int(labels.max())} segments do not fit the {output.dtype} "
                                   "output; use a larger min_size")
-    output[...] = labels.astype(output.dtype, copy=False)
     segments = int(labels.max(initial=0))
-    del labels
+    labels = labels.astype(output.dtype, copy=False)
+    output[...] = labels
     reporter.emit("even", 1, 1)
-    for level in pyramid_levels(plan_path):
-        level(_Block(plan.shape))
-        reporter.emit(level.name, 1, 1)
+    with ThreadPoolExecutor(threads(plan)) as pool:
+        pyramid_here(plan, labels, pool, reporter)
     return {"segments": segments, "kernel_seconds": round(kernel_seconds, 3),
             "blocks": 1, "read_and_write_seconds": round(
                 time.perf_counter() - started - kernel_seconds, 3)}
