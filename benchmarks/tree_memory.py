@@ -26,12 +26,17 @@ KINDS = ("rss", "pss", "uss")
 
 
 def role(process: psutil.Process, root: psutil.Process) -> str:
-    """What a process of the tree is: cli, job, worker <step>, or its command's module."""
+    """What a process of the tree is: cli, job, zygote, worker <step>, worker (forked), or its
+    command's module."""
     if process.pid == root.pid:
         return "cli"
     command = " ".join(process.cmdline())
-    if "blockwise.job" in command:
-        return "job"
+    if "blockwise.job" in command:  # the job, its zygote and the workers forked from it
+        forks = 0
+        parent = process.parent()
+        while parent is not None and "blockwise.job" in " ".join(parent.cmdline()):
+            forks, parent = forks + 1, parent.parent()
+        return ("job", "zygote", "worker (forked)")[min(forks, 2)]
     if "daisy._subprocess_worker" in command or "blockwise.worker" in command:
         return f"worker {worker_step(process)}"
     return command.split(" -m ")[-1].split()[0] if " -m " in command else "other"

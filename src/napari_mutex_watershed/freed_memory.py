@@ -12,7 +12,6 @@ worker has been idle a while. Both do nothing outside glibc (musl, macOS, Window
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 from contextlib import contextmanager
@@ -26,8 +25,8 @@ TUNABLES_ENV = "GLIBC_TUNABLES"
 
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    try:  # the symbols the process has loaded, which include its C library's
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
 

@@ -117,9 +117,11 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
 
     qtbot.wait(500)  # the first drawing of the viewer and the dock is not part of the run
     with recording_callbacks() as records:
+        started = time.monotonic()
         assert panel.start()
         assert panel.run_button.text == "Cancel"
         wait_until_idle(qtbot, panel)
+        run_seconds = time.monotonic() - started
 
     job = panel.last_job
     assert job.returncode == 0, list(job.stderr_tail)
@@ -144,9 +146,10 @@ def test_full_run_equals_the_cli_and_keeps_the_ui_responsive(
     adding = records["full_run.add_layer"]
     assert adding.calls == 3, callback_time.table()
     assert adding.longest_cpu < LIMIT, callback_time.table()
-    # the job was polled all along (every 50 ms): the records cover a whole run, however
-    # fast the machine
-    assert records["full_run.tick"].calls >= 20
+    # the job was polled all along (every poll_ms, 50 ms): a quarter of those ticks at least,
+    # however busy the machine (the run is under a second on an idle one)
+    ticks = run_seconds * 1000 / panel.poll_ms
+    assert records["full_run.tick"].calls >= max(3, ticks / 4), (run_seconds, ticks)
     assert records["full_run.tick"].total_cpu > 0
     # the UI stays responsive: no callback of ours holds the main thread for 100 ms
     assert_callbacks_short("a full run")

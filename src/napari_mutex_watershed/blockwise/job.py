@@ -34,6 +34,7 @@ from .plan import PLAN_FILE, BlockwisePlan
 from .progress import ColourProgress, ProgressReporter, blocks_by_colour
 from .scheduler import cancel_jobs, start_attempt
 from .supervise import DEBUG_ENV, receive_plan
+from .zygote import start_zygote, stop_zygote
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
 #: Local regions up to this many voxels are relabelled and get their pyramid in the job
@@ -131,6 +132,8 @@ def run_plan(plan_path: str | Path) -> dict:
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
     remove_temporaries(Path(plan.work_dir))
+    if plan.is_one_block or plan.worker_command:  # no local workers
+        stop_zygote()
     if plan.is_one_block:
         from .whole import run_whole
 
@@ -289,6 +292,8 @@ def start() -> int:
     """``python -m ...blockwise.job [PLAN]``: without PLAN the plan's path (and the output's
     lock) come on stdin; nothing there: no job, exit quietly."""
     from . import whole  # noqa: F401  (what every run needs, loaded while the plan is made)
+
+    start_zygote()  # before any thread of ours: local workers are forked from it
 
     if sys.argv[1:]:
         plan, held = sys.argv[1], []

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from ..errors import Cancelled
+from ..freed_memory import worker_environment
 from ..processes import start_module, stop_descendants
 
 JOB_MODULE = "napari_mutex_watershed.blockwise.job"
@@ -35,6 +36,8 @@ class JobProcess:
     """
 
     def __init__(self, env: dict | None = None):
+        # the job forks its local workers (``zygote``): they keep its malloc settings
+        env = {**worker_environment(), **(env or {})}
         if PASSES_DESCRIPTORS:
             self._channel, theirs = socket.socketpair()
             self.process = start_module(JOB_MODULE, stdin=theirs, env=env)

@@ -27,6 +27,7 @@ from .cluster import ClusterWorkerLauncher
 from .disk import no_space, no_space_error, temporary_name
 from .fatal import report_fatal
 from .plan import BlockwisePlan
+from .zygote import ForkedWorker, zygote_address
 
 #: A worker idle this long after a block gives the memory it freed back to the system: it
 #: keeps it for its next block, but not while it waits (docs/blockwise.md, *Memory*).
@@ -135,6 +136,8 @@ class BlockTask:
             total_roi, read_roi = total_roi.grow(reach, reach), read_roi.grow(reach, reach)
         if plan.worker_command:
             function = ClusterWorkerLauncher(plan.worker_command, self.plan_path, self.name)
+        elif zygote_address() is not None:
+            function = ForkedWorker(self, zygote_address())
         else:
             from .worker import LocalWorker  # which imports every step
 
