@@ -27,6 +27,8 @@ import sys
 POLL = 0.05
 #: A length or an exit status on the zygote's socket.
 _INT = struct.Struct("!i")
+#: What ``SO_PEERCRED`` gives: pid, uid, gid.
+_CREDENTIALS = struct.Struct("3i")
 _PR_SET_PDEATHSIG = 1
 
 _zygote: tuple[int, str] | None = None  # (pid, address) in the job process
@@ -39,10 +41,14 @@ def start_zygote() -> None:
         return
     address = f"\0napari-mutex-watershed-{os.getpid()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
-    listener.listen(64)
     job = os.getpid()
-    pid = os.fork()
+    try:
+        listener.bind(address)
+        listener.listen(64)
+        pid = os.fork()
+    except OSError:  # no zygote: daisy starts the workers
+        listener.close()
+        return
     if pid == 0:
         try:
             _serve_forks(listener, job)
@@ -136,7 +142,10 @@ def _serve_forks(listener: socket.socket, job: int) -> None:
         ready, _, _ = select.select([listener, *workers.values()], [], [], POLL)
         for connection in ready:
             if connection is listener:
-                _fork_worker(listener, workers)
+                try:
+                    _fork_worker(listener, workers)
+                except (OSError, EOFError, pickle.UnpicklingError, struct.error):
+                    pass  # its requester, gone or garbled, exits as a failed worker
                 continue
             pid = next(p for p, c in workers.items() if c is connection)
             if pid not in killed and not connection.recv(1):  # its daisy process is gone
@@ -147,9 +156,22 @@ def _serve_forks(listener: socket.socket, job: int) -> None:
 
 def _fork_worker(listener: socket.socket, workers: dict) -> None:
     connection, _ = listener.accept()
-    header, fds, _, _ = socket.recv_fds(connection, _INT.size, 2)
-    request = pickle.loads(_receive(connection, _INT.unpack(header)[0]))
-    pid = os.fork()
+    fds = []
+    try:
+        # an abstract socket has no file permissions: only our own user may ask (a step is
+        # a pickle, which runs code)
+        _, uid, _ = _CREDENTIALS.unpack(connection.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))
+        if uid != os.getuid():
+            raise PermissionError(f"a request from user {uid}")
+        header, fds, _, _ = socket.recv_fds(connection, _INT.size, 2)
+        request = pickle.loads(_receive(connection, _INT.unpack(header)[0]))
+        pid = os.fork()
+    except BaseException:
+        connection.close()
+        for fd in fds:
+            os.close(fd)
+        raise
     if pid == 0:
         listener.close()
         for other in workers.values():
