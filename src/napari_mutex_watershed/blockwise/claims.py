@@ -8,8 +8,9 @@ blocks of both colours are one daisy task instead (``POOLED_STEP``): every block
 out is a *ticket*, and the worker holding it computes the next block that is ready and not
 taken:
 the even blocks first, in grid order (every odd block waits for some of them), then the odd
-blocks whose even blocks are recorded, the longest expected first (the mean kernel time of
-the even blocks across its faces, among the next ``LOOK_AHEAD`` in grid order), so that the
+blocks whose even blocks are recorded, the longest expected first (the kernel time per voxel
+of the even blocks across its faces times its own voxels, among the next ``LOOK_AHEAD`` in
+grid order), so that the
 run does not end with one worker computing a long block alone (docs/blockwise.md, *Speed*).
 
 A block is done when its record is on disk, whichever ticket computed it, so the result does
@@ -24,6 +25,7 @@ read it, and the run ends naming them.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -103,9 +105,11 @@ class BlockClaims:
             return False
 
     def expected_seconds(self, position) -> float:
-        """An odd block is expected to take what the even blocks across its faces took
-        (their mean kernel seconds, recorded): it holds much of what they hold."""
-        seconds = []
+        """An odd block is expected to take what the even blocks across its faces took per
+        voxel of their kernel boxes (recorded), times the voxels of its own: it holds much
+        of what they hold, in a box that their halos, its wider one and the volume's edges
+        make larger or smaller."""
+        rates = []
         for axis, size in enumerate(self.plan.grid_shape):
             for step in (-1, 1):
                 neighbour = list(position)
@@ -115,8 +119,16 @@ class BlockClaims:
                     if index not in self._kernel_seconds:  # a record never changes
                         with np.load(self.plan.block_record(index)) as record:
                             self._kernel_seconds[index] = float(record["kernel_seconds"])
-                    seconds.append(self._kernel_seconds[index])
-        return float(np.mean(seconds)) if seconds else 0.0
+                    rates.append(self._kernel_seconds[index]
+                                 / self._kernel_voxels(neighbour, self.plan.context))
+        if not rates:
+            return 0.0
+        return float(np.mean(rates)) * self._kernel_voxels(position, self.plan.odd_context)
+
+    def _kernel_voxels(self, position, context) -> int:
+        core = self.plan.core(tuple(position))
+        lo, hi = grow_clipped(tuple(core.begin), tuple(core.end), context, self.plan.shape)
+        return math.prod(b - a for a, b in zip(lo, hi))
 
     def _look(self):
         """The blocks to take, in order (lazily); ``self.pending`` tells, once they are
