@@ -173,9 +173,8 @@ def _fork_worker(listener: socket.socket, workers: dict) -> None:
             os.close(fd)
         raise
     if pid == 0:
-        listener.close()
-        for other in workers.values():
-            other.close()
+        for other in (listener, connection, *workers.values()):
+            other.close()  # the requester sees the zygote gone even while its fork runs
         _run_worker(request, fds)
     for fd in fds:
         os.close(fd)
