@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import psutil
 import pytest
-from main_thread import LIMIT, assert_callbacks_short, recording_callbacks
+from main_thread import assert_callbacks_short, napari_step_limit, recording_callbacks
 from patience import patience_ms, wait_gone
 
 from napari_mutex_watershed import segment
@@ -172,7 +172,8 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
 
     napari's own work of adding the result layers (recorded apart, as "sweep.add_layer") is
     split into short steps too (``gui.layers.add_labels_without_blocking``): each under the
-    same limit of main-thread CPU time, where napari's one call took 0.1-0.2 s.
+    same limit of main-thread CPU time on an idle machine (``napari_step_limit``), where
+    napari's one call took 0.1-0.2 s.
     """
 
     viewer, widget, panel = panel
@@ -196,7 +197,7 @@ def test_ui_stays_responsive_during_a_sweep(panel, qtbot):
     assert records["sweep.poll"].calls >= 10
     adding = records["sweep.add_layer"]
     assert adding.calls == 2 * 3, callback_time.table()  # build, insert, show
-    assert adding.longest_cpu < LIMIT, callback_time.table()
+    assert adding.longest_cpu < napari_step_limit(), callback_time.table()
     assert_callbacks_short("a sweep")
 
 

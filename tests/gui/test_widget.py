@@ -8,7 +8,7 @@ import signal
 
 import numpy as np
 import pytest
-from main_thread import LIMIT, assert_callbacks_short, recording_callbacks
+from main_thread import assert_callbacks_short, napari_step_limit, recording_callbacks
 from patience import patience_ms
 
 from napari_mutex_watershed import WatershedParameters, segment
@@ -271,7 +271,7 @@ def test_ui_stays_responsive_during_a_long_3d_preview(viewer_with_widget, qtbot)
     # (once, recorded apart) takes short steps under the same limit (gui.layers)
     assert_callbacks_short("a long 3D preview")
     adding = records["preview.add_layer"]
-    assert adding.calls == 3 and adding.longest_cpu < LIMIT, callback_time.table()
+    assert adding.calls == 3 and adding.longest_cpu < napari_step_limit(), callback_time.table()
 
 
 # -------------------------------------------------------------------------------- recovery

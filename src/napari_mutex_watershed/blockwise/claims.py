@@ -6,12 +6,11 @@ machine beside the running blocks, and leaves workers waiting for one another (a
 that waits gives its memory back and faults it in again for its next block). Locally the
 blocks of both colours are one daisy task instead (``POOLED_STEP``): every block daisy hands
 out is a *ticket*, and the worker holding it computes the next block that is ready and not
-taken:
-the even blocks first, in grid order (every odd block waits for some of them), then the odd
-blocks whose even blocks are recorded, the longest expected first (the kernel time per voxel
-of the even blocks across its faces times its own voxels, among the next ``LOOK_AHEAD`` in
-grid order), so that the
-run does not end with one worker computing a long block alone (docs/blockwise.md, *Speed*).
+taken: the even blocks first, in grid order (every odd block waits for some of them), then
+the odd blocks whose even blocks are recorded, the longest expected first (the kernel time
+per voxel of the even blocks across its faces times its own voxels, among the next
+``LOOK_AHEAD`` in grid order), so that the run does not end with one worker computing a long
+block alone (docs/blockwise.md, *Speed*).
 
 A block is done when its record is on disk, whichever ticket computed it, so the result does
 not depend on the order. A *claim* is a file lock held while the block computes; the

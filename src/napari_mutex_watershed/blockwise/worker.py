@@ -3,8 +3,9 @@
     python -m napari_mutex_watershed.blockwise.worker PLAN.json even|odd|relabel|pyramid-N
 
 is what a cluster scheduler starts (``cluster.ClusterWorkerLauncher``); it finds the
-scheduler through the DAISY_CONTEXT environment variable that daisy sets. Local workers run
-``LocalWorker`` in the process daisy starts.
+scheduler through the DAISY_CONTEXT environment variable that daisy sets. Local workers are
+forked from the job's zygote (``zygote.ForkedWorker``), or, without one, run ``LocalWorker``
+in the process daisy starts.
 """
 
 from __future__ import annotations
