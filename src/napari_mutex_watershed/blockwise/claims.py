@@ -73,7 +73,8 @@ class BlockClaims:
         self._first = 0  # every block before it in ``order`` is done or given up
         self._done: set[int] = set()  # a record, once written, stays for the run
         self._reads: dict[tuple, list[int]] = {}
-        self._kernel_seconds: dict[int, float] = {}
+        self._rates: dict[int, float] = {}  # even block: kernel seconds per voxel
+        self._expected: dict[tuple, float] = {}  # odd block: expected kernel seconds
         self.pending = False  # did the last look see blocks that will become ready?
 
     def reads(self, position) -> list[int]:
@@ -107,22 +108,29 @@ class BlockClaims:
         """An odd block is expected to take what the even blocks across its faces took per
         voxel of their kernel boxes (recorded), times the voxels of its own: it holds much
         of what they hold, in a box that their halos, its wider one and the volume's edges
-        make larger or smaller."""
-        rates = []
-        for axis, size in enumerate(self.plan.grid_shape):
-            for step in (-1, 1):
-                neighbour = list(position)
-                neighbour[axis] += step
-                if 0 <= neighbour[axis] < size:
-                    index = self.plan.block_index(neighbour)
-                    if index not in self._kernel_seconds:  # a record never changes
-                        with np.load(self.plan.block_record(index)) as record:
-                            self._kernel_seconds[index] = float(record["kernel_seconds"])
-                    rates.append(self._kernel_seconds[index]
-                                 / self._kernel_voxels(neighbour, self.plan.context))
-        if not rates:
-            return 0.0
-        return float(np.mean(rates)) * self._kernel_voxels(position, self.plan.odd_context)
+        make larger or smaller. Asked only once they are recorded, so kept: a look sorts
+        the ready odd blocks by it, every ``POLL`` while a worker waits."""
+        if position not in self._expected:
+            rates = []
+            for axis, size in enumerate(self.plan.grid_shape):
+                for step in (-1, 1):
+                    neighbour = list(position)
+                    neighbour[axis] += step
+                    if 0 <= neighbour[axis] < size:
+                        rates.append(self._rate(neighbour))
+            self._expected[position] = (
+                float(np.mean(rates)) * self._kernel_voxels(position, self.plan.odd_context)
+                if rates else 0.0)
+        return self._expected[position]
+
+    def _rate(self, position) -> float:
+        """An even block's recorded kernel seconds per voxel of its kernel box."""
+        index = self.plan.block_index(position)
+        if index not in self._rates:  # a record never changes
+            with np.load(self.plan.block_record(index)) as record:
+                self._rates[index] = (float(record["kernel_seconds"])
+                                      / self._kernel_voxels(position, self.plan.context))
+        return self._rates[index]
 
     def _kernel_voxels(self, position, context) -> int:
         core = self.plan.core(tuple(position))

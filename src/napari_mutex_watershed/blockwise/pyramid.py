@@ -51,6 +51,12 @@ def downsample_mode(data: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
     return best
 
 
+def window(factor, above) -> tuple[int, ...]:
+    """The voxels of the level above that one voxel of a level covers, per axis, from their
+    factors relative to level 0."""
+    return tuple(f // a for f, a in zip(factor, above))
+
+
 class PyramidLevel(BlockTask):
     """One level: a block reads the level above and writes one chunk of this level."""
 
@@ -76,14 +82,13 @@ class PyramidLevel(BlockTask):
         (source, above), (target, factor) = levels[self.level - 1], levels[self.level]
         self.source = zarr.open_array(str(source), mode="r")
         self.target = zarr.open_array(str(target), mode="r+")
-        self.above, self.factor = above, factor
+        self.factor, self.step = factor, window(factor, above)
 
     def process(self, block) -> None:
-        source, target, above, factor = self.source, self.target, self.above, self.factor
+        source, target, factor, step = self.source, self.target, self.factor, self.step
         lo = tuple(int(b) // f for b, f in zip(block.write_roi.begin, factor))
         hi = tuple(min(-(-int(e) // f), n)
                    for e, f, n in zip(block.write_roi.end, factor, target.shape))
-        step = tuple(f // a for f, a in zip(factor, above))
         read = tuple(slice(a * s, min(b * s, n))
                      for a, b, s, n in zip(lo, hi, step, source.shape))
         target[tuple(slice(a, b) for a, b in zip(lo, hi))] = downsample_mode(source[read], step)

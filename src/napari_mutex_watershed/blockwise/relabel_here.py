@@ -19,7 +19,7 @@ import zarr
 from ..storage.levels import labels_levels
 from .plan import BlockwisePlan
 from .pyramid import STEP as PYRAMID
-from .pyramid import downsample_mode
+from .pyramid import downsample_mode, window
 from .relabel import RelabelBlocks
 from .task import box
 
@@ -74,7 +74,7 @@ def pyramid_here(plan: BlockwisePlan, level0: np.ndarray | None, pool, reporter)
             continue
         if above is None:
             above = zarr.open_array(str(levels[number - 1][0]), mode="r")[...]
-        step = tuple(f // a for f, a in zip(factor, levels[number - 1][1]))
+        step = window(factor, levels[number - 1][1])
         target = zarr.open_array(str(path), mode="r+")
         above = downsample_in_slabs(above, step, target.shape, pool, threads(plan))
         target[...] = above

@@ -134,10 +134,11 @@ class BlockTask:
         reach = self.reach()
         if reach is not None:
             total_roi, read_roi = total_roi.grow(reach, reach), read_roi.grow(reach, reach)
+        zygote = zygote_address()
         if plan.worker_command:
             function = ClusterWorkerLauncher(plan.worker_command, self.plan_path, self.name)
-        elif zygote_address() is not None:
-            function = ForkedWorker(self, zygote_address())
+        elif zygote is not None:
+            function = ForkedWorker(self, zygote)
         else:
             from .worker import LocalWorker  # which imports every step
 
