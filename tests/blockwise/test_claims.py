@@ -3,9 +3,11 @@ it reads are recorded, waits while others compute what is left, and gives up a b
 keeps failing. Each claim held here stands for a worker computing that block; a record holds
 only what a claim reads."""
 
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from patience import patience
 
 from napari_mutex_watershed.blockwise.claims import WAIT, BlockClaims, pooled
 from napari_mutex_watershed.blockwise.launch import plan_run
+from napari_mutex_watershed.blockwise.odd_order import REPULSIVE_TOWARD_ODD
 from napari_mutex_watershed.blockwise.progress import ColourProgress
 from napari_mutex_watershed.errors import BlockwiseError, InvalidInputError
 from napari_mutex_watershed.storage import write_affinities
@@ -27,10 +30,16 @@ def plan(tmp_path):
     return plan_run(path, tmp_path / "out.zarr/labels", block_size=(8, 32, 32), max_retries=1)
 
 
-def record(plan, *positions, kernel_seconds=1.0):
+def record(plan, *positions, repulsive=0.25, seconds=None):
+    """Records of blocks that saw this share of repulsive edges toward every face (and took
+    ``seconds``)."""
     plan.records_dir.mkdir(parents=True, exist_ok=True)
+    toward = np.zeros((plan.ndim, 2, 2), np.int64)
+    toward[..., 0], toward[..., 1] = round(1000 * repulsive), 1000
+    took = {} if seconds is None else {"block_seconds": seconds}
     for position in positions:
-        np.savez(plan.block_record(plan.block_index(position)), kernel_seconds=kernel_seconds)
+        np.savez(plan.block_record(plan.block_index(position)),
+                 **{REPULSIVE_TOWARD_ODD: toward}, **took)
 
 
 def take(claims, held):
@@ -65,10 +74,10 @@ def test_even_blocks_first_in_grid_order_then_odd_blocks_once_ready(plan):
 
 
 def test_of_the_ready_odd_blocks_the_longest_expected_goes_first(plan):
-    # an odd block is expected to take what the even blocks across its faces took
-    slow = [(1, 0, 1), (1, 1, 0), (2, 0, 0)]  # the face neighbours of odd block (1, 0, 0)
-    record(plan, *[p for p in evens(plan) if p not in slow])
-    record(plan, *slow, kernel_seconds=3.0)
+    # an odd block is expected to take what the even blocks across its faces saw of it
+    slow = [(1, 0, 1), (1, 1, 0), (2, 0, 0)]  # three of the four around odd block (1, 0, 0)
+    record(plan, *[p for p in evens(plan) if p not in slow], repulsive=0.2)
+    record(plan, *slow, repulsive=0.6)
     claims, held = BlockClaims(plan), []
     taken = [take(claims, held) for _ in range(8)]
     assert taken[0] == (1, 0, 0)
@@ -77,20 +86,22 @@ def test_of_the_ready_odd_blocks_the_longest_expected_goes_first(plan):
     assert taken[4:] == [(0, 0, 1), (0, 1, 0), (3, 0, 0), (3, 1, 1)]
 
 
-def test_an_odd_block_is_expected_to_take_its_neighbours_time_per_voxel_of_its_own_box(plan):
-    # even blocks that took 1 us per voxel of their kernel boxes (smaller at the volume's
-    # edges, larger inside): each odd block is expected to take 1 us per voxel of its own,
-    # whatever its neighbours' boxes
-    claims = BlockClaims(plan)
-    for position in evens(plan):
-        record(plan, position, kernel_seconds=1e-6 * claims._kernel_voxels(position,
-                                                                          plan.context))
-    for position in (p for p in claims.order if plan.is_odd(p)):
-        assert claims.expected_seconds(position) == pytest.approx(
-            1e-6 * claims._kernel_voxels(position, plan.odd_context))
-    inner, corner = claims._kernel_voxels((1, 0, 0), plan.odd_context), \
-        claims._kernel_voxels((0, 0, 1), plan.odd_context)
-    assert inner > corner  # the odd blocks' boxes differ: the estimate follows
+def test_a_claim_tells_when_it_was_taken_while_it_is_held(plan):
+    # near the end the odd blocks' order counts on when the blocks under way were taken
+    record(plan, *evens(plan), seconds=1.0)
+    claims, held = BlockClaims(plan), []
+    before = time.time()
+    first, second = take(claims, held), take(claims, held)
+    taken_at = (plan.claims_dir / f"{plan.block_index(first)}.lock").stat().st_mtime
+    assert before - 1 <= taken_at <= time.time() + 1
+    held.pop(0).__exit__(None, None, None)  # the first let go (failed, or its worker died)
+    assert claims._started([first, second]) == {
+        second: (plan.claims_dir / f"{plan.block_index(second)}.lock").stat().st_mtime}
+    # taken again (a retry, a resume): the claim's time is the new one
+    lock = plan.claims_dir / f"{plan.block_index(first)}.lock"
+    os.utime(lock, (before - 100, before - 100))
+    assert first in {take(claims, held) for _ in range(7)}
+    assert lock.stat().st_mtime >= before - 1
 
 
 def test_a_block_recorded_or_under_way_is_never_taken_twice(plan):

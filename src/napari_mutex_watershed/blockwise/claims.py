@@ -7,10 +7,10 @@ that waits gives its memory back and faults it in again for its next block). Loc
 blocks of both colours are one daisy task instead (``POOLED_STEP``): every block daisy hands
 out is a *ticket*, and the worker holding it computes the next block that is ready and not
 taken: the even blocks first, in grid order (every odd block waits for some of them), then
-the odd blocks whose even blocks are recorded, the longest expected first (the kernel time
-per voxel of the even blocks across its faces times its own voxels, among the next
-``LOOK_AHEAD`` in grid order), so that the run does not end with one worker computing a long
-block alone (docs/blockwise.md, *Speed*).
+the odd blocks whose even blocks are recorded, the longest expected first (among the next
+``LOOK_AHEAD`` in grid order) and near the end the one that lets the workers end together
+(``odd_order``), so that the run does not end with one worker computing a long block alone
+(docs/blockwise.md, *Speed*).
 
 A block is done when its record is on disk, whichever ticket computed it, so the result does
 not depend on the order. A *claim* is a file lock held while the block computes; the
@@ -24,7 +24,6 @@ read it, and the run ends naming them.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -33,8 +32,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..errors import BlockwiseError, InvalidInputError
+from .odd_order import OddOrder, odd_kernel_box
 from .plan import BlockwisePlan, block_indices_in
-from .task import GridTask, grow_clipped
+from .task import GridTask
 
 try:
     import fcntl
@@ -73,8 +73,7 @@ class BlockClaims:
         self._first = 0  # every block before it in ``order`` is done or given up
         self._done: set[int] = set()  # a record, once written, stays for the run
         self._reads: dict[tuple, list[int]] = {}
-        self._rates: dict[int, float] = {}  # even block: kernel seconds per voxel
-        self._expected: dict[tuple, float] = {}  # odd block: expected kernel seconds
+        self.odd_order = OddOrder(plan)
         self.pending = False  # did the last look see blocks that will become ready?
 
     def reads(self, position) -> list[int]:
@@ -82,11 +81,9 @@ class BlockClaims:
         if not self.plan.is_odd(position):
             return []
         if position not in self._reads:
-            core = self.plan.core(position)
-            box = grow_clipped(tuple(core.begin), tuple(core.end), self.plan.odd_context,
-                               self.plan.shape)
-            self._reads[position] = [self.plan.block_index(p)
-                                     for p in self.plan.even_positions_in(*box)]
+            self._reads[position] = [
+                self.plan.block_index(p)
+                for p in self.plan.even_positions_in(*odd_kernel_box(self.plan, position))]
         return self._reads[position]
 
     def _finished(self, index: int) -> bool:
@@ -104,46 +101,14 @@ class BlockClaims:
         except FileNotFoundError:
             return False
 
-    def expected_seconds(self, position) -> float:
-        """An odd block is expected to take what the even blocks across its faces took per
-        voxel of their kernel boxes (recorded), times the voxels of its own: it holds much
-        of what they hold, in a box that their halos, its wider one and the volume's edges
-        make larger or smaller. Asked only once they are recorded, so kept: a look sorts
-        the ready odd blocks by it, every ``POLL`` while a worker waits."""
-        if position not in self._expected:
-            rates = []
-            for axis, size in enumerate(self.plan.grid_shape):
-                for step in (-1, 1):
-                    neighbour = list(position)
-                    neighbour[axis] += step
-                    if 0 <= neighbour[axis] < size:
-                        rates.append(self._rate(neighbour))
-            self._expected[position] = (
-                float(np.mean(rates)) * self._kernel_voxels(position, self.plan.odd_context)
-                if rates else 0.0)
-        return self._expected[position]
-
-    def _rate(self, position) -> float:
-        """An even block's recorded kernel seconds per voxel of its kernel box."""
-        index = self.plan.block_index(position)
-        if index not in self._rates:  # a record never changes
-            with np.load(self.plan.block_record(index)) as record:
-                self._rates[index] = (float(record["kernel_seconds"])
-                                      / self._kernel_voxels(position, self.plan.context))
-        return self._rates[index]
-
-    def _kernel_voxels(self, position, context) -> int:
-        core = self.plan.core(tuple(position))
-        lo, hi = grow_clipped(tuple(core.begin), tuple(core.end), context, self.plan.shape)
-        return math.prod(b - a for a, b in zip(lo, hi))
-
     def _look(self):
         """The blocks to take, in order (lazily); ``self.pending`` tells, once they are
         all seen, whether any other block left may become ready."""
         self.pending = False
         while self._first < len(self.order) and self._finished(self.index[self.order[self._first]]):
             self._first += 1
-        odd = []
+        odd, waiting, even = [], [], []  # ready odd blocks, odd blocks not ready, even blocks
+        seen_all = True
         for position in self.order[self._first:]:
             if self._finished(self.index[position]):
                 continue
@@ -151,14 +116,38 @@ class BlockClaims:
             if not all(self.is_done(r) for r in reads):
                 # never ready if one of them was given up (a look only on this rare path)
                 self.pending |= not any(self.is_given_up(r) for r in reads)
+                waiting.append(position)
             elif not self.plan.is_odd(position):
                 yield position
+                even.append(position)  # back here: it was under way
             elif len(odd) < LOOK_AHEAD + self.plan.num_workers:  # some may be under way
                 odd.append(position)
             else:
                 self.pending = True  # beyond the look-ahead: taken later
+                seen_all = False
                 break
-        yield from sorted(odd, key=self.expected_seconds, reverse=True)
+        near_end = seen_all and self.odd_order.near_end(len(odd) + len(waiting) + len(even))
+        started = self._started(odd + even) if odd and near_end else None
+        yield from self.odd_order.order(odd, waiting, started, time.time())
+
+    def _started(self, positions) -> dict:
+        """The blocks under way among ``positions``, each with the time its claim was taken
+        (its lock file's, ``claim``). A look takes a free lock and lets it go at once: a
+        worker that tries it meanwhile waits one ``POLL``."""
+        started = {}
+        for position in positions:
+            path = self.directory / f"{self.index[position]}.lock"
+            try:
+                handle = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # never claimed
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                started[position] = os.fstat(handle).st_mtime
+            finally:
+                os.close(handle)
+        return started
 
     @contextmanager
     def claim(self):
@@ -180,6 +169,7 @@ class BlockClaims:
                 # finished, or given up by the worker that just let it go, since the look
                 if self.plan.block_record(index).exists() or self.is_given_up(index):
                     continue
+                os.utime(handle)  # when it was taken (``_started``)
                 try:
                     yield position
                 except Exception as error:

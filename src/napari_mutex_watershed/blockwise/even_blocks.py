@@ -19,6 +19,7 @@ from ..engine import finalize, run_kernel
 from ..storage.blocks import open_block_source
 from .bands import band_owner
 from .mask_seeds import Guides, apply_guides, seed_record
+from .odd_order import REPULSIVE_TOWARD_ODD, repulsive_toward_odd
 from .separations import face_fragments, separations
 from .task import GridTask, box, relative
 
@@ -45,6 +46,7 @@ class EvenBlocks(FragmentBlocks):
         block = self.read_with_halo(self.source, position, plan.context, self.guides)
         index, lo, hi = block.index, block.lo, block.hi
         kernel_lo, read_lo = block.kernel_lo, block.read_lo
+        toward_odd = repulsive_toward_odd(plan, position, block.kernel_weights, kernel_lo)
         kernel_started = time.perf_counter()
         raw = run_kernel(block.kernel_weights, plan.parameters, block.kernel_seeds)
         kernel_seconds = time.perf_counter() - kernel_started
@@ -76,4 +78,4 @@ class EvenBlocks(FragmentBlocks):
         self.save_record(index, sizes=sizes, nn_sums=nn_sums, separated=separated,
                          strength=strength, joins=np.zeros((2, 0), np.uint64),
                          overlap=np.zeros(0, np.int64), kernel_seconds=kernel_seconds,
-                         **seeds)
+                         **{REPULSIVE_TOWARD_ODD: toward_odd}, **seeds)
