@@ -127,3 +127,16 @@ def test_the_order_is_most_work_first_unless_near_the_end(plan):
     candidates = [p for p in ranked if p in ready and p != first]
     assert choice == soonest_end(candidates, candidates + waiting, seconds.get,
                                  [100.0, 99.75 + seconds[first]])
+
+
+def test_with_no_repulsive_edge_counted_the_order_is_the_grid_order(plan):
+    # an all-attractive volume: every odd block is expected no work, none divides by it
+    plan = plan.model_copy(update={"num_workers": 2})
+    plan.records_dir.mkdir(parents=True, exist_ok=True)
+    toward = np.zeros((3, 2, 2), np.int64)
+    toward[..., 1] = 1000
+    for position in evens(plan):
+        np.savez(plan.block_record(plan.block_index(position)), block_seconds=1.0,
+                 **{REPULSIVE_TOWARD_ODD: toward})
+    odd = [p for p in np.ndindex(*plan.grid_shape) if plan.is_odd(p)]
+    assert OddOrder(plan).order(odd, [], {odd[0]: 99.0}, 100.0) == odd
