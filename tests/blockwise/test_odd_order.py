@@ -140,3 +140,11 @@ def test_with_no_repulsive_edge_counted_the_order_is_the_grid_order(plan):
                  **{REPULSIVE_TOWARD_ODD: toward})
     odd = [p for p in np.ndindex(*plan.grid_shape) if plan.is_odd(p)]
     assert OddOrder(plan).order(odd, [], {odd[0]: 99.0}, 100.0) == odd
+
+
+def test_no_ready_odd_block_gives_an_empty_order_quietly(plan, recwarn):
+    # a look while every odd block waits for its even blocks: nothing to order, no warning
+    # in the workers' logs (a mean of nothing)
+    odd = [p for p in np.ndindex(*plan.grid_shape) if plan.is_odd(p)]
+    assert OddOrder(plan).order([], odd, {}, 100.0) == []
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -127,10 +127,11 @@ class OddOrder:
         claims were taken."""
         ranked = sorted(ready, key=self.expected_work, reverse=True)
         candidates = [p for p in ranked if p not in (started or {})]
+        if started is None or len(candidates) < 2:
+            return ranked
         even_seconds = [self._seconds[i] for i in self._toward if i in self._seconds]
         mean_work = float(np.mean([self.expected_work(p) for p in ranked]))
-        # an older run's records, or no repulsive edge anywhere near: most work first
-        if started is None or len(candidates) < 2 or not even_seconds or mean_work == 0:
+        if not even_seconds or mean_work == 0:  # an older run, or no repulsive edge near
             return ranked
         # an odd block takes the even blocks' mean time for the ready odd blocks' mean work
         mean_even = float(np.mean(even_seconds))
