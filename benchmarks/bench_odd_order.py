@@ -75,14 +75,8 @@ def neighbours_time(plan, position) -> float:
         lo, hi = grow_clipped(tuple(core.begin), tuple(core.end), context, plan.shape)
         return math.prod(b - a for a, b in zip(lo, hi))
 
-    rates = []
-    for axis, size in enumerate(plan.grid_shape):
-        for step in (-1, 1):
-            neighbour = list(position)
-            neighbour[axis] += step
-            if 0 <= neighbour[axis] < size:
-                rates.append(recorded(plan, neighbour, "kernel_seconds")
-                             / voxels(neighbour, plan.context))
+    rates = [recorded(plan, neighbour, "kernel_seconds") / voxels(neighbour, plan.context)
+             for _, _, neighbour in plan.face_neighbours(position)]
     return float(np.mean(rates)) * voxels(position, plan.odd_context)
 
 

@@ -44,20 +44,20 @@ def repulsive_toward_odd(plan: BlockwisePlan, position, weights, kernel_lo) -> n
     overlap, every ``SAMPLE_STEP`` voxels: a few ms, from weights the block holds anyway."""
     counts = np.zeros((plan.ndim, 2, 2), np.int64)
     kernel_hi = tuple(a + n for a, n in zip(kernel_lo, weights.shape[1:]))
-    for axis, faces in enumerate(plan.inner_faces(position)):
-        for side, inner in enumerate(faces):
-            if not inner:
-                continue
-            neighbour = list(position)
-            neighbour[axis] += 2 * side - 1
-            lo, hi = odd_kernel_box(plan, neighbour)
-            lo = tuple(max(a, b) for a, b in zip(lo, kernel_lo))
-            hi = tuple(min(a, b) for a, b in zip(hi, kernel_hi))
-            sampled = (slice(None),) + tuple(slice(a - o, b - o, SAMPLE_STEP)
-                                             for a, b, o in zip(lo, hi, kernel_lo))
-            part = weights[sampled]
-            counts[axis, side] = (np.count_nonzero(part < 0), part.size)
+    for axis, step, neighbour in plan.face_neighbours(position):
+        lo, hi = odd_kernel_box(plan, neighbour)
+        lo = tuple(max(a, b) for a, b in zip(lo, kernel_lo))
+        hi = tuple(min(a, b) for a, b in zip(hi, kernel_hi))
+        sampled = (slice(None),) + tuple(slice(a - o, b - o, SAMPLE_STEP)
+                                         for a, b, o in zip(lo, hi, kernel_lo))
+        part = weights[sampled]
+        counts[axis, face_side(step)] = (np.count_nonzero(part < 0), part.size)
     return counts
+
+
+def face_side(step: int) -> int:
+    """The index of a face in ``repulsive_toward_odd``: 0 below, 1 above."""
+    return (step + 1) // 2
 
 
 def soonest_end(candidates, rest, seconds, free_at) -> object:
@@ -84,7 +84,7 @@ class OddOrder:
     def __init__(self, plan: BlockwisePlan):
         self.plan = plan
         self._toward: dict[int, np.ndarray] = {}  # even block: repulsive_toward_odd
-        self._seconds: dict[int, float] = {}  # even block: its recorded seconds
+        self._even_seconds = [0.0, 0]  # the even blocks read: their seconds summed, how many
         self._work: dict[tuple, float] = {}  # odd block: expected_work
 
     def expected_work(self, position) -> float:
@@ -93,12 +93,8 @@ class OddOrder:
         worker waits)."""
         if position not in self._work:
             counts = np.zeros(2, np.int64)  # repulsive edges, edges
-            for axis, size in enumerate(self.plan.grid_shape):
-                for side in (0, 1):  # the neighbour below, then above
-                    neighbour = list(position)
-                    neighbour[axis] += 2 * side - 1
-                    if 0 <= neighbour[axis] < size:
-                        counts += self._toward_odd(neighbour)[axis, 1 - side]
+            for axis, step, neighbour in self.plan.face_neighbours(position):
+                counts += self._toward_odd(neighbour)[axis, face_side(-step)]  # its face to us
             share = counts[0] / counts[1] if counts[1] else 1.0  # records of an older run
             lo, hi = odd_kernel_box(self.plan, position)
             self._work[position] = float(share) * math.prod(b - a for a, b in zip(lo, hi))
@@ -113,7 +109,8 @@ class OddOrder:
                                        if REPULSIVE_TOWARD_ODD in files
                                        else np.zeros((self.plan.ndim, 2, 2), np.int64))
                 if "block_seconds" in files:
-                    self._seconds[index] = float(record["block_seconds"])
+                    self._even_seconds[0] += float(record["block_seconds"])
+                    self._even_seconds[1] += 1
         return self._toward[index]
 
     def near_end(self, blocks_left: int) -> bool:
@@ -129,12 +126,12 @@ class OddOrder:
         candidates = [p for p in ranked if p not in (started or {})]
         if started is None or len(candidates) < 2:
             return ranked
-        even_seconds = [self._seconds[i] for i in self._toward if i in self._seconds]
+        total, count = self._even_seconds
         mean_work = float(np.mean([self.expected_work(p) for p in ranked]))
-        if not even_seconds or mean_work == 0:  # an older run, or no repulsive edge near
+        if not count or mean_work == 0:  # an older run, or no repulsive edge near
             return ranked
         # an odd block takes the even blocks' mean time for the ready odd blocks' mean work
-        mean_even = float(np.mean(even_seconds))
+        mean_even = total / count
         per_work = mean_even / mean_work
 
         def seconds(position) -> float:

@@ -169,6 +169,16 @@ class BlockwisePlan(BaseModel):
         """Per axis: is there a block below and above this one?"""
         return tuple((p > 0, p < g - 1) for p, g in zip(position, self.grid_shape))
 
+    def face_neighbours(self, position):
+        """(axis, step, position) of each block across a face of this one: step -1 below,
+        1 above."""
+        for axis, size in enumerate(self.grid_shape):
+            for step in (-1, 1):
+                neighbour = list(position)
+                neighbour[axis] += step
+                if 0 <= neighbour[axis] < size:
+                    yield axis, step, tuple(neighbour)
+
     # ------------------------------------------------------------------ files
     @property
     def fragments_path(self) -> Path:

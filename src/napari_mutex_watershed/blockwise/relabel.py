@@ -55,15 +55,10 @@ class RelabelBlocks(GridTask):
 def odd_bands(plan: BlockwisePlan, position):
     """(odd neighbour index, its labels, lo, hi) of every band an odd neighbour labelled in
     this even block; 0 where the neighbour did not."""
-    for axis in range(plan.ndim):
-        for step in (-1, 1):
-            other = list(position)
-            other[axis] += step
-            if not 0 <= other[axis] < plan.grid_shape[axis]:
-                continue
-            for band_axis, band_step, slab_lo, slab_hi in band_boxes(tuple(other), plan):
-                if band_axis == axis and band_step == -step:
-                    index = plan.block_index(other)
-                    with np.load(plan.block_record(index)) as record:
-                        band = record[band_key(band_axis, band_step)].astype(np.int64)
-                    yield index, band, slab_lo, slab_hi
+    for axis, step, other in plan.face_neighbours(position):
+        for band_axis, band_step, slab_lo, slab_hi in band_boxes(other, plan):
+            if band_axis == axis and band_step == -step:
+                index = plan.block_index(other)
+                with np.load(plan.block_record(index)) as record:
+                    band = record[band_key(band_axis, band_step)].astype(np.int64)
+                yield index, band, slab_lo, slab_hi
