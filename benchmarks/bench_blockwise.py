@@ -43,6 +43,8 @@ import psutil
 import zarr
 from tree_memory import TreeMemory
 
+from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pinky40_gt_half.npz"
 OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
 CROPS = ["256,256", "256,0"]
@@ -288,7 +290,8 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
                         "--workers", str(args.workers), "--progress", "json",
                         *block_option(blocks)], args.memory is not None)
         segmentation = zarr.open_array(str(output / "0"))[:]
-        run = f"{blocks} blocks, {args.workers} workers"
+        shape = "x".join(map(str, zarr.open_group(str(output)).attrs[BLOCK_SIZE_ATTR]))
+        run = f"{blocks} blocks ({shape}), {args.workers} workers"
         print_row(name, run, result, bare, args.workers, scores(truth, segmentation), reference)
         memory.append((name, run, result["memory"],
                        timeline(result["lines"], result["seconds"])["fragments"]))
@@ -314,9 +317,8 @@ def main() -> None:
                         help="no whole-volume call (no speed-up, no quality difference)")
     parser.add_argument("--memory", nargs="*", choices=sorted(LARGER),
                         help="also the first crop mirrored to larger volumes (8x: 512^3, the "
-                        "default; 2x: 512 x 256 x 256; 16x: 1024 x 512 x 512), blockwise at "
-                        "the first block size only; and the memory of every blockwise run by "
-                        "role")
+                        "default; 2x: 512 x 256 x 256; 16x: 1024 x 512 x 512), blockwise "
+                        "only; and the memory of every blockwise run by role")
     parser.add_argument("--seams", action="store_true")
     parser.add_argument("--noise-seed", type=int, default=1)
     parser.add_argument("--context", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -342,9 +344,8 @@ def main() -> None:
             truth = crop_labels(corner, size, width)
             name = f"crop {corner} " + (f"{size}^3" if size == width else f"{size}x{width}^2")
             path, parameters = write_crop(work, name, truth, args.noise_seed, args.context)
-            # larger: blockwise only (a whole-volume call would need 16 to 70 GB), first
-            # block size only
-            larger = {"skip_whole": True, "blocks": args.blocks[:1]} if size > CROP_DEPTH else {}
+            # larger: blockwise only (a whole-volume call would need 16 to 70 GB)
+            larger = {"skip_whole": True} if size > CROP_DEPTH else {}
             seams |= bench_input(argparse.Namespace(**{**vars(args), **larger}), work, name,
                                  path, parameters, truth, memory)
     finally:

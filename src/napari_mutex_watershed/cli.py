@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--workers", type=_at_least(1), default=2,
                         help="worker processes (default 2)")
     blocks.add_argument("--block-size", type=_at_least(1), nargs="+",
-                        help="block shape in voxels (default 64^3, or 512^2 in 2D)")
+                        help="block shape in voxels (default: chosen from the region, so a "
+                        "worker's memory does not grow with it; docs/blockwise.md)")
     blocks.add_argument("--roi", type=int, nargs="+", metavar="N",
                         help="offset then shape in voxels, e.g. 0 0 0 128 256 256")
     blocks.add_argument("--progress", choices=["bar", "json", "none"], default="bar")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_mutex_watershed.blockwise.plan import DEFAULT_BLOCK_SIZE
 from napari_mutex_watershed.blockwise.run_outputs import (
     content_hash,
     input_copy_path,
@@ -19,7 +18,7 @@ from napari_mutex_watershed.synthetic import sample_volume
 
 
 def test_block_size_from_text():
-    assert parse_block_size(" ", 3) == DEFAULT_BLOCK_SIZE[3]
+    assert parse_block_size(" ", 3) is None  # chosen from the region (block_shape)
     assert parse_block_size("32", 3) == (32, 32, 32)
     assert parse_block_size("[8, 16; 16]", 3) == (8, 16, 16)
     for text, message in (("a, b", "cannot read 'a, b'"), ("8, 8", "give 3 positive"),

@@ -247,13 +247,15 @@ def test_job_error_is_a_notification_with_its_message(
     affinities, _, offsets = sample_volume((12, 32, 32), seed=2)
     affinities[:, 5, 10, 10] = np.nan
     viewer, _, panel = widget_on_layer(make_napari_viewer_proxy, affinities, offsets,
-                                       "with nan", (12, 32, 32))
+                                       "with nan", ())  # block size left empty
     viewer.layers["with nan"].scale = (1, 0.5, 2, 2)
     viewer.layers["with nan"].translate = (0, 3, 0, -5)
     before = len(notifications("error"))
     assert panel.start()
     wait_until_idle(qtbot, panel)
     assert panel.last_job.returncode == 1
+    command = panel.last_job.command  # the empty field: the block the command chooses
+    assert command[command.index("--block-size") + 1:][:3] == ["12", "32", "32"]
     errors = [n.message for n in notifications("error")[before:]]
     assert len(errors) == 1, errors
     message = errors[0]

@@ -42,11 +42,12 @@ from ..storage import (
     split_path,
 )
 from . import fatal
+from .block_shape import block_size_for
 from .disk import no_space, no_space_error
 from .job import blocks_done, is_complete, run_plan
 from .lock import RunLock
 from .mask_seeds import open_guide
-from .plan import DEFAULT_BLOCK_SIZE, PLAN_FILE, WORK_DIR, BlockwisePlan
+from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
 from .scheduler import (
     SCHEDULERS,
     WorkerResources,
@@ -55,7 +56,6 @@ from .scheduler import (
     parse_options,
 )
 from .supervise import JobProcess
-from .whole import WHOLE_REGION_VOXELS
 
 #: The fragments are scratch, written once by a block and read by its odd neighbours and the
 #: relabel: zstd at level 1 writes them 40 % and reads them 55 % faster than zarr's default
@@ -160,10 +160,9 @@ def validate_request(
                 f"the region {shape} is not longer than offset {offset} along axis {axis}: no "
                 "edge of that offset fits; use a larger region or other offsets")
 
-    if block_size is None and np.prod(shape, dtype=float) <= WHOLE_REGION_VOXELS:
-        block_size = shape  # a small region is one block, without workers (``whole``)
-    block_size = voxels("the block size", block_size or DEFAULT_BLOCK_SIZE[ndim], ndim, 1)
-    block_size = tuple(min(b, s) for b, s in zip(block_size, shape))
+    if block_size is not None:
+        block_size = voxels("the block size", block_size, ndim, 1)
+    block_size = block_size_for(shape, parameters, block_size)
     context = parameters.context_voxels()
     for b, c, s in zip(block_size, context, shape):
         if b < s and not 1 <= c < b:

@@ -18,13 +18,9 @@ from funlib.geometry import Coordinate, Roi
 from pydantic import BaseModel, ConfigDict
 
 from ..parameters import WatershedParameters
+from .block_shape import band_width, odd_halo
 
 PLAN_FILE = "plan.json"
-#: Block shape in voxels when none is given, by the number of spatial axes. In 3D, half as
-#: deep as wide like the default halo (6, 12, 12): on 256^3 neuron crops with 2 workers it was
-#: the fastest of 64^3, 128^3 and 64 x 128 x 128 (less kernel time on halos than 64^3, twice
-#: the blocks of 128^3 to balance), measured in docs/blockwise.md, *Speed and memory*.
-DEFAULT_BLOCK_SIZE = {3: (64, 128, 128), 2: (512, 512)}
 #: Layout of the block records and the default context; a run left by an older layout is
 #: not resumed (its records would not fit), it has to be overwritten.
 RECORD_FORMAT = 5
@@ -118,20 +114,14 @@ class BlockwisePlan(BaseModel):
 
     @cached_property
     def band(self) -> tuple[int, ...]:
-        """Voxels on the even side of a face that the odd block across it labels again.
-
-        There the even block, blind beyond its halo, decided worst. Three quarters of the
-        longest offset along each axis: (3, 7, 7) for the default offsets, the band measured
-        in docs/blockwise.md.
-        """
-        return tuple(int(np.ceil(0.75 * v)) for v in self._longest_offsets)
+        """Voxels on the even side of a face that the odd block across it labels again
+        (``block_shape.band_width``)."""
+        return band_width(self._longest_offsets)
 
     @cached_property
     def odd_context(self) -> tuple[int, ...]:
-        """Halo of an odd block: it reaches one longest offset beyond the band it relabels,
-        so every edge of a band voxel is in view."""
-        return tuple(max(int(c), b + int(v))
-                     for c, b, v in zip(self.context, self.band, self._longest_offsets))
+        """Halo of an odd block (``block_shape.odd_halo``)."""
+        return odd_halo(self.parameters)
 
     @staticmethod
     def is_odd(position) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from ..attributes import COMPLETE_ATTR
 from ..errors import OutputInUseError
 from ..parameters import WatershedParameters
+from .block_shape import DEFAULT_BLOCK_SIZE
 from .lock import RunLock, lock_path
 
 #: Name of the output array when the user does not choose one.
@@ -61,19 +62,12 @@ def guide_copy_path(output: Path, role: str) -> Path:
     return path.with_name(f"{path.name}_{role}")
 
 
-def default_block_size(ndim: int) -> tuple[int, ...]:
-    """The CLI's default (passed explicitly, so the command shown is complete)."""
-    from .plan import DEFAULT_BLOCK_SIZE
-
-    return DEFAULT_BLOCK_SIZE[ndim]
-
-
-def parse_block_size(text: str, ndim: int) -> tuple[int, ...]:
-    """'64, 64, 64', '64' (every axis) or '' (the CLI's default) as a block shape; a
-    ValueError says what to type instead."""
+def parse_block_size(text: str, ndim: int) -> tuple[int, ...] | None:
+    """'64, 64, 64', '64' (every axis) or '' (None: chosen from the region,
+    ``block_shape.block_size_for``) as a block shape; a ValueError says what to type instead."""
     cleaned = text.strip().strip("[]()")
     if not cleaned:
-        return default_block_size(ndim)
+        return None
     try:
         values = tuple(int(v) for v in re.split(r"[,;\s]+", cleaned) if v)
     except ValueError:
@@ -82,7 +76,7 @@ def parse_block_size(text: str, ndim: int) -> tuple[int, ...]:
         values = values * ndim
     if len(values) != ndim or any(v < 1 for v in values):
         raise ValueError(f"Block size: give {ndim} positive integers, e.g. "
-                         f"{', '.join(map(str, default_block_size(ndim)))}")
+                         f"{', '.join(map(str, DEFAULT_BLOCK_SIZE[ndim]))}")
     return values
 
 

@@ -2,9 +2,9 @@
 
 Worker start-up, the stitch and the relabel pass cost seconds whatever the volume; on a small
 region they cost more than the kernel, and one block is also exactly the whole-volume
-result. So a run of one block (a small region under the default block size, or a block size
-as large as the region) reads the region, segments it with the engine and writes level 0 and
-the pyramid itself. Its result equals ``segment()`` on the same region, voxel for voxel.
+result. So a run of one block (a region of up to ``block_shape.WHOLE_REGION_VOXELS`` when
+no block size is given, or a block size as large as the region) reads the region, segments
+it with the engine and writes level 0 and the pyramid itself. Its result equals ``segment()`` on the same region, voxel for voxel.
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ from .mask_seeds import Guides
 from .plan import BlockwisePlan
 from .relabel_here import pyramid_here, threads
 from .task import box, read_region
-
-#: Regions up to this many voxels are one block unless a block size is given: below it one
-#: kernel call in the job process beats blocks and workers (docs/blockwise.md, *Speed*).
-WHOLE_REGION_VOXELS = 2**22
 
 
 def run_whole(plan: BlockwisePlan, reporter) -> dict:

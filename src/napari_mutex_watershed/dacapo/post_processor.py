@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..blockwise.plan import DEFAULT_BLOCK_SIZE as blockwise_default_block_size
+from ..blockwise.block_shape import DEFAULT_BLOCK_SIZE as blockwise_default_block_size
 from ..errors import InvalidInputError, NotReadyError, UsageError
 from ..parameters import DEFAULT_MIN_SIZE, WatershedParameters, validation_problems
 from .arrays import LocalArrayIdentifier, ZarrArray

@@ -21,6 +21,7 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 
 from ..attributes import PARAMETERS_ATTR
+from ..blockwise.block_shape import DEFAULT_BLOCK_SIZE, block_size_for
 from ..blockwise.run_control import KILL_AFTER, Job, build_command, shell_command
 from ..blockwise.run_outputs import (
     DEFAULT_OUTPUT_NAME,
@@ -48,6 +49,12 @@ from .sections import show_text, wrapping
 
 #: Status texts that say why a run cannot start: recomputed when the inputs change.
 CANNOT_RUN = "Cannot run: "
+BLOCK_SIZE_TIP = (
+    "Block shape in voxels, e.g. 64, 128, 128. Empty: the whole volume as one block when it "
+    "is small, else blocks of at most {in_3d} in 3D ({in_2d} in 2D), smaller where the volume "
+    "has blocks inside it, so a worker's memory does not grow with the volume. Bigger blocks "
+    "are slower per block (time grows faster than the volume) but stitch less."
+).format(**{f"in_{n}d": " x ".join(map(str, shape)) for n, shape in DEFAULT_BLOCK_SIZE.items()})
 
 
 class FullRunPanel:
@@ -93,11 +100,9 @@ class FullRunPanel:
         )
         self.block_size = LineEdit(
             name="block_size", label="Block size",
-            tooltip="Block shape in voxels, e.g. 64, 64, 64. Empty: 64^3 in 3D, 512^2 in 2D. "
-            "Bigger blocks are slower per block (time grows faster than the volume) but "
-            "stitch less.",
+            tooltip=BLOCK_SIZE_TIP,
         )
-        self.block_size.native.setPlaceholderText("empty: 64, 64, 64 (3D) / 512, 512 (2D)")
+        self.block_size.native.setPlaceholderText("empty: chosen from the volume")
         self.output = LineEdit(
             name="output_path", label="Output",
             tooltip="The labels array to write, inside a .zarr container, e.g. "
@@ -205,7 +210,7 @@ class FullRunPanel:
             path = path / DEFAULT_OUTPUT_NAME
         return path.absolute()
 
-    def block_size_value(self, ndim: int) -> tuple[int, ...]:
+    def block_size_value(self, ndim: int) -> tuple[int, ...] | None:
         return parse_block_size(self.block_size.value, ndim)
 
     # ------------------------------------------------------------------ dialogs (tests patch)
@@ -246,7 +251,7 @@ class FullRunPanel:
             return False
         data = level0(layer)
         shape = tuple(int(s) for s in data.shape[1:])
-        block_size = self.block_size_value(len(shape))
+        block_size = block_size_for(shape, parameters, self.block_size_value(len(shape)))
         output = self.output_path()
         source = zarr_source(layer)
         request = RunRequest(
