@@ -4,7 +4,8 @@ Worker start-up, the stitch and the relabel pass cost seconds whatever the volum
 region they cost more than the kernel, and one block is also exactly the whole-volume
 result. So a run of one block (a region of up to ``block_shape.WHOLE_REGION_VOXELS`` when
 no block size is given, or a block size as large as the region) reads the region, segments
-it with the engine and writes level 0 and the pyramid itself. Its result equals ``segment()`` on the same region, voxel for voxel.
+it with the engine and writes level 0 and the pyramid itself. Its result equals
+``segment()`` on the same region, voxel for voxel.
 """
 
 from __future__ import annotations
