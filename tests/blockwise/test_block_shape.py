@@ -17,8 +17,9 @@ from napari_mutex_watershed.blockwise.block_shape import (
     default_block_size,
     odd_halo,
 )
-from napari_mutex_watershed.blockwise.launch import validate_request
+from napari_mutex_watershed.blockwise.launch import plan_run, validate_request
 from napari_mutex_watershed.blockwise.odd_order import odd_kernel_box
+from napari_mutex_watershed.errors import OutputExistsError
 from napari_mutex_watershed.storage import create_array
 
 PARAMS = WatershedParameters()
@@ -106,3 +107,22 @@ def test_given_small_and_2d():
     assert block_size_for((4096, 4096), params_2d) == DEFAULT_BLOCK_SIZE[2]  # interior fits
     assert largest_box((4096, 4096), DEFAULT_BLOCK_SIZE[2], odd_halo(params_2d)) \
         <= DEFAULT_BOX_VOXELS[2]
+
+
+def test_without_a_block_size_a_run_of_the_same_settings_keeps_its_block(tmp_path):
+    """The same command resumes (or finds complete) a run whose block was given, or chosen
+    by an earlier version; other settings are still another run's output."""
+    shape = (512, 512, 512)
+    create_array(tmp_path / "big.zarr/affinities", "affinities", (6, *shape), np.uint8,
+                 ["c^", "z", "y", "x"],
+                 attributes={"offsets": [list(o) for o in PARAMS.offsets]})
+    source, output = tmp_path / "big.zarr/affinities", tmp_path / "o.zarr/labels"
+    earlier = plan_run(source, output, PARAMS, block_size=DEFAULT_BLOCK_SIZE[3])
+    again = plan_run(source, output, PARAMS)
+    assert again.block_size == earlier.block_size == DEFAULT_BLOCK_SIZE[3]
+    assert again.identity() == earlier.identity()
+    with pytest.raises(OutputExistsError, match="already exists"):  # a block asked for
+        plan_run(source, output, PARAMS, block_size=(32, 64, 64))
+    other = PARAMS.model_copy(update={"bias_long": 0.8})
+    with pytest.raises(OutputExistsError, match="already exists"):
+        plan_run(source, output, other)

@@ -160,9 +160,10 @@ def validate_request(
                 f"the region {shape} is not longer than offset {offset} along axis {axis}: no "
                 "edge of that offset fits; use a larger region or other offsets")
 
-    if block_size is not None:
-        block_size = voxels("the block size", block_size, ndim, 1)
-    block_size = block_size_for(shape, parameters, block_size)
+    given = block_size
+    if given is not None:
+        given = voxels("the block size", given, ndim, 1)
+    block_size = block_size_for(shape, parameters, given)
     context = parameters.context_voxels()
     for b, c, s in zip(block_size, context, shape):
         if b < s and not 1 <= c < b:
@@ -189,21 +190,38 @@ def validate_request(
         mask_path=guides.get("mask"),
         seeds_path=guides.get("seeds"),
     )
+    if given is None:
+        plan = with_earlier_block(plan)
     if cluster is not None:  # the worker command for the plan's blocks (scheduler.py)
         plan.worker_command = cluster_template(
-            cluster, cluster_options, block_size=block_size, halo=plan.odd_context,
+            cluster, cluster_options, block_size=plan.block_size, halo=plan.odd_context,
             channels=len(parameters.offsets), num_blocks=plan.num_blocks, workers=num_workers)
         plan.cluster = cluster
     # the odd blocks' kernel box holds the bands they label again, whose ids are 32-bit
-    if np.prod([b + 2 * c for b, c in zip(block_size, plan.odd_context)], dtype=float) >= 2**32:
+    if np.prod([b + 2 * c for b, c in zip(plan.block_size, plan.odd_context)],
+               dtype=float) >= 2**32:
         raise InvalidInputError(
-            f"block size {block_size} with the odd blocks' halo ({plan.odd_context}) has "
+            f"block size {plan.block_size} with the odd blocks' halo ({plan.odd_context}) has "
             "2**32 voxels or more; labels within a block are 32-bit: use smaller blocks"
         )
     protected = {"input": affinities.path, **guides}
     check_output_location(output_location, protected)
     check_output_location(plan.work_dir, protected, only_ours=False)
     return plan, affinities
+
+
+def with_earlier_block(plan: BlockwisePlan) -> BlockwisePlan:
+    """The plan with the block size of the run its output holds, if that run has the same
+    settings otherwise: without ``--block-size`` the same command resumes a run (or finds it
+    complete) whose block was given, or chosen by an earlier version."""
+    try:
+        earlier = BlockwisePlan.load(Path(plan.work_dir) / PLAN_FILE)
+    except Exception:  # none, or of an unknown format
+        return plan
+    if tuple(earlier.block_size) == plan.block_size:
+        return plan
+    candidate = BlockwisePlan(**{**plan.model_dump(), "block_size": tuple(earlier.block_size)})
+    return candidate if earlier.identity() == candidate.identity() else plan
 
 
 def resumable(plan: BlockwisePlan) -> bool:
