@@ -57,7 +57,7 @@ def test_no_kernel_box_over_the_budget(shape):
 
 
 def test_a_worker_holds_no_more_as_the_volume_doubles():
-    # the default block at 512^3 has interior boxes of 76 x 160 x 160, a quarter more
+    # the fixed block at 512^3 has interior boxes of 76 x 160 x 160, 23 % more than at 256^3
     assert largest_box((512,) * 3, DEFAULT_BLOCK_SIZE[3], HALO) > DEFAULT_BOX_VOXELS[3]
     at_256 = largest_box((256,) * 3, default_block_size((256,) * 3, HALO), HALO)
     for shape in [(512, 256, 256), (512, 512, 512), (1024, 512, 512), (1024, 1024, 1024)]:
