@@ -72,16 +72,20 @@ def _axis_grids(size: int, largest: int, halo: int):
 def odd_halo(parameters: WatershedParameters) -> tuple[int, ...]:
     """Halo of an odd block, the widest of a run: it reaches one longest offset beyond the
     band it relabels, so every edge of a band voxel is in view."""
-    longest = np.abs(np.array(parameters.offsets)).max(axis=0)
-    return tuple(max(int(c), b + int(v))
-                 for c, b, v in zip(parameters.context_voxels(), band_width(longest), longest))
+    return tuple(max(int(c), b + int(v)) for c, b, v in
+                 zip(parameters.context_voxels(), band_width(parameters), _longest(parameters)))
 
 
-def band_width(longest_offsets) -> tuple[int, ...]:
+def band_width(parameters: WatershedParameters) -> tuple[int, ...]:
     """Voxels on the even side of a face that the odd block across it labels again.
 
     There the even block, blind beyond its halo, decided worst. Three quarters of the
     longest offset along each axis: (3, 7, 7) for the default offsets, the band measured in
     docs/blockwise.md.
     """
-    return tuple(int(np.ceil(0.75 * v)) for v in longest_offsets)
+    return tuple(int(np.ceil(0.75 * v)) for v in _longest(parameters))
+
+
+def _longest(parameters: WatershedParameters) -> np.ndarray:
+    """The longest offset along each axis."""
+    return np.abs(np.array(parameters.offsets)).max(axis=0)

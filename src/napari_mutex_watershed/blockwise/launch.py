@@ -210,15 +210,21 @@ def validate_request(
     return plan, affinities
 
 
+def earlier_plan(plan: BlockwisePlan) -> BlockwisePlan | None:
+    """The plan saved by the run the output's work folder holds (None: none, or of a format
+    this version cannot read)."""
+    try:
+        return BlockwisePlan.load(Path(plan.work_dir) / PLAN_FILE)
+    except Exception:
+        return None
+
+
 def with_earlier_block(plan: BlockwisePlan) -> BlockwisePlan:
     """The plan with the block size of the run its output holds, if that run has the same
     settings otherwise: without ``--block-size`` the same command resumes a run (or finds it
     complete) whose block was given, or chosen by an earlier version."""
-    try:
-        earlier = BlockwisePlan.load(Path(plan.work_dir) / PLAN_FILE)
-    except Exception:  # none, or of an unknown format
-        return plan
-    if tuple(earlier.block_size) == plan.block_size:
+    earlier = earlier_plan(plan)
+    if earlier is None or tuple(earlier.block_size) == plan.block_size:
         return plan
     candidate = BlockwisePlan(**{**plan.model_dump(), "block_size": tuple(earlier.block_size)})
     return candidate if earlier.identity() == candidate.identity() else plan
@@ -226,13 +232,10 @@ def with_earlier_block(plan: BlockwisePlan) -> BlockwisePlan:
 
 def resumable(plan: BlockwisePlan) -> bool:
     """Does the output hold an unfinished or finished run of exactly this job?"""
-    previous = Path(plan.work_dir) / PLAN_FILE
-    if not (Path(plan.output_path).exists() and previous.exists()):
+    if not Path(plan.output_path).exists():
         return False
-    try:
-        return BlockwisePlan.load(previous).identity() == plan.identity()
-    except Exception:  # a plan of an unknown format: not this job
-        return False
+    earlier = earlier_plan(plan)
+    return earlier is not None and earlier.identity() == plan.identity()
 
 
 def prepare_output(plan: BlockwisePlan, affinities) -> None:

@@ -84,7 +84,8 @@ class OddOrder:
     def __init__(self, plan: BlockwisePlan):
         self.plan = plan
         self._toward: dict[int, np.ndarray] = {}  # even block: repulsive_toward_odd
-        self._even_seconds = [0.0, 0]  # the even blocks read: their seconds summed, how many
+        self._even_seconds = 0.0  # the even blocks read: their seconds summed
+        self._even_timed = 0  # ... and how many of them had any
         self._work: dict[tuple, float] = {}  # odd block: expected_work
 
     def expected_work(self, position) -> float:
@@ -109,8 +110,8 @@ class OddOrder:
                                        if REPULSIVE_TOWARD_ODD in files
                                        else np.zeros((self.plan.ndim, 2, 2), np.int64))
                 if "block_seconds" in files:
-                    self._even_seconds[0] += float(record["block_seconds"])
-                    self._even_seconds[1] += 1
+                    self._even_seconds += float(record["block_seconds"])
+                    self._even_timed += 1
         return self._toward[index]
 
     def near_end(self, blocks_left: int) -> bool:
@@ -126,12 +127,11 @@ class OddOrder:
         candidates = [p for p in ranked if p not in (started or {})]
         if started is None or len(candidates) < 2:
             return ranked
-        total, count = self._even_seconds
         mean_work = float(np.mean([self.expected_work(p) for p in ranked]))
-        if not count or mean_work == 0:  # an older run, or no repulsive edge near
+        if not self._even_timed or mean_work == 0:  # an older run, or no repulsive edge near
             return ranked
         # an odd block takes the even blocks' mean time for the ready odd blocks' mean work
-        mean_even = total / count
+        mean_even = self._even_seconds / self._even_timed
         per_work = mean_even / mean_work
 
         def seconds(position) -> float:

@@ -109,14 +109,10 @@ class BlockwisePlan(BaseModel):
         return self.parameters.context_voxels()
 
     @cached_property
-    def _longest_offsets(self) -> np.ndarray:
-        return np.abs(np.array(self.parameters.offsets)).max(axis=0)
-
-    @cached_property
     def band(self) -> tuple[int, ...]:
         """Voxels on the even side of a face that the odd block across it labels again
         (``block_shape.band_width``)."""
-        return band_width(self._longest_offsets)
+        return band_width(self.parameters)
 
     @cached_property
     def odd_context(self) -> tuple[int, ...]:
