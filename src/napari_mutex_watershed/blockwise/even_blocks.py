@@ -17,6 +17,7 @@ import zarr
 
 from ..engine import finalize, run_kernel
 from ..storage.blocks import open_block_source
+from ..storage.chunk_files import ChunkFiles
 from .bands import band_owner
 from .mask_seeds import Guides, apply_guides, seed_record
 from .odd_order import REPULSIVE_TOWARD_ODD, repulsive_toward_odd
@@ -29,11 +30,12 @@ SEPARATION_MARGIN = 8
 
 class FragmentBlocks(GridTask):
     """The two fragment steps: read the input (any format, like a numpy array) and write
-    fragment ids."""
+    fragment ids (read back through their chunk files)."""
 
     def open(self) -> None:
         self.source = open_block_source(self.plan.input_path)
         self.fragments = zarr.open_array(str(self.plan.fragments_path), mode="r+")
+        self.fragment_files = ChunkFiles.of(self.fragments)
         self.guides = Guides(self.plan) if self.plan.mask_path or self.plan.seeds_path else None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..storage.chunk_files import ChunkFiles
 from .bands import band_boxes, band_key
 from .plan import BlockwisePlan
 from .task import GridTask, box, relative
@@ -22,7 +23,7 @@ class RelabelBlocks(GridTask):
 
     def open(self) -> None:
         plan = self.plan
-        self.fragments = zarr.open_array(str(plan.fragments_path), mode="r")
+        self.fragments = ChunkFiles.of(zarr.open_array(str(plan.fragments_path), mode="r"))
         self.output = zarr.open_array(plan.output_path, mode="r+")
         self.lookup = np.load(plan.lookup_path, mmap_mode="r")
         self.bases = np.load(plan.bases_path)

@@ -72,7 +72,8 @@ def hdf5_dataset(container: Path, dataset: str):
 
 def open_block_source(path: str | Path):
     """The array a blockwise worker reads blocks from: numpy-style indexing in voxels, channel
-    axis first. zarr arrays are returned as they are (block reads cost what they did)."""
+    axis first. zarr arrays on local disk are read through their chunk files
+    (``chunk_files``)."""
     path = Path(path)
     container, dataset = split_path(path, DEFAULT_INPUT)
     kind = container_kind(container)
@@ -82,4 +83,6 @@ def open_block_source(path: str | Path):
         return TensorStoreArray(path)
     import zarr
 
-    return zarr.open_array(str(path), mode="r")
+    from .chunk_files import ChunkFiles
+
+    return ChunkFiles.of(zarr.open_array(str(path), mode="r"))

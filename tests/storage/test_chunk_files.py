@@ -1,0 +1,109 @@
+"""Block reads through chunk files equal zarr's own, for every layout they take, and hand
+every other layout and index to zarr."""
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdCodec
+
+from napari_mutex_watershed.storage import open_block_source, write_affinities
+from napari_mutex_watershed.storage.chunk_files import ChunkFiles
+
+SHAPE, CHUNKS = (3, 21, 34, 40), (3, 8, 16, 16)
+REGIONS = [
+    (slice(None), slice(3, 19), slice(5, 34), slice(0, 17)),  # across chunks, to the edge
+    (slice(None), slice(8, 16), slice(16, 32), slice(16, 32)),  # one whole chunk
+    (slice(None), slice(20, 21), slice(33, 34), slice(39, 40)),  # the last voxel
+    (slice(1, 2), slice(-5, None), slice(None, 7), slice(30, 99)),  # negative, open, past the end
+    (slice(None), slice(4, 4), slice(None), slice(None)),  # empty
+    (Ellipsis,),
+    (slice(0, 2), Ellipsis, slice(1, 9)),
+    (slice(None), slice(2, 6)),  # fewer axes than the array
+]
+LAYOUTS = {
+    "v3 zstd": dict(zarr_format=3, compressors=ZstdCodec(level=1)),
+    "v3 blosc": dict(zarr_format=3, compressors=BloscCodec(cname="lz4")),
+    "v3 gzip": dict(zarr_format=3, compressors=GzipCodec()),
+    "v3 raw": dict(zarr_format=3, compressors=None),
+    "v2 blosc": dict(zarr_format=2, compressors=numcodecs.Blosc()),
+    "v2 zstd /": dict(zarr_format=2, compressors=numcodecs.Zstd(), chunk_key_encoding={
+        "name": "v2", "separator": "/"}),
+    "v2 raw": dict(zarr_format=2, compressors=None),
+}
+
+
+def values(dtype) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 250, SHAPE).astype(dtype)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "uint64"])
+def test_reads_what_zarr_reads(tmp_path, layout, dtype):
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype=dtype,
+                              **LAYOUTS[layout])
+    array[...] = values(dtype)
+    files = ChunkFiles.of(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert isinstance(files, ChunkFiles)
+    assert (files.shape, files.dtype, files.chunks) == (SHAPE, np.dtype(dtype), CHUNKS)
+    for region in REGIONS:
+        read = files[region]
+        np.testing.assert_array_equal(read, array[region])
+        assert read.dtype == np.dtype(dtype) and read.flags.writeable
+    np.testing.assert_array_equal(np.asarray(files), array[...])
+
+
+def test_chunks_never_written_read_as_the_fill_value(tmp_path):
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="float32",
+                              fill_value=0.25)
+    array[:, :8, :16, :16] = 3.0  # one chunk of many
+    files = ChunkFiles.of(array)
+    region = REGIONS[0]
+    np.testing.assert_array_equal(files[region], array[region])
+    assert files[:, 9:12, 0:4, 0:4].min() == 0.25
+
+
+@pytest.mark.parametrize("layout", [
+    dict(zarr_format=3, shards=(3, 16, 32, 32)),
+    dict(zarr_format=3, serializer=BytesCodec(endian="big"), compressors=None),
+    dict(zarr_format=3, filters=[TransposeCodec(order=(0, 1, 3, 2))]),
+    dict(zarr_format=2, filters=[numcodecs.Delta(dtype="uint16")]),
+    dict(zarr_format=2, order="F"),
+], ids=["sharded", "big-endian", "transposed", "v2 filter", "v2 F order"])
+def test_other_layouts_are_read_by_zarr(tmp_path, layout):
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint16",
+                              **layout)
+    array[...] = values("uint16")
+    assert ChunkFiles.of(array) is array
+    np.testing.assert_array_equal(open_block_source(tmp_path / "a.zarr")[REGIONS[0]],
+                                  array[REGIONS[0]])
+
+
+def test_arrays_off_disk_are_read_by_zarr():
+    array = zarr.create_array(zarr.storage.MemoryStore(), shape=SHAPE, chunks=CHUNKS,
+                              dtype="uint8")
+    assert ChunkFiles.of(array) is array
+
+
+def test_other_indexes_go_to_zarr(tmp_path):
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint8")
+    array[...] = values("uint8")
+    files = ChunkFiles.of(array)
+    for index in [1, (0, 5), (slice(None), slice(0, 20, 3)), (Ellipsis, 2, Ellipsis)[:2]]:
+        np.testing.assert_array_equal(files[index], array[index])
+
+
+def test_workers_read_affinities_through_chunk_files(tmp_path):
+    path = write_affinities(tmp_path / "in.zarr/affinities", values("uint8"),
+                            [(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+    assert isinstance(open_block_source(path), ChunkFiles)
+
+
+def test_a_damaged_chunk_is_an_error_not_a_fill(tmp_path):
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint8")
+    array[...] = values("uint8")
+    (tmp_path / "a.zarr/c/0/1/1/1").write_bytes(b"not zstd")
+    files = ChunkFiles.of(array)
+    files[:, :8]  # chunks before the damaged one
+    with pytest.raises(Exception):
+        files[:, 8:16, 16:32, 16:32]
