@@ -107,3 +107,53 @@ def test_a_damaged_chunk_is_an_error_not_a_fill(tmp_path):
     files[:, :8]  # chunks before the damaged one
     with pytest.raises(Exception):
         files[:, 8:16, 16:32, 16:32]
+
+
+WRITABLE = ["v3 zstd", "v3 gzip", "v3 raw", "v2 blosc", "v2 zstd /", "v2 raw"]
+
+
+@pytest.mark.parametrize("layout", WRITABLE)
+def test_writes_what_zarr_writes(tmp_path, layout):
+    """Whole chunks, and chunks cut by the far edge, give the files zarr gives; a chunk of
+    only the fill value leaves no file, as zarr leaves none."""
+    ours = zarr.create_array(tmp_path / "ours.zarr", shape=SHAPE, chunks=CHUNKS,
+                             dtype="uint32", fill_value=7, **LAYOUTS[layout])
+    theirs = zarr.create_array(tmp_path / "theirs.zarr", shape=SHAPE, chunks=CHUNKS,
+                               dtype="uint32", fill_value=7, **LAYOUTS[layout])
+    files = ChunkFiles.of(ours)
+    assert files.writes
+    data = values("uint32")
+    data[:, :8, :16, :16] = 7  # one chunk of only the fill value
+    theirs[...] = 1
+    files[...] = 1
+    for region in [(slice(None), slice(0, 16), slice(16, 34), slice(0, 32)),  # to the edge
+                   (slice(None), slice(16, 21), slice(0, 16), slice(32, 40)),  # the corner
+                   (slice(None), slice(0, 8), slice(0, 16), slice(0, 16))]:  # fill only
+        files[region] = data[region]
+        theirs[region] = data[region]
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "ours.zarr")[...], theirs[...])
+    listing = {p.relative_to(tmp_path / "ours.zarr") for p in (tmp_path / "ours.zarr").rglob("*")}
+    assert listing == {p.relative_to(tmp_path / "theirs.zarr")
+                       for p in (tmp_path / "theirs.zarr").rglob("*")}
+    assert not any(p.name.endswith(".partial") for p in listing)
+    for path in (tmp_path / "theirs.zarr").rglob("*"):
+        if path.is_file() and not path.name.startswith((".z", "zarr.json")):
+            assert (tmp_path / "ours.zarr" / path.relative_to(tmp_path / "theirs.zarr")
+                    ).read_bytes() == path.read_bytes(), path
+
+
+def test_writes_zarr_must_make_go_to_zarr(tmp_path):
+    """Part of a chunk, a scalar, and a layout whose settings it cannot write (Blosc v3)."""
+    for layout in ("v3 zstd", "v3 blosc"):
+        array = zarr.create_array(tmp_path / f"{layout}.zarr", shape=SHAPE, chunks=CHUNKS,
+                                  dtype="uint16", **LAYOUTS[layout])
+        files = ChunkFiles.of(array)
+        assert files.writes == (layout != "v3 blosc")
+        expected = values("uint16")
+        files[...] = expected
+        part = (slice(None), slice(3, 5), slice(1, 30), slice(2, 3))
+        expected[part] = np.arange(expected[part].size).reshape(expected[part].shape)
+        files[part] = expected[part]
+        files[:, 20:] = 4
+        expected[:, 20:] = 4
+        np.testing.assert_array_equal(array[...], expected)

@@ -30,12 +30,11 @@ SEPARATION_MARGIN = 8
 
 class FragmentBlocks(GridTask):
     """The two fragment steps: read the input (any format, like a numpy array) and write
-    fragment ids (read back through their chunk files)."""
+    fragment ids, both through chunk files where the layout allows."""
 
     def open(self) -> None:
         self.source = open_block_source(self.plan.input_path)
-        self.fragments = zarr.open_array(str(self.plan.fragments_path), mode="r+")
-        self.fragment_files = ChunkFiles.of(self.fragments)
+        self.fragments = ChunkFiles.of(zarr.open_array(str(self.plan.fragments_path), mode="r+"))
         self.guides = Guides(self.plan) if self.plan.mask_path or self.plan.seeds_path else None
 
 

@@ -104,7 +104,7 @@ class OddBlocks(FragmentBlocks):
         kernel_lo, kernel_hi = block.kernel_lo, block.kernel_hi
         kernel_weights = block.kernel_weights
         owner = band_owner(kernel_lo, kernel_hi, plan.block_size, plan.grid_shape, plan.band)
-        seeds = even_labels(plan, self.fragment_files, kernel_lo, kernel_hi)
+        seeds = even_labels(plan, fragments, kernel_lo, kernel_hi)
         seeds[owner >= 0] = 0  # bands are labelled again, by this block or another
         seed_weights(kernel_weights, seeds, plan.parameters.offsets, plan.ids_per_block)
         kernel_started = time.perf_counter()

@@ -24,7 +24,7 @@ class RelabelBlocks(GridTask):
     def open(self) -> None:
         plan = self.plan
         self.fragments = ChunkFiles.of(zarr.open_array(str(plan.fragments_path), mode="r"))
-        self.output = zarr.open_array(plan.output_path, mode="r+")
+        self.output = ChunkFiles.of(zarr.open_array(plan.output_path, mode="r+"))
         self.lookup = np.load(plan.lookup_path, mmap_mode="r")
         self.bases = np.load(plan.bases_path)
 
