@@ -7,6 +7,7 @@ kernel time, time outside the kernel, a timeline per step, memory and quality.
     python benchmarks/bench_blockwise.py --memory           # and 512^3: is the peak flat?
     python benchmarks/bench_blockwise.py --memory 2x        # and 512 x 256 x 256
     python benchmarks/bench_blockwise.py --seams            # and where blocks split objects
+    python benchmarks/bench_blockwise.py --compare ../old/src  # and another checkout's rows
 
 Crops (y,x corners, all 256 deep) come from real neuron labels (../shared/data/
 pinky40_gt_half.npz, skipped when absent); their affinities: offsets (1,0,0) (0,1,0) (0,0,1)
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,6 +53,7 @@ OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
 CROPS = ["256,256", "256,0"]
 CROP_DEPTH = 256
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
+TURNS = itertools.count()
 #: ``--memory``: depth and width of the larger volumes, the first crop mirrored in depth.
 LARGER = {"2x": (2 * CROP_DEPTH, CROP_DEPTH), "8x": (2 * CROP_DEPTH, 2 * CROP_DEPTH),
           "16x": (4 * CROP_DEPTH, 2 * CROP_DEPTH)}
@@ -92,12 +96,12 @@ def write_sample_input(work: Path) -> tuple:
 
 
 # ---------------------------------------------------------------------------- running
-def timed_lines(command: list[str], watcher=None) -> tuple[float, list, object]:
+def timed_lines(command: list[str], watcher=None, env=None) -> tuple[float, list, object]:
     """Run a command; its wall seconds, its stdout lines, each with the second it arrived,
     and ``watcher(pid)``, a context manager held while it runs (None: nothing polls it)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, env=env)
     lines = []
 
     def read():
@@ -115,13 +119,13 @@ def timed_lines(command: list[str], watcher=None) -> tuple[float, list, object]:
     return seconds, lines, watching
 
 
-def watch(command: list[str], full_memory: bool = False) -> dict:
+def watch(command: list[str], full_memory: bool = False, env=None) -> dict:
     """Run a command; its wall seconds, its memory (``tree_memory``: "memory" by role, peak
     "worker" and "job" RSS and "tree" RSS / PSS, GB; PSS only with ``full_memory``, whose
     sampling takes CPU from the run), and its stdout lines, each with the second it
     arrived."""
     seconds, lines, memory = timed_lines(
-        command, lambda pid: TreeMemory(pid, full=full_memory))
+        command, lambda pid: TreeMemory(pid, full=full_memory), env)
     summary = memory.summary()
     roles = summary["roles"]
     return {"seconds": seconds, "lines": lines, "memory": summary,
@@ -283,23 +287,28 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
               f"{result['seconds']:.1f} | - | - | - | - | - | {result['one']:.2f} (one "
               f"process) | {tree_text(result)} | "
               f"{reference[0]:.4f} | {reference[1]:.3f} |", flush=True)
+    checkouts = [("", None)] + ([(" (SRC)", args.compare)] if args.compare else [])
     for blocks in args.blocks:
-        output = work / f"{slug}-{blocks}.zarr/labels"
-        result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
-                        str(path), str(output), "--params", str(params_file),
-                        "--workers", str(args.workers), "--progress", "json",
-                        *block_option(blocks)], args.memory is not None)
-        segmentation = zarr.open_array(str(output / "0"))[:]
-        shape = "x".join(map(str, zarr.open_group(str(output)).attrs[BLOCK_SIZE_ATTR]))
-        run = f"{blocks} blocks ({shape}), {args.workers} workers"
-        print_row(name, run, result, bare, args.workers, scores(truth, segmentation), reference)
-        memory.append((name, run, result["memory"],
-                       timeline(result["lines"], result["seconds"])["fragments"]))
-        if args.seams and blocks != "default":
-            size = [int(v) for v in block_option(blocks)[1:]]
-            split, crossing = seam_splits(truth, segmentation, size)
-            seams[(name, blocks)] = f"{split}/{crossing}"
-        shutil.rmtree(output.parent, ignore_errors=True)
+        # with --compare, the two checkouts take turns to run first
+        for label, source in checkouts if next(TURNS) % 2 == 0 else checkouts[::-1]:
+            output = work / f"{slug}-{blocks}.zarr/labels"
+            env = None if source is None else {**os.environ, "PYTHONPATH": source}
+            result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
+                            str(path), str(output), "--params", str(params_file),
+                            "--workers", str(args.workers), "--progress", "json",
+                            *block_option(blocks)], args.memory is not None, env)
+            segmentation = zarr.open_array(str(output / "0"))[:]
+            shape = "x".join(map(str, zarr.open_group(str(output)).attrs[BLOCK_SIZE_ATTR]))
+            run = f"{blocks} blocks ({shape}), {args.workers} workers{label}"
+            print_row(name, run, result, bare, args.workers, scores(truth, segmentation),
+                      reference)
+            memory.append((name, run, result["memory"],
+                           timeline(result["lines"], result["seconds"])["fragments"]))
+            if args.seams and blocks != "default" and source is None:
+                size = [int(v) for v in block_option(blocks)[1:]]
+                split, crossing = seam_splits(truth, segmentation, size)
+                seams[(name, blocks)] = f"{split}/{crossing}"
+            shutil.rmtree(output.parent, ignore_errors=True)
     return seams
 
 
@@ -324,6 +333,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="halo of the even blocks on the crops instead of the default")
     parser.add_argument("--keep", action="store_true", help="keep inputs and outputs")
+    parser.add_argument("--compare", metavar="SRC",
+                        help="also run every blockwise row with another checkout's command "
+                        "(PYTHONPATH=SRC, e.g. the code before a change), rows marked (SRC)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
     seams, memory = {}, []
@@ -340,9 +352,11 @@ def main() -> None:
         if not DATA.exists():
             print(f"\ncrops skipped: {DATA} is absent")
             crops = []
-        for corner, size, width in crops:
+        for repeat, (corner, size, width) in enumerate(crops):
             truth = crop_labels(corner, size, width)
             name = f"crop {corner} " + (f"{size}^3" if size == width else f"{size}x{width}^2")
+            if (corner, size, width) in crops[:repeat]:  # a crop given again: a repeat
+                name += f", run {crops[:repeat].count((corner, size, width)) + 1}"
             path, parameters = write_crop(work, name, truth, args.noise_seed, args.context)
             # larger: blockwise only (a whole-volume call would need 16 to 70 GB)
             larger = {"skip_whole": True} if size > CROP_DEPTH else {}

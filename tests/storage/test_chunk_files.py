@@ -1,6 +1,8 @@
 """Block reads through chunk files equal zarr's own, for every layout they take, and hand
 every other layout and index to zarr."""
 
+import json
+
 import numcodecs
 import numpy as np
 import pytest
@@ -53,6 +55,15 @@ def test_reads_what_zarr_reads(tmp_path, layout, dtype):
     np.testing.assert_array_equal(np.asarray(files), array[...])
 
 
+def test_reads_in_threads_what_zarr_reads(tmp_path):
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint16")
+    array[:, :16] = values("uint16")[:, :16]  # and chunks never written
+    files = ChunkFiles.of(array, threads=3)
+    assert files.threads == 3
+    for region in REGIONS:
+        np.testing.assert_array_equal(files[region], array[region])
+
+
 def test_chunks_never_written_read_as_the_fill_value(tmp_path):
     array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="float32",
                               fill_value=0.25)
@@ -61,6 +72,18 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path):
     region = REGIONS[0]
     np.testing.assert_array_equal(files[region], array[region])
     assert files[:, 9:12, 0:4, 0:4].min() == 0.25
+
+
+def test_a_null_fill_value_reads_as_zarr_reads_it(tmp_path):
+    """zarr v2 allows ``"fill_value": null``; zarr reads the chunks never written as 0."""
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="float32",
+                              zarr_format=2)
+    array[:, :8] = 5.0
+    metadata = json.loads((tmp_path / "a.zarr/.zarray").read_text())
+    (tmp_path / "a.zarr/.zarray").write_text(json.dumps({**metadata, "fill_value": None}))
+    array = zarr.open_array(tmp_path / "a.zarr", mode="r")
+    assert array.fill_value is None
+    np.testing.assert_array_equal(ChunkFiles.of(array)[REGIONS[0]], array[REGIONS[0]])
 
 
 @pytest.mark.parametrize("layout", [

@@ -31,7 +31,9 @@ def run_whole(plan: BlockwisePlan, reporter) -> dict:
     reporter.emit("even", 0, 1)
     region = (slice(None),) + box(plan.roi_offset,
                                   [o + s for o, s in zip(plan.roi_offset, plan.shape)])
-    affinities = read_region(open_block_source(plan.input_path), region, plan.input_path)
+    # nothing else runs meanwhile: the read may take every core the workers would have had
+    affinities = read_region(open_block_source(plan.input_path, threads(plan)), region,
+                             plan.input_path)
     mask, seeds = Guides(plan).read((0,) * plan.ndim, plan.shape)
     try:
         kernel_started = time.perf_counter()

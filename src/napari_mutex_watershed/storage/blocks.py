@@ -70,10 +70,10 @@ def hdf5_dataset(container: Path, dataset: str):
     return handle[dataset]
 
 
-def open_block_source(path: str | Path):
+def open_block_source(path: str | Path, threads: int = 1):
     """The array a blockwise worker reads blocks from: numpy-style indexing in voxels, channel
     axis first. zarr arrays on local disk are read through their chunk files
-    (``chunk_files``)."""
+    (``chunk_files``), in ``threads`` threads."""
     path = Path(path)
     container, dataset = split_path(path, DEFAULT_INPUT)
     kind = container_kind(container)
@@ -85,4 +85,4 @@ def open_block_source(path: str | Path):
 
     from .chunk_files import ChunkFiles
 
-    return ChunkFiles.of(zarr.open_array(str(path), mode="r"))
+    return ChunkFiles.of(zarr.open_array(str(path), mode="r"), threads)

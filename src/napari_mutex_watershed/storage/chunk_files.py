@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,9 @@ class ChunkFiles:
     """A zarr array on local disk, read and written chunk file by chunk file; indexes like
     the array."""
 
-    def __init__(self, array, directory: Path, codec, writes: bool):
+    def __init__(self, array, directory: Path, codec, writes: bool, threads: int = 1):
         self.array = array
+        self.threads = threads
         self.directory = directory
         self.codec = codec
         self.writes = writes
@@ -74,12 +76,14 @@ class ChunkFiles:
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
         self.chunks = tuple(array.chunks)
-        self.fill_value = array.fill_value
+        # zarr reads a v2 array's null fill value as zeros
+        self.fill_value = self.dtype.type(0) if array.fill_value is None else array.fill_value
 
     @classmethod
-    def of(cls, array):
+    def of(cls, array, threads: int = 1):
         """``array`` through its chunk files, or ``array`` itself when it is not a layout this
-        reads."""
+        reads. Reads decode in ``threads`` threads (numcodecs lets go of the GIL): more than
+        one only where nothing else needs the cores, as a run of one block."""
         from zarr.storage import LocalStore
 
         if not isinstance(array.store, LocalStore) or array.dtype.kind not in "biuf":
@@ -87,7 +91,7 @@ class ChunkFiles:
         codec = _codec(array)
         if codec is None:
             return array
-        return cls(array, Path(array.store.root) / array.path, *codec)
+        return cls(array, Path(array.store.root) / array.path, *codec, threads=threads)
 
     def __getitem__(self, index) -> np.ndarray:
         region = self._region(index)
@@ -96,8 +100,8 @@ class ChunkFiles:
         out = np.empty(tuple(b - a for a, b in region), self.dtype)
         if not out.size:
             return out
-        spans = [range(a // c, -(-b // c)) for (a, b), c in zip(region, self.chunks)]
-        for grid in itertools.product(*spans):
+
+        def place(grid) -> None:
             origin = [g * c for g, c in zip(grid, self.chunks)]
             inside = tuple(slice(max(a - o, 0), min(b - o, c))
                            for (a, b), o, c in zip(region, origin, self.chunks))
@@ -105,6 +109,15 @@ class ChunkFiles:
                            for (a, _), o, s in zip(region, origin, inside))
             chunk = self._chunk(grid)
             out[target] = self.fill_value if chunk is None else chunk[inside]
+
+        grids = itertools.product(*[range(a // c, -(-b // c))
+                                    for (a, b), c in zip(region, self.chunks)])
+        if self.threads > 1:
+            with ThreadPoolExecutor(self.threads) as pool:
+                list(pool.map(place, grids))
+        else:
+            for grid in grids:
+                place(grid)
         return out
 
     def __setitem__(self, index, values) -> None:
