@@ -1,8 +1,8 @@
 """Block reads and writes of a zarr array on local disk: its chunk files, through numcodecs.
 
 zarr 3 reads a worker's block (about a hundred 32^3 chunks) at 1.6 to 2 times the CPU that
-decoding the same files costs, and writes a block's fragments at 5 times
-(``benchmarks/bench_block_read.py``), part of it in threads that take the core the other
+decoding the same files costs, and writes a block's fragments at 2 to 5 times
+(``benchmarks/bench_block_read.py``, docs/storage.md), part of it in threads that take the core the other
 worker's kernel needs. The files themselves serve the layouts pipelines and this package
 write (zarr v2 or v3, regular chunks in C order, one compressor or none); anything else
 (sharding, filters, transposes, another store or byte order; writes of Blosc v3 or of part
