@@ -116,6 +116,15 @@ def test_other_indexes_go_to_zarr(tmp_path):
         np.testing.assert_array_equal(files[index], array[index])
 
 
+def test_an_array_opened_read_only_stays_read_only(tmp_path):
+    zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint8")
+    files = ChunkFiles.of(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert not files.writes
+    with pytest.raises(ValueError):  # zarr's refusal
+        files[...] = values("uint8")
+    assert not list((tmp_path / "a.zarr").rglob("c/*"))
+
+
 def test_workers_read_affinities_through_chunk_files(tmp_path):
     path = write_affinities(tmp_path / "in.zarr/affinities", values("uint8"),
                             [(1, 0, 0), (0, 1, 0), (0, 0, 1)])

@@ -2,11 +2,12 @@
 
 zarr 3 reads a worker's block (about a hundred 32^3 chunks) at 1.6 to 2 times the CPU that
 decoding the same files costs, and writes a block's fragments at 2 to 5 times
-(``benchmarks/bench_block_read.py``, docs/storage.md), part of it in threads that take the core the other
-worker's kernel needs. The files themselves serve the layouts pipelines and this package
-write (zarr v2 or v3, regular chunks in C order, one compressor or none); anything else
-(sharding, filters, transposes, another store or byte order; writes of Blosc v3 or of part
-of a chunk) goes through zarr, as does any index other than plain slices.
+(``benchmarks/bench_block_read.py``, docs/storage.md), part of it in threads that take the
+core the other worker's kernel needs. The files themselves serve the layouts pipelines and
+this package write (zarr v2 or v3, regular chunks in C order, one compressor or none);
+anything else (sharding, filters, transposes, another store or byte order; writes of Blosc
+v3, of part of a chunk or to an array opened read-only) goes through zarr, as does any index
+other than plain slices.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class ChunkFiles:
         codec = _codec(array)
         if codec is None:
             return array
-        return cls(array, Path(array.store.root) / array.path, *codec, threads=threads)
+        codec, writes = codec
+        return cls(array, Path(array.store.root) / array.path, codec,
+                   writes and not array.read_only, threads)
 
     def __getitem__(self, index) -> np.ndarray:
         region = self._region(index)
