@@ -53,6 +53,7 @@ OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
 CROPS = ["256,256", "256,0"]
 CROP_DEPTH = 256
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
+#: ``--compare``: which checkout runs first alternates from row to row.
 TURNS = itertools.count()
 #: ``--memory``: depth and width of the larger volumes, the first crop mirrored in depth.
 LARGER = {"2x": (2 * CROP_DEPTH, CROP_DEPTH), "8x": (2 * CROP_DEPTH, 2 * CROP_DEPTH),
