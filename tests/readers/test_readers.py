@@ -120,6 +120,16 @@ def test_downsample_mode_equals_the_mode_of_every_window():
         np.testing.assert_array_equal(downsample_mode(data, step), expected)
 
 
+def test_downsample_mode_leaves_its_input_as_it_was():
+    """One window: its voxels' copies would otherwise be views of the input (an axis of one
+    is contiguous whatever its stride), and the mode is written into the first."""
+    data = np.full((2, 2, 2), 2, np.uint32)
+    data[0, 0, 0] = 1
+    before = data.copy()
+    np.testing.assert_array_equal(downsample_mode(data, (2, 2, 2)), [[[2]]])
+    np.testing.assert_array_equal(data, before)
+
+
 def test_pyramid_factors_halve_finer_axes_first():
     assert pyramid_factors((24, 96, 96), (8, 4, 4), (12, 32, 32)) == [
         (1, 1, 1), (1, 2, 2), (2, 4, 4)]

@@ -27,8 +27,10 @@ def downsample_mode(data: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
     """The most frequent value of each ``step`` window; partial windows at the far edge are
     padded with their edge values.
 
-    Counts come from comparing whole strided views, one per voxel of the window, pair by
-    pair: 4 to 7 times faster than counting along a (windows, voxels) array."""
+    Counts come from comparing whole arrays, one per voxel of the window, pair by pair: 4 to
+    7 times faster than counting along a (windows, voxels) array. Each is copied out of its
+    strided view first and every result written in place, which made the comparisons 2.6
+    times faster again (docs/blockwise.md, *Speed*)."""
     if all(s == 1 for s in step):
         return data
     pad = [(0, -n % s) for n, s in zip(data.shape, step)]
@@ -36,17 +38,18 @@ def downsample_mode(data: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
         data = np.pad(data, pad, mode="edge")
     out_shape = tuple(n // s for n, s in zip(data.shape, step))
     # the voxels of every window, in window order
-    views = [data[tuple(slice(o, None, s) for o, s in zip(offset, step))]
-             for offset in np.ndindex(*step)]
-    counts = [np.ones(out_shape, np.uint8) for _ in views]
-    for j, k in itertools.combinations(range(len(views)), 2):
-        same = views[j] == views[k]
+    voxels = [data[tuple(slice(o, None, s) for o, s in zip(offset, step))].copy()
+              for offset in np.ndindex(*step)]
+    counts = [np.ones(out_shape, np.uint8) for _ in voxels]
+    same = np.empty(out_shape, bool)
+    for j, k in itertools.combinations(range(len(voxels)), 2):
+        np.equal(voxels[j], voxels[k], out=same)
         counts[j] += same
         counts[k] += same
-    best, best_count = views[0].copy(), counts[0]
-    for view, count in zip(views[1:], counts[1:]):  # only a strictly larger count wins a tie
-        better = count > best_count
-        best[better] = view[better]
+    best, best_count = voxels[0], counts[0]  # copies: free to overwrite
+    for voxel, count in zip(voxels[1:], counts[1:]):  # only a strictly larger count wins a tie
+        np.greater(count, best_count, out=same)
+        np.copyto(best, voxel, where=same)
         np.maximum(best_count, count, out=best_count)
     return best
 
