@@ -47,6 +47,34 @@ def test_a_box_gets_the_same_owners_as_the_whole_volume():
     assert np.array_equal(band_owner((7, 11), (23, 35), block, grid, band), whole[7:23, 11:35])
 
 
+def test_every_voxel_gets_the_owner_its_definition_gives():
+    """Voxel by voxel against the definition, on random grids, bands (some wider than half
+    a block, so one voxel lies in the bands of both faces of an axis) and boxes."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        ndim = int(rng.integers(1, 4))
+        block = tuple(int(n) for n in rng.integers(2, 7, ndim))
+        grid = tuple(int(n) for n in rng.integers(1, 4, ndim))
+        band = tuple(int(n) for n in rng.integers(0, 5, ndim))
+        lo = tuple(int(rng.integers(0, b * g)) for b, g in zip(block, grid))
+        hi = tuple(int(rng.integers(a + 1, b * g + 1)) for a, b, g in zip(lo, block, grid))
+        expected = np.full(tuple(b - a for a, b in zip(lo, hi)), -1)
+        for voxel in np.ndindex(*expected.shape):
+            position, faces = [], []
+            for axis, (v, a, b, g, w) in enumerate(zip(voxel, lo, block, grid, band)):
+                p, within = divmod(v + a, b)
+                position.append(p)
+                if within < w and p > 0:
+                    faces.append((axis, -1))
+                if b - 1 - within < w and p < g - 1:
+                    faces.append((axis, 1))
+            if len(faces) == 1 and sum(position) % 2 == 0:
+                axis, step = faces[0]
+                position[axis] += step
+                expected[voxel] = np.ravel_multi_index(position, grid)
+        assert np.array_equal(band_owner(lo, hi, block, grid, band), expected)
+
+
 def test_band_boxes_are_the_voxels_the_odd_block_owns():
     plan = make_plan((30, 36), (10, 12), [(1, 0), (0, 1), (0, 4)])
     owner = band_owner((0, 0), plan.shape, plan.block_size, plan.grid_shape, plan.band)

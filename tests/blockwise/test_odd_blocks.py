@@ -21,6 +21,11 @@ def test_seeds_attract_inside_a_label_and_repel_within_one_block_only():
     seed_weights(weights, seeds, [(0, 1)], S)
     # same label; two labels of block 1; labels of blocks 1 and 2 may be one object; no seed
     assert weights[0, 0].tolist() == [CERTAIN, -CERTAIN, 0, 0, 0]
+    # block 0's labels (ids below S) too; no seed next to one of them
+    seeds = np.array([[1, 2, 2, 0, 1, S + 1]], np.uint64)
+    weights = np.zeros((1, 1, 6))
+    seed_weights(weights, seeds, [(0, 1)], S)
+    assert weights[0, 0].tolist() == [-CERTAIN, CERTAIN, 0, 0, 0, 0]
 
 
 def test_a_seeded_kernel_keeps_one_blocks_labels_apart_and_lets_two_blocks_join():
