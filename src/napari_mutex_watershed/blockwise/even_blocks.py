@@ -13,11 +13,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import zarr
 
 from ..engine import finalize, run_kernel
 from ..storage.blocks import open_block_source
-from ..storage.chunk_files import ChunkFiles
+from ..storage.chunk_files import open_chunk_files
 from .bands import band_owner
 from .mask_seeds import Guides, apply_guides, seed_record
 from .odd_order import REPULSIVE_TOWARD_ODD, repulsive_toward_odd
@@ -34,7 +33,7 @@ class FragmentBlocks(GridTask):
 
     def open(self) -> None:
         self.source = open_block_source(self.plan.input_path)
-        self.fragments = ChunkFiles.of(zarr.open_array(str(self.plan.fragments_path), mode="r+"))
+        self.fragments = open_chunk_files(self.plan.fragments_path, "r+")
         self.guides = Guides(self.plan) if self.plan.mask_path or self.plan.seeds_path else None
 
 

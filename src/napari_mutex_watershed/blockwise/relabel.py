@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import zarr
 
-from ..storage.chunk_files import ChunkFiles
+from ..storage.chunk_files import open_chunk_files
 from .bands import band_boxes, band_key
 from .plan import BlockwisePlan
 from .task import GridTask, box, relative
@@ -23,8 +22,8 @@ class RelabelBlocks(GridTask):
 
     def open(self) -> None:
         plan = self.plan
-        self.fragments = ChunkFiles.of(zarr.open_array(str(plan.fragments_path), mode="r"))
-        self.output = ChunkFiles.of(zarr.open_array(plan.output_path, mode="r+"))
+        self.fragments = open_chunk_files(plan.fragments_path, "r")
+        self.output = open_chunk_files(plan.output_path, "r+")
         self.lookup = np.load(plan.lookup_path, mmap_mode="r")
         self.bases = np.load(plan.bases_path)
 

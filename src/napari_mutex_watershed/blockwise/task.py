@@ -276,10 +276,10 @@ def broken_chunk(source, region) -> tuple[int, ...] | None:
     chunks = getattr(source, "chunks", None)
     if chunks is None:
         return None
-    region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, source.shape))
-    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, chunks)]
-    for index in np.ndindex(*[len(r) for r in ranges]):
-        grid = tuple(r[i] for r, i in zip(ranges, index))
+    from ..storage.chunk_files import chunk_grids
+
+    region = [r.indices(n)[:2] for r, n in zip(region, source.shape)]
+    for grid in chunk_grids(region, chunks):
         try:
             source[tuple(slice(g * c, (g + 1) * c) for g, c in zip(grid, chunks))]
         except Exception:

@@ -81,8 +81,6 @@ def open_block_source(path: str | Path, threads: int = 1):
         return hdf5_dataset(container, dataset)
     if kind == "n5":
         return TensorStoreArray(path)
-    import zarr
+    from .chunk_files import open_chunk_files
 
-    from .chunk_files import ChunkFiles
-
-    return ChunkFiles.of(zarr.open_array(str(path), mode="r"), threads)
+    return open_chunk_files(path, "r", threads)

@@ -63,6 +63,19 @@ def _codec(array):
     return _v3_codec(tuple(metadata.codecs))
 
 
+def open_chunk_files(path, mode: str = "r", threads: int = 1):
+    """The zarr array at ``path`` through its chunk files where its layout allows
+    (``ChunkFiles.of``), else the zarr array itself."""
+    import zarr
+
+    return ChunkFiles.of(zarr.open_array(str(path), mode=mode), threads)
+
+
+def chunk_grids(region, chunks):
+    """Grid indices, in C order, of the chunks a region ([start, stop) per axis) touches."""
+    return itertools.product(*[range(a // c, -(-b // c)) for (a, b), c in zip(region, chunks)])
+
+
 class ChunkFiles:
     """A zarr array on local disk, read and written chunk file by chunk file; indexes like
     the array."""
@@ -113,8 +126,7 @@ class ChunkFiles:
             chunk = self._chunk(grid)
             out[target] = self.fill_value if chunk is None else chunk[inside]
 
-        grids = itertools.product(*[range(a // c, -(-b // c))
-                                    for (a, b), c in zip(region, self.chunks)])
+        grids = chunk_grids(region, self.chunks)
         if self.threads > 1:
             with ThreadPoolExecutor(self.threads) as pool:
                 list(pool.map(place, grids))
@@ -135,8 +147,7 @@ class ChunkFiles:
                        for (a, b), c, n in zip(region, self.chunks, self.shape))):
             self.array[index] = values
             return
-        spans = [range(a // c, -(-b // c)) for (a, b), c in zip(region, self.chunks)]
-        for grid in itertools.product(*spans):
+        for grid in chunk_grids(region, self.chunks):
             part = values[tuple(slice(g * c - a, (g + 1) * c - a)
                                 for g, c, (a, _) in zip(grid, self.chunks, region))]
             if part.shape == self.chunks:
@@ -173,17 +184,19 @@ class ChunkFiles:
     def _chunk(self, grid) -> np.ndarray | None:
         """The chunk at ``grid`` (full chunk shape, as zarr stores edge chunks), None if it
         was never written."""
-        path = self.directory / self.array.metadata.encode_chunk_key(grid)
         try:
-            data = path.read_bytes()
+            data = self._path(grid).read_bytes()
         except FileNotFoundError:
             return None
         if self.codec is not None:
             data = self.codec.decode(data)
         return np.frombuffer(data, self.dtype).reshape(self.chunks)
 
+    def _path(self, grid) -> Path:
+        return self.directory / self.array.metadata.encode_chunk_key(grid)
+
     def _write_chunk(self, grid, chunk: np.ndarray) -> None:
-        path = self.directory / self.array.metadata.encode_chunk_key(grid)
+        path = self._path(grid)
         if (chunk == self.fill_value).all():  # zarr keeps no such chunk
             path.unlink(missing_ok=True)
             return
