@@ -129,7 +129,8 @@ def spread(values, unit="x") -> str:
 
 
 def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dict:
-    """The repeats on one input: a row each, then the summary; returns the summary's ratios."""
+    """The repeats on one input: a row each, then the summary; returns its medians for the
+    table across shapes."""
     print("| repeat | load (1 min) | bare call s | bare script s | command s | ratio | "
           "ratio to the script | bare call CPU s | command CPU s | CPU ratio | start-up s | "
           "read and write s | kernel s | end s | command process imports s | "
