@@ -53,14 +53,21 @@ COMMAND_IMPORTS = ("napari_mutex_watershed.cli", "napari_mutex_watershed.blockwi
 JOB_IMPORTS = ("napari_mutex_watershed.blockwise.job", "napari_mutex_watershed.blockwise.whole")
 
 
+def reading(path: str) -> str:
+    """Python that imports what one ``segment()`` needs and opens the input at ``path``
+    (``source``) with its parameters (``parameters``)."""
+    return ("import json, os, time, zarr; from napari_mutex_watershed import segment, "
+            "WatershedParameters; from napari_mutex_watershed.storage import open_affinities; "
+            f"source = zarr.open_array({path!r}); "
+            f"parameters = WatershedParameters(offsets=open_affinities({path!r}).offsets); ")
+
+
 def bare_call(path: str) -> tuple[float, float]:
     """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process."""
-    code = ("import json, time, zarr; from napari_mutex_watershed import segment, "
-            "WatershedParameters; from napari_mutex_watershed.storage import open_affinities; "
-            f"a = open_affinities({path!r}); data = zarr.open_array({path!r})[...]; "
-            "p = WatershedParameters(offsets=a.offsets); "
-            "t, c = time.perf_counter(), time.process_time(); segment(data, p); "
-            "print(json.dumps([time.perf_counter() - t, time.process_time() - c]))")
+    code = reading(path) + (
+        "data = source[...]; t, c = time.perf_counter(), time.process_time(); "
+        "segment(data, parameters); "
+        "print(json.dumps([time.perf_counter() - t, time.process_time() - c]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     return tuple(json.loads(done.stdout.splitlines()[-1]))
@@ -70,12 +77,10 @@ def bare_script(path: str, output: Path) -> float:
     """Wall seconds of a fresh Python that reads the array, segments it and writes the labels
     (one zarr array, the input's chunks), from its start to its exit (``os._exit``: no
     teardown, as the command)."""
-    code = ("import os, zarr; from napari_mutex_watershed import segment, WatershedParameters; "
-            "from napari_mutex_watershed.storage import open_affinities; "
-            f"a = open_affinities({path!r}); source = zarr.open_array({path!r}); "
-            "labels = segment(source[...], WatershedParameters(offsets=a.offsets)); "
-            f"zarr.open_array({str(output)!r}, mode='w', shape=labels.shape, "
-            "dtype=labels.dtype, chunks=source.chunks[1:])[...] = labels; os._exit(0)")
+    code = reading(path) + (
+        "labels = segment(source[...], parameters); "
+        f"zarr.open_array({str(output)!r}, mode='w', shape=labels.shape, "
+        "dtype=labels.dtype, chunks=source.chunks[1:])[...] = labels; os._exit(0)")
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -23,6 +23,7 @@ from funlib.geometry import Roi
 from ..engine import edge_weights
 from ..errors import InvalidInputError, InvalidValuesError
 from ..freed_memory import IdleTrim
+from ..storage.chunk_files import chunk_grids
 from .cluster import ClusterWorkerLauncher
 from .disk import no_space, no_space_error, temporary_name
 from .fatal import report_fatal
@@ -276,8 +277,6 @@ def broken_chunk(source, region) -> tuple[int, ...] | None:
     chunks = getattr(source, "chunks", None)
     if chunks is None:
         return None
-    from ..storage.chunk_files import chunk_grids
-
     region = [r.indices(n)[:2] for r, n in zip(region, source.shape)]
     for grid in chunk_grids(region, chunks):
         try:
