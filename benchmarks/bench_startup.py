@@ -1,12 +1,15 @@
-"""A small input (one block, segmented in the job process) against one bare ``segment()``
-call, and where the rest of the command's time goes; issue #24: at most 1.2x the bare call.
+"""A small input (one block) against one bare ``segment()`` call, run by the library (in the
+caller's process) and by the command (in its job process), and where the rest of the
+command's time goes; issue #24: at most 1.2x the bare call.
 
     python benchmarks/bench_startup.py              # the sample (64x128x128), 5 repeats
     python benchmarks/bench_startup.py --repeats 3 --shape 32 64 64 --shape 64 256 256
     python benchmarks/bench_startup.py --compare ../old/src   # and another checkout's command
 
 Each repeat runs, one after the other: the bare call (``segment()`` on the array in memory,
-in a process of its own, timed around the call alone: no imports, no I/O), the bare script
+in a process of its own, timed around the call alone: no imports, no I/O), then in the same
+process the library's run (``segment_blockwise_zarr``, as ``WatershedPostProcessor.process``
+calls it: reading, the kernel, writing the labels and their pyramid), the bare script
 (the same call as a user's script would make it: a fresh Python that imports, reads the
 array, segments it and writes the labels to zarr, timed from its start to its exit, which
 skips the interpreter's teardown as the command does), the command
@@ -23,8 +26,9 @@ memory, so there the bare script is the baseline (both per shape in the last tab
 seconds hold better under load: the command's (both processes, from the kernel's accounting
 of reaped children) against the bare call's ``segment()`` (``time.process_time``); on a quiet
 2-core machine the wall ratio is at most about the CPU ratio, as the two processes'
-start-ups overlap. ``--compare SRC`` also runs the command of another checkout
-(``PYTHONPATH=SRC``, e.g. the code before a change).
+start-ups overlap. ``--compare SRC`` also runs the library's call (after a bare call of its
+own) and the command of another checkout (``PYTHONPATH=SRC``, e.g. the code before a
+change).
 """
 
 from __future__ import annotations
@@ -62,14 +66,24 @@ def reading(path: str) -> str:
             f"parameters = WatershedParameters(offsets=open_affinities({path!r}).offsets); ")
 
 
-def bare_call(path: str) -> tuple[float, float]:
-    """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process."""
+def bare_call(path: str, output: Path, source: str | None = None) -> tuple[float, float, float]:
+    """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process, and
+    then, in the same process, the wall seconds of the library's run of the same input into
+    ``output`` (``segment_blockwise_zarr``, what ``WatershedPostProcessor.process`` calls;
+    ``source``: the package from there)."""
     code = reading(path) + (
+        "from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr; "
         "data = source[...]; t, c = time.perf_counter(), time.process_time(); "
-        "segment(data, parameters); "
-        "print(json.dumps([time.perf_counter() - t, time.process_time() - c]))")
+        "segment(data, parameters); call = [time.perf_counter() - t, time.process_time() - c]; "
+        f"t = time.perf_counter(); segment_blockwise_zarr({path!r}, {str(output)!r}, "
+        "parameters, progress='none'); "
+        "print(json.dumps([*call, time.perf_counter() - t]))")
+    shutil.rmtree(output.parent, ignore_errors=True)
+    shutil.rmtree(output.parent.with_name(output.parent.name + ".mutex_watershed"),
+                  ignore_errors=True)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+                          check=True, env={**os.environ, **({"PYTHONPATH": source} if source
+                                                             else {})})
     return tuple(json.loads(done.stdout.splitlines()[-1]))
 
 
@@ -136,16 +150,19 @@ def spread(values, unit="x") -> str:
 def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dict:
     """The repeats on one input: a row each, then the summary; returns its medians for the
     table across shapes."""
-    print("| repeat | load (1 min) | bare call s | bare script s | command s | ratio | "
+    print("| repeat | load (1 min) | bare call s | library call s | library ratio | "
+          "bare script s | command s | ratio | "
           "ratio to the script | bare call CPU s | command CPU s | CPU ratio | start-up s | "
           "read and write s | kernel s | end s | command process imports s | "
-          "job process imports s |" + (" SRC command s | SRC ratio | SRC start-up s | "
-                                       "SRC CPU ratio |" if compare else ""))
-    print("|---" * (19 if compare else 16) + "|", flush=True)
+          "job process imports s |" + (" SRC library ratio | SRC command s | SRC ratio | "
+                                       "SRC start-up s | SRC CPU ratio |" if compare else ""))
+    print("|---" * (23 if compare else 18) + "|", flush=True)
     runs = {"": [], "SRC ": []}
     bares, scripts, to_script, cpu_ratios = [], [], [], {"": [], "SRC ": []}
+    libraries, their_libraries = [], []
     for repeat in range(1, repeats + 1):
-        bare, bare_cpu = bare_call(path)
+        bare, bare_cpu, library = bare_call(path, work / "library.zarr" / "labels")
+        libraries.append(library / bare)
         script = bare_script(path, work / "script.zarr")
         run = command(path, work / "out.zarr" / "labels")
         imports = import_seconds(COMMAND_IMPORTS), import_seconds(JOB_IMPORTS)
@@ -156,12 +173,17 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
         cpu_ratios[""].append(run["cpu"] / bare_cpu)
         other = ""
         if compare:
+            their_bare, _, their_library = bare_call(path, work / "library.zarr" / "labels",
+                                                     compare)
+            their_libraries.append(their_library / their_bare)
             theirs = command(path, work / "out.zarr" / "labels", compare)
             runs["SRC "].append(theirs)
             cpu_ratios["SRC "].append(theirs["cpu"] / bare_cpu)
-            other = (f" {theirs['wall']:.2f} | {theirs['wall'] / bare:.2f}x | "
+            other = (f" {their_libraries[-1]:.2f}x | {theirs['wall']:.2f} | "
+                     f"{theirs['wall'] / bare:.2f}x | "
                      f"{theirs['start-up']:.2f} | {cpu_ratios['SRC '][-1]:.2f}x |")
-        print(f"| {repeat} | {psutil.getloadavg()[0]:.1f} | {bare:.2f} | {script:.2f} | "
+        print(f"| {repeat} | {psutil.getloadavg()[0]:.1f} | {bare:.2f} | {library:.2f} | "
+              f"{libraries[-1]:.2f}x | {script:.2f} | "
               f"{run['wall']:.2f} | {run['wall'] / bare:.2f}x | {to_script[-1]:.2f}x | "
               f"{bare_cpu:.2f} | {run['cpu']:.2f} | {cpu_ratios[''][-1]:.2f}x | "
               f"{run['start-up']:.2f} | {run['read and write']:.2f} | {run['kernel']:.2f} | "
@@ -176,7 +198,12 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
               f"{1 + statistics.median(outside[name]) / bare:.2f}x; CPU: median "
               f"{spread(cpu_ratios[name])} (target at most 1.2x)")
     print(f"command / bare script: median {spread(to_script)}")
-    return {"bare call s": bare, "bare script s": statistics.median(scripts),
+    print(f"library call / bare call (the same process): median {spread(libraries)} "
+          "(target at most 1.2x)")
+    if their_libraries:
+        print(f"SRC library call / its bare call: median {spread(their_libraries)}")
+    return {"bare call s": bare, "library / the call": spread(libraries),
+            "bare script s": statistics.median(scripts),
             "command s": statistics.median(r["wall"] for r in runs[""]),
             "to the call": spread(ratios[""]), "to the script": spread(to_script),
             "outside the kernel": spread(outside[""], " s")}
@@ -190,7 +217,8 @@ def main() -> None:
                         help="sample shape, repeat for several (default: the sample's, "
                         "64 128 128)")
     parser.add_argument("--compare", metavar="SRC",
-                        help="also the command of the package in SRC (another checkout's src)")
+                        help="also the library call and the command of the package in SRC "
+                        "(another checkout's src)")
     args = parser.parse_args()
     from napari_mutex_watershed.synthetic import write_sample
 

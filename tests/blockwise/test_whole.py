@@ -1,16 +1,20 @@
-"""A region of one block is segmented in the job process: the whole-volume result, no
-workers, and its errors in the input's coordinates."""
+"""A region of one block is segmented in one process, the command's job process or a library
+call's own: the whole-volume result, no workers, and its errors in the input's coordinates."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import zarr
 
 from napari_mutex_watershed import WatershedParameters, segment
-from napari_mutex_watershed.blockwise.launch import work_dir_for
+from napari_mutex_watershed.blockwise import fatal, launch
+from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr, work_dir_for
+from napari_mutex_watershed.errors import InvalidValuesError, NoSpaceError
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -33,6 +37,8 @@ def test_a_small_region_is_the_whole_volume_result_without_workers(tmp_path):
     np.testing.assert_array_equal(zarr.open_array(str(output / "0"))[...], expected)
     # no daisy worker ran: daisy writes a log folder per step it starts
     assert not (work_dir_for(output) / "logs").exists()
+    # in the job process the command started at once (its log), so Ctrl-C stops it at once
+    assert "finished" in (work_dir_for(output) / fatal.LOG_FILE).read_text()
     assert zarr.open_group(str(output)).attrs["mutex_watershed_complete"] is True
 
 
@@ -44,3 +50,60 @@ def test_its_value_errors_name_the_voxel_of_the_input(tmp_path):
     assert result.returncode == 1
     line, = result.stderr.splitlines()
     assert "values outside 0..1" in line and "in channel 3, first at voxel (12, 30, 31)" in line
+
+
+class JobProcesses(launch.JobProcess):
+    """Counts the job processes a library call starts."""
+    started = 0
+
+    def __init__(self, *args, **kwargs):
+        type(self).started += 1
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def job_processes(monkeypatch):
+    JobProcesses.started = 0
+    monkeypatch.setattr(launch, "JobProcess", JobProcesses)
+    return JobProcesses
+
+
+def test_a_library_call_segments_one_block_in_its_own_process(tmp_path, job_processes):
+    """No job process to start (a fresh Python, 0.45 s): as fast as a bare call."""
+    affinities, _, offsets = sample_volume((16, 32, 32), seed=4)
+    source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    parameters = WatershedParameters(offsets=offsets, min_size=3)
+    output = segment_blockwise_zarr(source, tmp_path / "o.zarr/labels", parameters,
+                                    progress="none")
+    assert job_processes.started == 0
+    np.testing.assert_array_equal(zarr.open_array(str(output))[...],
+                                  segment(affinities, parameters))
+    assert zarr.open_group(str(output.parent)).attrs["mutex_watershed_complete"] is True
+    # several blocks still go to a job process and its workers
+    segment_blockwise_zarr(source, tmp_path / "p.zarr/labels", parameters, progress="none",
+                           block_size=(8, 32, 32), num_workers=1)
+    assert job_processes.started == 1
+
+
+def test_one_block_in_the_caller_fails_with_the_input_s_coordinates(tmp_path, job_processes):
+    affinities, _, offsets = sample_volume((24, 48, 48), seed=8)
+    affinities[3, 12, 30, 31] = 1.5
+    source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    with pytest.raises(InvalidValuesError, match=r"in channel 3, first at voxel \(12, 30, 31\)"):
+        segment_blockwise_zarr(source, tmp_path / "o.zarr", WatershedParameters(offsets=offsets),
+                               roi=((10, 20, 20), (12, 24, 24)), progress="none")
+    assert job_processes.started == 0
+
+
+def test_a_full_disk_in_the_caller_is_one_line(tmp_path, monkeypatch, job_processes):
+    affinities, _, offsets = sample_volume((16, 32, 32), seed=4)
+    source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+
+    def full(plan_path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.zarr/x"))
+
+    monkeypatch.setattr(launch, "run_plan", full)
+    with pytest.raises(NoSpaceError, match=f"no space left on device at {tmp_path}/o.zarr/x"):
+        segment_blockwise_zarr(source, tmp_path / "o.zarr", WatershedParameters(offsets=offsets),
+                               progress="none")
+    assert job_processes.started == 0

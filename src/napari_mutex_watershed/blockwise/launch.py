@@ -297,7 +297,9 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
 
     ``options`` are those of ``validate_request`` and ``overwrite``. ``supervised`` runs the
     job in a child process so a signal cancels every worker; ``job`` is that child when the
-    caller started it early (the CLI does, so its imports overlap). ``notify(line)`` hears
+    caller started it early (the CLI does, so its imports overlap, and Ctrl-C stops a run at
+    once). Without one, a region of one block (``plan.runs_in_caller``) is segmented in
+    this process, with no job process to start. ``notify(line)`` hears
     whether the run resumes or was already complete. One run per output at a time: the
     output's lock is held from before anything is deleted until the job ends (the job
     process holds it too).
@@ -307,8 +309,6 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
     if unknown:
         raise UsageError(f"segment_blockwise_zarr(): unknown option(s) {', '.join(unknown)}")
     notify = notify or (lambda line: None)
-    if supervised and job is None:
-        job = JobProcess()
     try:
         where = array_path(output_path, DEFAULT_OUTPUT)
         with RunLock(work_dir_for(output_path), where) as lock:
@@ -328,11 +328,12 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
                        f"{sum(t for _, t in done.values())} block steps are reused ("
                        + ", ".join(f"{step} {n}/{t}" for step, (n, t) in done.items()) + ")")
             plan_path = Path(plan.work_dir) / PLAN_FILE
-            if not supervised:
+            if not supervised or (job is None and plan.runs_in_caller):
                 if job is not None:
                     job.abandon()
                 _run_here(plan, plan_path)
                 return Path(plan.output_path)
+            job = job or JobProcess()
             code = job.run(plan_path, lock_fd=lock.fd)
     except BaseException:
         if job is not None:
@@ -344,8 +345,9 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
 
 
 def _run_here(plan: BlockwisePlan, plan_path: Path) -> None:
-    """Run in this process (tests, debugging): no watchdog, so an input error is retried,
-    but its own message, not daisy's summary, is raised."""
+    """Run in this process: a library call's region of one block (``plan.runs_in_caller``), or
+    any run when not supervised (tests, debugging: no watchdog, so an input error is
+    retried). The error raised carries the run's own message, as the job's one line would."""
     fatal.clear(plan.work_dir)
     try:
         run_plan(plan_path)
@@ -354,3 +356,7 @@ def _run_here(plan: BlockwisePlan, plan_path: Path) -> None:
         if message is None:
             raise
         raise type(error)(message) from None
+    except OSError as error:
+        if no_space(error):
+            raise no_space_error(error.filename or plan.work_dir) from None
+        raise

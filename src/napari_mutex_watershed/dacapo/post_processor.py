@@ -319,7 +319,8 @@ class WatershedPostProcessor(PostProcessor):
 
         Runs the project's blockwise engine (fragments with ``context``, stitching, relabel)
         in its own process tree with ``num_workers`` worker processes and blocks of
-        ``block_size`` voxels; an existing array at the output is replaced. Returns the
+        ``block_size`` voxels; a region of one block (up to 2^22 voxels) is segmented in
+        this process, as a bare call. An existing array at the output is replaced. Returns the
         output array. The result equals the CLI's ``segment`` with the same parameters and
         ``--block-size`` (without it the CLI chooses the block from the region).
         ``mask_array_identifier`` and ``seeds_array_identifier`` name arrays on the
