@@ -7,6 +7,7 @@ import errno
 import subprocess
 import sys
 
+import daisy
 import numpy as np
 import pytest
 import zarr
@@ -73,9 +74,11 @@ def test_a_library_call_segments_one_block_in_its_own_process(tmp_path, job_proc
     affinities, _, offsets = sample_volume((16, 32, 32), seed=4)
     source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
     parameters = WatershedParameters(offsets=offsets, min_size=3)
+    daisy_logs = daisy.logging.LOG_BASEDIR  # also where the caller's own daisy tasks mark done
     output = segment_blockwise_zarr(source, tmp_path / "o.zarr/labels", parameters,
                                     progress="none")
     assert job_processes.started == 0
+    assert daisy.logging.LOG_BASEDIR == daisy_logs
     np.testing.assert_array_equal(zarr.open_array(str(output))[...],
                                   segment(affinities, parameters))
     assert zarr.open_group(str(output.parent)).attrs["mutex_watershed_complete"] is True

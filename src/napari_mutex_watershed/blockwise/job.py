@@ -5,8 +5,8 @@ relabel -> pyramid, resumable at every step.
 
 ``supervise.JobProcess`` starts it before the plan exists and hands it the plan's path and
 the output's lock on stdin; a signal to that process group cancels the run. ``run_plan``
-also runs in-process (tests). Its one line on failure goes to ``error.txt``, the details to
-``run.log`` (``fatal``).
+also runs in-process (a library call of one block, tests). The job's one line on failure
+goes to ``error.txt``, the details to ``run.log`` (``fatal``).
 """
 
 from __future__ import annotations
@@ -126,7 +126,6 @@ def run_plan(plan_path: str | Path) -> dict:
     plan = BlockwisePlan.load(plan_path)
     started = time.time()
     reporter = ProgressReporter(plan.progress, started)
-    daisy.logging.set_log_basedir(str(Path(plan.work_dir) / "logs"))
     output = zarr.open_array(plan.output_path, mode="r+")
     if output.attrs.get(COMPLETE_ATTR):
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
@@ -152,6 +151,9 @@ def _run_blocks(plan: BlockwisePlan, plan_path: str, reporter) -> dict:
     from .relabel_here import relabel_and_pyramid_here
     from .stitch import build_lookup
 
+    # daisy's per-worker logs; set here, not for one block, which may run in a library
+    # caller's process (``launch._run_here``)
+    daisy.logging.set_log_basedir(str(Path(plan.work_dir) / "logs"))
     summary = {}
     if plan.lookup_path.exists():  # stitched: every block of both colours is done
         for colour, total in blocks_by_colour(plan, range(plan.num_blocks)).items():
