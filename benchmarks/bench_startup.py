@@ -66,6 +66,15 @@ def reading(path: str) -> str:
             f"parameters = WatershedParameters(offsets=open_affinities({path!r}).offsets); ")
 
 
+def remove_run(output: Path) -> None:
+    """An earlier run's container and the folder of its work and lock: each run starts from
+    nothing."""
+    from napari_mutex_watershed.blockwise.launch import work_dir_for
+
+    shutil.rmtree(output.parent, ignore_errors=True)
+    shutil.rmtree(work_dir_for(output).parent, ignore_errors=True)
+
+
 def bare_call(path: str, output: Path, source: str | None = None) -> tuple[float, float, float]:
     """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process, and
     then, in the same process, the wall seconds of the library's run of the same input into
@@ -78,9 +87,7 @@ def bare_call(path: str, output: Path, source: str | None = None) -> tuple[float
         f"t = time.perf_counter(); segment_blockwise_zarr({path!r}, {str(output)!r}, "
         "parameters, progress='none'); "
         "print(json.dumps([*call, time.perf_counter() - t]))")
-    shutil.rmtree(output.parent, ignore_errors=True)
-    shutil.rmtree(output.parent.with_name(output.parent.name + ".mutex_watershed"),
-                  ignore_errors=True)
+    remove_run(output)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, env={**os.environ, **({"PYTHONPATH": source} if source
                                                              else {})})
@@ -116,9 +123,7 @@ def import_seconds(modules) -> float:
 def command(path: str, output: Path, source: str | None = None) -> dict:
     """The command's wall time split by its progress lines (``source``: the package from
     there, for it and its job process)."""
-    shutil.rmtree(output.parent, ignore_errors=True)
-    shutil.rmtree(output.parent.with_name(output.parent.name + ".mutex_watershed"),
-                  ignore_errors=True)
+    remove_run(output)
     saved = os.environ.get("PYTHONPATH")
     if source:
         os.environ["PYTHONPATH"] = source

@@ -28,10 +28,15 @@ WHOLE_REGION_VOXELS = 2**22
 OVERSPLIT = 2
 
 
+def is_small_region(shape) -> bool:
+    """A region that is one block unless a block size is given (``WHOLE_REGION_VOXELS``)."""
+    return np.prod(shape, dtype=float) <= WHOLE_REGION_VOXELS
+
+
 def block_size_for(shape, parameters: WatershedParameters, given=None) -> tuple[int, ...]:
     """The block shape of a run over a region of ``shape`` voxels: ``given`` (clipped to the
     region), else the whole region when it is small, else ``default_block_size``."""
-    if given is None and np.prod(shape, dtype=float) <= WHOLE_REGION_VOXELS:
+    if given is None and is_small_region(shape):
         return tuple(int(s) for s in shape)
     if given is None:
         return default_block_size(shape, odd_halo(parameters))

@@ -18,7 +18,7 @@ from funlib.geometry import Coordinate, Roi
 from pydantic import BaseModel, ConfigDict
 
 from ..parameters import WatershedParameters
-from .block_shape import WHOLE_REGION_VOXELS, band_width, odd_halo
+from .block_shape import band_width, is_small_region, odd_halo
 
 PLAN_FILE = "plan.json"
 #: Layout of the block records and the default context; a run left by an older layout is
@@ -102,7 +102,7 @@ class BlockwisePlan(BaseModel):
         """One block of a region that is one block by default: a library call segments it in
         its own process, as a bare call would, rather than start a job process (a fresh
         Python importing numpy and zarr, about 0.45 s; docs/blockwise.md, *Speed*)."""
-        return self.is_one_block and int(np.prod(self.shape)) <= WHOLE_REGION_VOXELS
+        return self.is_one_block and is_small_region(self.shape)
 
     @cached_property
     def ids_per_block(self) -> int:
