@@ -1,6 +1,7 @@
 """A small input (one block) against one bare ``segment()`` call, run by the library (in the
-caller's process) and by the command (in its job process), and where the rest of the
-command's time goes; issue #24: at most 1.2x the bare call.
+caller's process) and by the command (in its own process up to ``QUICK_REGION_VOXELS``,
+else in its job process), and where the rest of the command's time goes; issue #24: at
+most 1.2x the bare call.
 
     python benchmarks/bench_startup.py              # the sample (64x128x128), 5 repeats
     python benchmarks/bench_startup.py --repeats 3 --shape 32 64 64 --shape 64 256 256
@@ -15,9 +16,9 @@ array, segments it and writes the labels to zarr, timed from its start to its ex
 skips the interpreter's teardown as the command does), the command
 ``napari-mutex-watershed segment`` from its start to its exit, and the imports of each of
 the command's two processes alone (``python -c "import ..."``, wall time). The command's
-time is split by its JSON progress lines: start-up (to the job's first line: both
-processes' Python and imports, the checks, the output's creation, the plan handed over),
-reading and writing, the kernel (both from the job's summary) and the end (from the last
+time is split by its JSON progress lines: start-up (to the run's first line: Python and the
+imports of its processes, the checks, the output's creation, the plan handed over),
+reading and writing, the kernel (both from the run's summary) and the end (from the last
 line to the exit). Ratios are against the bare call of the same repeat; as the kernel's own
 time swings with the load, the summary also gives the time outside the kernel (the command's
 wall time less its kernel time) over the median bare call. A fixed start-up weighs more the
@@ -164,7 +165,7 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
     print("|---" * (23 if compare else 18) + "|", flush=True)
     runs = {"": [], "SRC ": []}
     bares, scripts, to_script, cpu_ratios = [], [], [], {"": [], "SRC ": []}
-    libraries, their_libraries = [], []
+    libraries, their_libraries, their_to_script = [], [], []
     for repeat in range(1, repeats + 1):
         bare, bare_cpu, library = bare_call(path, work / "library.zarr" / "labels")
         libraries.append(library / bare)
@@ -183,6 +184,7 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
             their_libraries.append(their_library / their_bare)
             theirs = command(path, work / "out.zarr" / "labels", compare)
             runs["SRC "].append(theirs)
+            their_to_script.append(theirs["wall"] / script)
             cpu_ratios["SRC "].append(theirs["cpu"] / bare_cpu)
             other = (f" {their_libraries[-1]:.2f}x | {theirs['wall']:.2f} | "
                      f"{theirs['wall'] / bare:.2f}x | "
@@ -203,6 +205,8 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
               f"{1 + statistics.median(outside[name]) / bare:.2f}x; CPU: median "
               f"{spread(cpu_ratios[name])} (target at most 1.2x)")
     print(f"command / bare script: median {spread(to_script)}")
+    if their_to_script:
+        print(f"SRC command / bare script: median {spread(their_to_script)}")
     print(f"library call / bare call (the same process): median {spread(libraries)} "
           "(target at most 1.2x)")
     if their_libraries:
@@ -211,7 +215,8 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
             "bare script s": statistics.median(scripts),
             "command s": statistics.median(r["wall"] for r in runs[""]),
             "to the call": spread(ratios[""]), "to the script": spread(to_script),
-            "outside the kernel": spread(outside[""], " s")}
+            "outside the kernel": spread(outside[""], " s"),
+            **({"SRC to the script": spread(their_to_script)} if their_to_script else {})}
 
 
 def main() -> None:

@@ -153,18 +153,21 @@ def imported(text: str) -> list[str]:
             if line.startswith("import time:") and line.count("|") == 2]
 
 
-def test_a_one_block_run_imports_only_what_one_block_needs(volume, tmp_path):
-    """Both processes of ``segment`` on a small input (one block, no workers); their imports
-    are most of the time a small input takes beyond one kernel call."""
-    path, _ = volume
+@pytest.mark.parametrize("shape, processes", [((24, 64, 64), 1), ((8, 184, 184), 2)])
+def test_a_one_block_run_imports_only_what_one_block_needs(shape, processes, tmp_path):
+    """``segment`` on a small input (one block, no workers), in the command's process alone
+    or also in its job process (above ``QUICK_REGION_VOXELS``); their imports are most of the
+    time a small input takes beyond one kernel call."""
+    affinities, _, offsets = sample_volume(shape, seed=7)
+    path = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
     output = tmp_path / "in.zarr/labels"
     result = run("segment", path, output, "--progress", "none",
                  env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     # the job's imports after its start-up go to its log (stderr points there)
-    log = (work_dir_for(output) / LOG_FILE).read_text()
-    modules = imported(result.stderr) + imported(log)
-    assert modules.count("zarr") == 2  # the lines of both processes are here
+    log = work_dir_for(output) / LOG_FILE
+    modules = imported(result.stderr) + (imported(log.read_text()) if processes == 2 else [])
+    assert modules.count("zarr") == processes  # the lines of every process are here
     loaded = sorted(m for m in modules
                     if any(m == name or m.startswith(f"{name}.") for name in NOT_FOR_ONE_BLOCK))
     assert loaded == []

@@ -4,7 +4,8 @@
     napari-mutex-watershed segment sample.zarr/affinities sample.zarr/labels --workers 2
 
 Only the standard library at the top: ``segment`` starts its job process first, so the
-job's imports overlap ours (numpy, pydantic, zarr) instead of following them.
+job's imports overlap ours (numpy, pydantic, zarr) instead of following them; a small
+region needs no job process (``is_quick_region``).
 """
 
 from __future__ import annotations
@@ -181,11 +182,30 @@ def command_sample(args) -> int:
     return 0
 
 
+def is_quick_region(args) -> bool:
+    """Is the region (``--roi``, else the input's, from its metadata) one the command
+    segments in its own process (``supervise.QUICK_REGION_VOXELS``)? Only the standard
+    library: it decides whether the job process starts first."""
+    import math
+
+    from .blockwise.supervise import QUICK_REGION_VOXELS
+    from .storage.paths import DEFAULT_INPUT, stored_voxels
+
+    if args.worker_command or args.cluster:
+        return False
+    if args.roi:
+        voxels = math.prod(args.roi[len(args.roi) // 2:]) if len(args.roi) % 2 == 0 else None
+    else:
+        voxels = stored_voxels(args.input, DEFAULT_INPUT)
+    return voxels is not None and 0 < voxels <= QUICK_REGION_VOXELS
+
+
 def command_segment(args) -> int:
     from .blockwise.supervise import DEBUG_ENV, JobProcess
 
-    # first: it imports while we validate
-    job = JobProcess(env={DEBUG_ENV: "1"} if args.debug else None)
+    # first: it imports while we validate (none for a region this process segments itself)
+    job = None if is_quick_region(args) else JobProcess(
+        env={DEBUG_ENV: "1"} if args.debug else None)
     try:
         from .blockwise.launch import segment_blockwise_zarr
         from .regions import split_roi
@@ -193,7 +213,8 @@ def command_segment(args) -> int:
         parameters = parameters_from(args)
         roi = split_roi(args.roi)
     except BaseException:
-        job.abandon()
+        if job is not None:
+            job.abandon()
         raise
     status = sys.stderr if args.progress == "json" else sys.stdout
     output = segment_blockwise_zarr(

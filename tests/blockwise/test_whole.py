@@ -1,13 +1,16 @@
-"""A region of one block is segmented in one process, the command's job process or a library
-call's own: the whole-volume result, no workers, and its errors in the input's coordinates."""
+"""A region of one block is segmented in one process, the caller's own (a library call, the
+command on a small region) or the command's job process: the whole-volume result, no
+workers, and its errors in the input's coordinates."""
 
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 
 import daisy
+import h5py
 import numpy as np
 import pytest
 import zarr
@@ -15,6 +18,7 @@ import zarr
 from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.blockwise import fatal, launch
 from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr, work_dir_for
+from napari_mutex_watershed.blockwise.supervise import QUICK_REGION_VOXELS
 from napari_mutex_watershed.errors import InvalidValuesError, NoSpaceError
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
@@ -22,25 +26,61 @@ from napari_mutex_watershed.synthetic import sample_volume
 CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
 
 
-def run(*args) -> subprocess.CompletedProcess:
+def run(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *map(str, args), "--progress", "none"], capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=env)
+
+
+def python_processes(stderr: str) -> int:
+    """How many Pythons started, from ``python -X importtime`` lines (each imports site)."""
+    return sum(line.rstrip().endswith("| site") for line in stderr.splitlines())
 
 
 def test_a_small_region_is_the_whole_volume_result_without_workers(tmp_path):
     affinities, _, offsets = sample_volume((24, 48, 48), seed=8)
     source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
     output = tmp_path / "o.zarr/labels"
-    result = run("segment", source, output, "--roi", 2, 4, 6, 20, 40, 40, "--min-size", 5)
+    result = run("segment", source, output, "--roi", 2, 4, 6, 20, 40, 40, "--min-size", 5,
+                 env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0, result.stderr
     expected = segment(affinities[:, 2:22, 4:44, 6:46],
                        WatershedParameters(offsets=offsets, min_size=5))
     np.testing.assert_array_equal(zarr.open_array(str(output / "0"))[...], expected)
     # no daisy worker ran: daisy writes a log folder per step it starts
     assert not (work_dir_for(output) / "logs").exists()
-    # in the job process the command started at once (its log), so Ctrl-C stops it at once
-    assert "finished" in (work_dir_for(output) / fatal.LOG_FILE).read_text()
+    # nor a job process: a region this small is segmented in the command's own process
+    assert python_processes(result.stderr) == 1
+    assert not (work_dir_for(output) / fatal.LOG_FILE).exists()
     assert zarr.open_group(str(output)).attrs["mutex_watershed_complete"] is True
+
+
+def test_a_larger_one_block_region_runs_in_the_job_process(tmp_path):
+    """Above ``QUICK_REGION_VOXELS`` the job process, started at once, segments the block:
+    Ctrl-C stops it at once."""
+    affinities, _, offsets = sample_volume((8, 184, 184), seed=8)
+    assert np.prod(affinities.shape[1:]) > QUICK_REGION_VOXELS
+    source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    output = tmp_path / "o.zarr/labels"
+    result = run("segment", source, output)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(output / "0"))[...],
+                                  segment(affinities, WatershedParameters(offsets=offsets)))
+    assert "finished" in (work_dir_for(output) / fatal.LOG_FILE).read_text()
+
+
+def test_a_small_region_the_command_could_not_size_stops_its_early_job(tmp_path):
+    """HDF5 has no metadata the command reads before it starts its job process: the job,
+    still importing, is stopped once the region is known to be small."""
+    affinities, _, offsets = sample_volume((16, 32, 32), seed=4)
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f.create_dataset("affs", data=affinities)
+    output = tmp_path / "o.zarr/labels"
+    result = run("segment", tmp_path / "in.h5/affs", output, "--offsets",
+                 " ".join(",".join(map(str, o)) for o in offsets))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(output / "0"))[...],
+                                  segment(affinities, WatershedParameters(offsets=offsets)))
+    assert not (work_dir_for(output) / fatal.LOG_FILE).exists()
 
 
 def test_its_value_errors_name_the_voxel_of_the_input(tmp_path):

@@ -18,6 +18,7 @@ from funlib.persistence import open_ds
 
 from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.storage import open_affinities, write_affinities
+from napari_mutex_watershed.storage.paths import DEFAULT_INPUT, stored_voxels
 from napari_mutex_watershed.synthetic import sample_volume
 
 pytestmark = pytest.mark.slow
@@ -174,6 +175,16 @@ def test_layout_segments_like_a_plain_zarr_array(layout, affinities, reference, 
     assert len(notes) == (1 if assumed else 0), done.stderr
     if assumed:
         assert "channel first, voxel size 1, offset 0" in notes[0]
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_the_command_reads_the_size_of_a_run_from_metadata_alone(layout, affinities, tmp_path):
+    """What decides, before numpy and zarr are imported, whether a job process starts."""
+    affs, offsets = affinities
+    source = LAYOUTS[layout][0](tmp_path, affs, offsets)
+    expected = None if layout.startswith("HDF5") else int(np.prod(SHAPE))
+    assert stored_voxels(source, DEFAULT_INPUT) == expected
+    assert stored_voxels(tmp_path / "absent.zarr/affs", DEFAULT_INPUT) is None
 
 
 def test_unknown_layouts_get_one_line_listing_what_is_accepted(tmp_path):

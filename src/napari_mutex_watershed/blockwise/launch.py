@@ -7,6 +7,7 @@ and nothing that is not an earlier output of ours is ever replaced.
 from __future__ import annotations
 
 import inspect
+import math
 import shutil
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from .scheduler import (
     cluster_template,
     parse_options,
 )
-from .supervise import JobProcess
+from .supervise import QUICK_REGION_VOXELS, JobProcess
 
 #: The fragments are scratch, written once by a block and read by its odd neighbours and the
 #: relabel: zstd at level 1 writes them 40 % and reads them 55 % faster than zarr's default
@@ -298,8 +299,9 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
     ``options`` are those of ``validate_request`` and ``overwrite``. ``supervised`` runs the
     job in a child process so a signal cancels every worker; ``job`` is that child when the
     caller started it early (the CLI does, so its imports overlap, and Ctrl-C stops a run at
-    once). Without one, a region of one block (``plan.runs_in_caller``) is segmented in
-    this process, with no job process to start. ``notify(line)`` hears
+    once). A region of one block (``plan.runs_in_caller``) is segmented in this process,
+    with no job process to start; when one was started early, only a region of up to
+    ``QUICK_REGION_VOXELS`` (that job is stopped). ``notify(line)`` hears
     whether the run resumes or was already complete. One run per output at a time: the
     output's lock is held from before anything is deleted until the job ends (the job
     process holds it too).
@@ -328,7 +330,8 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
                        f"{sum(t for _, t in done.values())} block steps are reused ("
                        + ", ".join(f"{step} {n}/{t}" for step, (n, t) in done.items()) + ")")
             plan_path = Path(plan.work_dir) / PLAN_FILE
-            if not supervised or (job is None and plan.runs_in_caller):
+            quick = math.prod(plan.shape) <= QUICK_REGION_VOXELS
+            if not supervised or (plan.runs_in_caller and (job is None or quick)):
                 if job is not None:
                     job.abandon()
                 _run_here(plan, plan_path)
@@ -345,7 +348,7 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
 
 
 def _run_here(plan: BlockwisePlan, plan_path: Path) -> None:
-    """Run in this process: a library call's region of one block (``plan.runs_in_caller``), or
+    """Run in this process: a region of one block (``plan.runs_in_caller``), or
     any run when not supervised (tests, debugging: no watchdog, so an input error is
     retried). The error raised carries the run's own message, as the job's one line would."""
     fatal.clear(plan.work_dir)

@@ -25,6 +25,11 @@ from ..processes import start_module, stop_descendants
 JOB_MODULE = "napari_mutex_watershed.blockwise.job"
 #: Set (to anything) in the job's environment: log to the terminal too (``--debug``).
 DEBUG_ENV = "NAPARI_MUTEX_WATERSHED_DEBUG"
+#: A region of one block up to this many voxels (about 0.7 s of kernel on one core) is
+#: segmented in the command's own process, with no job process (0.2 to 0.3 s sooner;
+#: docs/blockwise.md, *Speed*). A larger one runs in the job process, which Ctrl-C stops at
+#: once: in the command's own process a Ctrl-C waits for the kernel to return.
+QUICK_REGION_VOXELS = 2**18
 #: Descriptors can travel with the plan's path (POSIX); elsewhere a plain pipe and no lock.
 PASSES_DESCRIPTORS = hasattr(socket, "send_fds")
 
@@ -38,6 +43,7 @@ class JobProcess:
     def __init__(self, env: dict | None = None):
         # the job forks its local workers (``zygote``): they keep its malloc settings
         env = {**worker_environment(), **(env or {})}
+        self._sent = False
         if PASSES_DESCRIPTORS:
             self._channel, theirs = socket.socketpair()
             self.process = start_module(JOB_MODULE, stdin=theirs, env=env)
@@ -47,6 +53,7 @@ class JobProcess:
             self.process = start_module(JOB_MODULE, stdin=subprocess.PIPE, text=True, env=env)
 
     def _send(self, text: str, lock_fd: int | None) -> None:
+        self._sent = True
         if self._channel is None:
             self.process.stdin.write(text)
             self.process.stdin.close()
@@ -62,9 +69,13 @@ class JobProcess:
             self.process.stdin.close()
 
     def abandon(self) -> None:
-        """No plan after all (the request was invalid): the child reads EOF and exits."""
+        """No plan after all (the request was invalid, the run complete or done here). Before
+        it has a plan the child only imports, so it is killed rather than waited for (up to
+        0.4 s); once it has one, it is only waited for."""
         if self.process.poll() is None:
             self._close()
+            if not self._sent:
+                self.process.kill()
             self.process.wait(timeout=30)
 
     def run(self, plan_path: str | Path, lock_fd: int | None = None) -> int:

@@ -9,6 +9,7 @@ for output.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..errors import InvalidInputError
@@ -85,6 +86,35 @@ def zarr_node(path: Path) -> tuple[str | None, dict]:
 def multiscales(attrs: dict) -> list | None:
     """OME-Zarr multiscales of a group's attributes: 0.5 keeps them under "ome"."""
     return attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+
+
+def stored_voxels(path: str | Path, default_dataset: str) -> int | None:
+    """Voxels per channel of the zarr or N5 array, or OME-Zarr image's first level, at
+    ``path``, from its JSON metadata alone: how large a run will be, known before numpy and
+    zarr are imported (the command). None for HDF5 or metadata not read here."""
+    try:
+        container, dataset = split_path(path, default_dataset)
+    except InvalidInputError:
+        return None
+    location = container / dataset if dataset else container
+    kind = container_kind(container)
+    if kind == "n5":  # N5 lists the axes fastest first
+        shape = (read_json(location / "attributes.json").get("dimensions") or [])[::-1]
+    elif kind == "zarr":
+        node, attrs = zarr_node(location)
+        if node == "group":
+            try:
+                location = location / multiscales(attrs)[0]["datasets"][0]["path"]
+            except (IndexError, KeyError, TypeError):
+                return None
+        shape = (read_json(location / "zarr.json") or read_json(location / ".zarray")).get(
+            "shape")
+    else:
+        return None
+    if not isinstance(shape, list) or len(shape) < 2 or not all(
+            isinstance(s, int) and s >= 0 for s in shape):
+        return None
+    return math.prod(shape[1:])
 
 
 def _is_zarr_node(path: Path, *kinds: str) -> bool:
