@@ -29,7 +29,8 @@ of reaped children) against the bare call's ``segment()`` (``time.process_time``
 2-core machine the wall ratio is at most about the CPU ratio, as the two processes'
 start-ups overlap. ``--compare SRC`` also runs the library's call (after a bare call of its
 own) and the command of another checkout (``PYTHONPATH=SRC``, e.g. the code before a
-change).
+change). The bytecode of both is written first, as an installed copy has it
+(``bench_blockwise.write_bytecode``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_blockwise import timed_lines
+from bench_blockwise import timed_lines, write_bytecode
 
 #: What each process of the command imports before it works (the job: ``job.start``).
 COMMAND_IMPORTS = ("napari_mutex_watershed.cli", "napari_mutex_watershed.blockwise.launch",
@@ -230,6 +231,7 @@ def main() -> None:
                         help="also the library call and the command of the package in SRC "
                         "(another checkout's src)")
     args = parser.parse_args()
+    write_bytecode(args.compare)
     from napari_mutex_watershed.synthetic import write_sample
 
     work = Path(tempfile.mkdtemp(prefix="bench_startup_"))
