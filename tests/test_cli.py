@@ -94,6 +94,16 @@ def test_debug_shows_the_traceback_of_a_refusal(tmp_path):
     assert quiet.stderr.splitlines()[-1] == loud.stderr.splitlines()[-1]
 
 
+def test_debug_shows_the_job_s_log_on_the_terminal(volume, tmp_path):
+    """Also from a job process started once the plan is saved (a small region of several
+    blocks: the command starts none early)."""
+    path, _ = volume
+    quiet = run("segment", path, tmp_path / "quiet.zarr/labels", *BLOCKS)
+    loud = run("--debug", "segment", path, tmp_path / "loud.zarr/labels", *BLOCKS)
+    assert quiet.returncode == loud.returncode == 0, loud.stderr
+    assert "finished: {" not in quiet.stderr and "finished: {" in loud.stderr
+
+
 def test_an_unexpected_error_gets_one_line_and_a_log(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
 

@@ -201,11 +201,14 @@ def is_quick_region(args) -> bool:
 
 
 def command_segment(args) -> int:
+    import os
+
     from .blockwise.supervise import DEBUG_ENV, JobProcess
 
+    if args.debug:  # for the job process, whenever it starts
+        os.environ[DEBUG_ENV] = "1"
     # first: it imports while we validate (none for a region this process segments itself)
-    job = None if is_quick_region(args) else JobProcess(
-        env={DEBUG_ENV: "1"} if args.debug else None)
+    job = None if is_quick_region(args) else JobProcess()
     try:
         from .blockwise.launch import segment_blockwise_zarr
         from .regions import split_roi

@@ -40,9 +40,9 @@ class JobProcess:
     The child stays in our process group, so whoever started us can also signal the group.
     """
 
-    def __init__(self, env: dict | None = None):
+    def __init__(self):
         # the job forks its local workers (``zygote``): they keep its malloc settings
-        env = {**worker_environment(), **(env or {})}
+        env = worker_environment()
         self._sent = False
         if PASSES_DESCRIPTORS:
             self._channel, theirs = socket.socketpair()
