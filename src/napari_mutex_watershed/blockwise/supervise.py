@@ -26,9 +26,9 @@ JOB_MODULE = "napari_mutex_watershed.blockwise.job"
 #: Set (to anything) in the job's environment: log to the terminal too (``--debug``).
 DEBUG_ENV = "NAPARI_MUTEX_WATERSHED_DEBUG"
 #: A region of one block up to this many voxels (about 0.7 s of kernel on one core) is
-#: segmented in the command's own process, with no job process (0.2 to 0.3 s sooner;
-#: docs/blockwise.md, *Speed*). A larger one runs in the job process, which Ctrl-C stops at
-#: once: in the command's own process a Ctrl-C waits for the kernel to return.
+#: segmented in the command's own process, with no job process (0.1 s sooner by the
+#: median, up to 0.3 s; docs/blockwise.md, *Speed*). A larger one runs in the job process,
+#: which Ctrl-C stops at once: in the command's own process a Ctrl-C waits for the kernel.
 QUICK_REGION_VOXELS = 2**18
 #: Descriptors can travel with the plan's path (POSIX); elsewhere a plain pipe and no lock.
 PASSES_DESCRIPTORS = hasattr(socket, "send_fds")
