@@ -184,11 +184,11 @@ def command_sample(args) -> int:
 
 def is_quick_region(args) -> bool:
     """Is the region (``--roi``, else the input's, from its metadata) one the command
-    segments in its own process (``supervise.QUICK_REGION_VOXELS``)? Only the standard
+    segments in its own process (``supervise.is_quick``)? Only the standard
     library: it decides whether the job process starts first."""
     import math
 
-    from .blockwise.supervise import QUICK_REGION_VOXELS
+    from .blockwise.supervise import is_quick
     from .storage.paths import DEFAULT_INPUT, stored_voxels
 
     if args.worker_command or args.cluster:
@@ -197,7 +197,7 @@ def is_quick_region(args) -> bool:
         voxels = math.prod(args.roi[len(args.roi) // 2:]) if len(args.roi) % 2 == 0 else None
     else:
         voxels = stored_voxels(args.input, DEFAULT_INPUT)
-    return voxels is not None and 0 < voxels <= QUICK_REGION_VOXELS
+    return voxels is not None and is_quick(voxels)
 
 
 def command_segment(args) -> int:

@@ -56,7 +56,7 @@ from .scheduler import (
     cluster_template,
     parse_options,
 )
-from .supervise import QUICK_REGION_VOXELS, JobProcess
+from .supervise import JobProcess, is_quick
 
 #: The fragments are scratch, written once by a block and read by its odd neighbours and the
 #: relabel: zstd at level 1 writes them 40 % and reads them 55 % faster than zarr's default
@@ -300,8 +300,8 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
     job in a child process so a signal cancels every worker; ``job`` is that child when the
     caller started it early (the CLI does, so its imports overlap, and Ctrl-C stops a run at
     once). A region of one block (``plan.runs_in_caller``) is segmented in this process,
-    with no job process to start; when one was started early, only a region of up to
-    ``QUICK_REGION_VOXELS`` (that job is stopped). ``notify(line)`` hears
+    with no job process to start; when one was started early, only a region small enough
+    for ``supervise.is_quick`` (that job is stopped). ``notify(line)`` hears
     whether the run resumes or was already complete. One run per output at a time: the
     output's lock is held from before anything is deleted until the job ends (the job
     process holds it too).
@@ -330,7 +330,7 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
                        f"{sum(t for _, t in done.values())} block steps are reused ("
                        + ", ".join(f"{step} {n}/{t}" for step, (n, t) in done.items()) + ")")
             plan_path = Path(plan.work_dir) / PLAN_FILE
-            quick = math.prod(plan.shape) <= QUICK_REGION_VOXELS
+            quick = is_quick(math.prod(plan.shape))
             if not supervised or (plan.runs_in_caller and (job is None or quick)):
                 if job is not None:
                     job.abandon()

@@ -34,6 +34,12 @@ QUICK_REGION_VOXELS = 2**18
 PASSES_DESCRIPTORS = hasattr(socket, "send_fds")
 
 
+def is_quick(voxels: int) -> bool:
+    """Is a region of this many voxels one the command segments in its own process
+    (``QUICK_REGION_VOXELS``)?"""
+    return 0 < voxels <= QUICK_REGION_VOXELS
+
+
 class JobProcess:
     """The job's process, started early; ``run`` hands it a plan, ``abandon`` lets it go.
 

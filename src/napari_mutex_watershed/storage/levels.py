@@ -10,7 +10,7 @@ from pathlib import Path
 import zarr
 
 from ..attributes import COMPLETE_ATTR
-from .paths import DEFAULT_OUTPUT, array_path, multiscales, zarr_node
+from .paths import DEFAULT_OUTPUT, array_path, first_level, multiscales, zarr_node
 
 
 def labels_levels(location: str | Path) -> list[tuple[Path, tuple[int, ...]]]:
@@ -27,11 +27,7 @@ def labels_levels(location: str | Path) -> list[tuple[Path, tuple[int, ...]]]:
 
 def labels_level0(path: str | Path) -> Path:
     """The level-0 array of OME-Zarr labels (or the array itself)."""
-    location = array_path(path, DEFAULT_OUTPUT)
-    node, attrs = zarr_node(location)
-    if node == "group" and multiscales(attrs):
-        return location / multiscales(attrs)[0]["datasets"][0]["path"]
-    return location
+    return first_level(array_path(path, DEFAULT_OUTPUT))
 
 
 def mark_complete(level0: str | Path) -> None:

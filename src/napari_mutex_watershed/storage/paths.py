@@ -88,6 +88,15 @@ def multiscales(attrs: dict) -> list | None:
     return attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
 
 
+def first_level(location: Path) -> Path:
+    """The first (full-resolution) level of the OME-Zarr image at ``location``, or
+    ``location`` itself when it is no such image."""
+    node, attrs = zarr_node(location)
+    if node == "group" and multiscales(attrs):
+        return location / multiscales(attrs)[0]["datasets"][0]["path"]
+    return location
+
+
 def stored_voxels(path: str | Path, default_dataset: str) -> int | None:
     """Voxels per channel of the zarr or N5 array, or OME-Zarr image's first level, at
     ``path``, from its JSON metadata alone: how large a run will be, known before numpy and
@@ -101,12 +110,10 @@ def stored_voxels(path: str | Path, default_dataset: str) -> int | None:
     if kind == "n5":  # N5 lists the axes fastest first
         shape = (read_json(location / "attributes.json").get("dimensions") or [])[::-1]
     elif kind == "zarr":
-        node, attrs = zarr_node(location)
-        if node == "group":
-            try:
-                location = location / multiscales(attrs)[0]["datasets"][0]["path"]
-            except (IndexError, KeyError, TypeError):
-                return None
+        try:
+            location = first_level(location)
+        except (IndexError, KeyError, TypeError):  # multiscales not as OME-Zarr has them
+            return None
         shape = (read_json(location / "zarr.json") or read_json(location / ".zarray")).get(
             "shape")
     else:
