@@ -3,7 +3,9 @@
 Every long computation runs in another process (mwatershed holds the GIL): the blockwise job
 the CLI supervises, the widget's full run, the sweep's pool and the preview's workers. They
 share these few functions, so starting, niceness and cancel work one way everywhere. Only the
-standard library and psutil: the CLI imports this before anything heavy.
+standard library at import: the CLI imports this before anything heavy, and psutil (20 to 30
+ms to import) is imported by the functions that look at other processes, which a one-block
+command never calls.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 #: SIGKILL where it exists (Windows has none: terminate is a kill there).
 KILL_SIGNAL = getattr(signal, "SIGKILL", signal.SIGTERM)
@@ -53,6 +57,8 @@ def start_module(module: str, args=(), *, niceness: int = 0, group: bool = False
 def lower_priority(pid: int | None = None, niceness: int = 10) -> None:
     """Let the caller (a UI) win the CPU and the disk; children inherit it. ``None``: this
     process. Silently does nothing where it is not allowed."""
+    import psutil
+
     try:
         process = psutil.Process(pid)
         process.nice(max(process.nice(), niceness) if pid is None else niceness)
@@ -64,6 +70,8 @@ def lower_priority(pid: int | None = None, niceness: int = 10) -> None:
 
 def descendants(pid: int | None = None) -> list[psutil.Process]:
     """Every process below ``pid`` (default: this process), as seen now."""
+    import psutil
+
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -72,6 +80,8 @@ def descendants(pid: int | None = None) -> list[psutil.Process]:
 
 def tree(pid: int) -> list[psutil.Process]:
     """``pid`` and every process below it, as seen now (empty when it is gone)."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -92,6 +102,8 @@ def signal_group(pid: int, sig) -> bool:
 
 def stop(processes, grace: float = STOP_GRACE) -> None:
     """SIGTERM the processes, SIGKILL what is left after ``grace`` seconds, reap them."""
+    import psutil
+
     processes = [p for p in processes if p is not None]
     for process in processes:
         try:
@@ -105,6 +117,8 @@ def stop(processes, grace: float = STOP_GRACE) -> None:
 
 def kill(processes) -> None:
     """SIGKILL the processes at once (no wait)."""
+    import psutil
+
     for process in processes:
         try:
             process.kill()
@@ -115,6 +129,8 @@ def kill(processes) -> None:
 def stop_tree(pid: int, grace: float = STOP_GRACE, include_root: bool = True) -> None:
     """Stop ``pid`` and everything below it (seen before the first signal, so orphans that
     the root's death reparents are still reached)."""
+    import psutil
+
     family = descendants(pid)
     if include_root:
         try:
@@ -131,6 +147,8 @@ def stop_descendants(grace: float = STOP_GRACE) -> None:
 
 def holder_description(pid: int) -> str:
     """``pid 1234 (napari-mutex-watershed segment ...)``, for messages that name a process."""
+    import psutil
+
     try:
         words = psutil.Process(pid).cmdline()
     except psutil.Error:

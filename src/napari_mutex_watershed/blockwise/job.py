@@ -136,7 +136,7 @@ def run_plan(plan_path: str | Path) -> dict:
     if plan.is_one_block:
         from .whole import run_whole
 
-        summary = run_whole(plan, reporter)
+        summary = run_whole(plan, output, reporter)
     else:
         with workers_keep_freed_memory():
             summary = _run_blocks(plan, plan_path, reporter)

@@ -258,6 +258,8 @@ def prepare_output(plan: BlockwisePlan, affinities) -> None:
         shape=plan.shape,
         zarr_format=plan.zarr_format,
     )
+    if plan.is_one_block:  # segmented whole into the output: no fragments to stitch
+        return
     zarr.create_array(
         str(plan.fragments_path), shape=plan.shape, chunks=fragment_chunks(plan.block_size),
         dtype=np.uint64, fill_value=0, overwrite=True,

@@ -13,8 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import psutil
-
 from ..errors import MutexWatershedError, OutputInUseError
 from ..processes import holder_description
 
@@ -104,6 +102,8 @@ def note_job(fd: int) -> None:
 
 def _read_holder(fd: int) -> str:
     """The first holder still alive (the command that started the run, else its job)."""
+    import psutil  # only when the lock is taken: see processes
+
     try:
         lines = os.pread(fd, 400, 0).decode(errors="replace").splitlines()
     except OSError:

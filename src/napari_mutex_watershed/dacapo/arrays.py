@@ -262,4 +262,4 @@ class ZarrArray:
         """Store JSON-serializable values in the array's attributes."""
         if not self.writable:
             raise PermissionError(f"{self} is open read-only (mode 'r')")
-        self._zarr.attrs.update(metadata)
+        self._zarr.update_attributes(metadata)  # one write, not one per key

@@ -175,7 +175,8 @@ def ome_metadata(name: str, axis_names, voxel_size, offset, units, factors, zarr
         scale = [float(v * f) for v, f in zip(voxel_size, factor)]
         translation = [float(o + v * (f - 1) / 2) for o, v, f in zip(offset, voxel_size, factor)]
         datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]})
+            {"type": "scale", "scale": scale},
+            {"type": "translation", "translation": translation}]})
     multiscale = {"name": name, "axes": axes, "datasets": datasets, "type": "mode"}
     label = {"version": version}
     if source_image:
@@ -204,8 +205,9 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
     in_labels_group = parent.split("/")[-1] == "labels"
     metadata = ome_metadata(location.name, axis_names, voxel_size, offset, units, factors,
                             zarr_format, "../../" if in_labels_group else None)
-    group = zarr.open_group(str(location), mode="w", zarr_format=zarr_format)
-    group.attrs.update({**metadata, **attributes})
+    # one write of the group's metadata (``attrs.update`` rewrites it once per key)
+    zarr.create_group(str(location), zarr_format=zarr_format, overwrite=True,
+                      attributes={**metadata, **attributes})
     for i, factor in enumerate(factors):
         level = level_shape(shape, factor)
         spacing = [v * f for v, f in zip(voxel_size, factor)]
@@ -321,4 +323,5 @@ def stored_parameters(array) -> WatershedParameters | None:
     stored = attrs.get(PARAMETERS_ATTR)
     if not stored:
         return None
-    return WatershedParameters.model_validate(json.loads(stored) if isinstance(stored, str) else stored)
+    return WatershedParameters.model_validate(
+        json.loads(stored) if isinstance(stored, str) else stored)
