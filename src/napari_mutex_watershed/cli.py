@@ -189,12 +189,14 @@ def is_quick_region(args) -> bool:
     import math
 
     from .blockwise.supervise import is_quick
+    from .regions import split_roi
     from .storage.paths import DEFAULT_INPUT, stored_voxels
 
     if args.worker_command or args.cluster:
         return False
     if args.roi:
-        voxels = math.prod(args.roi[len(args.roi) // 2:]) if len(args.roi) % 2 == 0 else None
+        offset, shape = split_roi(args.roi)
+        voxels = math.prod(shape) if len(offset) == len(shape) else None
     else:
         voxels = stored_voxels(args.input, DEFAULT_INPUT)
     return voxels is not None and is_quick(voxels)
