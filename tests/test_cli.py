@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import zarr
+from importtime import imported
 
 from napari_mutex_watershed import WatershedParameters, cli
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
@@ -154,13 +155,6 @@ def test_the_default_min_size_applies_and_zero_keeps_every_segment(volume, tmp_p
 NOT_FOR_ONE_BLOCK = ("dask", "xarray", "pandas", "funlib.persistence", "scipy",
                      "napari_mutex_watershed.blockwise.stitch",
                      "napari_mutex_watershed.blockwise.even_blocks")
-
-
-def imported(text: str) -> list[str]:
-    """The modules named in ``python -X importtime`` lines, once per process that imported
-    each."""
-    return [line.rsplit("|", 1)[1].strip() for line in text.splitlines()
-            if line.startswith("import time:") and line.count("|") == 2]
 
 
 @pytest.mark.parametrize("shape, processes", [((24, 64, 64), 1), ((8, 184, 184), 2)])

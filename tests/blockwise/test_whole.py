@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+from importtime import imported, python_processes
 
 from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.blockwise import fatal, launch
@@ -31,17 +32,6 @@ def run(*args, env=None) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env=env)
 
 
-def python_processes(stderr: str) -> int:
-    """How many Pythons started, from ``python -X importtime`` lines (each imports site)."""
-    return sum(line.rstrip().endswith("| site") for line in stderr.splitlines())
-
-
-def imported_modules(stderr: str) -> set[str]:
-    """The modules named by ``python -X importtime`` lines."""
-    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
-            if line.startswith("import time:")}
-
-
 def test_a_small_region_is_the_whole_volume_result_without_workers(tmp_path):
     affinities, _, offsets = sample_volume((24, 48, 48), seed=8)
     source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
@@ -57,7 +47,7 @@ def test_a_small_region_is_the_whole_volume_result_without_workers(tmp_path):
     # nor a job process: a region this small is segmented in the command's own process
     assert python_processes(result.stderr) == 1
     # which looks at no other process: psutil's import (20 to 30 ms) is not paid
-    assert "psutil" not in imported_modules(result.stderr)
+    assert "psutil" not in imported(result.stderr)
     assert not (work_dir_for(output) / fatal.LOG_FILE).exists()
     assert zarr.open_group(str(output)).attrs["mutex_watershed_complete"] is True
 
