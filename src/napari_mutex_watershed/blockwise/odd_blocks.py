@@ -125,13 +125,15 @@ class OddBlocks(FragmentBlocks):
         mine = owner == index
         mine[in_core] = True
         # consecutive ids 1..n over the core and the bands (kernel label 0 is background), and
-        # the table from kernel label (at most raw.size) to id for the joins below
+        # the table from kernel label (at most raw.size) to id for the joins below; uint32,
+        # as raw.size is (plan_run refuses larger blocks): half the bytes of int64 to write
+        # here and to read in every pass below (20 to 30 ms a block at 256^3)
         values = raw[mine]
         numbered = finalize(values)
         n_fragments = int(numbered.max(initial=0))
-        table = np.zeros(raw.size + 1, np.int64)
+        table = np.zeros(raw.size + 1, np.uint32)
         table[values] = numbered
-        local = np.zeros(raw.shape, np.int64)
+        local = np.zeros(raw.shape, np.uint32)
         local[mine] = numbered
         user_seeds = seed_record(numbered, values, seed_of, n_fragments, None if seed_of is None
                                  else block.kernel_seeds[in_core])
