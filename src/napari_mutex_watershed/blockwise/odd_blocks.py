@@ -126,8 +126,8 @@ class OddBlocks(FragmentBlocks):
         mine[in_core] = True
         # consecutive ids 1..n over the core and the bands (kernel label 0 is background), and
         # the table from kernel label (at most raw.size) to id for the joins below; uint32,
-        # as raw.size is (plan_run refuses larger blocks): half the bytes of int64 to write
-        # here and to read in every pass below (20 to 30 ms a block at 256^3)
+        # as raw.size is (plan_run refuses larger boxes): every pass below reads half the
+        # bytes of int64 (about 20 ms an odd block at 256^3, docs/blockwise.md)
         values = raw[mine]
         numbered = finalize(values)
         n_fragments = int(numbered.max(initial=0))
