@@ -1,8 +1,12 @@
 """Separations a block made deep inside it, how strongly they repel, and how the stitch
 weighs them against the joins."""
 
-import numpy as np
+import itertools
 
+import numpy as np
+import pytest
+
+from napari_mutex_watershed.blockwise import separations as separations_module
 from napari_mutex_watershed.blockwise.even_blocks import SEPARATION_MARGIN
 from napari_mutex_watershed.blockwise.separations import face_fragments, separations
 from napari_mutex_watershed.blockwise.stitch import (
@@ -63,6 +67,47 @@ def test_pairs_touch_and_every_offset_adds_to_their_strength():
     assert flipped[0].tolist() == found.tolist() and flipped[1].tolist() == [5.0, 6.0]
     long_only = separations(local, weights[1:], [(0, 5)], alone, 0)
     assert long_only[0].tolist() == found.tolist() and long_only[1].tolist() == [4.0, 5.0]
+
+
+def brute_force_separations(local, weights, offsets, margin, wanted):
+    """Edge by edge in Python: the pairs of wanted fragments a unit step joins, and minus
+    the summed weight of every offset's edges between them (0 where that attracts)."""
+    trusted = tuple(slice(margin, n - margin) for n in local.shape)
+    labels = local[trusted]
+    touching, summed = set(), {}
+    for p in itertools.product(*map(range, labels.shape)):
+        for channel, offset in enumerate(offsets):
+            q = tuple(a + o for a, o in zip(p, offset))
+            if not all(0 <= a < n for a, n in zip(q, labels.shape)):
+                continue
+            a, b = int(labels[p]), int(labels[q])
+            if a == b or not (a and b and wanted[a] and wanted[b]):
+                continue
+            pair = (min(a, b), max(a, b))
+            summed[pair] = summed.get(pair, 0.0) + weights[channel][trusted][p]
+            if sum(map(abs, offset)) == 1:
+                touching.add(pair)
+    ordered = sorted(touching)
+    return ordered, [max(-summed[pair], 0.0) for pair in ordered]
+
+
+@pytest.mark.parametrize("table_entries", [separations_module.PAIR_TABLE_ENTRIES, 0],
+                         ids=["table by ranks", "sorted keys"])
+def test_strength_is_every_edge_between_the_pair_either_way_it_is_looked_up(
+        monkeypatch, table_entries):
+    monkeypatch.setattr(separations_module, "PAIR_TABLE_ENTRIES", table_entries)
+    rng = np.random.default_rng(3)
+    # fragments of 2 x 3 x 3 voxels, numbered at random, some unwanted, some background
+    local = np.kron(rng.integers(0, 40, (7, 5, 5)), np.ones((2, 3, 3), np.int64))
+    local = local.astype(np.uint32)
+    wanted = rng.random(40) < 0.8
+    offsets = [(-1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, -4, 2)]
+    weights = rng.normal(-0.2, 1.0, (len(offsets),) + local.shape)
+    inner = ((True, True),) * 3
+    found, strength = separations(local, weights, offsets, inner, 2, wanted)
+    expected, expected_strength = brute_force_separations(local, weights, offsets, 2, wanted)
+    assert [tuple(p) for p in found.T.tolist()] == expected and len(expected) > 20
+    assert np.allclose(strength, expected_strength) and (strength > 0).sum() > 5
 
 
 def test_only_pairs_of_fragments_at_a_face_are_kept():

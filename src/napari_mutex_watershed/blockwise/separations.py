@@ -12,6 +12,10 @@ import numpy as np
 
 from ..engine import edge_slices
 
+#: Largest table of pair positions, indexed by the two fragments' ranks among those in a
+#: pair (``_pair_positions``): 16 MB of int32, 2048 such fragments; more take the sorted keys.
+PAIR_TABLE_ENTRIES = 2**22
+
 
 def trusted_region(shape, inner_faces, margin):
     """Slices of the part of a block at least ``margin`` voxels from every face it shares with
@@ -38,8 +42,8 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
     whether there is a block (below, above). A block may keep apart two fragments the
     affinities join, because of seeds or because it could not see the path around that the
     whole volume has; the strength keeps such a separation from outweighing the joins that
-    put the two together elsewhere. One pass over the edges of each offset serves both: the
-    offsets that are unit steps give the touching pairs.
+    put the two together elsewhere. The unit steps give the touching pairs; then one pass
+    over the edges of each offset sums their strength.
     """
     trusted = trusted_region(local.shape, inner_faces, margin)
     if trusted is None:
@@ -48,53 +52,69 @@ def separations(local: np.ndarray, weights, offsets, inner_faces, margin: int, w
     n_labels = int(labels.max(initial=0)) + 1
     allowed = np.ones(n_labels, bool) if wanted is None else wanted[:n_labels].copy()
     allowed[0] = False
-    allowed = allowed[labels]
-    unit_channel = {axis: c for c, axis in enumerate(map(_unit_axis, offsets))
-                    if axis is not None}
-    crossing = {}  # unit-step channel -> what _edges_among found for it
+    allowed = allowed.take(labels)
     touching = [np.zeros(0, np.uint64)]
     for axis in range(local.ndim):
-        channel = unit_channel.get(axis)
-        step = tuple(int(d == axis) for d in range(local.ndim)) if channel is None \
-            else offsets[channel]
-        edges = _edges_among(labels, step, allowed)
-        touching.append(edges[0])
-        if channel is not None:
-            crossing[channel] = edges
+        step = tuple(int(d == axis) for d in range(local.ndim))
+        touching.append(_edges_among(labels, *edge_slices(step, labels.shape), allowed)[0])
     wanted_keys = np.unique(np.concatenate(touching))
     pairs = np.stack([wanted_keys >> np.uint64(32),
                       wanted_keys & np.uint64(0xFFFFFFFF)]).astype(np.uint32)
     total = np.zeros(len(wanted_keys))
     if not len(wanted_keys):
         return pairs, total
-    # the other offsets' edges matter only between fragments of a separated pair
-    in_pair = np.zeros(n_labels, bool)
-    in_pair[pairs.ravel()] = True
-    in_pair[0] = False
-    in_pair = in_pair[labels]
+    positions = _pair_positions(labels, pairs, wanted_keys, n_labels)
     for channel, offset in enumerate(offsets):
-        keys, source, between = crossing.get(channel) or _edges_among(labels, offset, in_pair)
-        # edges of the separated pairs only: a lookup in the sorted keys
-        at = np.minimum(np.searchsorted(wanted_keys, keys), len(wanted_keys) - 1)
-        hit = wanted_keys[at] == keys
-        total += np.bincount(at[hit], weights[channel][trusted][source][between][hit],
+        source, target = edge_slices(offset, labels.shape)
+        at, edges = positions(source, target)
+        total += np.bincount(at, weights[channel][trusted][source][edges],
                              minlength=len(wanted_keys))
     return pairs, np.maximum(-total, 0.0)
 
 
-def _edges_among(labels, offset, allowed_voxel):
-    """Keys of the edges of ``offset`` between two different labels whose voxels are both
-    ``allowed_voxel``; the slices of the edges' sources and the mask of those edges there."""
-    source, target = edge_slices(offset, labels.shape)
+def _pair_positions(labels, pairs, wanted_keys, n_labels):
+    """A function of an offset's (source, target) slices: the position among ``pairs`` of
+    each edge between the two fragments of a pair, and the mask of those edges over the
+    source. Fragments in a pair are few (hundreds in a block at 256^3, covering most of its
+    voxels): a table by their ranks answers with one lookup per edge, a third faster than
+    a search in the sorted keys, which serves when the table would be too large."""
+    members = np.unique(pairs)
+    width = len(members) + 1  # rank 0: in no pair
+    rank = np.zeros(n_labels, np.int32)
+    rank[members] = np.arange(1, width, dtype=np.int32)
+    ranks = rank.take(labels)
+    if width * width <= PAIR_TABLE_ENTRIES:
+        table = np.full(width * width, -1, np.int32)
+        low, high = rank[pairs[0]], rank[pairs[1]]
+        table[low * width + high] = table[high * width + low] = np.arange(len(pairs[0]))
+        rows = ranks * np.int32(width)
+
+        def by_table(source, target):
+            at = table.take(rows[source] + ranks[target])
+            edges = at >= 0
+            return at[edges], edges
+
+        return by_table
+
+    in_pair = ranks > 0
+
+    def by_keys(source, target):
+        keys, between = _edges_among(labels, source, target, in_pair)
+        at = np.minimum(np.searchsorted(wanted_keys, keys), len(wanted_keys) - 1)
+        hit = wanted_keys[at] == keys
+        between[between] = hit
+        return at[hit], between
+
+    return by_keys
+
+
+def _edges_among(labels, source, target, allowed_voxel):
+    """Keys of the edges from ``source`` to ``target`` (an offset's slices) between two
+    different labels whose voxels are both ``allowed_voxel``, and the mask of those edges
+    over the source."""
     a, b = labels[source], labels[target]
     between = (a != b) & allowed_voxel[source] & allowed_voxel[target]
-    return pair_keys(a[between], b[between]), source, between
-
-
-def _unit_axis(offset) -> int | None:
-    """The axis of a unit step (either direction), None for any other offset."""
-    nonzero = [axis for axis, o in enumerate(offset) if o]
-    return nonzero[0] if len(nonzero) == 1 and abs(offset[nonzero[0]]) == 1 else None
+    return pair_keys(a[between], b[between]), between
 
 
 def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:

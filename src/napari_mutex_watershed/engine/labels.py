@@ -50,7 +50,7 @@ def finalize(
     lut = np.cumsum(keep, dtype=np.int64)
     dtype = smallest_label_dtype(int(lut[-1]) if lut.size else 0)
     lut = np.where(keep, lut, 0).astype(dtype)
-    return lut[raw]
+    return lut.take(raw)  # half the time of lut[raw] on a block's labels
 
 
 def _finalize_seeded(raw, min_size, threshold, nn_mean, seeds) -> np.ndarray:
