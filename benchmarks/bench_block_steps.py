@@ -55,9 +55,6 @@ def child(crop: str, kernels: Path, passes: int) -> None:
     import importlib
 
     from napari_mutex_watershed.blockwise import even_blocks, odd_blocks
-    from napari_mutex_watershed.blockwise.claims import BlockClaims
-    from napari_mutex_watershed.blockwise.launch import plan_run
-    from napari_mutex_watershed.blockwise.plan import PLAN_FILE
 
     spent: dict[str, float] = {}
 
@@ -93,13 +90,26 @@ def child(crop: str, kernels: Path, passes: int) -> None:
 
     even_blocks.run_kernel = replayed(even_blocks.run_kernel)
     odd_blocks.run_kernel = replayed(odd_blocks.run_kernel)
-    work = Path(tempfile.mkdtemp(prefix="bench_block_steps_"))
+    with tempfile.TemporaryDirectory(prefix="bench_block_steps_") as folder:
+        blocks = passes_over_blocks(Path(folder), crop, passes, spent, replaying)
+    print(json.dumps({"blocks": blocks, "seconds": spent}))
+
+
+def passes_over_blocks(work: Path, crop: str, passes: int, spent: dict, replaying: dict) -> dict:
+    """Compute every block of the crop ``passes`` + 1 times, timing all but the first pass
+    into ``spent``; the number of even and odd blocks timed."""
+    from napari_mutex_watershed.blockwise.claims import BlockClaims
+    from napari_mutex_watershed.blockwise.even_blocks import EvenBlocks
+    from napari_mutex_watershed.blockwise.launch import plan_run
+    from napari_mutex_watershed.blockwise.odd_blocks import OddBlocks
+    from napari_mutex_watershed.blockwise.plan import PLAN_FILE
+
     path, parameters = write_crop(work, "crop", crop_labels(crop, 256), noise_seed=1)
     blocks = {"even": 0, "odd": 0}
     for number in range(passes + 1):  # pass 0 runs (or loads) the kernel: not counted
         plan = plan_run(path, work / f"pass{number}.zarr/labels", parameters)
         plan_path = str(Path(plan.work_dir) / PLAN_FILE)
-        steps = {False: even_blocks.EvenBlocks(plan_path), True: odd_blocks.OddBlocks(plan_path)}
+        steps = {False: EvenBlocks(plan_path), True: OddBlocks(plan_path)}
         for step in steps.values():
             step.open()
         if number == 1:
@@ -114,7 +124,7 @@ def child(crop: str, kernels: Path, passes: int) -> None:
                 name = f"whole {colour} block"
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
                 blocks[colour] += 1
-    print(json.dumps({"blocks": blocks, "seconds": spent}))
+    return blocks
 
 
 def run_child(crop: str, kernels: Path, passes: int, source: str | None) -> dict:

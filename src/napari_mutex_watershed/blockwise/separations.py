@@ -13,7 +13,7 @@ import numpy as np
 from ..engine import edge_slices
 
 #: Largest table of pair positions, indexed by the two fragments' ranks among those in a
-#: pair (``_pair_positions``): 16 MB of int32, 2048 such fragments; more take the sorted keys.
+#: pair (``_pair_positions``): 16 MB of int32, 2047 such fragments; more take the sorted keys.
 PAIR_TABLE_ENTRIES = 2**22
 
 
