@@ -8,6 +8,7 @@ kernel time, time outside the kernel, a timeline per step, memory and quality.
     python benchmarks/bench_blockwise.py --memory 2x        # and 512 x 256 x 256
     python benchmarks/bench_blockwise.py --seams            # and where blocks split objects
     python benchmarks/bench_blockwise.py --compare ../old/src  # and another checkout's rows
+    python benchmarks/bench_blockwise.py --chains           # and which worker ran which block
 
 Crops (y,x corners, all 256 deep) come from real neuron labels (../shared/data/
 pinky40_gt_half.npz, skipped when absent); their affinities: offsets (1,0,0) (0,1,0) (0,0,1)
@@ -44,9 +45,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import zarr
+from block_chains import BlockChains
 from tree_memory import TreeMemory
 
 from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR
+from napari_mutex_watershed.blockwise.launch import work_dir_for
+from napari_mutex_watershed.blockwise.plan import RECORDS_FOLDER
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pinky40_gt_half.npz"
 OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
@@ -306,15 +310,20 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
         for label, source in checkouts if next(TURNS) % 2 == 0 else checkouts[::-1]:
             output = work / f"{slug}-{blocks}.zarr/labels"
             env = None if source is None else {**os.environ, "PYTHONPATH": source}
-            result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
-                            str(path), str(output), "--params", str(params_file),
-                            "--workers", str(args.workers), "--progress", "json",
-                            *block_option(blocks)], args.memory is not None, env)
+            chains = BlockChains(work_dir_for(output) / RECORDS_FOLDER)
+            started = time.time()
+            with chains if args.chains else contextlib.nullcontext():
+                result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
+                                str(path), str(output), "--params", str(params_file),
+                                "--workers", str(args.workers), "--progress", "json",
+                                *block_option(blocks)], args.memory is not None, env)
             segmentation = zarr.open_array(str(output / "0"))[:]
             shape = "x".join(map(str, zarr.open_group(str(output)).attrs[BLOCK_SIZE_ATTR]))
             run = f"{blocks} blocks ({shape}), {args.workers} workers{label}"
             print_row(name, run, result, bare, args.workers, scores(truth, segmentation),
                       reference)
+            if args.chains:
+                print("\n" + chains.text(started) + "\n", flush=True)
             memory.append((name, run, result["memory"],
                            timeline(result["lines"], result["seconds"])["fragments"]))
             if args.seams and blocks != "default" and source is None:
@@ -346,6 +355,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="halo of the even blocks on the crops instead of the default")
     parser.add_argument("--keep", action="store_true", help="keep inputs and outputs")
+    parser.add_argument("--chains", action="store_true",
+                        help="after each blockwise row, which worker ran which block when "
+                        "(block_chains.py): waits between blocks and at the end")
     parser.add_argument("--compare", metavar="SRC",
                         help="also run every blockwise row with another checkout's command "
                         "(PYTHONPATH=SRC, e.g. the code before a change), rows marked (SRC)")

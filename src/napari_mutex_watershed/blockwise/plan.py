@@ -25,6 +25,8 @@ PLAN_FILE = "plan.json"
 #: not resumed (its records would not fit), it has to be overwritten.
 RECORD_FORMAT = 5
 WORK_DIR = ".mutex_watershed"  # suffix of the folder beside the output container
+#: The folder of the block records in a run's work folder.
+RECORDS_FOLDER = "blocks"
 #: The file in a step's tracking folder that marks it done by the job process itself.
 DONE_HERE = "done-here"
 
@@ -184,7 +186,7 @@ class BlockwisePlan(BaseModel):
 
     @property
     def records_dir(self) -> Path:
-        return Path(self.work_dir) / "blocks"
+        return Path(self.work_dir) / RECORDS_FOLDER
 
     @property
     def tracking_dir(self) -> Path:
