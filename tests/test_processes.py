@@ -7,6 +7,7 @@ The helper modules are written to a temporary folder and run with ``python -m`` 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,6 +185,21 @@ def test_start_module_runs_by_module_name(modules, tmp_path):
     name, main, own_group, nice, unbuffered = out.stdout.split()
     assert (name, main, own_group, unbuffered) == ("whoami", "__main__", "True", "1")
     assert int(nice) == 3
+
+
+@pytest.mark.skipif(shutil.which("nice") is None, reason="no nice command")
+def test_a_child_is_started_at_its_niceness_not_lowered_after():
+    """Lowered from the parent after the start, a child's first steps (and anything it
+    starts then) would run at the parent's niceness: ``nice`` starts it lowered."""
+    current = os.nice(0)
+    command = processes.nice_command(current + 3)
+    assert command[0] == shutil.which("nice") and command[1:] == ["-n", "3"]
+    assert processes.nice_command(current) == []  # nothing to lower
+    assert processes.nice_command(0) == []
+    out = subprocess.run(
+        [*command, sys.executable, "-c", "import os; print(os.nice(0))"],
+        capture_output=True, text=True, timeout=patience(30))
+    assert int(out.stdout) == current + 3
 
 
 def test_lower_priority_raises_niceness(modules, tmp_path, started):

@@ -38,30 +38,48 @@ def own_group() -> dict:
 
 def start_module(module: str, args=(), *, niceness: int = 0, group: bool = False,
                  env: dict | None = None, **popen) -> subprocess.Popen:
-    """``python -m module args...`` as a child.
+    """``python -m module args...`` as a child, at ``niceness`` at least from its start.
 
     Started by module name, never by re-importing the caller's ``__main__`` (as
     multiprocessing's spawn does), so a script without a main guard can start one.
     """
+    nice = nice_command(niceness)
     process = subprocess.Popen(
-        [sys.executable, "-m", module, *map(str, args)],
+        [*(nice or ()), sys.executable, "-m", module, *map(str, args)],
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         **(own_group() if group else {}),
         **popen,
     )
-    if niceness:
-        lower_priority(process.pid, niceness)
+    if niceness:  # its disk priority; and its niceness where ``nice`` could not set it
+        lower_priority(process.pid, niceness, cpu=nice is None)
     return process
 
 
-def lower_priority(pid: int | None = None, niceness: int = 10) -> None:
-    """Let the caller (a UI) win the CPU and the disk; children inherit it. ``None``: this
-    process. Silently does nothing where it is not allowed."""
+def nice_command(niceness: int) -> list[str] | None:
+    """``nice -n N``, which runs a command at ``niceness`` from its first instruction, so
+    whatever it starts early inherits it (set from here after the start, it would come
+    after the child's first steps); empty when this process is at ``niceness`` or more
+    already; None where there is no ``nice``."""
+    import shutil
+
+    if not niceness:
+        return []
+    found = shutil.which("nice") if hasattr(os, "nice") else None
+    if found is None:
+        return None
+    more = niceness - os.nice(0)
+    return [found, "-n", str(more)] if more > 0 else []
+
+
+def lower_priority(pid: int | None = None, niceness: int = 10, *, cpu: bool = True) -> None:
+    """Let the caller (a UI) win the CPU (unless not ``cpu``) and the disk; children inherit
+    it. ``None``: this process. Silently does nothing where it is not allowed."""
     import psutil
 
     try:
         process = psutil.Process(pid)
-        process.nice(max(process.nice(), niceness) if pid is None else niceness)
+        if cpu:
+            process.nice(max(process.nice(), niceness) if pid is None else niceness)
         if hasattr(psutil, "IOPRIO_CLASS_BE"):  # Linux: disk reads queue behind the UI's
             process.ionice(psutil.IOPRIO_CLASS_BE, value=7)
     except (psutil.Error, OSError, ValueError):
