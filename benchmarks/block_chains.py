@@ -13,39 +13,26 @@ two blocks (a step whose ready blocks ran out) or at the end (the last block's w
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from tree_memory import Sampler
 
-#: Seconds between two looks at the records' folder.
-INTERVAL = 0.02
 #: A block starting this much before another worker's block ends still follows it.
 SLACK = 0.005
 
 
-class BlockChains:
+class BlockChains(Sampler):
+    #: Seconds between two looks at the records' folder.
+    interval = 0.02
+
     def __init__(self, records_dir: Path):
+        super().__init__()
         self.records_dir = Path(records_dir)
         self.blocks: dict[int, tuple[float, float, float]] = {}  # start, seconds, kernel s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self._read()
-            time.sleep(INTERVAL)
-
-    def _read(self) -> None:
+    def sample(self) -> None:
+        """Read the records that appeared since the last look."""
         if not self.records_dir.is_dir():
             return
         for path in self.records_dir.glob("*.npz"):

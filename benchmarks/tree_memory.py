@@ -52,24 +52,13 @@ def worker_step(process: psutil.Process) -> str:
     return "?"
 
 
-class TreeMemory:
-    """Peaks per role (of one process, of the role's processes at once, how many were alive
-    at once) and of the whole tree, sampled every ``INTERVAL`` s in a thread. PSS and USS
-    (``full``) read each process's page map: tens of ms of CPU per sample for a tree of
-    1 GB workers, which slows what is measured; without them only RSS is sampled."""
+class Sampler:
+    """Calls ``sample()`` every ``interval`` seconds, in a thread, while a ``with`` block
+    runs."""
 
-    def __init__(self, pid: int, full: bool = True):
-        self.root = psutil.Process(pid)
-        self.full = full
-        self.kinds = KINDS if full else ("rss",)
-        self.roles: dict[int, str] = {}
-        self.one = defaultdict(lambda: dict.fromkeys(KINDS, 0))
-        self.together = defaultdict(lambda: dict.fromkeys(KINDS, 0))
-        self.alive = defaultdict(int)
-        self.tree = dict.fromkeys(KINDS, 0)
-        #: role: (processes, PSS) when the tree's PSS peaked
-        self.at_peak: dict[str, tuple[int, int]] = {}
-        self.samples = 0
+    interval = INTERVAL
+
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -84,7 +73,31 @@ class TreeMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.sample()
-            time.sleep(INTERVAL)
+            time.sleep(self.interval)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+
+class TreeMemory(Sampler):
+    """Peaks per role (of one process, of the role's processes at once, how many were alive
+    at once) and of the whole tree, sampled every ``INTERVAL`` s in a thread. PSS and USS
+    (``full``) read each process's page map: tens of ms of CPU per sample for a tree of
+    1 GB workers, which slows what is measured; without them only RSS is sampled."""
+
+    def __init__(self, pid: int, full: bool = True):
+        super().__init__()
+        self.root = psutil.Process(pid)
+        self.full = full
+        self.kinds = KINDS if full else ("rss",)
+        self.roles: dict[int, str] = {}
+        self.one = defaultdict(lambda: dict.fromkeys(KINDS, 0))
+        self.together = defaultdict(lambda: dict.fromkeys(KINDS, 0))
+        self.alive = defaultdict(int)
+        self.tree = dict.fromkeys(KINDS, 0)
+        #: role: (processes, PSS) when the tree's PSS peaked
+        self.at_peak: dict[str, tuple[int, int]] = {}
+        self.samples = 0
 
     def sample(self) -> None:
         try:
