@@ -5,8 +5,9 @@
 
 Every even and odd block of a 256^3 crop of the shared neuron labels (bench_blockwise's
 affinities; skipped when ../shared/data is absent) is computed by the real steps in one
-process, at the default block size. The kernel runs once, in a first pass whose labels are
-kept on disk; every later pass hands each block those labels at once, so what is timed is
+process, at the default block size. The kernel runs once, in a first pass of this checkout
+whose labels are kept on disk; every later pass, of either checkout, hands each block those
+labels at once (so the two must give the kernel the same input), and what is timed is
 the rest of the block: the read, the weights, the labels, the separations, the seeds, the
 records. Each part is timed around the function that does it, where the checkout has one;
 a whole block's time holds the load of its stored labels too (a few ms).
@@ -181,6 +182,8 @@ def main() -> None:
     for name in names:
         ours = [r[name] for r in rounds[""] if name in r]
         theirs = [r[name] for r in rounds["SRC"] if name in r]
+        if not ours and not theirs:
+            continue
         if not ours or not theirs:
             print(f"| {name} | {1e3 * statistics.median(ours):.1f} | - | - | - |" if ours
                   else f"| {name} | - | {1e3 * statistics.median(theirs):.1f} | - | - |")
