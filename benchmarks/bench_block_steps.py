@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_blockwise import DATA, crop_labels, write_bytecode, write_crop
+from bench_odd_order import open_block_steps
 
 #: The parts timed: (module, function, the part's name). A checkout without one skips it.
 PARTS = [
@@ -99,23 +100,14 @@ def child(crop: str, kernels: Path, passes: int) -> None:
 def passes_over_blocks(work: Path, crop: str, passes: int, spent: dict, replaying: dict) -> dict:
     """Compute every block of the crop ``passes`` + 1 times, timing all but the first pass
     into ``spent``; the number of even and odd blocks timed."""
-    from napari_mutex_watershed.blockwise.claims import BlockClaims
-    from napari_mutex_watershed.blockwise.even_blocks import EvenBlocks
-    from napari_mutex_watershed.blockwise.launch import plan_run
-    from napari_mutex_watershed.blockwise.odd_blocks import OddBlocks
-    from napari_mutex_watershed.blockwise.plan import PLAN_FILE
-
     path, parameters = write_crop(work, "crop", crop_labels(crop, 256), noise_seed=1)
     blocks = {"even": 0, "odd": 0}
     for number in range(passes + 1):  # pass 0 runs (or loads) the kernel: not counted
-        plan = plan_run(path, work / f"pass{number}.zarr/labels", parameters)
-        plan_path = str(Path(plan.work_dir) / PLAN_FILE)
-        steps = {False: EvenBlocks(plan_path), True: OddBlocks(plan_path)}
-        for step in steps.values():
-            step.open()
+        plan, claims, steps = open_block_steps(path, work / f"pass{number}.zarr/labels",
+                                               parameters)
         if number == 1:
             spent.clear()
-        for position in BlockClaims(plan).order:
+        for position in claims.order:
             odd = plan.is_odd(position)
             replaying["block"] = ("odd_" if odd else "even_") + "_".join(map(str, position))
             started = time.perf_counter()

@@ -49,8 +49,6 @@ from block_chains import BlockChains
 from tree_memory import TreeMemory
 
 from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR
-from napari_mutex_watershed.blockwise.launch import work_dir_for
-from napari_mutex_watershed.blockwise.plan import RECORDS_FOLDER
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pinky40_gt_half.npz"
 OFFSETS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 0, 0), (0, 9, 0), (0, 0, 9)]
@@ -310,9 +308,9 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
         for label, source in checkouts if next(TURNS) % 2 == 0 else checkouts[::-1]:
             output = work / f"{slug}-{blocks}.zarr/labels"
             env = None if source is None else {**os.environ, "PYTHONPATH": source}
-            chains = BlockChains(work_dir_for(output) / RECORDS_FOLDER)
+            chains = BlockChains.of_output(output) if args.chains else None
             started = time.time()
-            with chains if args.chains else contextlib.nullcontext():
+            with chains or contextlib.nullcontext():
                 result = watch([sys.executable, "-m", "napari_mutex_watershed.cli", "segment",
                                 str(path), str(output), "--params", str(params_file),
                                 "--workers", str(args.workers), "--progress", "json",
@@ -322,7 +320,7 @@ def bench_input(args, work: Path, name: str, path, parameters, truth, memory: li
             run = f"{blocks} blocks ({shape}), {args.workers} workers{label}"
             print_row(name, run, result, bare, args.workers, scores(truth, segmentation),
                       reference)
-            if args.chains:
+            if chains:
                 print("\n" + chains.text(started) + "\n", flush=True)
             memory.append((name, run, result["memory"],
                            timeline(result["lines"], result["seconds"])["fragments"]))

@@ -47,24 +47,31 @@ from bench_blockwise import CROPS, DATA, crop_labels, write_crop
 WORKERS = 2
 
 
-def compute_blocks(work: Path, corner: str, biases) -> tuple:
-    """Run every block of the crop in this process; the plan and the claims over it."""
+def open_block_steps(path, output, parameters) -> tuple:
+    """A plan of ``path`` into ``output``, its claims (whose order takes the even blocks
+    first) and its steps opened in this process, {False: even, True: odd}: what computes
+    every block of a run here, ``steps[plan.is_odd(p)].compute(p)`` for p in the order."""
     from napari_mutex_watershed.blockwise.claims import BlockClaims
     from napari_mutex_watershed.blockwise.even_blocks import EvenBlocks
     from napari_mutex_watershed.blockwise.launch import plan_run
     from napari_mutex_watershed.blockwise.odd_blocks import OddBlocks
     from napari_mutex_watershed.blockwise.plan import PLAN_FILE
 
-    slug = f"{corner.replace(',', '_')}_{biases[0]}_{biases[1]}"
-    path, parameters = write_crop(work, slug, crop_labels(corner, 256), noise_seed=1)
-    parameters = parameters.model_copy(update={"bias_short": biases[0], "bias_long": biases[1]})
-    plan = plan_run(path, work / f"{slug}-out.zarr/labels", parameters)
+    plan = plan_run(path, output, parameters)
     plan_path = str(Path(plan.work_dir) / PLAN_FILE)
     steps = {False: EvenBlocks(plan_path), True: OddBlocks(plan_path)}
     for step in steps.values():
         step.open()
-    claims = BlockClaims(plan)
-    for position in claims.order:  # the even blocks first
+    return plan, BlockClaims(plan), steps
+
+
+def compute_blocks(work: Path, corner: str, biases) -> tuple:
+    """Run every block of the crop in this process; the plan and the claims over it."""
+    slug = f"{corner.replace(',', '_')}_{biases[0]}_{biases[1]}"
+    path, parameters = write_crop(work, slug, crop_labels(corner, 256), noise_seed=1)
+    parameters = parameters.model_copy(update={"bias_short": biases[0], "bias_long": biases[1]})
+    plan, claims, steps = open_block_steps(path, work / f"{slug}-out.zarr/labels", parameters)
+    for position in claims.order:
         steps[plan.is_odd(position)].compute(position)
     return plan, claims, steps[True]
 

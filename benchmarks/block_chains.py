@@ -6,7 +6,7 @@ they appear. The blocks are then chained into workers: each block goes to the wo
 last block ended closest before it started. The chains show where workers waited: between
 two blocks (a step whose ready blocks ran out) or at the end (the last block's wait).
 
-    with BlockChains(records_dir) as chains:
+    with BlockChains.of_output(output) as chains:
         ...run...
     print(chains.text(started))   # started: the run's start (time.time())
 """
@@ -30,6 +30,15 @@ class BlockChains(Sampler):
         super().__init__()
         self.records_dir = Path(records_dir)
         self.blocks: dict[int, tuple[float, float, float]] = {}  # start, seconds, kernel s
+
+    @classmethod
+    def of_output(cls, output) -> BlockChains:
+        """The chains of the run writing ``output`` (imported here: a module that imports
+        this one can also run in an older checkout's processes, ``--compare``)."""
+        from napari_mutex_watershed.blockwise.launch import work_dir_for
+        from napari_mutex_watershed.blockwise.plan import RECORDS_FOLDER
+
+        return cls(work_dir_for(output) / RECORDS_FOLDER)
 
     def sample(self) -> None:
         """Read the records that appeared since the last look."""
