@@ -63,3 +63,24 @@ def segmented_3d(sample_3d, params_3d):
     labels.flags.writeable = False
     return labels
 
+
+
+@pytest.fixture
+def zarr_round_trips(monkeypatch):
+    """Counts zarr's round trips through its event loop thread (``zarr.core.sync.sync``, about
+    1 ms each): a list with one entry per call, wherever zarr's modules call it from."""
+    import sys
+
+    import zarr.core.sync
+
+    calls = []
+    original = zarr.core.sync.sync
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "zarr" and getattr(module, "sync", None) is original:
+            monkeypatch.setattr(module, "sync", counted)
+    return calls

@@ -11,15 +11,7 @@ from pathlib import Path
 
 from .attributes import OUR_ATTRIBUTE_PREFIX
 from .errors import UnsafeOutputError
-
-
-def _attributes(path: Path) -> dict:
-    import zarr
-
-    try:
-        return dict(zarr.open(str(path), mode="r").attrs)
-    except Exception:  # not a zarr node (a plain folder, a file, a broken store)
-        return {}
+from .storage.paths import zarr_node
 
 
 def is_ours(path: str | Path) -> bool:
@@ -27,7 +19,7 @@ def is_ours(path: str | Path) -> bool:
     is)? Read from its zarr attributes; anything unreadable is not ours."""
     path = Path(path)
     for node in (path, path / "0"):
-        attributes = _attributes(node)
+        _, attributes = zarr_node(node)  # {} if not a zarr node, or a broken one
         if any(str(k).startswith(OUR_ATTRIBUTE_PREFIX) for k in attributes):
             return True
     return False

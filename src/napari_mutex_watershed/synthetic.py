@@ -106,12 +106,11 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
                  dtype=np.float32, overwrite: bool = False) -> dict:
     """Write sample affinities and their ground truth into ``container``; return paths and
     what was written. ``overwrite`` replaces only an earlier sample (marked as ours)."""
-    import zarr
-
     from .attributes import SAMPLE_ATTR
     from .errors import InvalidInputError
     from .safety import check_output_location
     from .storage import write_affinities, write_labels
+    from .storage.paths import update_attributes
 
     if len(shape) not in (2, 3):
         raise InvalidInputError("a sample has 2 or 3 axes")
@@ -127,6 +126,6 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
         "ground_truth": write_labels(targets["ground_truth"], labels, overwrite=overwrite,
                                      attributes={SAMPLE_ATTR: True}),
     }
-    zarr.open_array(str(paths["affinities"]), mode="r+").attrs[SAMPLE_ATTR] = True
+    update_attributes(paths["affinities"], {SAMPLE_ATTR: True})
     return {**paths, "shape": affinities.shape, "offsets": offsets,
             "objects": int(labels.max())}

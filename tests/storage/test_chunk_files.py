@@ -10,7 +10,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdCodec
 
 from napari_mutex_watershed.storage import open_block_source, write_affinities
-from napari_mutex_watershed.storage.chunk_files import ChunkFiles
+from napari_mutex_watershed.storage.chunk_files import ChunkFiles, open_local_array
 
 SHAPE, CHUNKS = (3, 21, 34, 40), (3, 8, 16, 16)
 REGIONS = [
@@ -192,3 +192,32 @@ def test_writes_zarr_must_make_go_to_zarr(tmp_path):
         files[:, 20:] = 4
         expected[:, 20:] = 4
         np.testing.assert_array_equal(array[...], expected)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_opens_what_zarr_opens_without_its_event_loop(tmp_path, layout, zarr_round_trips):
+    """``open_local_array`` reads the metadata itself; the array is zarr's, as zarr opens it."""
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint16",
+                              attributes={"offsets": [[1, 0, 0]]}, **LAYOUTS[layout])
+    array[...] = values("uint16")
+    zarr_round_trips.clear()
+    opened = open_local_array(tmp_path / "a.zarr")
+    assert not zarr_round_trips
+    assert opened.metadata == zarr.open_array(tmp_path / "a.zarr", mode="r").metadata
+    assert opened.attrs["offsets"] == [[1, 0, 0]] and opened.read_only
+    np.testing.assert_array_equal(opened[...], values("uint16"))
+    with pytest.raises(Exception):
+        opened[0, 0, 0, 0] = 7
+    writable = open_local_array(tmp_path / "a.zarr", "r+")
+    writable[0, 0, 0, 0] = 7
+    assert zarr.open_array(tmp_path / "a.zarr", mode="r")[0, 0, 0, 0] == 7
+
+
+def test_what_it_cannot_open_zarr_opens_or_refuses(tmp_path):
+    zarr.create_group(tmp_path / "g.zarr")
+    for path in (tmp_path / "g.zarr", tmp_path / "absent.zarr"):
+        with pytest.raises(Exception) as ours:
+            open_local_array(path)
+        with pytest.raises(Exception) as zarrs:
+            zarr.open_array(path, mode="r")
+        assert type(ours.value) is type(zarrs.value)

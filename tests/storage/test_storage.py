@@ -23,6 +23,7 @@ from napari_mutex_watershed.storage import (
     write_affinities,
     write_labels,
 )
+from napari_mutex_watershed.storage.paths import update_attributes, write_group
 from napari_mutex_watershed.synthetic import sample_volume
 
 
@@ -178,3 +179,30 @@ def test_unreadable_store_is_a_clear_error(tmp_path):
     (bogus / "zarr.json").write_text("{not json")
     with pytest.raises(InvalidInputError, match="cannot open"):
         open_affinities(bogus)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_groups_and_attributes_written_here_are_zarr_s(tmp_path, zarr_format):
+    """Groups and attribute updates go to the JSON directly (no zarr round trip): zarr, and
+    so every reader built on it, sees what zarr would have written."""
+    write_group(tmp_path / "c.zarr", zarr_format)
+    write_group(tmp_path / "c.zarr" / "seg", zarr_format, {"name": "seg", "n": [1, 2]})
+    array = zarr.create_array(tmp_path / "c.zarr" / "seg" / "a", shape=(4,), dtype="uint8",
+                              zarr_format=zarr_format, attributes={"kept": 1})
+    update_attributes(tmp_path / "c.zarr" / "seg", {"n": [3], "added": True})
+    update_attributes(array.store_path.store.root / array.path, {"added": "yes"})
+    root = zarr.open_group(tmp_path / "c.zarr", mode="r", zarr_format=zarr_format)
+    assert root.metadata.zarr_format == zarr_format and dict(root.attrs) == {}
+    assert dict(root["seg"].attrs) == {"name": "seg", "n": [3], "added": True}
+    assert dict(root["seg/a"].attrs) == {"kept": 1, "added": "yes"}
+    assert not list((tmp_path / "c.zarr").rglob("*.partial"))
+    with pytest.raises(FileNotFoundError):
+        update_attributes(tmp_path / "c.zarr" / "absent", {"n": 1})
+
+
+def test_an_output_inside_an_array_is_one_line_and_keeps_it(tmp_path, stored):
+    """zarr's own error here was an 'unexpected ContainsArrayError' with a traceback."""
+    inside = Path(stored) / "labels"
+    with pytest.raises(InvalidInputError, match=r"is a zarr array: an output cannot go inside"):
+        write_labels(inside, np.ones((2, 2, 2), np.uint32))
+    assert not inside.exists() and open_affinities(stored).shape == (6, 12, 20, 24)

@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 import daisy
-import zarr
 
-from ..attributes import COMPLETE_ATTR
 from ..errors import BlockwiseError, MutexWatershedError
 from ..freed_memory import workers_keep_freed_memory
 from ..processes import exit_at_once, stop_descendants
-from ..storage.levels import mark_complete
+from ..storage.chunk_files import open_local_array
+from ..storage.levels import is_marked_complete, mark_complete
 from . import fatal
 from .disk import no_space, no_space_error, remove_temporaries
 from .lock import note_job
@@ -107,17 +106,17 @@ def blocks_done(plan: BlockwisePlan) -> dict[str, tuple[int, int]]:
     if plan.done_here("relabel"):
         done["relabel"] = (plan.num_blocks, plan.num_blocks)
         return done
+    marker = plan.tracking_dir / "relabel" / "done"  # daisy's, once the relabel started
     try:
-        relabelled = int(zarr.open_array(str(plan.tracking_dir / "relabel" / "done"),
-                                         mode="r")[...].sum())
-    except Exception:  # no marker yet
+        relabelled = int(open_local_array(marker)[...].sum()) if marker.exists() else 0
+    except Exception:  # half written
         relabelled = 0
     done["relabel"] = (relabelled, plan.num_blocks)
     return done
 
 
 def is_complete(plan: BlockwisePlan) -> bool:
-    return bool(zarr.open_array(plan.output_path, mode="r").attrs.get(COMPLETE_ATTR))
+    return is_marked_complete(plan.output_path)
 
 
 def run_plan(plan_path: str | Path) -> dict:
@@ -126,8 +125,7 @@ def run_plan(plan_path: str | Path) -> dict:
     plan = BlockwisePlan.load(plan_path)
     started = time.time()
     reporter = ProgressReporter(plan.progress, started)
-    output = zarr.open_array(plan.output_path, mode="r+")
-    if output.attrs.get(COMPLETE_ATTR):
+    if is_complete(plan):
         reporter.emit("done", plan.num_blocks, plan.num_blocks)
         return {"skipped": True, "seconds": time.time() - started}
     remove_temporaries(Path(plan.work_dir))
@@ -136,7 +134,7 @@ def run_plan(plan_path: str | Path) -> dict:
     if plan.is_one_block:
         from .whole import run_whole
 
-        summary = run_whole(plan, output, reporter)
+        summary = run_whole(plan, reporter)
     else:
         with workers_keep_freed_memory():
             summary = _run_blocks(plan, plan_path, reporter)

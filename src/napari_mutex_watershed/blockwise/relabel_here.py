@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import zarr
 
+from ..storage.chunk_files import open_chunk_files
 from ..storage.levels import labels_levels
 from .plan import BlockwisePlan
 from .pyramid import STEP as PYRAMID
@@ -73,9 +73,9 @@ def pyramid_here(plan: BlockwisePlan, level0: np.ndarray | None, pool, reporter)
             above = None
             continue
         if above is None:
-            above = zarr.open_array(str(levels[number - 1][0]), mode="r")[...]
+            above = open_chunk_files(levels[number - 1][0])[...]
         step = window(factor, levels[number - 1][1])
-        target = zarr.open_array(str(path), mode="r+")
+        target = open_chunk_files(path, "r+")
         above = downsample_in_slabs(above, step, target.shape, pool, threads(plan))
         target[...] = above
         plan.mark_done_here(name)

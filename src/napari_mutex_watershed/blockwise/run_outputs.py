@@ -19,6 +19,7 @@ import numpy as np
 from ..attributes import COMPLETE_ATTR
 from ..errors import OutputInUseError
 from ..parameters import WatershedParameters
+from ..storage.paths import update_attributes, zarr_node
 from .block_shape import DEFAULT_BLOCK_SIZE
 from .lock import RunLock, lock_path
 
@@ -97,23 +98,16 @@ def content_hash(data, offsets, voxel_size, offset) -> str:
 
 
 def stored_hash(path: Path) -> str | None:
-    try:
-        import zarr
-
-        return zarr.open_array(str(path), mode="r").attrs.get(CONTENT_ATTR)
-    except Exception:
-        return None
+    return zarr_node(path)[1].get(CONTENT_ATTR)
 
 
 def write_input_copy(path: Path, data, offsets, voxel_size, offset, token: str) -> Path:
     """Write in-memory affinities for the job (storage.write_affinities), tagged with a hash."""
-    import zarr
-
     from ..storage import write_affinities
 
     written = write_affinities(path, np.asarray(data), offsets, voxel_size=voxel_size,
                                offset=offset, overwrite=True)
-    zarr.open_array(str(written), mode="r+").attrs[CONTENT_ATTR] = token
+    update_attributes(written, {CONTENT_ATTR: token})
     return written
 
 

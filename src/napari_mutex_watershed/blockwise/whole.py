@@ -14,20 +14,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import zarr
 
 from ..engine import segment
 from ..errors import InvalidValuesError, MutexWatershedError
 from ..storage.blocks import open_block_source
+from ..storage.chunk_files import open_chunk_files
 from .mask_seeds import Guides
 from .plan import BlockwisePlan
 from .relabel_here import pyramid_here, threads
 from .task import box, read_region
 
 
-def run_whole(plan: BlockwisePlan, output: zarr.Array, reporter) -> dict:
-    """Segment the plan's region in this process, write level 0 (``output``) and the
-    pyramid."""
+def run_whole(plan: BlockwisePlan, reporter) -> dict:
+    """Segment the plan's region in this process, write level 0 and the pyramid."""
     started = time.perf_counter()
     reporter.emit("even", 0, 1)
     region = (slice(None),) + box(plan.roi_offset,
@@ -43,6 +42,7 @@ def run_whole(plan: BlockwisePlan, output: zarr.Array, reporter) -> dict:
     except InvalidValuesError as error:  # voxels in the input's own coordinates
         raise error.at(plan.roi_offset) from None
     del affinities
+    output = open_chunk_files(plan.output_path, "r+")
     if labels.dtype != output.dtype and int(labels.max(initial=0)) > np.iinfo(output.dtype).max:
         raise MutexWatershedError(f"{int(labels.max())} segments do not fit the {output.dtype} "
                                   "output; use a larger min_size")

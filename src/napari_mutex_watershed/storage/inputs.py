@@ -248,7 +248,7 @@ def _ome_geometry(group: Path, attrs: dict, level: int):
 
 # ---------------------------------------------------------------------------- opening
 def _open_zarr(location: Path, role: str) -> Volume:
-    import zarr
+    from .chunk_files import open_local_array
 
     node, attrs = zarr_node(location)
     if node is None:
@@ -273,10 +273,10 @@ def _open_zarr(location: Path, role: str) -> Volume:
     try:
         if group is not None:
             paths = [d["path"] for d in multiscales(group_attrs)[0]["datasets"]]
-            levels = [zarr.open_array(str(group / p), mode="r") for p in paths]
+            levels = [open_local_array(group / p) for p in paths]
             data = levels[level]
         else:
-            data = zarr.open_array(str(location), mode="r")
+            data = open_local_array(location)
             levels = [data]
     except Exception as error:  # zarr raises many types for unreadable stores
         raise InvalidInputError(f"cannot open {location} as a zarr array: {error}") from None

@@ -1,16 +1,21 @@
 """The levels of OME-Zarr labels and their complete flag.
 
-Kept light (zarr and JSON only): the blockwise job and its workers import it.
+Kept light (JSON only): the blockwise job and its workers import it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import zarr
-
 from ..attributes import COMPLETE_ATTR
-from .paths import DEFAULT_OUTPUT, array_path, first_level, multiscales, zarr_node
+from .paths import (
+    DEFAULT_OUTPUT,
+    array_path,
+    first_level,
+    multiscales,
+    update_attributes,
+    zarr_node,
+)
 
 
 def labels_levels(location: str | Path) -> list[tuple[Path, tuple[int, ...]]]:
@@ -30,10 +35,15 @@ def labels_level0(path: str | Path) -> Path:
     return first_level(array_path(path, DEFAULT_OUTPUT))
 
 
+def is_marked_complete(level0: str | Path) -> bool:
+    """Whether a run set the complete flag on this level 0."""
+    return bool(zarr_node(Path(level0))[1].get(COMPLETE_ATTR))
+
+
 def mark_complete(level0: str | Path) -> None:
     """Set the complete flag on level 0 (the job checks it) and on its labels group."""
     level0 = Path(level0)
-    zarr.open_array(str(level0), mode="r+").attrs[COMPLETE_ATTR] = True
+    update_attributes(level0, {COMPLETE_ATTR: True})
     node, attrs = zarr_node(level0.parent)
     if node == "group" and multiscales(attrs):
-        zarr.open_group(str(level0.parent), mode="r+").attrs[COMPLETE_ATTR] = True
+        update_attributes(level0.parent, {COMPLETE_ATTR: True})

@@ -24,7 +24,16 @@ from ..errors import InvalidInputError, OutputExistsError
 from ..parameters import WatershedParameters
 from .inputs import Affinities
 from .levels import labels_level0
-from .paths import DEFAULT_INPUT, DEFAULT_OUTPUT, array_path, container_kind, split_path
+from .paths import (
+    DEFAULT_INPUT,
+    DEFAULT_OUTPUT,
+    array_path,
+    container_kind,
+    split_path,
+    update_attributes,
+    write_group,
+    zarr_node,
+)
 
 if TYPE_CHECKING:  # funlib.persistence imports dask, xarray and pandas: only where returned
     from funlib.persistence import Array
@@ -65,10 +74,17 @@ def output_format(path: str | Path, requested: int | None = None,
 
 def _require_groups(container: Path, dataset: str, zarr_format: int) -> None:
     """The root group and every group above ``dataset``, so readers can walk down to it."""
-    root = zarr.open_group(str(container), mode="a", zarr_format=zarr_format)
     parts = dataset.split("/")[:-1]
-    for i in range(len(parts)):
-        root.require_group("/".join(parts[: i + 1]))
+    for depth in range(len(parts) + 1):
+        group = container.joinpath(*parts[:depth])
+        node, _ = zarr_node(group)
+        if node == "array":
+            raise InvalidInputError(f"{group} is a zarr array: an output cannot go inside it; "
+                                    "write it into a group or another container")
+        if node is None:
+            if any((group / name).exists() for name in ("zarr.json", ".zgroup", ".zarray")):
+                raise InvalidInputError(f"{group}: its zarr metadata is not valid JSON")
+            write_group(group, zarr_format)
 
 
 def _remove(location: Path, overwrite: bool) -> None:
@@ -205,9 +221,7 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
     in_labels_group = parent.split("/")[-1] == "labels"
     metadata = ome_metadata(location.name, axis_names, voxel_size, offset, units, factors,
                             zarr_format, "../../" if in_labels_group else None)
-    # one write of the group's metadata (``attrs.update`` rewrites it once per key)
-    zarr.create_group(str(location), zarr_format=zarr_format, overwrite=True,
-                      attributes={**metadata, **attributes})
+    write_group(location, zarr_format, {**metadata, **attributes})
     for i, factor in enumerate(factors):
         level = level_shape(shape, factor)
         spacing = [v * f for v, f in zip(voxel_size, factor)]
@@ -221,13 +235,13 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
 
 
 def _list_label(labels_group: Path, name: str, zarr_format: int) -> None:
-    group = zarr.open_group(str(labels_group), mode="a", zarr_format=zarr_format)
+    _, attrs = zarr_node(labels_group)
     if zarr_format == 3:
-        ome = dict(group.attrs.get("ome") or {"version": "0.5"})
+        ome = dict(attrs.get("ome") or {"version": "0.5"})
         ome["labels"] = sorted(set(ome.get("labels", [])) | {name})
-        group.attrs["ome"] = ome
+        update_attributes(labels_group, {"ome": ome})
     else:
-        group.attrs["labels"] = sorted(set(group.attrs.get("labels", [])) | {name})
+        update_attributes(labels_group, {"labels": sorted(set(attrs.get("labels", [])) | {name})})
 
 
 # ---------------------------------------------------------------------------- outputs
