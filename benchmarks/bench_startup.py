@@ -10,7 +10,9 @@ most 1.2x the bare call.
 Each repeat runs, one after the other: the bare call (``segment()`` on the array in memory,
 in a process of its own, timed around the call alone: no imports, no I/O), then in the same
 process the library's run (``segment_blockwise_zarr``, as ``WatershedPostProcessor.process``
-calls it: reading, the kernel, writing the labels and their pyramid), the bare script
+calls it: reading, the kernel, writing the labels and their pyramid) and the bare
+script's read, call and write in that process (a library call's own baseline, as both
+read and write zarr), the bare script
 (the same call as a user's script would make it: a fresh Python that imports, reads the
 array, segments it and writes the labels to zarr, timed from its start to its exit, which
 skips the interpreter's teardown as the command does), the command
@@ -30,7 +32,7 @@ of reaped children) against the bare call's ``segment()`` (``time.process_time``
 start-ups overlap. ``--compare SRC`` also runs the library's call (after a bare call of its
 own) and the command of another checkout (``PYTHONPATH=SRC``, e.g. the code before a
 change). The bytecode of both is written first, as an installed copy has it
-(``bench_blockwise.write_bytecode``).
+(``bench_blockwise.write_bytecode``). ``--work DIR`` puts the inputs and outputs there.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ def reading(path: str) -> str:
             f"parameters = WatershedParameters(offsets=open_affinities({path!r}).offsets); ")
 
 
+#: What a user's script does with the input ``reading`` opened: read, segment, write.
+SCRIPT = ("source = zarr.open_array({path!r}, mode='r'); "
+          "labels = segment(source[...], parameters); "
+          "zarr.open_array({output!r}, mode='w', shape=labels.shape, dtype=labels.dtype, "
+          "chunks=source.chunks[1:])[...] = labels")
+
+
 def remove_run(output: Path) -> None:
     """An earlier run's container and the folder of its work and lock: each run starts from
     nothing."""
@@ -77,19 +86,24 @@ def remove_run(output: Path) -> None:
     shutil.rmtree(work_dir_for(output).parent, ignore_errors=True)
 
 
-def bare_call(path: str, output: Path, source: str | None = None) -> tuple[float, float, float]:
-    """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process, and
-    then, in the same process, the wall seconds of the library's run of the same input into
+def bare_call(path: str, output: Path, source: str | None = None
+              ) -> tuple[float, float, float, float]:
+    """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process; then,
+    in the same process, the wall seconds of the library's run of the same input into
     ``output`` (``segment_blockwise_zarr``, what ``WatershedPostProcessor.process`` calls;
-    ``source``: the package from there)."""
+    ``source``: the package from there) and of the same read, call and write as a script
+    makes them (``bare_script``'s, without its start-up)."""
+    script_output = output.parent.parent / "in_process.zarr"
     code = reading(path) + (
         "from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr; "
         "data = source[...]; t, c = time.perf_counter(), time.process_time(); "
         "segment(data, parameters); call = [time.perf_counter() - t, time.process_time() - c]; "
         f"t = time.perf_counter(); segment_blockwise_zarr({path!r}, {str(output)!r}, "
-        "parameters, progress='none'); "
-        "print(json.dumps([*call, time.perf_counter() - t]))")
+        "parameters, progress='none'); library = time.perf_counter() - t; "
+        f"t = time.perf_counter(); {SCRIPT.format(path=path, output=str(script_output))}; "
+        "print(json.dumps([*call, library, time.perf_counter() - t]))")
     remove_run(output)
+    shutil.rmtree(script_output, ignore_errors=True)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, env={**os.environ, **({"PYTHONPATH": source} if source
                                                              else {})})
@@ -100,10 +114,7 @@ def bare_script(path: str, output: Path) -> float:
     """Wall seconds of a fresh Python that reads the array, segments it and writes the labels
     (one zarr array, the input's chunks), from its start to its exit (``os._exit``: no
     teardown, as the command)."""
-    code = reading(path) + (
-        "labels = segment(source[...], parameters); "
-        f"zarr.open_array({str(output)!r}, mode='w', shape=labels.shape, "
-        "dtype=labels.dtype, chunks=source.chunks[1:])[...] = labels; os._exit(0)")
+    code = reading(path) + SCRIPT.format(path=path, output=str(output)) + "; os._exit(0)"
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -158,18 +169,21 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
     """The repeats on one input: a row each, then the summary; returns its medians for the
     table across shapes."""
     print("| repeat | load (1 min) | bare call s | library call s | library ratio | "
-          "bare script s | command s | ratio | "
+          "library / script in process | bare script s | command s | ratio | "
           "ratio to the script | bare call CPU s | command CPU s | CPU ratio | start-up s | "
           "read and write s | kernel s | end s | command process imports s | "
-          "job process imports s |" + (" SRC library ratio | SRC command s | SRC ratio | "
+          "job process imports s |" + (" SRC library ratio | SRC library / script in "
+                                       "process | SRC command s | SRC ratio | "
                                        "SRC start-up s | SRC CPU ratio |" if compare else ""))
-    print("|---" * (23 if compare else 18) + "|", flush=True)
+    print("|---" * (25 if compare else 19) + "|", flush=True)
     runs = {"": [], "SRC ": []}
     bares, scripts, to_script, cpu_ratios = [], [], [], {"": [], "SRC ": []}
     libraries, their_libraries, their_to_script = [], [], []
+    to_in_process, their_to_in_process = [], []
     for repeat in range(1, repeats + 1):
-        bare, bare_cpu, library = bare_call(path, work / "library.zarr" / "labels")
+        bare, bare_cpu, library, in_process = bare_call(path, work / "library.zarr" / "labels")
         libraries.append(library / bare)
+        to_in_process.append(library / in_process)
         script = bare_script(path, work / "script.zarr")
         run = command(path, work / "out.zarr" / "labels")
         imports = import_seconds(COMMAND_IMPORTS), import_seconds(JOB_IMPORTS)
@@ -180,18 +194,20 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
         cpu_ratios[""].append(run["cpu"] / bare_cpu)
         other = ""
         if compare:
-            their_bare, _, their_library = bare_call(path, work / "library.zarr" / "labels",
-                                                     compare)
+            their_bare, _, their_library, their_in_process = bare_call(
+                path, work / "library.zarr" / "labels", compare)
             their_libraries.append(their_library / their_bare)
+            their_to_in_process.append(their_library / their_in_process)
             theirs = command(path, work / "out.zarr" / "labels", compare)
             runs["SRC "].append(theirs)
             their_to_script.append(theirs["wall"] / script)
             cpu_ratios["SRC "].append(theirs["cpu"] / bare_cpu)
-            other = (f" {their_libraries[-1]:.2f}x | {theirs['wall']:.2f} | "
+            other = (f" {their_libraries[-1]:.2f}x | {their_to_in_process[-1]:.2f}x | "
+                     f"{theirs['wall']:.2f} | "
                      f"{theirs['wall'] / bare:.2f}x | "
                      f"{theirs['start-up']:.2f} | {cpu_ratios['SRC '][-1]:.2f}x |")
         print(f"| {repeat} | {psutil.getloadavg()[0]:.1f} | {bare:.2f} | {library:.2f} | "
-              f"{libraries[-1]:.2f}x | {script:.2f} | "
+              f"{libraries[-1]:.2f}x | {to_in_process[-1]:.2f}x | {script:.2f} | "
               f"{run['wall']:.2f} | {run['wall'] / bare:.2f}x | {to_script[-1]:.2f}x | "
               f"{bare_cpu:.2f} | {run['cpu']:.2f} | {cpu_ratios[''][-1]:.2f}x | "
               f"{run['start-up']:.2f} | {run['read and write']:.2f} | {run['kernel']:.2f} | "
@@ -210,9 +226,16 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
         print(f"SRC command / bare script: median {spread(their_to_script)}")
     print(f"library call / bare call (the same process): median {spread(libraries)} "
           "(target at most 1.2x)")
+    print(f"library call / the script's read, call and write in its process: median "
+          f"{spread(to_in_process)}")
     if their_libraries:
-        print(f"SRC library call / its bare call: median {spread(their_libraries)}")
+        print(f"SRC library call / its bare call: median {spread(their_libraries)}; / the "
+              f"script's in its process: median {spread(their_to_in_process)}")
     return {"bare call s": bare, "library / the call": spread(libraries),
+            "library / the script in process": spread(to_in_process),
+            **({"SRC library / the call": spread(their_libraries),
+                "SRC library / the script in process": spread(their_to_in_process)}
+               if compare else {}),
             "bare script s": statistics.median(scripts),
             "command s": statistics.median(r["wall"] for r in runs[""]),
             "to the call": spread(ratios[""]), "to the script": spread(to_script),
@@ -230,11 +253,15 @@ def main() -> None:
     parser.add_argument("--compare", metavar="SRC",
                         help="also the library call and the command of the package in SRC "
                         "(another checkout's src)")
+    parser.add_argument("--work", metavar="DIR",
+                        help="the folder for the inputs and outputs (default: the system's "
+                        "temporary folder); a small run's time outside the kernel is mostly "
+                        "file operations, whose cost differs between file systems")
     args = parser.parse_args()
     write_bytecode(args.compare)
     from napari_mutex_watershed.synthetic import write_sample
 
-    work = Path(tempfile.mkdtemp(prefix="bench_startup_"))
+    work = Path(tempfile.mkdtemp(prefix="bench_startup_", dir=args.work))
     summaries = {}
     try:
         for shape in args.shape or [None]:
