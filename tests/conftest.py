@@ -64,7 +64,6 @@ def segmented_3d(sample_3d, params_3d):
     return labels
 
 
-
 @pytest.fixture
 def zarr_round_trips(monkeypatch):
     """Counts zarr's round trips through its event loop thread (``zarr.core.sync.sync``, about
