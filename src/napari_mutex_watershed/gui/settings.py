@@ -6,9 +6,10 @@ A JSON file in the user's config directory (platformdirs, which napari depends o
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from ..storage.paths import read_json, replace_json
 
 CONFIG_DIR_ENV = "NAPARI_MUTEX_WATERSHED_CONFIG_DIR"
 FILE_NAME = "widget-settings.json"
@@ -29,12 +30,7 @@ def settings_path() -> Path:
 
 def load_settings() -> dict:
     """The remembered values, or {} when there are none or the file is unreadable."""
-    path = settings_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(settings_path())
 
 
 def save_settings(values: dict) -> None:
@@ -42,8 +38,6 @@ def save_settings(values: dict) -> None:
     path = settings_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(values, indent=2))
-        tmp.replace(path)
+        replace_json(path, values)
     except OSError:
         pass

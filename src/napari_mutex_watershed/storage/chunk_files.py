@@ -73,8 +73,8 @@ def open_local_array(path, mode: str = "r"):
 
     path = Path(path)
     metadata = read_json(path / "zarr.json")
-    if metadata.get("node_type") != "array":
-        metadata = read_json(path / ".zarray") if not metadata else {}
+    if metadata.get("node_type") != "array":  # a v3 group (zarr says why), or zarr v2
+        metadata = {} if metadata else read_json(path / ".zarray")
         if metadata:
             metadata["attributes"] = read_json(path / ".zattrs")
     if metadata:
