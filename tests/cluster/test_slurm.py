@@ -115,10 +115,16 @@ def launches(output) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def killed_by_scancel(output, job_id: str) -> bool:
-    """Did SLURM cancel job ``job_id`` while it ran (its output file says so)?"""
-    files = list((work_dir_for(output) / "logs").glob(f"*/slurm-{job_id}.out"))
-    return any("CANCELLED" in f.read_text(errors="replace") for f in files)
+def a_launch_failed(output, seconds: float) -> bool:
+    """Did a worker's launch fail within ``seconds`` (a killed job's ``sbatch --wait`` ends
+    non-zero)? A job's output saying CANCELLED does not tell: SLURM also writes it when
+    scancel reaches a job that is ending on its own, and that launch succeeds."""
+    deadline = time.monotonic() + _bound(seconds)
+    while time.monotonic() < deadline:
+        if any(launch["code"] != 0 for launch in launches(output)):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def start_cli(source, output, *extra) -> subprocess.Popen:
@@ -193,7 +199,7 @@ def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path):
             subprocess.run(["scancel", victim["id"]], check=True, timeout=60)
             wait_for(lambda gone=victim["id"]: gone not in {j["id"] for j in run_jobs(output)},
                      60, "the killed job to leave squeue")
-            if killed_by_scancel(output, victim["id"]):
+            if a_launch_failed(output, 10):  # else it had ended on its own
                 break
         else:
             pytest.fail("no worker job was still running when scancel reached it, 5 times")
