@@ -11,6 +11,7 @@ from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdC
 
 from napari_mutex_watershed.storage import open_block_source, write_affinities
 from napari_mutex_watershed.storage.chunk_files import ChunkFiles, open_local_array
+from napari_mutex_watershed.storage.paths import update_attributes
 
 SHAPE, CHUNKS = (3, 21, 34, 40), (3, 8, 16, 16)
 REGIONS = [
@@ -221,3 +222,56 @@ def test_what_it_cannot_open_zarr_opens_or_refuses(tmp_path):
         with pytest.raises(Exception) as zarrs:
             zarr.open_array(path, mode="r")
         assert type(ours.value) is type(zarrs.value)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_array_is_parsed_once_until_its_metadata_changes(tmp_path, zarr_format, monkeypatch):
+    """A small run opens its input twice: zarr's parse of the metadata (0.1 to 0.9 ms) is
+    kept by the bytes of its files, so any rewrite, even in place at the same size within
+    the file system's clock tick, is parsed again."""
+    import zarr.core.array
+
+    parsed = []
+    parse = zarr.core.array.parse_array_metadata
+    monkeypatch.setattr(zarr.core.array, "parse_array_metadata", lambda metadata: (
+        isinstance(metadata, dict) and parsed.append(1)) or parse(metadata))
+    path = tmp_path / "a.zarr"
+
+    def attribute(opens: int = 1) -> int:
+        """The attribute as opened ``opens`` times; how often it was parsed, in ``parsed``."""
+        parsed.clear()
+        values = {open_local_array(path).attrs["n"] for _ in range(opens)}
+        assert len(values) == 1
+        return values.pop()
+
+    zarr.create_array(path, shape=(4, 4), chunks=(2, 2), dtype="uint8",
+                      zarr_format=zarr_format, attributes={"n": 1})
+    assert attribute(3) == 1 and len(parsed) == 1
+    assert attribute(3) == 1 and not parsed
+    update_attributes(path, {"n": 2})  # ours: the file replaced
+    assert attribute() == 2 and len(parsed) == 1
+    zarr.open_array(path, mode="r+").attrs["n"] = 3  # zarr's
+    assert attribute() == 3 and len(parsed) == 1
+    attributes = path / ("zarr.json" if zarr_format == 3 else ".zattrs")
+    with open(attributes, "r+b") as handle:  # in place, same size, same time
+        data = handle.read()
+        handle.seek(0)
+        handle.write(data.replace(b'"n": 3', b'"n": 4').replace(b'"n":3', b'"n":4'))
+    assert attribute() == 4 and len(parsed) == 1
+    zarr.create_array(path, shape=(6, 6), chunks=(3, 3), dtype="uint8",
+                      zarr_format=zarr_format, overwrite=True, attributes={"n": 5})
+    assert attribute() == 5 and open_local_array(path).shape == (6, 6)
+
+
+def test_arrays_opened_from_kept_metadata_have_their_own_attributes(tmp_path):
+    """zarr updates an array's attributes in place before it writes them: neither another
+    array nor the kept metadata may see an update, least of all one that failed."""
+    path = tmp_path / "a.zarr"
+    zarr.create_array(path, shape=(4,), dtype="uint8", attributes={"n": 1})
+    writable, read_only = open_local_array(path, "r+"), open_local_array(path)
+    with pytest.raises(Exception):
+        read_only.attrs["n"] = 7
+    assert open_local_array(path).attrs["n"] == 1 and writable.attrs["n"] == 1
+    writable.attrs["n"] = 2
+    assert open_local_array(path).attrs["n"] == 2
+    assert zarr.open_array(path, mode="r").attrs["n"] == 2

@@ -206,3 +206,33 @@ def test_an_output_inside_an_array_is_one_line_and_keeps_it(tmp_path, stored):
     with pytest.raises(InvalidInputError, match=r"is a zarr array: an output cannot go inside"):
         write_labels(inside, np.ones((2, 2, 2), np.uint32))
     assert not inside.exists() and open_affinities(stored).shape == (6, 12, 20, 24)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("dtype", ["uint8", "uint32", "uint64", "float32"])
+def test_arrays_created_here_are_zarr_s(tmp_path, zarr_format, dtype, zarr_round_trips,
+                                         monkeypatch):
+    """zarr makes the metadata of the first array of a kind (in memory); the next ones are
+    it with their own shape, chunks, attributes and axis names: the files equal zarr's."""
+    from napari_mutex_watershed.storage import outputs
+
+    monkeypatch.setattr(outputs, "_TEMPLATES", {})
+    for shape, chunks, axes in (((5, 7), (2, 7), ["y", "x"]),
+                                ((3, 40, 50, 60), (3, 16, 32, 64), ["c^", "z", "y", "x"])):
+        attributes = {"voxel_size": [4, 2], "nested": {"a": [1.5, None], "b": "µm"}}
+        zarrs, ours = tmp_path / f"zarr{len(shape)}", tmp_path / f"ours{len(shape)}"
+        zarr.create_array(
+            store=str(zarrs), shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
+            zarr_format=zarr_format, attributes=attributes,
+            dimension_names=[a.rstrip("^") for a in axes] if zarr_format == 3 else None,
+            chunk_key_encoding={"name": "v2", "separator": "/"} if zarr_format == 2 else None)
+        zarr_round_trips.clear()
+        outputs._create(ours, shape, dtype, chunks, zarr_format, attributes, axes)
+        assert len(zarr_round_trips) == (1 if len(shape) == 2 else 0)  # the kind's first
+        assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in zarrs.iterdir())
+        for name in (p.name for p in zarrs.iterdir()):
+            assert json.loads((ours / name).read_bytes()) == json.loads(
+                (zarrs / name).read_bytes()), name
+        array = zarr.open_array(str(ours), mode="r+")
+        array[...] = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+        np.testing.assert_array_equal(zarr.open_array(str(ours), mode="r")[...], array[...])

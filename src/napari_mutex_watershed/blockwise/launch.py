@@ -293,6 +293,10 @@ def fragment_chunks(block_size) -> tuple[int, ...]:
     return tuple(b // 2 if b % 2 == 0 and b >= 32 else b for b in block_size)
 
 
+#: The options ``segment_blockwise_zarr`` takes.
+RUN_OPTIONS = set(inspect.signature(validate_request).parameters) | {"overwrite"}
+
+
 @checked_arguments
 def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=True,
                            job: JobProcess | None = None, notify=None, **options) -> Path:
@@ -308,8 +312,7 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
     output's lock is held from before anything is deleted until the job ends (the job
     process holds it too).
     """
-    unknown = sorted(set(options) - set(inspect.signature(validate_request).parameters)
-                     - {"overwrite"})
+    unknown = sorted(set(options) - RUN_OPTIONS)
     if unknown:
         raise UsageError(f"segment_blockwise_zarr(): unknown option(s) {', '.join(unknown)}")
     notify = notify or (lambda line: None)
@@ -353,7 +356,8 @@ def _run_here(plan: BlockwisePlan, plan_path: Path) -> None:
     """Run in this process: a region of one block (``plan.runs_in_caller``), or
     any run when not supervised (tests, debugging: no watchdog, so an input error is
     retried). The error raised carries the run's own message, as the job's one line would."""
-    fatal.clear(plan.work_dir)
+    if not plan.is_one_block:  # one block has no workers to report a fatal error
+        fatal.clear(plan.work_dir)
     try:
         run_plan(plan_path)
     except BlockwiseError as error:

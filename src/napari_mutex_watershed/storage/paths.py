@@ -63,8 +63,16 @@ def container_kind(container: Path) -> str:
 
 def read_json(path: Path) -> dict:
     try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return json_object(Path(path).read_bytes())
+    except OSError:
+        return {}
+
+
+def json_object(data: bytes | None) -> dict:
+    """The JSON object in ``data``; {} for anything else (None, invalid, not an object)."""
+    try:
+        value = json.loads(data) if data is not None else {}
+    except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -112,7 +120,8 @@ def write_group(path: Path, zarr_format: int, attributes: dict | None = None) ->
 
 
 def replace_json(path: Path, value: dict) -> None:
-    replace_file(path, json.dumps(value, indent=2).encode())
+    """One line of JSON: indented, Python encodes it itself at ten times the cost."""
+    replace_file(path, json.dumps(value).encode())
 
 
 def replace_file(path: Path, data: bytes) -> None:
