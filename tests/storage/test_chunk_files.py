@@ -275,3 +275,27 @@ def test_arrays_opened_from_kept_metadata_have_their_own_attributes(tmp_path):
     writable.attrs["n"] = 2
     assert open_local_array(path).attrs["n"] == 2
     assert zarr.open_array(path, mode="r").attrs["n"] == 2
+
+
+def test_arrays_are_opened_from_many_threads_at_once(tmp_path, monkeypatch):
+    """The kept metadata is shared by a process's threads (a napari session's): opening more
+    arrays than it keeps from several threads at once, with the interpreter switching
+    threads as often as it can, neither fails nor mixes arrays up."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_mutex_watershed.storage import chunk_files
+
+    monkeypatch.setattr(chunk_files, "PARSED_KEPT", 4)
+    paths = [tmp_path / f"a{i}.zarr" for i in range(12)]
+    for i, path in enumerate(paths):
+        zarr.create_array(path, shape=(i + 1,), dtype="uint8", attributes={"i": i})
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            opened = list(pool.map(lambda k: open_local_array(paths[k % 12]), range(3000)))
+    finally:
+        sys.setswitchinterval(switching)
+    assert all(a.attrs["i"] == k % 12 and a.shape == (k % 12 + 1,)
+               for k, a in enumerate(opened))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def _codec(array):
 _PARSED: dict[Path, tuple[tuple, object]] = {}
 #: How many arrays ``_PARSED`` keeps.
 PARSED_KEPT = 64
+_PARSED_LOCK = threading.Lock()
 
 
 def _read(path: Path) -> bytes | None:
@@ -104,9 +106,10 @@ def _parsed_metadata(path: Path):
         parsed = parse_array_metadata(metadata)
     except Exception:  # metadata zarr would refuse: let it say why
         return None
-    if len(_PARSED) >= PARSED_KEPT:
-        _PARSED.pop(next(iter(_PARSED)))
-    _PARSED[path] = (files, parsed)
+    with _PARSED_LOCK:  # (threads of a napari session open arrays too)
+        if len(_PARSED) >= PARSED_KEPT:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[path] = (files, parsed)
     return _with_own_attributes(parsed)
 
 
