@@ -10,9 +10,10 @@ most 1.2x the bare call.
 Each repeat runs, one after the other: the bare call (``segment()`` on the array in memory,
 in a process of its own, timed around the call alone: no imports, no I/O), then in the same
 process the library's run (``segment_blockwise_zarr``, as ``WatershedPostProcessor.process``
-calls it: reading, the kernel, writing the labels and their pyramid) and the bare
-script's read, call and write in that process (a library call's own baseline, as both
-read and write zarr), the bare script
+calls it: reading, the kernel, writing the labels and their pyramid), the bare script's
+read, call and write in that process (a library call's own baseline, as both read and
+write zarr) and ``WARM_CALLS`` more library calls, each against a bare call made just
+before it (a process that segments many small inputs: both calls warm), the bare script
 (the same call as a user's script would make it: a fresh Python that imports, reads the
 array, segments it and writes the labels to zarr, timed from its start to its exit, which
 skips the interpreter's teardown as the command does), the command
@@ -86,24 +87,40 @@ def remove_run(output: Path) -> None:
     shutil.rmtree(work_dir_for(output).parent, ignore_errors=True)
 
 
+#: Library calls after the first in a ``bare_call`` process, each against a bare call just
+#: before it: a process that segments many small inputs (a sweep, a script's loop) pays
+#: its imports and first-call costs once, and its bare calls are warm too.
+WARM_CALLS = 5
+
+
 def bare_call(path: str, output: Path, source: str | None = None
-              ) -> tuple[float, float, float, float]:
+              ) -> tuple[float, float, float, float, float]:
     """Wall and CPU seconds of one ``segment()`` on the whole array, in a fresh process; then,
     in the same process, the wall seconds of the library's run of the same input into
     ``output`` (``segment_blockwise_zarr``, what ``WatershedPostProcessor.process`` calls;
-    ``source``: the package from there) and of the same read, call and write as a script
-    makes them (``bare_script``'s, without its start-up)."""
+    ``source``: the package from there), of the same read, call and write as a script
+    makes them (``bare_script``'s, without its start-up), and the median ratio of
+    ``WARM_CALLS`` more library calls (new outputs) to a bare call before each."""
     script_output = output.parent.parent / "in_process.zarr"
+    warm = output.parent.parent / "warm"
     code = reading(path) + (
         "from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr; "
+        "import statistics; "
         "data = source[...]; t, c = time.perf_counter(), time.process_time(); "
         "segment(data, parameters); call = [time.perf_counter() - t, time.process_time() - c]; "
         f"t = time.perf_counter(); segment_blockwise_zarr({path!r}, {str(output)!r}, "
         "parameters, progress='none'); library = time.perf_counter() - t; "
         f"t = time.perf_counter(); {SCRIPT.format(path=path, output=str(script_output))}; "
-        "print(json.dumps([*call, library, time.perf_counter() - t]))")
+        "in_process = time.perf_counter() - t; warm = []\n"
+        f"for k in range({WARM_CALLS}):\n"
+        "    t = time.perf_counter(); segment(data, parameters); bare = time.perf_counter() - t\n"
+        f"    t = time.perf_counter(); segment_blockwise_zarr({path!r}, "
+        f"'{warm}/' + str(k) + '.zarr/labels', parameters, progress='none')\n"
+        "    warm.append((time.perf_counter() - t) / bare)\n"
+        "print(json.dumps([*call, library, in_process, statistics.median(warm)]))")
     remove_run(output)
     shutil.rmtree(script_output, ignore_errors=True)
+    shutil.rmtree(warm, ignore_errors=True)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, env={**os.environ, **({"PYTHONPATH": source} if source
                                                              else {})})
@@ -169,20 +186,24 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
     """The repeats on one input: a row each, then the summary; returns its medians for the
     table across shapes."""
     print("| repeat | load (1 min) | bare call s | library call s | library ratio | "
-          "library / script in process | bare script s | command s | ratio | "
+          "library / script in process | warm library ratio | bare script s | command s | ratio | "
           "ratio to the script | bare call CPU s | command CPU s | CPU ratio | start-up s | "
           "read and write s | kernel s | end s | command process imports s | "
           "job process imports s |" + (" SRC library ratio | SRC library / script in "
-                                       "process | SRC command s | SRC ratio | "
-                                       "SRC start-up s | SRC CPU ratio |" if compare else ""))
-    print("|---" * (25 if compare else 19) + "|", flush=True)
+                                       "process | SRC warm library ratio | SRC command s | "
+                                       "SRC ratio | SRC start-up s | SRC CPU ratio |"
+                                       if compare else ""))
+    print("|---" * (27 if compare else 20) + "|", flush=True)
     runs = {"": [], "SRC ": []}
     bares, scripts, to_script, cpu_ratios = [], [], [], {"": [], "SRC ": []}
     libraries, their_libraries, their_to_script = [], [], []
     to_in_process, their_to_in_process = [], []
+    warm_libraries, their_warm_libraries = [], []
     for repeat in range(1, repeats + 1):
-        bare, bare_cpu, library, in_process = bare_call(path, work / "library.zarr" / "labels")
+        bare, bare_cpu, library, in_process, warm = bare_call(
+            path, work / "library.zarr" / "labels")
         libraries.append(library / bare)
+        warm_libraries.append(warm)
         to_in_process.append(library / in_process)
         script = bare_script(path, work / "script.zarr")
         run = command(path, work / "out.zarr" / "labels")
@@ -194,20 +215,22 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
         cpu_ratios[""].append(run["cpu"] / bare_cpu)
         other = ""
         if compare:
-            their_bare, _, their_library, their_in_process = bare_call(
+            their_bare, _, their_library, their_in_process, their_warm = bare_call(
                 path, work / "library.zarr" / "labels", compare)
             their_libraries.append(their_library / their_bare)
             their_to_in_process.append(their_library / their_in_process)
+            their_warm_libraries.append(their_warm)
             theirs = command(path, work / "out.zarr" / "labels", compare)
             runs["SRC "].append(theirs)
             their_to_script.append(theirs["wall"] / script)
             cpu_ratios["SRC "].append(theirs["cpu"] / bare_cpu)
             other = (f" {their_libraries[-1]:.2f}x | {their_to_in_process[-1]:.2f}x | "
+                     f"{their_warm:.2f}x | "
                      f"{theirs['wall']:.2f} | "
                      f"{theirs['wall'] / bare:.2f}x | "
                      f"{theirs['start-up']:.2f} | {cpu_ratios['SRC '][-1]:.2f}x |")
         print(f"| {repeat} | {psutil.getloadavg()[0]:.1f} | {bare:.2f} | {library:.2f} | "
-              f"{libraries[-1]:.2f}x | {to_in_process[-1]:.2f}x | {script:.2f} | "
+              f"{libraries[-1]:.2f}x | {to_in_process[-1]:.2f}x | {warm:.2f}x | {script:.2f} | "
               f"{run['wall']:.2f} | {run['wall'] / bare:.2f}x | {to_script[-1]:.2f}x | "
               f"{bare_cpu:.2f} | {run['cpu']:.2f} | {cpu_ratios[''][-1]:.2f}x | "
               f"{run['start-up']:.2f} | {run['read and write']:.2f} | {run['kernel']:.2f} | "
@@ -228,13 +251,18 @@ def bench_shape(path: str, work: Path, repeats: int, compare: str | None) -> dic
           "(target at most 1.2x)")
     print(f"library call / the script's read, call and write in its process: median "
           f"{spread(to_in_process)}")
+    print(f"later library calls / a bare call before each ({WARM_CALLS} in each repeat's "
+          f"process; their median): median {spread(warm_libraries)}")
     if their_libraries:
         print(f"SRC library call / its bare call: median {spread(their_libraries)}; / the "
-              f"script's in its process: median {spread(their_to_in_process)}")
+              f"script's in its process: median {spread(their_to_in_process)}; later calls: "
+              f"median {spread(their_warm_libraries)}")
     return {"bare call s": bare, "library / the call": spread(libraries),
             "library / the script in process": spread(to_in_process),
+            "later library calls / the call": spread(warm_libraries),
             **({"SRC library / the call": spread(their_libraries),
-                "SRC library / the script in process": spread(their_to_in_process)}
+                "SRC library / the script in process": spread(their_to_in_process),
+                "SRC later library calls / the call": spread(their_warm_libraries)}
                if compare else {}),
             "bare script s": statistics.median(scripts),
             "command s": statistics.median(r["wall"] for r in runs[""]),
