@@ -116,12 +116,12 @@ def _metadata_files(shape, dtype, chunks, zarr_format: int, attributes: dict,
 
     key = (zarr_format, np.dtype(dtype).str)
     if key not in _TEMPLATES:
-        files = {}
+        made = {}
         zarr.create_array(
-            store=MemoryStore(files), shape=(1,), dtype=dtype, chunks=(1,), fill_value=0,
+            store=MemoryStore(made), shape=(1,), dtype=dtype, chunks=(1,), fill_value=0,
             zarr_format=zarr_format,
             chunk_key_encoding={"name": "v2", "separator": "/"} if zarr_format == 2 else None)
-        _TEMPLATES[key] = {name: json.loads(data.to_bytes()) for name, data in files.items()}
+        _TEMPLATES[key] = {name: json.loads(data.to_bytes()) for name, data in made.items()}
     template = _TEMPLATES[key]
     if zarr_format == 3:
         files = {"zarr.json": {**template["zarr.json"], "shape": shape, "chunk_grid": {
