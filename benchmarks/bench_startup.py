@@ -102,7 +102,7 @@ def bare_call(path: str, output: Path, source: str | None = None
     makes them (``bare_script``'s, without its start-up), and the median ratio of
     ``WARM_CALLS`` more library calls (new outputs) to a bare call before each."""
     script_output = output.parent.parent / "in_process.zarr"
-    warm = output.parent.parent / "warm"
+    warm_outputs = output.parent.parent / "warm"
     code = reading(path) + (
         "from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr; "
         "import statistics; "
@@ -115,12 +115,12 @@ def bare_call(path: str, output: Path, source: str | None = None
         f"for k in range({WARM_CALLS}):\n"
         "    t = time.perf_counter(); segment(data, parameters); bare = time.perf_counter() - t\n"
         f"    t = time.perf_counter(); segment_blockwise_zarr({path!r}, "
-        f"'{warm}/' + str(k) + '.zarr/labels', parameters, progress='none')\n"
+        f"'{warm_outputs}/' + str(k) + '.zarr/labels', parameters, progress='none')\n"
         "    warm.append((time.perf_counter() - t) / bare)\n"
         "print(json.dumps([*call, library, in_process, statistics.median(warm)]))")
     remove_run(output)
     shutil.rmtree(script_output, ignore_errors=True)
-    shutil.rmtree(warm, ignore_errors=True)
+    shutil.rmtree(warm_outputs, ignore_errors=True)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, env={**os.environ, **({"PYTHONPATH": source} if source
                                                              else {})})

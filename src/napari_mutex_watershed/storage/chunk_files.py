@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import json_object, replace_file
+from .paths import json_object, read_bytes, replace_file
 
 
 def _v3_codec(codecs):
@@ -75,21 +75,14 @@ PARSED_KEPT = 64
 _PARSED_LOCK = threading.Lock()
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
 def _parsed_metadata(path: Path):
     """The parsed metadata of the array at ``path``, None if this cannot read it: a v3 group
     or invalid JSON (zarr says why), or no metadata."""
     from zarr.core.array import parse_array_metadata
 
-    files = (_read(path / "zarr.json"),)
+    files = (read_bytes(path / "zarr.json"),)
     if files[0] is None:  # zarr v2
-        files = (None, _read(path / ".zarray"), _read(path / ".zattrs"))
+        files = (None, read_bytes(path / ".zarray"), read_bytes(path / ".zattrs"))
     kept = _PARSED.get(path)
     if kept is not None and kept[0] == files:
         return _with_own_attributes(kept[1])

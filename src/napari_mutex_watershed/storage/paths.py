@@ -62,10 +62,15 @@ def container_kind(container: Path) -> str:
 
 
 def read_json(path: Path) -> dict:
+    return json_object(read_bytes(path))
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes; None when it cannot be read (missing, a folder, no permission)."""
     try:
-        return json_object(Path(path).read_bytes())
+        return Path(path).read_bytes()
     except OSError:
-        return {}
+        return None
 
 
 def json_object(data: bytes | None) -> dict:
