@@ -29,6 +29,8 @@ from napari_mutex_watershed.synthetic import sample_volume
 pytestmark = pytest.mark.cluster
 CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
 BLOCK = (12, 32, 32)
+#: Seconds a worker sleeps before each block's kernel in the scancel test (``slow_kernels``).
+SLOW_KERNEL = 1.0
 SEGMENT = ["--block-size", *map(str, BLOCK), "--bias-short", "0.4", "--bias-long", "0.6",
            "--workers", "2", "--cluster", "slurm"]
 
@@ -127,10 +129,30 @@ def a_launch_failed(output, seconds: float) -> bool:
     return False
 
 
-def start_cli(source, output, *extra) -> subprocess.Popen:
+def start_cli(source, output, *extra, env=None) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "segment", str(source), str(output), *SEGMENT,
                              "--progress", "none", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture
+def slow_kernels(tmp_path) -> dict:
+    """An environment whose Python processes (the run's, and its worker jobs', which get
+    the submitter's: ``--export=ALL``) sleep ``SLOW_KERNEL`` seconds before each mutex
+    watershed call, through a ``sitecustomize`` on PYTHONPATH. This volume's blocks take
+    milliseconds, so a job seen running after a block was often already ending: scancel
+    then missed it, and the run could end before a kill landed."""
+    folder = tmp_path / "slow_kernels"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        '"""Test only (tests/cluster/test_slurm.py): each mutex watershed call sleeps first."""\n'
+        "import time\n\nimport mwatershed\n\n_agglom = mwatershed.agglom\n\n\n"
+        "def agglom(*args, **kwargs):\n"
+        f"    time.sleep({SLOW_KERNEL})\n"
+        "    return _agglom(*args, **kwargs)\n\n\n"
+        "mwatershed.agglom = agglom\n")
+    paths = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def finish(process: subprocess.Popen, seconds: float) -> tuple[int, str]:
@@ -178,14 +200,14 @@ def test_slurm_workers_equal_the_local_run_bit_for_bit(volume, tmp_path):
 
 
 # ------------------------------------------------------------------ (b) scancel is retried
-def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path):
+def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path, slow_kernels):
     source, local = volume
     output = tmp_path / "out.zarr" / "labels"
     records = work_dir_for(output) / "blocks"  # plan.records_dir: a record = a block done
-    process = start_cli(source, output)
+    process = start_cli(source, output, env=slow_kernels)
     try:
         # kill a running worker once the run has finished a block: the workers go from one
-        # block to the next, so the killed one most likely holds a block
+        # block to the next (each a second at least), so the killed one most likely holds one
         def running_after_a_block():
             if process.poll() is not None:
                 pytest.fail(f"the run ended first: {process.communicate()[1][-2000:]}")
