@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,8 +30,6 @@ from napari_mutex_watershed.synthetic import sample_volume
 pytestmark = pytest.mark.cluster
 CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
 BLOCK = (12, 32, 32)
-#: Seconds a worker sleeps before each block's kernel in the scancel test (``slow_kernels``).
-SLOW_KERNEL = 1.0
 SEGMENT = ["--block-size", *map(str, BLOCK), "--bias-short", "0.4", "--bias-long", "0.6",
            "--workers", "2", "--cluster", "slurm"]
 
@@ -135,24 +134,32 @@ def start_cli(source, output, *extra, env=None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-@pytest.fixture
-def slow_kernels(tmp_path) -> dict:
-    """An environment whose Python processes (the run's, and its worker jobs', which get
-    the submitter's: ``--export=ALL``) sleep ``SLOW_KERNEL`` seconds before each mutex
-    watershed call, through a ``sitecustomize`` on PYTHONPATH. This volume's blocks take
-    milliseconds, so a job seen running after a block was often already ending: scancel
-    then missed it, and the run could end before a kill landed."""
-    folder = tmp_path / "slow_kernels"
+def holding_blocks(folder: Path, records: Path) -> tuple[dict, Path]:
+    """An environment whose worker jobs (they get the submitter's: ``--export=ALL``) stop
+    before the mutex watershed of a block while the returned gate file exists, once a block
+    is done (a record in ``records``), each leaving ``held-<its SLURM job id>`` beside the
+    gate; through a ``sitecustomize`` on PYTHONPATH. A job found there holds a block and
+    cannot end on its own: this volume's blocks take milliseconds, so a job merely seen
+    running after a block was often already ending, scancel missed it, and the run could
+    end before a kill landed."""
     folder.mkdir()
+    gate = folder / "gate"
+    gate.touch()
     (folder / "sitecustomize.py").write_text(
-        '"""Test only (tests/cluster/test_slurm.py): each mutex watershed call sleeps first."""\n'
-        "import time\n\nimport mwatershed\n\n_agglom = mwatershed.agglom\n\n\n"
+        '"""Test only (tests/cluster/test_slurm.py): a worker job holds its block at the gate."""\n'
+        "import os\nimport time\nfrom pathlib import Path\n\nimport mwatershed\n\n"
+        f"GATE = Path({str(gate)!r})\nRECORDS = Path({str(records)!r})\n"
+        "_agglom = mwatershed.agglom\n\n\n"
         "def agglom(*args, **kwargs):\n"
-        f"    time.sleep({SLOW_KERNEL})\n"
+        "    job = os.environ.get('SLURM_JOB_ID')\n"
+        "    if job and GATE.exists() and RECORDS.is_dir() and any(RECORDS.glob('*.npz')):\n"
+        "        (GATE.parent / f'held-{job}').touch()\n"
+        "        while GATE.exists():\n"
+        "            time.sleep(0.05)\n"
         "    return _agglom(*args, **kwargs)\n\n\n"
         "mwatershed.agglom = agglom\n")
     paths = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}, gate
 
 
 def finish(process: subprocess.Popen, seconds: float) -> tuple[int, str]:
@@ -200,35 +207,32 @@ def test_slurm_workers_equal_the_local_run_bit_for_bit(volume, tmp_path):
 
 
 # ------------------------------------------------------------------ (b) scancel is retried
-def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path, slow_kernels):
+def test_a_worker_job_killed_by_scancel_is_retried(volume, tmp_path):
     source, local = volume
     output = tmp_path / "out.zarr" / "labels"
-    records = work_dir_for(output) / "blocks"  # plan.records_dir: a record = a block done
-    process = start_cli(source, output, env=slow_kernels)
+    # plan.records_dir: a record = a block done
+    env, gate = holding_blocks(tmp_path / "holding", work_dir_for(output) / "blocks")
+    process = start_cli(source, output, env=env)
     try:
-        # kill a running worker once the run has finished a block: the workers go from one
-        # block to the next (each a second at least), so the killed one most likely holds one
-        def running_after_a_block():
+        # kill a worker job that holds a block, once the run has finished one
+        def a_holding_job():
             if process.poll() is not None:
                 pytest.fail(f"the run ended first: {process.communicate()[1][-2000:]}")
-            running = [j for j in run_jobs(output) if j["state"] == "RUNNING"]
-            finished = records.exists() and any(records.glob("*.npz"))
-            return running if running and finished else None
+            holding = {p.name.removeprefix("held-") for p in gate.parent.glob("held-*")}
+            return [j for j in run_jobs(output)
+                    if j["state"] == "RUNNING" and j["id"] in holding]
 
-        # a job that ends on its own between squeue and scancel is not killed: take another
-        for _ in range(5):
-            victim = wait_for(running_after_a_block, 60, "a running worker job after a block")[0]
-            subprocess.run(["scancel", victim["id"]], check=True, timeout=60)
-            wait_for(lambda gone=victim["id"]: gone not in {j["id"] for j in run_jobs(output)},
-                     60, "the killed job to leave squeue")
-            if a_launch_failed(output, 10):  # else it had ended on its own
-                break
-        else:
-            pytest.fail("no worker job was still running when scancel reached it, 5 times")
+        victim = wait_for(a_holding_job, 60, "a worker job holding a block")[0]
+        subprocess.run(["scancel", victim["id"]], check=True, timeout=60)
+        wait_for(lambda: victim["id"] not in {j["id"] for j in run_jobs(output)}, 60,
+                 "the killed job to leave squeue")
+        assert a_launch_failed(output, 10), launches(output)
+        gate.unlink()  # the other jobs go on; the killed job's block is run again
         code, stderr = finish(process, 240)
         assert code == 0, stderr
         assert np.array_equal(level0(output), local)
     finally:
+        gate.unlink(missing_ok=True)
         clean_up(process, output)
     # the killed worker's launch failed and the run went on with new ones
     done = launches(output)
