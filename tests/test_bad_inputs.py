@@ -76,6 +76,13 @@ def nested_input(folder):
     write_affinities(folder / "n.zarr/group/affinities", affinities, offsets)
 
 
+def nearest_neighbours_only(folder):
+    """Three channels and nothing that says which offsets they are."""
+    affinities, _, offsets = sample_volume(SHAPE, seed=1)
+    path = write_affinities(folder / "nn.zarr/affinities", affinities[:3], offsets[:3])
+    del zarr.open_array(str(path), mode="r+").attrs["offsets"]
+
+
 def foreign_folder(folder):
     (folder / "in.zarr/notes").mkdir()
     (folder / "in.zarr/notes/readme.txt").write_text("mine")
@@ -138,6 +145,14 @@ CASES = [
                                                      [3, 0, 0], [0, 9, 0], [0, 0, 9]])),
     Case("malformed offsets attribute", [*SEGMENT, "o.zarr/labels"], r"offsets",
          make=lambda f: set_attribute(f, "offsets", "one two three")),
+    Case("three channels and no offsets", ["segment", "nn.zarr/affinities", "o.zarr/labels"],
+         r"nn.zarr/affinities has 3 channels but stores no offsets, and the 3D defaults are "
+         r"6: give one offset per channel \(e.g. 1,0,0 0,1,0 0,0,1 for nearest neighbours\), "
+         r"or select channels",
+         make=nearest_neighbours_only),
+    Case("no array at the path", ["segment", "in.zarr/affs", "o.zarr/labels"],
+         r"no affinities at in.zarr/affs: the path does not exist; in.zarr holds affinities, "
+         r"ground_truth"),
     Case("roi outside the volume", [*SEGMENT, "o.zarr/labels", "--roi", 0, 0, 0, 16, 32, 64],
          r"roi \(0, 0, 0\) \+ \(16, 32, 64\) is not inside the volume"),
     Case("block size of the wrong length", [*SEGMENT, "o.zarr/labels", "--block-size", 16, 16],
@@ -171,7 +186,7 @@ CASES = [
          r"invalid parameters file p.json: bias_short: Input should be less than or equal to 1",
          make=write_file("p.json", json.dumps({"bias_short": 4}))),
     Case("params file unknown field", [*SEGMENT, "o.zarr/labels", "--params", "p.json"],
-         r"invalid parameters file p.json: biass: Extra inputs are not permitted",
+         r"invalid parameters file p.json: biass: not a parameter \(did you mean bias\?\)",
          make=write_file("p.json", json.dumps({"biass": 0.5}))),
     # flags
     Case("negative retries", [*SEGMENT, "o.zarr/labels", "--max-retries", -1],

@@ -20,7 +20,7 @@ from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE, LOG_FILE
 from napari_mutex_watershed.blockwise.launch import work_dir_for
 from napari_mutex_watershed.parameters import DEFAULT_MIN_SIZE
-from napari_mutex_watershed.storage import write_affinities
+from napari_mutex_watershed.storage import stored_parameters, write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
 CLI = [sys.executable, "-m", "napari_mutex_watershed.cli"]
@@ -85,6 +85,25 @@ def test_usage_mistakes_get_one_line(capsys):
     assert err.splitlines() == [
         "error: the following arguments are required: output (see napari-mutex-watershed "
         "segment --help)"]
+
+
+def test_offsets_the_input_stores_hold_with_a_parameters_file_or_a_bias_each(tmp_path):
+    """Neither a --params file that names no offsets nor a bias per offset puts the default
+    offsets in place of those the input stores (a file once did, silently, when the input
+    had as many channels as the defaults)."""
+    affinities, _, _ = sample_volume((16, 32, 32), seed=3)
+    own = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 5, 0), (0, 0, 5)]
+    six = write_affinities(tmp_path / "six.zarr/affinities", affinities, own)
+    three = write_affinities(tmp_path / "three.zarr/affinities", affinities[:3], own[:3])
+    (tmp_path / "p.json").write_text(json.dumps({"bias_short": 0.4}))
+    for source, flags in ((six, ["--params", tmp_path / "p.json"]),
+                          (three, ["--bias", "0.4", "0.5", "0.6"])):
+        output = source.parent / "labels"
+        assert cli.main(["segment", str(source), str(output), "--progress", "none",
+                         *map(str, flags)]) == 0
+        made = stored_parameters(zarr.open_group(str(output)))
+        assert made.offsets == own[:len(made.offsets)] and len(made.offsets) in (3, 6)
+        assert made.bias_short == 0.4 if source == six else made.bias == [0.4, 0.5, 0.6]
 
 
 def test_debug_shows_the_traceback_of_a_refusal(tmp_path):

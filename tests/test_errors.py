@@ -41,7 +41,7 @@ def test_segment_takes_parameters_as_a_dict(affinities, params_2d):
     ("bias=0.5", UsageError, "parameters must be a WatershedParameters or a dict .* got str"),
     (0.5, UsageError, "got float"),
     ({"bias_short": 3}, InvalidInputError, "bias_short: Input should be less than or equal"),
-    ({"biass": 0.5}, InvalidInputError, "biass: Extra inputs are not permitted"),
+    ({"biass": 0.5}, InvalidInputError, r"biass: not a parameter \(did you mean bias\?\)"),
 ])
 def test_segment_refuses_wrong_parameters(affinities, parameters, error, match):
     with pytest.raises(error, match=match):

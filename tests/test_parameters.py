@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from napari_mutex_watershed import WatershedParameters
+from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.parameters import (
     DEFAULT_MIN_SIZE,
     OFFSETS_2D,
     OFFSETS_3D,
+    as_parameters,
+    check_values,
     is_nearest_neighbour,
 )
 
@@ -53,6 +57,54 @@ def test_validation_messages(kwargs, message):
     with pytest.raises(ValidationError) as info:
         WatershedParameters(**kwargs)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("values, line", [
+    # of bias's two kinds (a number, a list) only the complaint about the kind given
+    ({"bias": 2}, "bias: Input should be less than or equal to 1 (got 2)"),
+    ({"bias": [0.5, 2, 0.5, 0.5, 3, 0.5]}, "bias[1]: Input should be less than or equal to 1 "
+     "(got 2); bias[4]: Input should be less than or equal to 1 (got 3)"),
+    ({"bias": "x"}, "bias: Input should be a valid number, unable to parse string as a number "
+     "(got 'x')"),
+    ({"bias": {}}, "bias: Input should be a valid number or a valid list (got {})"),
+    ({"offsets": [(1, 0, 0), "a", "b"]}, "offsets[1]: Input should be a valid tuple (got 'a'); "
+     "offsets[2]: Input should be a valid tuple (got 'b')"),
+    ({"offsets": [(1.5, 0, 0)]}, "offsets[0][0]: Input should be a valid integer (got 1.5)"),
+    # a model check says it all, without pydantic's "Value error, "
+    ({"bias": [0.5, 0.5]}, "bias has 2 values for 6 offsets: give one or 6"),
+    ({"channels": [-1]}, "channels: channel indices must be >= 0"),
+    ({"biass": 0.5}, "biass: not a parameter (did you mean bias?)"),
+    ({"zzz": 1}, "zzz: not a parameter"),
+    ({"bias_short": 3, "sigma": -1}, "bias_short: Input should be less than or equal to 1 "
+     "(got 3); sigma: Input should be greater than or equal to 0 (got -1)"),
+])
+def test_invalid_values_read_as_one_line(values, line):
+    with pytest.raises(InvalidInputError) as info:
+        as_parameters(values)
+    assert str(info.value) == f"invalid parameters: {line}"
+
+
+def test_values_whose_offsets_come_later_are_checked_for_all_else():
+    values = {"bias": [0.4, 0.5, 0.6], "strides": [1, 2], "channels": [0, 2, 1]}
+    assert check_values(values) == values  # the counts wait for the input's offsets
+    for wrong, line in [({"bias": [0.4, 2]}, "bias[1]: Input should be less than or equal"),
+                        ({"strides": [1, 0]}, "strides must be integers >= 1, got [1, 0]"),
+                        ({"context": [-1, 2]}, "context must be integers >= 0, got [-1, 2]"),
+                        ({"biass": 1}, "biass: not a parameter")]:
+        with pytest.raises(InvalidInputError, match=re.escape(line)):
+            check_values(wrong)
+    with pytest.raises(InvalidInputError, match="bias has 3 values for 4 offsets"):
+        check_values({"offsets": OFFSETS_2D, "bias": [0.5] * 3})  # offsets named: all checked
+
+
+def test_offsets_of_the_input_apply_where_none_are_named():
+    nearest = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    taken = as_parameters({"bias": [0.4, 0.5, 0.6]}, offsets=nearest)
+    assert taken.offsets == nearest and taken.bias == [0.4, 0.5, 0.6]
+    assert as_parameters(WatershedParameters(bias_short=0.4), offsets=nearest).offsets == nearest
+    named = WatershedParameters(offsets=OFFSETS_2D)
+    assert as_parameters(named, offsets=nearest) is named
+    assert as_parameters({"offsets": OFFSETS_2D}, offsets=nearest).offsets == OFFSETS_2D
 
 
 def test_assignment_is_validated():

@@ -156,17 +156,26 @@ PARAMETER_FLAGS = ("offsets", "bias", "bias_short", "bias_long", "threshold", "s
                    "context")
 
 
-def parameters_from(args):
-    """The parameters file (if any) with the flags on top, validated as a whole
-    (a ``WatershedParameters``)."""
-    from .parameters import WatershedParameters, as_parameters
+def parameters_from(args) -> dict:
+    """The parameters file's values (if any) with the flags on top, checked as far as they
+    can be before the input's offsets are known (``parameters.check_values``)."""
+    from .parameters import check_values
 
-    values = WatershedParameters.load(args.params).model_dump() if args.params else {}
+    values = file_parameters(args)
     for name in PARAMETER_FLAGS:
         value = getattr(args, name)
         if value is not None:
             values[name] = value[0] if name == "bias" and len(value) == 1 else value
-    return as_parameters(values)
+    return check_values(values)
+
+
+def file_parameters(args) -> dict:
+    """What ``--params`` names, checked on its own (so a problem names the file)."""
+    from .parameters import check_values, read_parameters_file
+
+    if not args.params:
+        return {}
+    return check_values(read_parameters_file(args.params), f"parameters file {args.params}")
 
 
 def command_sample(args) -> int:
@@ -250,13 +259,11 @@ def command_segment(args) -> int:
 def command_sweep(args) -> int:
     import time
 
-    from .parameters import WatershedParameters
     from .regions import split_roi
     from .sweep import best, format_table, run_sweep, write_csv
     from .sweep.inputs import open_sweep_data, settings_for
 
-    parameters = WatershedParameters.load(args.params) if args.params else None
-    data = open_sweep_data(args.input, args.gt, parameters, split_roi(args.roi))
+    data = open_sweep_data(args.input, args.gt, file_parameters(args), split_roi(args.roi))
     settings = settings_for(data.base, args.bias, args.threshold, args.min_size)
     print(f"sweeping {len(settings)} settings on {' x '.join(map(str, data.shape))} voxels at "
           f"{data.offset} ({data.labelled} labelled) with {min(args.workers, len(settings))} "

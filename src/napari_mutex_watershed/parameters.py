@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,10 +42,28 @@ MANY_SEEDS = 1000
 
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 
+#: Validation context of values whose offsets come later, from the input they are for.
+OFFSETS_TO_COME = "offsets_to_come"
+
 
 def is_nearest_neighbour(offset: Offset) -> bool:
     """Nearest-neighbour (short-range) offsets are the unit steps along one axis."""
     return sum(abs(o) for o in offset) == 1
+
+
+def default_offsets(ndim: int) -> list[Offset]:
+    """The offsets of affinities that neither name nor store any: the 2D set for 2D data."""
+    return list(OFFSETS_2D if ndim == 2 else OFFSETS_3D)
+
+
+def nearest_neighbours(ndim: int) -> list[Offset]:
+    """The unit step along each axis: the offsets of affinities with one channel per axis."""
+    return [tuple(int(i == axis) for i in range(ndim)) for axis in range(ndim)]
+
+
+def offsets_text(offsets) -> str:
+    """Offsets as the command line takes them: ``1,0,0 0,1,0``."""
+    return " ".join(",".join(str(int(v)) for v in o) for o in offsets)
 
 
 class WatershedParameters(BaseModel):
@@ -156,20 +175,23 @@ class WatershedParameters(BaseModel):
         return channels
 
     @model_validator(mode="after")
-    def _check_lengths(self) -> WatershedParameters:
+    def _check_lengths(self, info: ValidationInfo) -> WatershedParameters:
+        # ``check_values``: the offsets (so their number and length) are not known yet
+        known = not (info.context or {}).get(OFFSETS_TO_COME)
         n, ndim = len(self.offsets), len(self.offsets[0])
-        if isinstance(self.bias, list) and len(self.bias) != n:
+        if known and isinstance(self.bias, list) and len(self.bias) != n:
             raise ValueError(f"bias has {len(self.bias)} values for {n} offsets: give one or {n}")
+        count = f"{ndim} " if known else ""
         if self.strides is not None:
-            if len(self.strides) != ndim or any(s < 1 for s in self.strides):
-                raise ValueError(f"strides must be {ndim} integers >= 1, got {self.strides}")
+            if (known and len(self.strides) != ndim) or any(s < 1 for s in self.strides):
+                raise ValueError(f"strides must be {count}integers >= 1, got {self.strides}")
         if self.randomized_strides and self.strides is None:
             raise ValueError("randomized_strides needs strides")
-        if self.channels is not None and len(self.channels) != n:
+        if known and self.channels is not None and len(self.channels) != n:
             raise ValueError(f"channels selects {len(self.channels)} channels for {n} offsets")
         if self.context is not None:
-            if len(self.context) != ndim or any(c < 0 for c in self.context):
-                raise ValueError(f"context must be {ndim} integers >= 0, got {self.context}")
+            if (known and len(self.context) != ndim) or any(c < 0 for c in self.context):
+                raise ValueError(f"context must be {count}integers >= 0, got {self.context}")
         return self
 
     # ------------------------------------------------------------------ derived
@@ -223,52 +245,111 @@ class WatershedParameters(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> WatershedParameters:
         """From a JSON file (or YAML, by its suffix); every problem is one InvalidInputError."""
-        path = Path(path)
-        if path.is_dir():
-            raise InvalidInputError(f"parameters file {path} is a folder, not a file")
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise InvalidInputError(f"parameters file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise InvalidInputError(f"cannot read parameters file {path}: {error}") from None
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+        return as_parameters(read_parameters_file(path), f"parameters file {path}")
 
-            try:
-                values = yaml.safe_load(text)
-            except yaml.YAMLError as error:
-                raise InvalidInputError(f"parameters file {path} is not valid YAML: "
-                                        f"{' '.join(str(error).split())}") from None
-        else:
-            try:
-                values = json.loads(text)
-            except ValueError as error:
-                raise InvalidInputError(
-                    f"parameters file {path} is not valid JSON ({error}); YAML files need "
-                    "the suffix .yaml or .yml") from None
-        return as_parameters(values, f"parameters file {path}")
+
+def read_parameters_file(path: str | Path):
+    """What a JSON file (or YAML, by its suffix) holds, not validated; a file that cannot be
+    read or parsed is one InvalidInputError."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"parameters file {path} is a folder, not a file")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InvalidInputError(f"parameters file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidInputError(f"cannot read parameters file {path}: {error}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise InvalidInputError(f"parameters file {path} is not valid YAML: "
+                                    f"{' '.join(str(error).split())}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InvalidInputError(
+            f"parameters file {path} is not valid JSON ({error}); YAML files need "
+            "the suffix .yaml or .yml") from None
+
+
+#: pydantic's errors for a value of the wrong kind: where a field takes one of several kinds
+#: (``bias``: a number or a list), the other kinds' complaints are noise.
+_KIND_ERRORS = {"float_type", "int_type", "list_type", "tuple_type", "bool_type"}
 
 
 def validation_problems(error: ValidationError) -> str:
-    """A pydantic error as one line: ``bias_short: Input should be ...; threshold: ...``."""
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in error.errors()
-    )
+    """A pydantic error as one line a user can act on: ``bias: Input should be less than or
+    equal to 1 (got 2)``; of a value that may be a number or a list, only the complaint about
+    the kind given; a misspelt name with the name meant."""
+    import difflib
+
+    def is_branch(e) -> bool:  # pydantic names the kind tried after the field: bias.list[...]
+        return len(e["loc"]) > 1 and isinstance(e["loc"][1], str)
+
+    errors = error.errors()
+    problems = []
+    for e in errors:
+        field = e["loc"][0] if e["loc"] else None
+        message = e["msg"].removeprefix("Value error, ")
+        if is_branch(e) and e["type"] in _KIND_ERRORS:
+            branches = [o for o in errors if o["loc"][:1] == e["loc"][:1] and is_branch(o)]
+            if any(o["type"] not in _KIND_ERRORS for o in branches) or e is not branches[0]:
+                continue  # another branch says what is wrong with the kind given, or will
+            message = "Input should be " + " or ".join(
+                o["msg"].removeprefix("Input should be ") for o in branches)
+        where = "".join(f"[{part}]" for part in e["loc"][1:] if isinstance(part, int))
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(field), WatershedParameters.model_fields, 1)
+            message = "not a parameter" + (f" (did you mean {close[0]}?)" if close else "")
+        elif e["type"] != "value_error":  # a value error names the value itself
+            shown = repr(e["input"])
+            message = message.split(", got ")[0] + (
+                f" (got {shown if len(shown) <= 40 else shown[:37] + '...'})")
+        problems.append(f"{field}{where}: {message}" if field is not None else message)
+    return "; ".join(dict.fromkeys(problems))
 
 
-def as_parameters(value, where: str = "parameters") -> WatershedParameters:
+def as_parameters(value, where: str = "parameters", offsets=None) -> WatershedParameters:
     """None (defaults), a WatershedParameters or a dict of its fields; anything else, or
-    invalid values, is one of our errors."""
-    if value is None:
-        return WatershedParameters()
+    invalid values, is one of our errors. ``offsets``, when given, are those to use where the
+    value names none (an input's own): a bias per offset or strides are checked against them."""
+    _check_kind(value, where)
     if isinstance(value, WatershedParameters):
-        return value
-    if not isinstance(value, dict):
+        if offsets is None or "offsets" in value.model_fields_set:
+            return value
+        value = value.model_dump(exclude_unset=True)
+    values = dict(value or {})
+    if offsets is not None:
+        values.setdefault("offsets", offsets)
+    try:
+        return WatershedParameters.model_validate(values)
+    except ValidationError as error:
+        raise InvalidInputError(f"invalid {where}: {validation_problems(error)}") from None
+
+
+def check_values(values, where: str = "parameters"):
+    """Check a dict of parameters whose offsets may come later, from the input (everything but
+    what depends on the offsets: the number of biases or channels, the length of strides or
+    context); return it as given (None as {}, a WatershedParameters as it is), for
+    ``as_parameters`` once the offsets are known."""
+    _check_kind(values, where)
+    if isinstance(values, WatershedParameters):
+        return values
+    values = dict(values or {})
+    try:
+        WatershedParameters.model_validate(
+            values, context={OFFSETS_TO_COME: "offsets" not in values})
+    except ValidationError as error:
+        raise InvalidInputError(f"invalid {where}: {validation_problems(error)}") from None
+    return values
+
+
+def _check_kind(value, where: str) -> None:
+    if value is not None and not isinstance(value, (dict, WatershedParameters)):
         raise UsageError(
             f"{where} must be a WatershedParameters or a dict of its fields, got "
             f"{type(value).__name__}")
-    try:
-        return WatershedParameters.model_validate(value)
-    except ValidationError as error:
-        raise InvalidInputError(f"invalid {where}: {validation_problems(error)}") from None

@@ -13,7 +13,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from .parameters import OFFSETS_2D, OFFSETS_3D
+from .parameters import default_offsets
 
 
 def cell_labels(
@@ -96,7 +96,7 @@ def sample_volume(
     dtype=np.float32,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
     """(affinities, ground-truth labels, offsets) for a 2D or 3D shape."""
-    offsets = list(OFFSETS_3D if len(shape) == 3 else OFFSETS_2D)
+    offsets = default_offsets(len(shape))
     labels = cell_labels(shape, seed=seed)
     affs = affinities_from_labels(labels, offsets, noise=noise, seed=seed + 1, dtype=dtype)
     return affs, labels, offsets

@@ -339,6 +339,14 @@ def test_save_and_load_parameters(viewer_with_widget, tmp_path):
     assert widget.inputs.offsets_source.value == OFFSETS_CUSTOM
     assert widget.inputs.parameters().offsets == other.offsets
 
+    # a file that names no offsets keeps those in force, and may give a bias for each
+    widget.inputs.offsets_text.value = "1,0,0; 0,1,0; 0,0,1"
+    path.write_text(json.dumps({"bias": [0.4, 0.5, 0.6]}))
+    widget.inputs.load_parameters(path)
+    loaded = widget.inputs.parameters()
+    assert loaded.offsets == [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    assert loaded.bias == [0.4, 0.5, 0.6]
+
 
 def test_values_are_remembered_between_sessions(make_napari_viewer_proxy, plugin_manager,
                                                 sample_layers):

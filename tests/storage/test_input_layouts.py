@@ -170,11 +170,13 @@ def test_layout_segments_like_a_plain_zarr_array(layout, affinities, reference, 
     np.testing.assert_array_equal(level0(tmp_path / "out.zarr/labels"), reference)
     labels = open_ds(str(tmp_path / "out.zarr/labels/0"))
     assert tuple(labels.voxel_size) == voxel_size and tuple(labels.offset) == offset
-    # one line says what was assumed, only when something was
+    # one line says each thing assumed, only when it was: the geometry, the offsets
     notes = [line for line in done.stderr.splitlines() if "assumed" in line]
-    assert len(notes) == (1 if assumed else 0), done.stderr
-    if assumed:
-        assert "channel first, voxel size 1, offset 0" in notes[0]
+    geometry = [line for line in notes if "channel first, voxel size 1, offset 0" in line]
+    defaults = [line for line in notes if "no offsets stored: assumed the 3D defaults" in line]
+    assert len(geometry) == (1 if assumed else 0), done.stderr
+    assert len(defaults) == (1 if opened.offsets is None else 0), done.stderr
+    assert len(notes) == len(geometry) + len(defaults), done.stderr
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -13,6 +13,7 @@ from funlib.persistence import open_ds
 
 from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
+from napari_mutex_watershed.parameters import OFFSETS_2D, OFFSETS_3D, offsets_text
 from napari_mutex_watershed.storage import (
     PARAMETERS_ATTR,
     open_affinities,
@@ -84,10 +85,38 @@ def test_offsets_from_array_unless_given(stored):
     opened.offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 5, 0), (0, 0, 5)]
     taken = parameters_for(opened, WatershedParameters(bias_short=0.4))
     assert taken.offsets == opened.offsets and taken.bias_short == 0.4
-    explicit = WatershedParameters(offsets=[(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+    explicit = WatershedParameters(offsets=[(1, 0, 0), (0, 1, 0), (0, 0, 1)], channels=[0, 1, 2])
     assert parameters_for(opened, explicit).offsets == explicit.offsets
     opened.offsets = None
     assert parameters_for(opened, explicit) is explicit
+
+
+def test_a_bias_per_offset_is_checked_against_the_array_s_offsets(tmp_path, small_sample):
+    """A bias each (or strides) may be given before the offsets are known: the array's."""
+    affs, _, offsets = small_sample
+    opened = open_affinities(write_affinities(tmp_path / "v.zarr", affs[:3], offsets[:3]))
+    taken = parameters_for(opened, {"bias": [0.4, 0.5, 0.6], "strides": [1, 2, 2]})
+    assert taken.offsets == offsets[:3] and taken.bias == [0.4, 0.5, 0.6]
+    with pytest.raises(InvalidInputError, match="bias has 6 values for 3 offsets"):
+        parameters_for(opened, WatershedParameters(bias=[0.5] * 6))
+    with pytest.raises(InvalidInputError, match="has 3 channels but there are 6 offsets"):
+        parameters_for(opened, WatershedParameters(offsets=offsets))
+    with pytest.raises(InvalidInputError, match="channel 3 selected but there are 3"):
+        parameters_for(opened, WatershedParameters(offsets=offsets[:3], channels=[0, 1, 3]))
+    with pytest.raises(InvalidInputError, match="the affinities are 3D but the offsets are 2D"):
+        parameters_for(opened, WatershedParameters(offsets=[(1, 0), (0, 1), (2, 2)]))
+
+
+@pytest.mark.parametrize("spatial, defaults", [(3, OFFSETS_3D), (2, OFFSETS_2D)])
+def test_without_offsets_those_of_the_array_s_dimension_are_assumed_and_said(
+        tmp_path, caplog, spatial, defaults):
+    path = tmp_path / "plain.zarr/affinities"
+    zarr.create_array(str(path), data=np.full((len(defaults),) + (8,) * spatial, 0.5,
+                                              np.float32))
+    taken = parameters_for(open_affinities(path), None)
+    assert taken.offsets == defaults
+    assert f"no offsets stored: assumed the {spatial}D defaults {offsets_text(defaults)}" in (
+        caplog.text)
 
 
 def test_labels_readable_by_plain_zarr_and_funlib(tmp_path, small_sample):
@@ -158,6 +187,19 @@ def test_missing_path_is_a_clear_error(tmp_path):
         open_affinities(tmp_path / "nothing.zarr")
     with pytest.raises(InvalidInputError, match=r"no affinities at .*volume.zarr/missing"):
         open_affinities(tmp_path / "volume.zarr" / "missing")
+
+
+def test_a_path_that_names_no_array_lists_those_the_container_holds(tmp_path, small_sample):
+    affs, truth, offsets = small_sample
+    write_affinities(tmp_path / "v.zarr/raw/affs", affs, offsets)
+    write_labels(tmp_path / "v.zarr/gt", truth)  # an OME-Zarr image: named, not its levels
+    (tmp_path / "v.zarr/notes").mkdir()
+    with pytest.raises(InvalidInputError, match=r"v.zarr/affinities: the path does not exist; "
+                       r"\S*v.zarr holds gt, raw/affs$"):
+        open_affinities(tmp_path / "v.zarr")
+    (tmp_path / "empty.zarr").mkdir()
+    with pytest.raises(InvalidInputError, match=r"empty.zarr holds no arrays$"):
+        open_affinities(tmp_path / "empty.zarr/affs")
 
 
 def test_path_outside_a_container_is_a_clear_error(tmp_path):

@@ -30,7 +30,7 @@ from ..errors import (
     UsageError,
     checked_arguments,
 )
-from ..parameters import WatershedParameters, as_parameters
+from ..parameters import WatershedParameters, check_values
 from ..regions import region_inside, voxels
 from ..safety import check_output_location
 from ..storage import (
@@ -96,7 +96,7 @@ def validate_request(
             continue
         if not isinstance(path, (str, Path)):
             raise UsageError(f"the {name} must be a path (str or Path), got {type(path).__name__}")
-    parameters = as_parameters(parameters)
+    parameters = check_values(parameters)  # offsets may come from the input
     for name, value in (("num_workers", num_workers), ("max_retries", max_retries)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise UsageError(f"{name} must be an integer, got {value!r}")
@@ -123,27 +123,14 @@ def validate_request(
     # --- end cluster
 
     affinities = open_affinities(input_path)
-    parameters = parameters_for(affinities, parameters)
+    parameters = parameters_for(affinities, parameters)  # and checked against its channels
     spatial = affinities.shape[1:]
-    if len(spatial) != parameters.ndim:
-        raise InvalidInputError(
-            f"the affinities are {len(spatial)}D but the offsets are {parameters.ndim}D"
-        )
     if not all(spatial):
         raise InvalidInputError(f"the affinities are empty (spatial shape {spatial})")
     if any(v <= 0 for v in affinities.voxel_size):
         raise InvalidInputError(
             f"{affinities.path} has voxel size {tuple(affinities.voxel_size)}: every axis needs "
             "a size above 0; fix its metadata")
-    n_channels = affinities.num_channels
-    wanted = parameters.channels or range(len(parameters.offsets))
-    if parameters.channels is None and n_channels != len(parameters.offsets):
-        raise InvalidInputError(
-            f"{affinities.path} has {n_channels} channels but there are "
-            f"{len(parameters.offsets)} offsets"
-        )
-    if max(wanted) >= n_channels:
-        raise InvalidInputError(f"channel {max(wanted)} selected but there are {n_channels}")
     if affinities.dtype not in (np.float32, np.float64, np.uint8):
         raise InvalidInputError(
             f"affinities have dtype {affinities.dtype}; use float32, float64 or uint8"

@@ -9,7 +9,7 @@ import mwatershed
 import numpy as np
 
 from ..errors import InvalidInputError, KernelError, UsageError, checked_arguments
-from ..parameters import MANY_SEEDS, WatershedParameters, as_parameters
+from ..parameters import MANY_SEEDS, WatershedParameters, as_parameters, default_offsets
 from .labels import finalize
 from .weights import edge_slices, edge_weights
 
@@ -162,8 +162,8 @@ def segment(
         raise UsageError(
             "affinities must be an array (numpy, zarr or dask) of shape (channels, [z,] y, x), "
             f"got {type(affinities).__name__}")
-    parameters = as_parameters(parameters)
     spatial = tuple(affinities.shape[1:])
+    parameters = as_parameters(parameters, offsets=default_offsets(len(spatial)))
     if seeds is not None:
         seeds = _check_seeds(seeds, spatial)
     weights, nn_mean = edge_weights(

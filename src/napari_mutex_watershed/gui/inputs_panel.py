@@ -18,7 +18,16 @@ from psygnal import Signal
 from pydantic import ValidationError
 
 from ..engine.weights import SUPPORTED_DTYPES
-from ..parameters import OFFSETS_2D, OFFSETS_3D, WatershedParameters, validation_problems
+from ..errors import MutexWatershedError
+from ..parameters import (
+    OFFSETS_2D,
+    OFFSETS_3D,
+    WatershedParameters,
+    as_parameters,
+    default_offsets,
+    read_parameters_file,
+    validation_problems,
+)
 from .callback_time import recorded
 from .layers import PREVIEW_KEY, level0
 from .lifecycle import disconnect_all
@@ -177,8 +186,7 @@ class InputsPanel:
             if stored:
                 return [tuple(int(v) for v in o) for o in stored], ""
             spatial = level0(layer).ndim - 1
-            preset = OFFSETS_2D if spatial == 2 else OFFSETS_3D
-            return list(preset), (
+            return default_offsets(spatial), (
                 f"The layer has no offsets in its metadata: using the {spatial}D preset."
             )
         return list(OFFSETS_3D), ""
@@ -236,7 +244,9 @@ class InputsPanel:
         self.parameters().save(path)
 
     def load_parameters(self, path) -> None:
-        self.set_parameters(WatershedParameters.load(path))
+        """A file that names no offsets keeps those in force (the layer's, a preset or typed)."""
+        self.set_parameters(as_parameters(read_parameters_file(path), f"parameters file {path}",
+                                          offsets=self.resolved_offsets()[0]))
 
     def _save_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -258,7 +268,7 @@ class InputsPanel:
         if path:
             try:
                 self.load_parameters(path)
-            except (ValueError, OSError) as error:
+            except (ValueError, OSError, MutexWatershedError) as error:
                 self.show_message(f"Cannot load {path}: {error}")
 
     # ------------------------------------------------------------------ validation

@@ -25,6 +25,7 @@ from .blocks import TensorStoreArray, hdf5_dataset
 from .paths import (
     ACCEPTED,
     DEFAULT_INPUT,
+    arrays_in,
     container_kind,
     multiscales,
     read_json,
@@ -327,7 +328,10 @@ def open_volume(path: str | Path, default_dataset: str = DEFAULT_INPUT,
     location = container / dataset if dataset else container
     what = "affinities" if role == "affinities" else "array"
     if not location.exists() and container_kind(container) != "hdf5":
-        raise InvalidInputError(f"no {what} at {location}: the path does not exist")
+        held = ""
+        if container.is_dir():
+            held = f"; {container} holds " + (", ".join(arrays_in(container)) or "no arrays")
+        raise InvalidInputError(f"no {what} at {location}: the path does not exist{held}")
     kind = container_kind(container)
     if kind == "hdf5":
         if not container.is_file():
@@ -383,7 +387,41 @@ def stored_attributes(path: str | Path, default_dataset: str = "labels") -> dict
 
 
 def parameters_for(affinities: Affinities, parameters):
-    """The parameters with offsets taken from the array when the array names them."""
-    if affinities.offsets is None or "offsets" in parameters.model_fields_set:
-        return parameters
-    return parameters.model_copy(update={"offsets": affinities.offsets})
+    """``parameters`` (None, a WatershedParameters or a dict of its fields) validated for
+    ``affinities``: with the array's own offsets (its ``offsets`` attribute) unless they name
+    some; with neither, the defaults of its dimension (3D or 2D), which a line says, since
+    the channels may mean other offsets. Refused when they do not fit its axes or channels."""
+    from ..parameters import (
+        WatershedParameters,
+        as_parameters,
+        default_offsets,
+        nearest_neighbours,
+        offsets_text,
+    )
+
+    named = (parameters.model_fields_set if isinstance(parameters, WatershedParameters)
+             else parameters or {})
+    ndim = len(affinities.shape) - 1
+    offsets = None if "offsets" in named else affinities.offsets
+    assumed = "offsets" not in named and offsets is None
+    if assumed:
+        offsets = default_offsets(ndim)
+    parameters = as_parameters(parameters, offsets=offsets)
+    if parameters.ndim != ndim:
+        raise InvalidInputError(
+            f"the affinities are {ndim}D but the offsets are {parameters.ndim}D")
+    channels = affinities.num_channels
+    if parameters.channels is None and channels != len(parameters.offsets):
+        given = (f"stores no offsets, and the {ndim}D defaults are {len(parameters.offsets)}"
+                 if assumed else f"there are {len(parameters.offsets)} offsets")
+        raise InvalidInputError(
+            f"{affinities.path} has {channels} channels but {given}: give one offset per "
+            f"channel (e.g. {offsets_text(nearest_neighbours(ndim))} for nearest "
+            "neighbours), or select channels")
+    if parameters.channels is not None and max(parameters.channels) >= channels:
+        raise InvalidInputError(
+            f"channel {max(parameters.channels)} selected but there are {channels}")
+    if assumed:
+        logger.warning("%s: no offsets stored: assumed the %dD defaults %s", affinities.path,
+                       ndim, offsets_text(parameters.offsets))
+    return parameters

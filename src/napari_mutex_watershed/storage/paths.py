@@ -182,6 +182,28 @@ def stored_voxels(path: str | Path, default_dataset: str) -> int | None:
     return math.prod(shape[1:])
 
 
+def arrays_in(container: Path, depth: int = 4, limit: int = 12) -> list[str]:
+    """Paths, inside a zarr or N5 container, of the arrays and OME-Zarr images it holds (not
+    below ``depth`` folders, at most ``limit``): what a path that names none could have meant."""
+    found: list[str] = []
+    folders = [container]
+    for _ in range(depth):
+        below = []
+        for folder in folders:
+            node, attrs = zarr_node(folder)
+            if node == "array" or multiscales(attrs) or "dimensions" in read_json(
+                    folder / "attributes.json"):
+                found.append(folder.relative_to(container).as_posix())
+                continue
+            try:
+                below += sorted(p for p in folder.iterdir()
+                                if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+        folders = below
+    return found[:limit] + (["..."] if len(found) > limit else [])
+
+
 def _is_zarr_node(path: Path, *kinds: str) -> bool:
     node, attrs = zarr_node(path)
     if node == "group" and multiscales(attrs):

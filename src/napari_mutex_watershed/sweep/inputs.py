@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..parameters import WatershedParameters, as_parameters
+from ..parameters import WatershedParameters
 from ..regions import region_inside
 from .grid import DEFAULT_BIASES, Setting, parameter_grid, parse_values
 
@@ -41,11 +41,8 @@ def open_sweep_data(input_path, truth_path, parameters=None, roi=None) -> SweepD
     from ..storage import array_path, open_affinities, open_volume, parameters_for, split_path
 
     affinities = open_affinities(input_path)
-    base = parameters_for(affinities, as_parameters(parameters))
+    base = parameters_for(affinities, parameters)
     spatial = tuple(int(s) for s in affinities.array.shape[1:])
-    if len(spatial) != base.ndim:
-        raise InvalidInputError(
-            f"the affinities are {len(spatial)}D but the offsets are {base.ndim}D")
     location = array_path(truth_path, "ground_truth")
     if not location.exists() and not split_path(truth_path, "ground_truth")[0].is_file():
         raise InvalidInputError(f"no ground truth at {location}: the path does not exist")
