@@ -386,6 +386,14 @@ def test_channels_out_of_range(sample_3d, params_3d):
         segment(sample_3d[0], params)
 
 
+def test_without_offsets_a_2d_array_gets_the_2d_defaults(sample_2d, params_2d):
+    affs = sample_2d[0]
+    expected = segment(affs, params_2d)  # the sample's offsets are the 2D defaults
+    np.testing.assert_array_equal(segment(affs), expected)
+    np.testing.assert_array_equal(segment(affs, WatershedParameters(min_size=20)), expected)
+    np.testing.assert_array_equal(segment(affs, {"bias": [0.5, 0.5, 0.7, 0.7]}), expected)
+
+
 def test_2d_offsets_on_3d_array(sample_3d, params_2d):
     with pytest.raises(InvalidInputError, match="offsets are 2D"):
         segment(sample_3d[0][:4], params_2d)
