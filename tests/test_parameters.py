@@ -16,7 +16,7 @@ from napari_mutex_watershed.parameters import (
     OFFSETS_2D,
     OFFSETS_3D,
     as_parameters,
-    check_values,
+    checked_before_offsets,
     is_nearest_neighbour,
 )
 
@@ -86,15 +86,16 @@ def test_invalid_values_read_as_one_line(values, line):
 
 def test_values_whose_offsets_come_later_are_checked_for_all_else():
     values = {"bias": [0.4, 0.5, 0.6], "strides": [1, 2], "channels": [0, 2, 1]}
-    assert check_values(values) == values  # the counts wait for the input's offsets
+    assert checked_before_offsets(values) == values  # the counts wait for the input's offsets
     for wrong, line in [({"bias": [0.4, 2]}, "bias[1]: Input should be less than or equal"),
                         ({"strides": [1, 0]}, "strides must be integers >= 1, got [1, 0]"),
                         ({"context": [-1, 2]}, "context must be integers >= 0, got [-1, 2]"),
                         ({"biass": 1}, "biass: not a parameter")]:
         with pytest.raises(InvalidInputError, match=re.escape(line)):
-            check_values(wrong)
+            checked_before_offsets(wrong)
     with pytest.raises(InvalidInputError, match="bias has 3 values for 4 offsets"):
-        check_values({"offsets": OFFSETS_2D, "bias": [0.5] * 3})  # offsets named: all checked
+        # offsets named: all checked
+        checked_before_offsets({"offsets": OFFSETS_2D, "bias": [0.5] * 3})
 
 
 def test_offsets_of_the_input_apply_where_none_are_named():

@@ -157,25 +157,24 @@ PARAMETER_FLAGS = ("offsets", "bias", "bias_short", "bias_long", "threshold", "s
 
 
 def parameters_from(args) -> dict:
-    """The parameters file's values (if any) with the flags on top, checked as far as they
-    can be before the input's offsets are known (``parameters.check_values``)."""
-    from .parameters import check_values
-
+    """The parameters file's values (if any) with the flags on top: a dict, which the run
+    checks before it opens anything and completes with the input's offsets."""
     values = file_parameters(args)
     for name in PARAMETER_FLAGS:
         value = getattr(args, name)
         if value is not None:
             values[name] = value[0] if name == "bias" and len(value) == 1 else value
-    return check_values(values)
+    return values
 
 
 def file_parameters(args) -> dict:
     """What ``--params`` names, checked on its own (so a problem names the file)."""
-    from .parameters import check_values, read_parameters_file
+    from .parameters import checked_before_offsets, read_parameters_file
 
     if not args.params:
         return {}
-    return check_values(read_parameters_file(args.params), f"parameters file {args.params}")
+    return checked_before_offsets(read_parameters_file(args.params),
+                                  f"parameters file {args.params}")
 
 
 def command_sample(args) -> int:

@@ -176,7 +176,7 @@ class WatershedParameters(BaseModel):
 
     @model_validator(mode="after")
     def _check_lengths(self, info: ValidationInfo) -> WatershedParameters:
-        # ``check_values``: the offsets (so their number and length) are not known yet
+        # ``checked_before_offsets``: the offsets (so their number and length) are not known yet
         known = not (info.context or {}).get(OFFSETS_TO_COME)
         n, ndim = len(self.offsets), len(self.offsets[0])
         if known and isinstance(self.bias, list) and len(self.bias) != n:
@@ -243,9 +243,10 @@ class WatershedParameters(BaseModel):
         Path(path).write_text(self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> WatershedParameters:
-        """From a JSON file (or YAML, by its suffix); every problem is one InvalidInputError."""
-        return as_parameters(read_parameters_file(path), f"parameters file {path}")
+    def load(cls, path: str | Path, offsets=None) -> WatershedParameters:
+        """From a JSON file (or YAML, by its suffix); every problem is one InvalidInputError.
+        ``offsets``: those in force, for a file that names none (``as_parameters``)."""
+        return as_parameters(read_parameters_file(path), f"parameters file {path}", offsets)
 
 
 def read_parameters_file(path: str | Path):
@@ -331,7 +332,7 @@ def as_parameters(value, where: str = "parameters", offsets=None) -> WatershedPa
         raise InvalidInputError(f"invalid {where}: {validation_problems(error)}") from None
 
 
-def check_values(values, where: str = "parameters"):
+def checked_before_offsets(values, where: str = "parameters"):
     """Check a dict of parameters whose offsets may come later, from the input (everything but
     what depends on the offsets: the number of biases or channels, the length of strides or
     context); return it as given (None as {}, a WatershedParameters as it is), for

@@ -30,7 +30,7 @@ from ..errors import (
     UsageError,
     checked_arguments,
 )
-from ..parameters import WatershedParameters, check_values
+from ..parameters import WatershedParameters, checked_before_offsets
 from ..regions import region_inside, voxels
 from ..safety import check_output_location
 from ..storage import (
@@ -96,7 +96,7 @@ def validate_request(
             continue
         if not isinstance(path, (str, Path)):
             raise UsageError(f"the {name} must be a path (str or Path), got {type(path).__name__}")
-    parameters = check_values(parameters)  # offsets may come from the input
+    parameters = checked_before_offsets(parameters)  # offsets may come from the input
     for name, value in (("num_workers", num_workers), ("max_retries", max_retries)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise UsageError(f"{name} must be an integer, got {value!r}")

@@ -23,9 +23,7 @@ from ..parameters import (
     OFFSETS_2D,
     OFFSETS_3D,
     WatershedParameters,
-    as_parameters,
     default_offsets,
-    read_parameters_file,
     validation_problems,
 )
 from .callback_time import recorded
@@ -245,8 +243,7 @@ class InputsPanel:
 
     def load_parameters(self, path) -> None:
         """A file that names no offsets keeps those in force (the layer's, a preset or typed)."""
-        self.set_parameters(as_parameters(read_parameters_file(path), f"parameters file {path}",
-                                          offsets=self.resolved_offsets()[0]))
+        self.set_parameters(WatershedParameters.load(path, self.resolved_offsets()[0]))
 
     def _save_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog

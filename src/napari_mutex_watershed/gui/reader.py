@@ -25,7 +25,7 @@ import numpy as np
 
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 from ..parameters import WatershedParameters
-from ..storage.paths import CONTAINER_SUFFIXES, multiscales, read_json, zarr_node
+from ..storage.paths import CONTAINER_SUFFIXES, node_kind, read_json, zarr_node
 
 SUFFIXES = (".zarr", ".n5")
 AFFINITIES = "affinities"
@@ -62,14 +62,7 @@ def read(path) -> list[tuple]:
 def _kind(path: Path) -> str | None:
     if any(p.endswith((".h5", ".hdf5", ".hdf")) for p in path.parts):
         return "hdf5" if not path.name.endswith((".h5", ".hdf5", ".hdf")) else None
-    if not path.is_dir():
-        return None
-    if (path / "attributes.json").exists() or path.suffix == ".n5":
-        return "n5-array" if "dimensions" in read_json(path / "attributes.json") else "n5-group"
-    node, attrs = zarr_node(path)
-    if node == "group":
-        return "ome" if multiscales(attrs) else "group"
-    return node
+    return node_kind(path) if path.is_dir() else None
 
 
 def _attributes(path: Path, kind: str) -> dict:

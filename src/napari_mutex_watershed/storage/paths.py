@@ -182,6 +182,17 @@ def stored_voxels(path: str | Path, default_dataset: str) -> int | None:
     return math.prod(shape[1:])
 
 
+def node_kind(path: Path) -> str | None:
+    """What a folder of a zarr or N5 container is: "array", "ome" (an OME-Zarr image),
+    "group", "n5-array", "n5-group", or None (nothing of these)."""
+    if (path / "attributes.json").exists() or path.suffix == ".n5":
+        return "n5-array" if "dimensions" in read_json(path / "attributes.json") else "n5-group"
+    node, attrs = zarr_node(path)
+    if node == "group":
+        return "ome" if multiscales(attrs) else "group"
+    return node
+
+
 def arrays_in(container: Path, depth: int = 4, limit: int = 12) -> list[str]:
     """Paths, inside a zarr or N5 container, of the arrays and OME-Zarr images it holds (not
     below ``depth`` folders, at most ``limit``): what a path that names none could have meant."""
@@ -190,9 +201,7 @@ def arrays_in(container: Path, depth: int = 4, limit: int = 12) -> list[str]:
     for _ in range(depth):
         below = []
         for folder in folders:
-            node, attrs = zarr_node(folder)
-            if node == "array" or multiscales(attrs) or "dimensions" in read_json(
-                    folder / "attributes.json"):
+            if node_kind(folder) in ("array", "ome", "n5-array"):
                 found.append(folder.relative_to(container).as_posix())
                 continue
             try:
