@@ -15,7 +15,7 @@ import pytest
 import zarr
 from importtime import imported
 
-from napari_mutex_watershed import WatershedParameters, cli
+from napari_mutex_watershed import WatershedParameters, cli, segment
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE, LOG_FILE
 from napari_mutex_watershed.blockwise.launch import work_dir_for
@@ -59,6 +59,26 @@ def test_a_rerun_says_already_complete_and_a_resume_what_it_reused(volume, tmp_p
     third = run("segment", path, output, *BLOCKS)
     assert third.returncode == 0
     assert third.stdout.splitlines()[0] == f"already complete: {output} (nothing to do)"
+
+
+@pytest.mark.slow
+def test_after_a_run_refused_for_its_values_another_run_needs_no_overwrite(volume, tmp_path):
+    """A NaN found while its one block is read: the run computed nothing, so the next run,
+    with other settings once the input is fixed, replaces its output without --overwrite."""
+    path, affinities = volume
+    output = tmp_path / "o.zarr/labels"
+    broken = zarr.open_array(str(path), mode="r+")
+    broken[0, 3, 4, 5] = np.nan
+    first = run("segment", path, output, "--progress", "none")
+    assert first.returncode == 1 and "NaN" in first.stderr
+
+    broken[0, 3, 4, 5] = affinities[0, 3, 4, 5]
+    second = run("segment", path, output, "--bias", "0.4", "--progress", "none")
+    assert second.returncode == 0, second.stderr
+    parameters = stored_parameters(zarr.open_group(str(output)))
+    assert parameters.bias == 0.4
+    np.testing.assert_array_equal(zarr.open_array(str(output / "0"))[...],
+                                  segment(zarr.open_array(str(path))[...], parameters))
 
 
 @pytest.mark.slow

@@ -20,11 +20,13 @@ from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise.launch import (
     fragment_chunks,
+    holds_work,
     plan_run,
     segment_blockwise_zarr,
     work_dir_for,
 )
 from napari_mutex_watershed.blockwise.plan import RECORD_FORMAT, BlockwisePlan
+from napari_mutex_watershed.blockwise.run_outputs import output_state
 from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
 from napari_mutex_watershed.storage import create_array, labels_level0, write_affinities
 from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
@@ -131,6 +133,27 @@ def test_2d_blockwise(tmp_path):
     out = segment_blockwise_zarr(path, tmp_path / "in.zarr/labels", params, block_size=(64, 64),
                                  progress="none", supervised=False)
     assert adapted_rand_error(segment(affinities, params), read(out))[0] < 0.01
+
+
+def test_an_output_that_holds_nothing_computed_is_replaced_without_overwrite(volume, tmp_path):
+    """Left by a run refused for its values or stopped before its first block, an output of
+    ours holds nothing a run computed: a run with other settings replaces it (the widget asks
+    nothing). Once a chunk of labels is written, it needs --overwrite. (Recorded blocks:
+    ``test_mask_seeds``; a complete output: the test below.)"""
+    path, _, _ = volume
+    target = tmp_path / "o.zarr/labels"
+    first = plan_run(path, target, PARAMS, block_size=(12, 32, 32))  # made, nothing computed
+    assert not holds_work(first)
+    other = PARAMS.model_copy(update={"bias_short": 0.45})
+    assert output_state(path, target, other, (12, 32, 32), (24, 64, 64)) == "absent"
+    replaced = plan_run(path, target, other, block_size=(12, 32, 32))
+    assert replaced.identity() != first.identity()
+    assert zarr.open_group(str(target)).attrs[PARAMETERS_ATTR]["bias_short"] == 0.45
+    zarr.open_array(replaced.output_path, mode="r+")[:12, :32, :32] = 1  # one chunk of labels
+    assert holds_work(replaced)
+    assert output_state(path, target, PARAMS, (12, 32, 32), (24, 64, 64)) == "other"
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        plan_run(path, target, PARAMS, block_size=(12, 32, 32))
 
 
 def test_refuses_existing_output_and_bad_block_size(volume, tmp_path):

@@ -42,6 +42,7 @@ from ..storage import (
     prepare_labels,
     split_path,
 )
+from ..storage.levels import holds_chunks
 from . import fatal
 from .block_shape import block_size_for
 from .disk import no_space, no_space_error
@@ -226,6 +227,15 @@ def resumable(plan: BlockwisePlan) -> bool:
     return earlier is not None and earlier.identity() == plan.identity()
 
 
+def holds_work(plan: BlockwisePlan) -> bool:
+    """Does the output at the plan's place hold anything a run computed: is it complete, a
+    block recorded or stitched, a chunk of labels written? One that holds nothing (left by a
+    run refused for its values, or stopped before its first block) is replaced without
+    ``overwrite``, as that loses nothing."""
+    return (is_complete(plan) or plan.lookup_path.exists() or bool(plan.recorded_blocks())
+            or holds_chunks(plan.output_path))
+
+
 def prepare_output(plan: BlockwisePlan, affinities) -> None:
     """Create the output and the work folder from scratch (the caller holds the lock)."""
     shutil.rmtree(plan.work_dir, ignore_errors=True)
@@ -261,7 +271,7 @@ def plan_run(input_path, output_path, parameters=None, overwrite: bool = False,
     plan, affinities = validate_request(input_path, output_path, parameters, **options)
     try:
         if not resumable(plan):
-            if plan.labels_path.exists() and not overwrite:
+            if plan.labels_path.exists() and not overwrite and holds_work(plan):
                 raise OutputExistsError(
                     f"{plan.labels_path} already exists (from another run or with other "
                     "settings); pass --overwrite to replace it")

@@ -126,10 +126,12 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
                  block_size: tuple[int, ...], shape: tuple[int, ...],
                  guides: dict[str, Path] | None = None) -> str:
     """What is at ``output``: 'absent', 'resumable' (an unfinished run of this same job),
-    'finished' (this same job, complete) or 'other' (anything else: needs --overwrite).
-    ``guides``: the job's mask and seeds arrays by role (``GUIDE_ROLES``)."""
+    'finished' (this same job, complete) or 'other' (anything else: needs --overwrite). An
+    earlier run's output that holds nothing computed counts as 'absent': the run replaces it
+    (``launch.holds_work``). ``guides``: the job's mask and seeds arrays by role
+    (``GUIDE_ROLES``)."""
     from ..storage import DEFAULT_OUTPUT, array_path, output_format, stored_attributes
-    from .launch import work_dir_for
+    from .launch import holds_work, work_dir_for
     from .plan import PLAN_FILE, BlockwisePlan
 
     location = array_path(output, DEFAULT_OUTPUT)
@@ -148,12 +150,12 @@ def output_state(input_path: Path, output: Path, parameters: WatershedParameters
             shape=tuple(shape),
             block_size=tuple(min(b, s) for b, s in zip(block_size, shape)),
             **{f"{role}_path": str(Path(path).resolve()) for role, path in (guides or {}).items()},
-        ).identity()
+        )
         complete = stored_attributes(location).get(COMPLETE_ATTR)
     except Exception:
         return "other"
-    if previous != expected:
-        return "other"
+    if previous != expected.identity():
+        return "other" if holds_work(expected) else "absent"
     return "finished" if complete else "resumable"
 
 

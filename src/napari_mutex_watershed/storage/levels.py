@@ -5,11 +5,13 @@ Kept light (JSON only): the blockwise job and its workers import it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..attributes import COMPLETE_ATTR
 from .paths import (
     DEFAULT_OUTPUT,
+    PARTIAL_SUFFIX,
     array_path,
     first_level,
     multiscales,
@@ -38,6 +40,19 @@ def labels_level0(path: str | Path) -> Path:
 def is_marked_complete(level0: str | Path) -> bool:
     """Whether a run set the complete flag on this level 0."""
     return bool(zarr_node(Path(level0))[1].get(COMPLETE_ATTR))
+
+
+#: The files of an array's folder that are its metadata, not its chunks (zarr v3 and v2).
+METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
+
+
+def holds_chunks(level0: str | Path) -> bool:
+    """Is any chunk of this array written (a file other than its metadata, or the partial
+    file of one being replaced)? Stops at the first it finds."""
+    for _, _, files in os.walk(level0):
+        if any(name not in METADATA_FILES and not name.endswith(PARTIAL_SUFFIX) for name in files):
+            return True
+    return False
 
 
 def mark_complete(level0: str | Path) -> None:

@@ -129,10 +129,14 @@ def replace_json(path: Path, value: dict) -> None:
     replace_file(path, json.dumps(value).encode())
 
 
+#: The suffix of a file being written, renamed over its target when complete.
+PARTIAL_SUFFIX = ".partial"
+
+
 def replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``, replacing the file at once: a reader sees the old file or
     the new, never half of one (a chunk, a node's metadata)."""
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
     try:
         partial.write_bytes(data)
         partial.replace(path)
