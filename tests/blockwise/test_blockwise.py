@@ -154,6 +154,13 @@ def test_an_output_that_holds_nothing_computed_is_replaced_without_overwrite(vol
     assert output_state(path, target, PARAMS, (12, 32, 32), (24, 64, 64)) == "other"
     with pytest.raises(OutputExistsError, match="--overwrite"):
         plan_run(path, target, PARAMS, block_size=(12, 32, 32))
+    # an array of ours with labels in the labels' place, no level 0 (an older layout)
+    older = tmp_path / "older.zarr/labels"
+    create_array(older, "labels", (24, 64, 64), np.uint32, ["z", "y", "x"],
+                 attributes={PARAMETERS_ATTR: PARAMS.model_dump(mode="json")})
+    zarr.open_array(str(older), mode="r+")[:12] = 1
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        plan_run(path, older, other, block_size=(12, 32, 32))
 
 
 def test_refuses_existing_output_and_bad_block_size(volume, tmp_path):

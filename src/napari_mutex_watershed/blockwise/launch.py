@@ -42,7 +42,7 @@ from ..storage import (
     prepare_labels,
     split_path,
 )
-from ..storage.levels import holds_chunks
+from ..storage.levels import holds_chunks, is_marked_complete
 from . import fatal
 from .block_shape import block_size_for
 from .disk import no_space, no_space_error
@@ -229,11 +229,13 @@ def resumable(plan: BlockwisePlan) -> bool:
 
 def holds_work(plan: BlockwisePlan) -> bool:
     """Does the output at the plan's place hold anything a run computed: is it complete, a
-    block recorded or stitched, a chunk of labels written? One that holds nothing (left by a
-    run refused for its values, or stopped before its first block) is replaced without
-    ``overwrite``, as that loses nothing."""
-    return (is_complete(plan) or plan.lookup_path.exists() or bool(plan.recorded_blocks())
-            or holds_chunks(plan.output_path))
+    block recorded or stitched, a chunk of labels written (at any level, or in an array an
+    older version wrote in the labels' place)? One that holds nothing (left by a run refused
+    for its values, or stopped before its first block) is replaced without ``overwrite``, as
+    that loses nothing."""
+    return (is_complete(plan) or is_marked_complete(plan.labels_path)
+            or plan.lookup_path.exists() or bool(plan.recorded_blocks())
+            or holds_chunks(plan.labels_path))
 
 
 def prepare_output(plan: BlockwisePlan, affinities) -> None:

@@ -46,10 +46,10 @@ def is_marked_complete(level0: str | Path) -> bool:
 METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 
 
-def holds_chunks(level0: str | Path) -> bool:
-    """Is any chunk of this array written (a file other than its metadata, or the partial
-    file of one being replaced)? Stops at the first it finds."""
-    for _, _, files in os.walk(level0):
+def holds_chunks(location: str | Path) -> bool:
+    """Is any chunk written in the array or group at ``location`` (a file other than
+    metadata, or the partial file of one being replaced)? Stops at the first it finds."""
+    for _, _, files in os.walk(location):
         if any(name not in METADATA_FILES and not name.endswith(PARTIAL_SUFFIX) for name in files):
             return True
     return False
