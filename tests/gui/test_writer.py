@@ -8,9 +8,12 @@ import dask.array as da
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
+from napari_mutex_watershed.errors import UnsafeOutputError
+from napari_mutex_watershed.gui import writer
 from napari_mutex_watershed.gui.reader import EXPORT_ATTR, napari_get_reader
 from napari_mutex_watershed.gui.writer import (
     export_dtype,
@@ -96,6 +99,73 @@ def test_non_integer_scale_falls_back_to_unit_voxels(tmp_path, labels):
     array = open_ds(written)
     assert tuple(array.voxel_size) == (1, 1, 1)
     assert array.attrs[EXPORT_ATTR]["scale"] == [0.5, 0.25, 0.25]  # the real scale, kept
+    (layer,) = napari_get_reader(written)(written)  # and the plugin's reader applies it
+    assert layer[1]["scale"] == (0.5, 0.25, 0.25) and layer[1]["translate"] == (1.0, 0, 0)
+    (written,) = write_labels_zarr(str(tmp_path / "t.zarr"), labels,  # not on the grid
+                                   meta(scale=(4, 4, 4), translate=(2, 0, 0)))
+    (layer,) = napari_get_reader(written)(written)
+    assert layer[1]["scale"] == (4, 4, 4) and layer[1]["translate"] == (2, 0, 0)
+
+
+def files_of(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_zarr_export_replaces_only_an_earlier_export(tmp_path, labels):
+    """An array at the path, or another tool's array under the layer's name, is refused
+    with nothing changed; an earlier export is replaced."""
+    zarr.create_array(str(tmp_path / "array.zarr"), data=labels[0].astype(np.uint32))
+    group = zarr.open_group(str(tmp_path / "project.zarr"), mode="w")
+    group.create_array("seg", data=np.ones((2, 3), np.float32))
+    before = files_of(tmp_path)
+    with pytest.raises(UnsafeOutputError, match="is an array, not a container"):
+        write_labels_zarr(str(tmp_path / "array.zarr"), labels, meta())
+    with pytest.raises(UnsafeOutputError, match="not a layer saved by this plugin"):
+        write_labels_zarr(str(tmp_path / "project.zarr"), labels, meta())
+    with pytest.raises(UnsafeOutputError, match="cannot go inside it"):
+        write_labels_zarr(str(tmp_path / "array.zarr/inner.zarr"), labels, meta())
+    assert files_of(tmp_path) == before
+
+
+def test_an_export_saved_onto_itself_or_failing_keeps_its_data(tmp_path, labels,
+                                                               monkeypatch):
+    """Written beside and put in place once complete: a layer read lazily from an export and
+    saved onto it keeps its labels, and a save that fails halfway leaves the export."""
+    monkeypatch.setattr(writer, "SLAB_BYTES", labels[0].size * 4)  # a plane at a time
+    (written,) = write_labels_zarr(str(tmp_path / "out.zarr"), labels, meta())
+    lazy = da.from_zarr(zarr.open_array(written))  # as the reader opens it
+    write_labels_zarr(str(tmp_path / "out.zarr"), lazy, meta())
+    np.testing.assert_array_equal(zarr.open_array(written)[...], labels)
+
+    class Failing:  # a layer whose data cannot be read past its first plane
+        shape, dtype, ndim = labels.shape, np.dtype(np.uint32), labels.ndim
+        reads = 0
+
+        def __getitem__(self, index):
+            self.reads += 1
+            if self.reads > 1:
+                raise OSError("the disk went away")
+            return labels[index].astype(np.uint32)
+
+    before = files_of(tmp_path)
+    with pytest.raises(OSError, match="went away"):
+        write_labels_zarr(str(tmp_path / "out.zarr"), Failing(), meta())
+    assert files_of(tmp_path) == before
+    with pytest.raises(OSError, match="went away"):
+        write_labels_tiff(str(tmp_path / "seg.tif"), Failing(), meta())
+    assert files_of(tmp_path) == before  # the export as it was, nothing partial left
+
+
+def test_a_multiscale_layer_exports_its_level_0(tmp_path, labels):
+    from napari.layers._multiscale_data import MultiScaleData
+
+    pyramid = MultiScaleData([labels, labels[:, ::2, ::2]])
+    (written,) = write_labels_zarr(str(tmp_path / "out.zarr"), pyramid,
+                                   {**meta(), "multiscale": True})
+    np.testing.assert_array_equal(zarr.open_array(written)[...], labels)
+    write_labels_tiff(str(tmp_path / "seg.tif"), pyramid, meta())
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "seg.tif"), labels)
 
 
 # ---------------------------------------------------------------------------- in napari
@@ -128,3 +198,9 @@ def test_save_and_reopen_in_napari(make_napari_viewer_proxy, plugin_manager, tmp
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "seg.tif"), labels)
     (from_tiff,) = viewer.open(str(tmp_path / "seg.tif"), plugin="napari")
     np.testing.assert_array_equal(np.asarray(from_tiff.data), labels)
+
+    # a refusal is napari's error, with its message (a ValueError, napari would drop)
+    zarr.create_array(str(tmp_path / "array.zarr"), data=labels[0].astype(np.uint32))
+    viewer.layers.selection.active = layer
+    with pytest.raises(UnsafeOutputError, match="is an array, not a container"):
+        viewer.layers.save(str(tmp_path / "array.zarr"), selected=True, plugin=PLUGIN)

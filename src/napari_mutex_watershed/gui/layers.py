@@ -8,7 +8,7 @@ job control import this module too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..attributes import BLOCK_SIZE_ATTR, INPUT_ATTR
@@ -26,11 +26,11 @@ INPUT_KEY = INPUT_ATTR
 
 
 def level0(data):
-    """Level 0 of a layer (multiscale or not) or of layer data (a list or tuple of levels
-    when multiscale), else the data itself."""
+    """Level 0 of a layer (multiscale or not) or of layer data (a sequence of levels when
+    multiscale: a list, a tuple, napari's ``MultiScaleData``), else the data itself."""
     if hasattr(data, "multiscale") and hasattr(data, "data"):  # a layer
         return data.data[0] if data.multiscale else data.data
-    return data[0] if isinstance(data, list | tuple) else data
+    return data[0] if isinstance(data, Sequence) else data
 
 
 # ---------------------------------------------------------------------------- arrival

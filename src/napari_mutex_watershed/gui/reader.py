@@ -10,7 +10,8 @@ have the geometry the CLI and the blockwise runs see.
   which are OME-Zarr labels with a pyramid) open as a multiscale Labels layer with the
   parameters in its metadata (and the block size, input and completeness), so the widget can
   restore them; so do Labels layers exported by the plugin's zarr writer
-  (``mutex_watershed_export``) and any OME-Zarr labels image (``image-label``).
+  (``mutex_watershed_export``, whose scale and translate are the layer's, even where the
+  array could only store unit voxels) and any OME-Zarr labels image (``image-label``).
 - A container path (``volume.zarr``, ``volume.n5``) opens its ``affinities`` array and every
   top-level labels array or image written by this package; an OME-Zarr image group opens as
   a multiscale layer.
@@ -87,6 +88,11 @@ def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, p
         kwargs["axis_labels"] = tuple(a.rstrip("^") for a in axis_names)
     if multiscale:
         kwargs["multiscale"] = True
+    exported = attrs.get(EXPORT_ATTR) or {}
+    if all(len(exported.get(key) or ()) == level0.ndim for key in ("scale", "translate")):
+        # the layer's own, also where the array could hold only unit voxels at the origin
+        kwargs["scale"] = tuple(float(v) for v in exported["scale"])
+        kwargs["translate"] = tuple(float(v) for v in exported["translate"])
     stored = attrs.get(PARAMETERS_ATTR)
     if stored and channels == 0:
         parameters = WatershedParameters.model_validate(

@@ -2,28 +2,39 @@
 
 - ``.zarr``: the path is a container; the layer goes into ``<path>/<layer name>`` (other
   arrays of an existing container are kept, in the container's zarr format), written with
-  ``storage.write_labels`` so ``funlib.persistence.open_ds`` sees voxel size and offset (the layer's scale and translate
-  when they are integers) and this plugin's reader opens it again. The parameters a result
-  was made with (``metadata[PARAMETERS_ATTR]``) are stored with it.
+  ``storage.write_labels`` so ``funlib.persistence.open_ds`` sees voxel size and offset (the
+  layer's scale and translate when they are integers) and this plugin's reader opens it
+  again. The parameters a result was made with (``metadata[PARAMETERS_ATTR]``) are stored
+  with it. Only an earlier export (``EXPORT_ATTR``) is replaced: a path that is an array, or
+  a layer name that is another array of the container (the affinities, a run's output,
+  anything another tool wrote), is refused with nothing changed.
 - ``.tif`` / ``.tiff``: one TIFF (BigTIFF when large), a page per 2D plane, zlib-compressed,
   with axes, scale, translate and parameters in its JSON description. napari's builtin
   reader opens it (as an image layer; *Layers > Convert to Labels* to paint on it).
 
 Both write uint32 when the ids fit (64-bit and signed ids are narrowed), and read lazy
-(dask / zarr) layers one slab at a time, so an export does not load the whole volume.
+(dask / zarr) layers one slab at a time, so an export does not load the whole volume. Both
+write beside the target and put the result in its place once complete: a save that fails
+leaves what was there, and a layer saved onto the export it was read from is read whole
+before that export goes. Refusals are ``UnsafeOutputError``, not ``ValueError``, which
+napari takes for "not this writer" and drops with its message.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 # EXPORT_ATTR marks exported arrays, so the reader opens them from a container
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
+from ..errors import InvalidInputError, UnsafeOutputError
+from ..storage.paths import PARTIAL_SUFFIX, zarr_node
 from .layers import level0
 
 #: Layer metadata copied into the zarr attributes when present (provenance of results).
@@ -89,14 +100,40 @@ def _jsonable(value):
                                  else str(o)))
 
 
+def _put_in_place(target: Path, write) -> None:
+    """``write(partial)`` beside ``target``, then the result moved to ``target``; what was
+    at ``target`` is removed only then (a failed write leaves it, and the partial goes)."""
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
+    try:
+        write(partial)
+        if target.is_dir():  # an earlier export: moved aside, removed once replaced
+            replaced = partial.with_name(partial.name + ".replaced")
+            target.rename(replaced)
+            partial.rename(target)
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.replace(partial, target)
+    except BaseException:
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+        raise
+
+
 def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     """npe2 single-layer writer: a Labels layer into ``path`` (a .zarr container)."""
     from ..storage import write_labels
-    from ..storage.paths import zarr_node
 
     container = Path(path)
     if not container.name.endswith(".zarr"):
         raise ValueError(f"{path}: expected a path ending in .zarr")
+    if container.exists() and not container.is_dir():
+        raise UnsafeOutputError(f"{container} is a file, not a zarr container: save into "
+                                "another .zarr (nothing was changed)")
+    if zarr_node(container)[0] == "array":
+        raise UnsafeOutputError(f"{container} is an array, not a container: save into another "
+                                ".zarr (nothing was changed)")
     array = level0(data)
     ndim = array.ndim
     dtype = export_dtype(array)
@@ -108,16 +145,22 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     for key in PROVENANCE_KEYS:
         if metadata.get(key) is not None:
             attributes[key] = _jsonable(metadata[key])
-    if zarr_node(container)[0] == "array":
-        shutil.rmtree(container)  # an array, not a container: replace it (napari asked)
+    target = container / name
+    if target.exists() and EXPORT_ATTR not in zarr_node(target)[1]:
+        raise UnsafeOutputError(
+            f"{target} exists and is not a layer saved by this plugin (the affinities, a "
+            "run's output or another tool's array), so it is never replaced: rename the "
+            "layer or save into another .zarr (nothing was changed)")
     # cast lazily: storage writes a slab at a time, so a large layer is never loaded whole
     values = array.astype(dtype) if hasattr(array, "dask") else _Cast(array, dtype)
-    written = write_labels(
-        container / name, values, voxel_size=voxel_size, offset=offset, overwrite=True,
-        attributes=attributes, axis_names=_axis_names(ndim),
-        chunk_shape=tuple(min(64, s) for s in array.shape), slab_bytes=SLAB_BYTES,
-    )
-    return [str(written)]
+    try:
+        _put_in_place(target, lambda partial: write_labels(
+            partial, values, voxel_size=voxel_size, offset=offset, attributes=attributes,
+            axis_names=_axis_names(ndim), chunk_shape=tuple(min(64, s) for s in array.shape),
+            slab_bytes=SLAB_BYTES))
+    except InvalidInputError as error:  # where it cannot go (inside an array, say)
+        raise UnsafeOutputError(str(error)) from None
+    return [str(target)]
 
 
 class _Cast:
@@ -155,8 +198,11 @@ def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
             yield np.ascontiguousarray(np.asarray(array[index]).astype(dtype, copy=False))
 
     nbytes = int(np.prod(shape)) * dtype.itemsize
-    tifffile.imwrite(
-        path,
+    if Path(path).is_dir():
+        raise UnsafeOutputError(f"{path} is a folder: save the TIFF under another name "
+                                "(nothing was changed)")
+    _put_in_place(Path(path), lambda partial: tifffile.imwrite(
+        partial,
         data=planes() if ndim > 2 else np.asarray(array).astype(dtype, copy=False),
         shape=shape if ndim > 2 else None,
         dtype=dtype if ndim > 2 else None,
@@ -164,6 +210,6 @@ def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
         compression="zlib",
         bigtiff=nbytes > 2**32 - 2**25,
         metadata=description,
-    )
+    ))
     return [str(path)]
 
