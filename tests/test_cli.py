@@ -60,6 +60,15 @@ def test_a_rerun_says_already_complete_and_a_resume_what_it_reused(volume, tmp_p
     assert third.returncode == 0
     assert third.stdout.splitlines()[0] == f"already complete: {output} (nothing to do)"
 
+    # the input written anew at the same path: --overwrite recomputes the same job
+    zarr.open_array(str(path), mode="r+")[...] = affinities[:, ::-1]
+    fourth = run("segment", path, output, *BLOCKS, "--overwrite")
+    assert fourth.returncode == 0 and "already complete" not in fourth.stdout
+    fresh = run("segment", path, tmp_path / "fresh.zarr/labels", *BLOCKS)
+    assert fresh.returncode == 0, fresh.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(output / "0"))[...],
+                                  zarr.open_array(str(tmp_path / "fresh.zarr/labels/0"))[...])
+
 
 @pytest.mark.slow
 def test_after_a_run_refused_for_its_values_another_run_needs_no_overwrite(volume, tmp_path):

@@ -314,6 +314,28 @@ def test_process_equals_the_cli(sample, sweep, tmp_path):
     assert np.array_equal(expected[:], output[output.roi])
 
 
+def test_process_replaces_an_output_whose_prediction_was_written_anew(tmp_path):
+    """The same parameters and paths after a new prediction (other values, another offset)
+    give the new labels, not the earlier run's."""
+    identifier = LocalArrayIdentifier(tmp_path / "run.zarr", "prediction")
+    output = LocalArrayIdentifier(tmp_path / "run.zarr", "output")
+    labels = []
+    for seed, offset in ((1, (0, 0, 0)), (2, (8, 4, 4))):
+        affinities, _, offsets = sample_volume((8, 32, 32), seed=seed)
+        write_affinities(identifier.path, affinities, offsets, voxel_size=VOXEL_SIZE,
+                         offset=offset, overwrite=True)
+        post_processor = WatershedPostProcessor(offsets)
+        post_processor.set_prediction(identifier)
+        parameters = list(post_processor.enumerate_parameters())[2]
+        result = post_processor.process(parameters, output, num_workers=1)
+        assert tuple(result.roi.offset) == offset
+        expected = segment(zarr.open_array(str(identifier.path))[...],
+                           post_processor.watershed_parameters(parameters))
+        np.testing.assert_array_equal(result[result.roi], expected)
+        labels.append(expected)
+    assert not np.array_equal(*labels)
+
+
 @pytest.mark.slow
 def test_process_takes_a_mask_and_seeds(sample, tmp_path):
     identifier, _, truth, offsets = sample

@@ -268,11 +268,12 @@ def prepare_output(plan: BlockwisePlan, affinities) -> None:
 
 def plan_run(input_path, output_path, parameters=None, overwrite: bool = False,
              **options) -> BlockwisePlan:
-    """Validate, then resume the same job or (with ``overwrite``) start again; save the plan.
-    The caller holds the output's lock."""
+    """Validate, then resume the same job or (with ``overwrite``, even on the same job,
+    whose input may have changed since) start again; save the plan. The caller holds the
+    output's lock."""
     plan, affinities = validate_request(input_path, output_path, parameters, **options)
     try:
-        if not resumable(plan):
+        if overwrite or not resumable(plan):
             if plan.labels_path.exists() and not overwrite and holds_work(plan):
                 raise OutputExistsError(
                     f"{plan.labels_path} already exists (from another run or with other "
