@@ -22,6 +22,7 @@ from napari_mutex_watershed import WatershedParameters, segment
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.dacapo import (
     DEFAULT_BIAS_VALUES,
+    WATERSHED_WORKER,
     LocalArrayIdentifier,
     PostProcessor,
     WatershedPostProcessor,
@@ -31,12 +32,16 @@ from napari_mutex_watershed.dacapo import (
     require_block_aligned_chunks,
     segment_blockwise,
 )
-from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
 from napari_mutex_watershed.dacapo import arrays as arrays_module
 from napari_mutex_watershed.dacapo import post_processor as post_processor_module
+from napari_mutex_watershed.errors import (
+    InvalidInputError,
+    OutputExistsError,
+    UnsafeOutputError,
+    UsageError,
+)
 from napari_mutex_watershed.storage import write_affinities, write_labels
 from napari_mutex_watershed.synthetic import sample_volume
-from napari_mutex_watershed.dacapo import WATERSHED_WORKER
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD_WORKER = ROOT / "docs" / "examples" / "threshold_worker.py"
@@ -243,6 +248,14 @@ def test_zarr_array_create_modes(tmp_path):
         create(identifier, ["y", "x"], Roi((0, 1), (8, 8)), None, Coordinate(2, 2), np.uint8)
     with pytest.raises(InvalidInputError, match="does not exist"):
         ZarrArray.open_from_array_identifier(LocalArrayIdentifier(tmp_path / "m.zarr", "nothing"))
+    # a group, or the container itself, is never replaced: only an array
+    create(LocalArrayIdentifier(tmp_path / "m.zarr", "group/kept"), ["y", "x"], roi, None,
+           voxel_size, np.uint8)
+    for dataset, held in (("group", "holding kept"), ("", "holding group, labels")):
+        with pytest.raises(UnsafeOutputError, match=f"is a group {held}: only an array"):
+            create(LocalArrayIdentifier(tmp_path / "m.zarr", dataset), ["y", "x"], roi, None,
+                   voxel_size, np.uint8, overwrite=True)
+    assert (tmp_path / "m.zarr/group/kept").is_dir() and (tmp_path / "m.zarr/labels").is_dir()
 
 
 def test_block_unique_ids_differ_between_blocks():
@@ -334,6 +347,33 @@ def test_process_replaces_an_output_whose_prediction_was_written_anew(tmp_path):
         np.testing.assert_array_equal(result[result.roi], expected)
         labels.append(expected)
     assert not np.array_equal(*labels)
+
+
+def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
+    """A group holding an earlier output and the user's own array is not the output's to
+    replace; a path works as an identifier (DaCapo's examples), one without a dataset is
+    refused before anything is written; a 2D prediction gets a 2D default block."""
+    container = tmp_path / "run.zarr"
+    for shape in ((32, 32), (8, 32, 32)):
+        affinities, _, offsets = sample_volume(shape, seed=1)
+        prediction = f"{container}/prediction{len(shape)}d"
+        write_affinities(prediction, affinities, offsets)
+        post_processor = WatershedPostProcessor(offsets)
+        post_processor.set_prediction(prediction)  # a path
+        parameters = list(post_processor.enumerate_parameters())[2]
+        output = post_processor.process(parameters, f"{container}/results{len(shape)}d/0",
+                                        num_workers=1)
+        np.testing.assert_array_equal(output[output.roi], segment(
+            affinities, post_processor.watershed_parameters(parameters)))
+    mine = zarr.open_group(str(container / "results3d")).create_array(
+        "proofread", data=np.full((8, 32, 32), 42, np.uint32))
+    before = sorted(p.name for p in (container / "results3d").iterdir())
+    with pytest.raises(UnsafeOutputError, match="holds other arrays"):
+        post_processor.process(parameters, LocalArrayIdentifier(container, "results3d"))
+    with pytest.raises(UsageError, match="names no dataset"):
+        post_processor.process(parameters, LocalArrayIdentifier(tmp_path / "e.zarr", ""))
+    assert sorted(p.name for p in (container / "results3d").iterdir()) == before
+    assert np.all(mine[...] == 42) and not (tmp_path / "e.zarr").exists()
 
 
 @pytest.mark.slow

@@ -11,18 +11,30 @@ from pathlib import Path
 
 from .attributes import OUR_ATTRIBUTE_PREFIX
 from .errors import UnsafeOutputError
-from .storage.paths import zarr_node
+from .storage.paths import multiscales, zarr_node
+
+
+def _carries_our_names(attributes: dict) -> bool:
+    return any(str(k).startswith(OUR_ATTRIBUTE_PREFIX) for k in attributes)
 
 
 def is_ours(path: str | Path) -> bool:
-    """Was ``path`` written by this tool (an array, or an OME-Zarr group whose first level
-    is)? Read from its zarr attributes; anything unreadable is not ours."""
+    """Was ``path`` written by this tool, and does it hold nothing else? An array with our
+    attributes, or OME-Zarr labels (a group with multiscales) whose attributes or first
+    level's carry our names and whose folders are all its levels. A group holding more (an
+    array put beside our levels, a group of several outputs) is not ours to replace. Read
+    from the zarr attributes; anything unreadable is not ours."""
     path = Path(path)
-    for node in (path, path / "0"):
-        _, attributes = zarr_node(node)  # {} if not a zarr node, or a broken one
-        if any(str(k).startswith(OUR_ATTRIBUTE_PREFIX) for k in attributes):
-            return True
-    return False
+    kind, attributes = zarr_node(path)  # {} if not a zarr node, or a broken one
+    if kind == "array":
+        return _carries_our_names(attributes)
+    pyramid = multiscales(attributes) if kind == "group" else None
+    if not pyramid:
+        return False
+    levels = [str(d.get("path")) for d in pyramid[0].get("datasets", [])]
+    if not levels or not {p.name for p in path.iterdir() if p.is_dir()} <= set(levels):
+        return False
+    return _carries_our_names(attributes) or _carries_our_names(zarr_node(path / levels[0])[1])
 
 
 def _is_empty_folder(path: Path) -> bool:
@@ -48,5 +60,5 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
                 "delete: choose another output")
     if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(target):
         raise UnsafeOutputError(
-            f"{output} exists and is not an output of napari-mutex-watershed, so it is never "
-            "replaced: choose another output")
+            f"{output} exists and is not an output of napari-mutex-watershed (or holds other "
+            "arrays beside one), so it is never replaced: choose another output")

@@ -16,8 +16,9 @@ import zarr
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 
-from ..errors import InvalidInputError, OutputExistsError
+from ..errors import InvalidInputError, OutputExistsError, UnsafeOutputError, UsageError
 from ..storage import create_array, open_volume
+from ..storage.paths import split_path, zarr_node
 
 try:  # DaCapo uses universal_pathlib; a plain local path does the same job here
     from upath import UPath as ContainerPath
@@ -60,6 +61,17 @@ class LocalArrayIdentifier:
     def path(self) -> Path:
         """Where the array lives on disk: ``container / dataset``."""
         return Path(self.container) / self.dataset
+
+    @classmethod
+    def of(cls, value, role: str) -> LocalArrayIdentifier:
+        """``value`` as an identifier: one already, or a path such as ``"run.zarr/output"``
+        (split at the container, as DaCapo's examples write them)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str | Path):
+            return cls(*split_path(value, ""))
+        raise UsageError(f"the {role} must be a LocalArrayIdentifier or a path such as "
+                         f"run.zarr/{role}, got {type(value).__name__}")
 
 
 class ZarrArray:
@@ -126,7 +138,8 @@ class ZarrArray:
         ``mode`` says what happens if the array exists already: ``"a"`` (default) reopens it
         when its geometry, axes and dtype are the ones asked for and refuses otherwise;
         ``"w"`` replaces it; ``"w-"`` refuses. ``overwrite=True`` is the same as ``"w"``.
-        Existing data are never zeroed silently.
+        Existing data are never zeroed silently, and a group (or the container itself) at
+        the identifier is never replaced: only an array is.
         """
         if mode not in ("a", "w", "w-"):
             raise ValueError(f"mode must be 'a', 'w' or 'w-' to create an array, got {mode!r}")
@@ -161,6 +174,12 @@ class ZarrArray:
 
         identifier = LocalArrayIdentifier(array_identifier.container, array_identifier.dataset)
         location = identifier.path
+        if location.exists() and zarr_node(location)[0] != "array":
+            held = sorted(p.name for p in location.iterdir() if p.is_dir())
+            raise UnsafeOutputError(
+                f"{location} is {'a group' if zarr_node(location)[0] else 'a folder'}"
+                + (f" holding {', '.join(held)}" if held else "") + ": only an array is "
+                "replaced; name a dataset for the new array (nothing was changed)")
         if location.exists() and not overwrite and mode != "w":
             if mode == "w-":
                 raise OutputExistsError(f"{location} already exists")

@@ -29,8 +29,6 @@ from .arrays import LocalArrayIdentifier, ZarrArray
 DEFAULT_BIAS_VALUES = (0.1, 0.25, 0.5, 0.75, 0.9)
 #: DaCapo's default context, in world units.
 DEFAULT_CONTEXT = Coordinate((32, 32, 32))
-#: Block size in voxels (DaCapo's default).
-DEFAULT_BLOCK_SIZE = Coordinate(blockwise_default_block_size[3])
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -203,7 +201,7 @@ class PostProcessor(metaclass=_FrozenAfterInit):
         parameters: PostProcessorParameters,
         output_array_identifier: LocalArrayIdentifier,
         num_workers: int = 16,
-        block_size: Coordinate = DEFAULT_BLOCK_SIZE,
+        block_size: Coordinate | None = None,
     ) -> ZarrArray:
         """Convert the prediction into the final output, stored at the given identifier."""
 
@@ -278,7 +276,9 @@ class WatershedPostProcessor(PostProcessor):
                 min_size=min_size, context=context,
             )
 
-    def set_prediction(self, prediction_array_identifier: LocalArrayIdentifier) -> None:
+    def set_prediction(self, prediction_array_identifier: LocalArrayIdentifier | str) -> None:
+        prediction_array_identifier = LocalArrayIdentifier.of(prediction_array_identifier,
+                                                              "prediction")
         array = ZarrArray.open_from_array_identifier(prediction_array_identifier, mode="r")
         if array.num_channels is None:
             raise InvalidInputError(
@@ -308,9 +308,9 @@ class WatershedPostProcessor(PostProcessor):
     def process(
         self,
         parameters: WatershedPostProcessorParameters,
-        output_array_identifier: LocalArrayIdentifier,
+        output_array_identifier: LocalArrayIdentifier | str,
         num_workers: int = 16,
-        block_size: Coordinate = DEFAULT_BLOCK_SIZE,
+        block_size: Coordinate | None = None,
         *,
         mask_array_identifier: LocalArrayIdentifier | None = None,
         seeds_array_identifier: LocalArrayIdentifier | None = None,
@@ -319,9 +319,11 @@ class WatershedPostProcessor(PostProcessor):
 
         Runs the project's blockwise engine (fragments with ``context``, stitching, relabel)
         in its own process tree with ``num_workers`` worker processes and blocks of
-        ``block_size`` voxels; a region of one block (up to 2^22 voxels) is segmented in
-        this process, as a bare call. An existing array at the output is replaced. Returns the
-        output array. The result equals the CLI's ``segment`` with the same parameters and
+        ``block_size`` voxels (default 64 x 128 x 128, or 512 x 512 for a 2D prediction); a
+        region of one block (up to 2^22 voxels) is segmented in this process, as a bare
+        call. An existing output of this package is replaced, recomputed even for the same
+        parameters. Identifiers may be paths (``"run.zarr/output"``). Returns the output
+        array. The result equals the CLI's ``segment`` with the same parameters and
         ``--block-size`` (without it the CLI chooses the block from the region).
         ``mask_array_identifier`` and ``seeds_array_identifier`` name arrays on the
         prediction's voxel grid (the CLI's ``--mask`` and ``--seeds``): voxels where the mask
@@ -334,12 +336,17 @@ class WatershedPostProcessor(PostProcessor):
                 f"expected WatershedPostProcessorParameters, got {type(parameters).__name__}"
             )
         watershed = self.watershed_parameters(parameters)
+        output_array_identifier = LocalArrayIdentifier.of(output_array_identifier, "output")
+        if not output_array_identifier.dataset.strip("/"):
+            raise UsageError(f"the output {output_array_identifier.container} names no dataset: "
+                             f"give one, e.g. {output_array_identifier.container}/output")
+        if block_size is None:
+            block_size = blockwise_default_block_size[self._prediction().voxel_size.dims]
         guides = {}
         for name, identifier in (("mask", mask_array_identifier),
                                  ("seeds", seeds_array_identifier)):
-            if identifier is not None and not isinstance(identifier, LocalArrayIdentifier):
-                raise UsageError(f"{name}_array_identifier must be a LocalArrayIdentifier, got "
-                                 f"{type(identifier).__name__}")
+            if identifier is not None:
+                identifier = LocalArrayIdentifier.of(identifier, name)
             guides[f"{name}_path"] = identifier.path if identifier is not None else None
         segment_blockwise_zarr(
             self.prediction_array_identifier.path,
