@@ -118,6 +118,7 @@ class Case:
 
 
 SEGMENT = ["segment", "in.zarr/affinities"]
+SWEEP = ["sweep", "in.zarr/affinities", "--gt", "in.zarr/ground_truth"]
 CASES = [
     # never delete or overwrite what is not ours
     Case("output is the input", [*SEGMENT, "in.zarr/affinities", "--overwrite"],
@@ -239,6 +240,37 @@ CASES = [
          r"ground truth has shape \(16, 32, 16\) but the affinities \(16, 32, 32\)",
          make=lambda f: write_labels(f / "gt.zarr/ground_truth",
                                      np.ones((16, 32, 16), np.uint32))),
+    Case("sweep table onto the input's metadata",
+         [*SWEEP, "--csv", "in.zarr/affinities/zarr.json"],
+         r"the output in.zarr/affinities/zarr.json lies inside the input"),
+    Case("sweep table onto a file it did not write", [*SWEEP, "--csv", "notes.txt"],
+         r"notes.txt exists and is not a table written by a sweep, so it is never replaced",
+         make=write_file("notes.txt", "my notes\n")),
+    Case("sweep table in a missing folder", [*SWEEP, "--csv", "nowhere/t.csv"],
+         r"cannot write nowhere/t.csv: the folder nowhere does not exist"),
+    Case("sweep table is a folder", [*SWEEP, "--csv", "."],
+         r"the table goes to a file, and . is a folder"),
+    Case("sweep ground truth of floats", [*SWEEP[:-2], "--gt", "gt.zarr/ground_truth"],
+         r"the ground truth gt.zarr/ground_truth has dtype float32: ground truth holds "
+         r"integer ids",
+         make=lambda f: write_labels(f / "gt.zarr/ground_truth", np.ones(SHAPE, np.float32))),
+    Case("sweep ground truth of single voxels", [*SWEEP[:-2], "--gt", "gt.zarr/ground_truth"],
+         r"no object of the ground truth has two voxels",
+         make=lambda f: write_labels(f / "gt.zarr/ground_truth",
+                                     one_voxel((2, 3, 4), 7, np.uint32))),
+    Case("sweep NaN, in the input's voxels under --roi", [*SWEEP, "--roi", 2, 2, 2, 8, 16, 16],
+         r"affinities contain 1 NaN and 0 infinite values in channel 2, first at voxel "
+         r"\(3, 4, 5\)",
+         make=lambda f: set_channel_value(f, 2, (3, 4, 5), np.nan)),
+    Case("sweep keeps the file's bias, with nothing else to sweep",
+         [*SWEEP[:-2], "--gt", "in.zarr/ground_truth", "--params", "p.json"],
+         r"the parameters file sets the bias, which the sweep keeps: give threshold or min size",
+         make=write_file("p.json", '{"bias": 0.5}')),
+    # sample
+    Case("sample with a negative seed", ["sample", "new.zarr", "--seed", -1],
+         r"argument --seed: -1 is below 0", code=2),
+    Case("sample too large for memory", ["sample", "new.zarr", "--shape", 2000, 2000, 2000],
+         r"a sample is made in memory: at most 2\*\*27 voxels"),
 ]
 
 

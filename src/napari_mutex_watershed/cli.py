@@ -40,6 +40,8 @@ def _at_least(minimum, kind=int, what="a number"):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         if not value >= minimum:
             raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
         return value
@@ -66,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("output", help="zarr container to create, e.g. sample.zarr")
     sample.add_argument("--shape", type=_at_least(1), nargs="+", default=[64, 128, 128],
                         help="volume shape in voxels, 2 or 3 values (default 64 128 128)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--noise", type=float, default=0.1)
+    sample.add_argument("--seed", type=_at_least(0), default=0)
+    sample.add_argument("--noise", type=_at_least(0.0, float), default=0.1,
+                        help="standard deviation of the noise on the affinities (default 0.1)")
     sample.add_argument("--uint8", action="store_true", help="store affinities as uint8")
     sample.add_argument("--overwrite", action="store_true")
 
@@ -140,14 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "offsets from the input)")
     sweep.add_argument("--bias", nargs="+", metavar="V", default=None,
                        help="uniform biases to try: numbers and/or ranges start:stop:step "
-                       "(default 0.1 0.25 0.5 0.75 0.9)")
+                       "(default 0.1 0.25 0.5 0.75 0.9, or the --params file's bias when it "
+                       "sets one)")
     sweep.add_argument("--threshold", nargs="+", metavar="V",
                        help="thresholds to try (default: only the base value)")
     sweep.add_argument("--min-size", nargs="+", metavar="N",
                        help="minimum sizes to try (default: only the base value)")
     sweep.add_argument("--workers", type=_at_least(1), default=2,
                        help="settings run in parallel (worker processes, default 2)")
-    sweep.add_argument("--csv", type=Path, help="also write the table to this CSV file")
+    sweep.add_argument("--csv", type=Path, help="also write the table to this CSV file (an "
+                       "existing file only if it is an earlier sweep's table)")
     return parser
 
 
@@ -261,12 +266,19 @@ def command_sweep(args) -> int:
     from .regions import split_roi
     from .sweep import best, format_table, run_sweep, write_csv
     from .sweep.inputs import open_sweep_data, settings_for
+    from .sweep.table import check_csv_target
 
-    data = open_sweep_data(args.input, args.gt, file_parameters(args), split_roi(args.roi))
-    settings = settings_for(data.base, args.bias, args.threshold, args.min_size)
-    print(f"sweeping {len(settings)} settings on {' x '.join(map(str, data.shape))} voxels at "
-          f"{data.offset} ({data.labelled} labelled) with {min(args.workers, len(settings))} "
-          "workers", file=sys.stderr)
+    if args.csv is not None:  # before the work it would lose
+        check_csv_target(args.csv, {"input": args.input, "ground truth": args.gt})
+    named = file_parameters(args)
+    data = open_sweep_data(args.input, args.gt, named, split_roi(args.roi))
+    settings = settings_for(data.base, args.bias, args.threshold, args.min_size,
+                            keep_bias=any(k in named for k in ("bias", "bias_short",
+                                                               "bias_long")))
+    workers = min(args.workers, len(settings))
+    print(f"sweeping {_count(len(settings), 'setting')} on {' x '.join(map(str, data.shape))} "
+          f"voxels at {data.offset} ({data.labelled} labelled) with "
+          f"{_count(workers, 'worker')}", file=sys.stderr)
     started = time.perf_counter()
     results = run_sweep(data.affinities, settings, data.ground_truth, workers=args.workers,
                         keep_labels=False)
@@ -278,6 +290,10 @@ def command_sweep(args) -> int:
     if args.csv:
         print(f"table written to {write_csv(results, args.csv)}")
     return 0 if all(r.error is None for r in results) else 1
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'s' if n != 1 else ''}"
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ fixtures, so what users try is what the tests check.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,10 @@ from scipy.spatial import cKDTree
 from skimage import measure
 
 from .parameters import default_offsets
+
+#: The largest sample ``write_sample`` makes: it is built in memory (about 70 bytes a voxel
+#: at its peak, 0.49 GB at 64 x 256 x 256, so 2**27 voxels take about 9 GB).
+MAX_SAMPLE_VOXELS = 2**27
 
 
 def cell_labels(
@@ -114,6 +119,10 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
 
     if len(shape) not in (2, 3):
         raise InvalidInputError("a sample has 2 or 3 axes")
+    if math.prod(shape) > MAX_SAMPLE_VOXELS:
+        raise InvalidInputError(
+            f"a sample is made in memory: at most 2**{MAX_SAMPLE_VOXELS.bit_length() - 1} "
+            f"voxels (e.g. 512 x 512 x 512), got {' x '.join(map(str, shape))}")
     targets = {"affinities": Path(container) / "affinities",
                "ground_truth": Path(container) / "ground_truth"}
     if overwrite:

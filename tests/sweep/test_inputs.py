@@ -55,3 +55,47 @@ def test_cli_sweep(tmp_path, capsys):
     assert main(["sweep", f"{sample}/affinities", "--gt", f"{sample}/ground_truth",
                  "--bias", "2"]) == 1
     assert "bias=2" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the truth
+def test_the_ground_truth_lines_up_and_negative_ids_are_unlabelled(tmp_path, caplog):
+    """A truth without geometry covers the affinities' voxels (not the origin), negative ids
+    are unlabelled as 0 is, with a line each; a truth off the voxel grid is refused."""
+    import numpy as np
+    import zarr
+
+    from napari_mutex_watershed.errors import InvalidInputError
+    from napari_mutex_watershed.storage import create_array, write_affinities
+    from napari_mutex_watershed.sweep.inputs import open_sweep_data
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, truth, offsets = sample_volume((8, 32, 32), seed=2)
+    source = write_affinities(tmp_path / "a.zarr/affinities", affinities, offsets,
+                              voxel_size=(4, 2, 2), offset=(8, 4, 4))
+    plain = tmp_path / "t.zarr/plain"  # no metadata at all, -1 for "ignore"
+    zarr.create_array(str(plain), data=np.where(truth > 0, truth, -1).astype(np.int32))
+    data = open_sweep_data(source, plain)
+    np.testing.assert_array_equal(data.ground_truth, truth)
+    assert data.labelled == np.count_nonzero(truth)
+    assert "taken to cover the affinities' voxels" in caplog.text
+    assert f"{np.count_nonzero(truth <= 0)} voxels with negative ids" in caplog.text
+
+    off_grid = tmp_path / "t.zarr/off_grid"
+    create_array(off_grid, "off_grid", truth.shape, np.uint32, ["z", "y", "x"],
+                 voxel_size=(4, 2, 2), offset=(9, 5, 5))[...] = truth
+    with pytest.raises(InvalidInputError, match="off the affinities' voxel grid"):
+        open_sweep_data(source, off_grid)
+
+
+def test_a_parameters_file_s_bias_is_kept():
+    from napari_mutex_watershed.errors import InvalidInputError
+    from napari_mutex_watershed.sweep.inputs import settings_for
+
+    base = WatershedParameters(bias=0.42)
+    settings = settings_for(base, threshold=["0", "0.5"], keep_bias=True)
+    assert [s.parameters.bias for s in settings] == [0.42, 0.42]
+    assert [s.name for s in settings] == ["threshold=0.00", "threshold=0.50"]
+    assert len(settings_for(base, bias=["0.3", "0.6"], keep_bias=True)) == 2  # asked for
+    assert len(settings_for(base)) == 5  # DaCapo's biases
+    with pytest.raises(InvalidInputError, match="sets the bias, which the sweep keeps"):
+        settings_for(base, keep_bias=True)

@@ -65,6 +65,17 @@ def test_a_bad_value_is_named_in_the_whole_layer(sample_3d):
     assert "channel 1, first at voxel (6, 3, 4), world position (340, 12, 16)" in result.error
 
 
+def test_idle_workers_exit_by_themselves_when_the_sweeper_closes(sample_3d):
+    """Not killed: a killed pool worker leaves its semaphores to Python's resource tracker,
+    which then warns at exit ("leaked semaphore objects")."""
+    affinities, truth, offsets = sample_3d
+    settings = parameter_grid(WatershedParameters(offsets=offsets), bias=[0.4, 0.6])
+    with Sweeper(workers=2) as sweeper:
+        sweeper.start(SweepInputs(affinities, truth), settings).wait(timeout=patience(60))
+        workers = list(sweeper._executor._processes.values())
+    assert len(workers) == 2 and [w.exitcode for w in workers] == [0, 0]
+
+
 def test_a_killed_worker_fails_its_setting_not_the_sweep(sample_3d):
     affinities, truth, offsets = sample_3d
     big = np.tile(affinities, (1, 2, 2, 2))  # 48 x 96 x 96: a second or so per setting

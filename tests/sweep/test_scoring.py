@@ -40,6 +40,10 @@ def test_scores_are_skimage_metrics_over_labelled_voxels(sample_3d, segmented_3d
     other[:, :, 24:] = 7  # anything in the unlabelled half
     assert astuple(score(other, sparse)) == pytest.approx(astuple(score(segmented_3d, sparse)))
     assert astuple(score(segmented_3d, sparse)) != pytest.approx(astuple(scores))
+    # negative ids (a common "ignore") are unlabelled too, not an object
+    ignored = np.where(sparse > 0, sparse, -1).astype(np.int32)
+    assert astuple(score(segmented_3d, ignored)) == pytest.approx(
+        astuple(score(segmented_3d, sparse)))
 
     # a merge of everything: no split, a large merge; ids need not be consecutive
     merged = np.full(truth.shape, 2**40, np.uint64)

@@ -27,6 +27,7 @@ from magicgui.widgets import (
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
+from ..errors import MutexWatershedError
 from ..sweep import (
     DEFAULT_BIASES,
     Sweeper,
@@ -499,7 +500,7 @@ class SweepPanel(Container):
             try:
                 self.save_csv(path)
                 self._say(f"Table saved to {path}")
-            except OSError as error:
+            except (OSError, MutexWatershedError) as error:
                 self._say(f"Cannot save: {error}")
 
     # ------------------------------------------------------------------ grid view

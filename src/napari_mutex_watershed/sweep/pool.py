@@ -361,7 +361,18 @@ class Sweeper:
                 pass
 
     def close(self) -> None:
-        """Stop the workers (idle ones exit, busy ones are killed)."""
+        """Stop the workers: idle ones are asked to exit and waited for (killed, they would
+        leave the pool's semaphores to Python's resource tracker, which warns about them at
+        exit), busy ones are killed."""
+        with self._lock:
+            executor = self._executor
+            idle = (isinstance(executor, futures.ProcessPoolExecutor)
+                    and not getattr(executor, "_pending_work_items", None))
+            if idle:
+                self._executor = None
+        if idle:
+            executor.shutdown(wait=True)
+            return
         self.kill_workers()
 
     def __enter__(self) -> Sweeper:

@@ -43,7 +43,8 @@ def _consecutive(labels: np.ndarray, keep_zero: bool) -> np.ndarray:
 
 def score(segmentation: np.ndarray, ground_truth: np.ndarray) -> Scores | None:
     """Adapted Rand error, VOI split and VOI merge of ``segmentation`` against
-    ``ground_truth``, counting only voxels where the ground truth is > 0.
+    ``ground_truth``, counting only voxels where the ground truth is > 0 (negative ids, a
+    common "ignore", are unlabelled too).
 
     Both come from ``skimage.metrics``: ``adapted_rand_error(gt, seg)`` and
     ``variation_of_information(gt, seg)``, whose two values are H(seg | gt) (split: one
@@ -59,6 +60,8 @@ def score(segmentation: np.ndarray, ground_truth: np.ndarray) -> Scores | None:
             f"the segmentation has shape {segmentation.shape}, the ground truth "
             f"{ground_truth.shape}"
         )
+    if ground_truth.dtype.kind == "i" and ground_truth.min(initial=0) < 0:
+        ground_truth = np.where(ground_truth > 0, ground_truth, 0)  # unlabelled, as 0
     if not np.any(ground_truth):
         return None
     truth = _consecutive(ground_truth, keep_zero=True)

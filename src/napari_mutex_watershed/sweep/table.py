@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import InvalidInputError, MutexWatershedError, UnsafeOutputError
 from .scoring import SweepResult, rank
 
 #: Columns of the table: (CSV header, title in the GUI and the printed table).
@@ -47,18 +50,55 @@ def table_rows(results: Sequence[SweepResult]) -> list[dict]:
     return rows
 
 
-def write_csv(results: Sequence[SweepResult], path: str | Path) -> Path:
-    """The ranked table as CSV, with each setting's full parameters as JSON."""
+def check_csv_target(path: str | Path, protected: dict) -> Path:
+    """Refuse, before a sweep runs, a table path that is a folder, is, holds or lies in one of
+    the ``protected`` inputs (by role), is an existing file other than a table written here
+    (never replaced), or lies where no file can be made."""
+    from ..safety import check_output_location
+
     path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in table_rows(results):
-            writer.writerow({
-                key: "" if value is None else (json.dumps(value) if isinstance(value, list)
-                                               else value)
-                for key, value in row.items()
-            })
+    if path.is_dir():
+        raise InvalidInputError(f"the table goes to a file, and {path} is a folder: give a file "
+                                "name such as sweep.csv")
+    check_output_location(path, protected, only_ours=False)
+    if path.exists() and not (path.is_file() and _is_our_table(path)):
+        raise UnsafeOutputError(f"{path} exists and is not a table written by a sweep, so it is "
+                                "never replaced: choose another file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InvalidInputError(f"cannot write {path}: the folder {folder} is not writable")
+    return path
+
+
+def _is_our_table(path: Path) -> bool:
+    """Empty, or a CSV whose header is this table's."""
+    with path.open("r", errors="replace") as handle:
+        first = handle.readline(4096)
+    return not first or first.rstrip("\r\n") == ",".join(CSV_COLUMNS)
+
+
+def write_csv(results: Sequence[SweepResult], path: str | Path) -> Path:
+    """The ranked table as CSV, with each setting's full parameters as JSON; written beside
+    ``path`` and put in its place once complete."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in table_rows(results):
+                writer.writerow({
+                    key: "" if value is None else (json.dumps(value) if isinstance(value, list)
+                                                   else value)
+                    for key, value in row.items()
+                })
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise MutexWatershedError(f"cannot write the table to {path}: "
+                                  f"{error.strerror or error}") from None
     return path
 
 
