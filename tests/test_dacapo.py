@@ -101,6 +101,7 @@ def test_parameters_map_onto_watershed_parameters():
     ({"min_size": -1}, "greater than or equal to 0"),
     ({"context": (32, 32)}, "has 2 values but the offsets are 3D"),
     ({"context": (1, -1, 1)}, "context must be >= 0"),
+    ({"context": (32.5, 32, 32)}, "expected a sequence of integers"),  # not truncated
     ({"offsets": [(0, 0, 0)]}, "is zero"),
     ({"gamma": 1}, "Extra inputs are not permitted"),
 ])
@@ -593,6 +594,48 @@ def test_ready_made_watershed_worker(sample, tmp_path):
     assert adapted_rand_error(expected, got, ignore_labels=())[0] == 0
     assert np.array_equal(expected == 0, got == 0)
     assert WatershedParameters.model_validate(result.attrs[PARAMETERS_ATTR]).bias == 0.5
+
+
+@pytest.mark.slow
+def test_the_watershed_worker_reads_whole_voxels_of_any_context(sample, tmp_path):
+    """A context off the voxel grid (5 nm on 2 nm voxels) reads whole voxels (6 nm), as
+    every block did fail before."""
+    identifier, affinities, _, offsets = sample
+    output = LocalArrayIdentifier(tmp_path / "w.zarr", "fragments")
+    context, write = Coordinate(5, 9, 9), Roi((0, 0, 0), (24, 32, 32))
+    total = ZarrArray.open_from_array_identifier(identifier, mode="r").roi
+    assert segment_blockwise(WATERSHED_WORKER, context, total, write.grow(context, context),
+                             write, num_workers=2, input_array_identifier=identifier,
+                             output_array_identifier=output, parameters={"bias": 0.5})
+    labels = ZarrArray.open_from_array_identifier(output, mode="r")[total]
+    expected = segment(affinities[:, 9:24, 23:64, 23:64],  # 6 nm = 3 voxels of context in z
+                       WatershedParameters(offsets=offsets, bias=0.5))[3:, 9:, 9:]
+    assert adapted_rand_error(expected, labels[12:, 32:, 32:], ignore_labels=())[0] == 0
+
+
+def test_segment_blockwise_refuses_bad_arguments_before_any_worker(sample, tmp_path):
+    identifier, _, _, _ = sample
+    output = LocalArrayIdentifier(tmp_path / "w.zarr", "fragments")
+    total = ZarrArray.open_from_array_identifier(identifier, mode="r").roi
+    context, write = Coordinate(6, 9, 9), Roi((0, 0, 0), (24, 32, 32))
+    arguments = dict(input_array_identifier=identifier, output_array_identifier=output)
+
+    def run(context=context, total=total, **options):
+        return segment_blockwise(WATERSHED_WORKER, context, total, write.grow((6, 9, 9),
+                                 (6, 9, 9)), write, **{"num_workers": 1, **arguments, **options})
+
+    for options, error, message in (
+            ({"max_retries": -1}, InvalidInputError, "max_retries must be at least 0"),
+            ({"timeout": 0}, InvalidInputError, "the timeout must be a positive number"),
+            ({"num_workers": "2"}, UsageError, "num_workers must be an integer"),
+            ({"context": Coordinate(9, 9)}, InvalidInputError, "must have as many axes"),
+            ({"total": total.grow((48, 0, 0), (0, 0, 0))}, InvalidInputError,
+             "is not inside the input"),
+            ({"parameters": {"biass": 0.5}}, InvalidInputError,
+             "biass: not a parameter \\(did you mean bias\\?\\)")):
+        with pytest.raises(error, match=message):
+            run(**options)
+    assert not output.path.exists()
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ import numpy as np
 from daisy import logging as daisy_logging
 from funlib.geometry import Coordinate, Roi
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +197,22 @@ def segment_blockwise(
     source = Path(segment_function_file)
     if not source.is_file():
         raise InvalidInputError(f"worker file {source} does not exist")
-    if num_workers < 1:
-        raise InvalidInputError("num_workers must be at least 1")
+    for name, value, least in (("num_workers", num_workers, 1), ("max_retries", max_retries, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise UsageError(f"{name} must be an integer, got {value!r}")
+        if value < least:
+            raise InvalidInputError(f"{name} must be at least {least}, got {value}")
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        raise InvalidInputError(f"the timeout must be a positive number of seconds or None, "
+                                f"got {timeout!r}")
     context = Coordinate(context)
     total_roi, read_roi, write_roi = (
         Roi(r.offset, r.shape) for r in (total_roi, read_roi, write_roi)
     )
+    if len({context.dims, total_roi.dims, read_roi.dims, write_roi.dims}) != 1:
+        raise InvalidInputError(
+            f"the context ({context.dims}D) and the total, read and write ROIs "
+            f"({total_roi.dims}D, {read_roi.dims}D, {write_roi.dims}D) must have as many axes")
 
     tmpdir = tempfile.mkdtemp(prefix=f"segment_blockwise_{source.stem}_")
     module_name = None

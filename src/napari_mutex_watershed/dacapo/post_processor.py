@@ -33,11 +33,15 @@ DEFAULT_CONTEXT = Coordinate((32, 32, 32))
 
 # ---------------------------------------------------------------------------- parameters
 def _to_coordinate(value) -> Coordinate:
+    """Integers only: a fraction (32.5 nm) is refused, not truncated to a smaller context."""
     if isinstance(value, Coordinate):
         return value
     try:
-        return Coordinate(tuple(int(v) for v in value))
-    except (TypeError, ValueError):
+        values = tuple(value)
+        if any(float(v) != int(v) for v in values):
+            raise ValueError
+        return Coordinate(tuple(int(v) for v in values))
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"expected a sequence of integers, got {value!r}") from None
 
 

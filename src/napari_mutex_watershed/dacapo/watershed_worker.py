@@ -41,6 +41,7 @@ from napari_mutex_watershed.dacapo import (
     require_block_aligned_chunks,
 )
 from napari_mutex_watershed.errors import InvalidInputError
+from napari_mutex_watershed.parameters import as_parameters
 
 # every block writes only its own write ROI and reads only the input: no conflicts
 read_write_conflict = False
@@ -55,18 +56,12 @@ def resolve_parameters(parameters, input_array: ZarrArray) -> WatershedParameter
         n = len(parameters.offsets or stored or ())
         channels = list(range(n)) if n and input_array.num_channels > n else None
         return parameters.watershed_parameters(input_array.voxel_size, stored, channels)
-    if parameters is None:
-        parameters = WatershedParameters()
-    elif isinstance(parameters, dict):
-        parameters = WatershedParameters.model_validate(parameters)
-    elif not isinstance(parameters, WatershedParameters):
+    if parameters is not None and not isinstance(parameters, dict | WatershedParameters):
         raise InvalidInputError(
             "parameters must be WatershedParameters, WatershedPostProcessorParameters, a dict "
             f"or None, got {type(parameters).__name__}"
         )
-    if stored is not None and "offsets" not in parameters.model_fields_set:
-        parameters = parameters.model_copy(update={"offsets": stored})
-    return parameters
+    return as_parameters(parameters, offsets=stored)  # one line for a bad value or name
 
 
 def open_mask(mask_array_identifier, source: ZarrArray) -> ZarrArray | None:
@@ -86,9 +81,13 @@ def init_callback_fn(input_array_identifier: LocalArrayIdentifier,
                      output_array_identifier: LocalArrayIdentifier, parameters=None,
                      mask_array_identifier: LocalArrayIdentifier | None = None, *,
                      total_roi: Roi, write_roi: Roi) -> None:
-    """Before any block: check the mask, create the output over ``total_roi`` chunked by the
-    write ROI (or check an existing one), and record the parameters in its attributes."""
+    """Before any block: check the ROI and the mask, create the output over ``total_roi``
+    chunked by the write ROI (or check an existing one), and record the parameters in its
+    attributes."""
     source = ZarrArray.open_from_array_identifier(input_array_identifier, mode="r")
+    if not source.roi.contains(total_roi):
+        raise InvalidInputError(f"the total ROI {total_roi} is not inside the input {source} "
+                                f"({source.roi}): every block must have affinities to read")
     open_mask(mask_array_identifier, source)
     resolved = resolve_parameters(parameters, source)
     output = ZarrArray.create_from_array_identifier(
@@ -116,8 +115,10 @@ def start_worker(block, input_array_identifier, output_array_identifier, paramet
                  mask_array_identifier=None, *, input_array: ZarrArray,
                  output_array: ZarrArray, watershed_parameters: WatershedParameters,
                  mask_array: ZarrArray | None = None) -> None:
-    """One block: segment read ROI, crop to write ROI, write unique ids."""
-    read = block.read_roi.intersect(input_array.roi)
+    """One block: segment read ROI, crop to write ROI, write unique ids. The read ROI grows
+    to whole voxels (a context need not be a multiple of the voxel size)."""
+    read = block.read_roi.snap_to_grid(input_array.voxel_size, mode="grow").intersect(
+        input_array.roi)
     write = block.write_roi.intersect(output_array.roi)
     if write.empty:
         return
