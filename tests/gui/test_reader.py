@@ -1,4 +1,4 @@
-"""The reader (zarr, OME-Zarr, N5) and the sample data contribution."""
+"""The reader (zarr, OME-Zarr, N5, HDF5) and the sample data contribution."""
 
 from __future__ import annotations
 
@@ -122,6 +122,35 @@ def test_n5(tmp_path, affinities):
         assert kwargs["scale"] == (1, 4, 2, 2) and kwargs["translate"] == (0, 40, 20, 20)
 
 
+def test_hdf5_file(tmp_path, affinities, make_napari_viewer_proxy, plugin_manager):
+    """napari checks that a path exists before a reader sees it, so a dataset inside an
+    HDF5 file cannot be named: the file opens its affinities, else its volumes."""
+    import h5py
+
+    labels = np.arange(10 * 24 * 20, dtype=np.uint32).reshape(10, 24, 20) % 7
+    with h5py.File(tmp_path / "volumes.h5", "w") as handle:
+        handle["volumes/affs"] = affinities
+        handle["volumes/affs"].attrs.update({"offsets": OFFSETS, "resolution": [4, 2, 2]})
+        handle["volumes/gt"] = labels
+        handle["volumes/gt"].attrs["resolution"] = [4, 2, 2]
+        handle["notes"] = np.zeros(3)  # not a volume
+    layers = {kwargs["name"]: (data, kwargs, kind)
+              for data, kwargs, kind in read(tmp_path / "volumes.h5")}
+    assert sorted(layers) == ["affs", "gt"]
+    assert layers["affs"][2] == "image" and layers["gt"][2] == "labels"
+    assert layers["affs"][1]["metadata"]["offsets"] == OFFSETS
+    assert layers["affs"][1]["scale"] == (1, 4, 2, 2)
+    np.testing.assert_array_equal(np.asarray(layers["gt"][0]), labels)
+    with h5py.File(tmp_path / "one.h5", "w") as handle:
+        handle["affinities"] = affinities
+        handle["other"] = labels
+    assert [kwargs["name"] for _, kwargs, _ in read(tmp_path / "one.h5")] == ["affinities"]
+
+    viewer = make_napari_viewer_proxy()
+    opened = viewer.open(str(tmp_path / "volumes.h5"), plugin="napari-mutex-watershed")
+    assert sorted(layer.name for layer in opened) == ["affs", "gt"]
+
+
 def test_not_ours(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "image.tif").write_bytes(b"")
@@ -130,6 +159,10 @@ def test_not_ours(tmp_path):
     assert napari_get_reader(str(tmp_path / "image.tif")) is None
     assert napari_get_reader(str(tmp_path / "empty.zarr")) is None
     assert napari_get_reader([str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")]) is None
+    group = zarr.open_group(str(tmp_path / "project.zarr"), mode="w")
+    group.create_array("raw", data=np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="open one of its arrays directly: raw"):
+        read(tmp_path / "project.zarr")
 
 
 def test_sample_cells():

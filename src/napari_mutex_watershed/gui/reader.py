@@ -14,7 +14,8 @@ have the geometry the CLI and the blockwise runs see.
   array could only store unit voxels) and any OME-Zarr labels image (``image-label``).
 - A container path (``volume.zarr``, ``volume.n5``) opens its ``affinities`` array and every
   top-level labels array or image written by this package; an OME-Zarr image group opens as
-  a multiscale layer.
+  a multiscale layer. An HDF5 file (``volume.h5``) opens its ``affinities`` dataset, else
+  every dataset of 2 to 4 axes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import numpy as np
 
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 from ..parameters import WatershedParameters
-from ..storage.paths import CONTAINER_SUFFIXES, node_kind, read_json, zarr_node
+from ..storage.paths import (
+    CONTAINER_SUFFIXES,
+    HDF5_SUFFIXES,
+    arrays_in,
+    node_kind,
+    read_json,
+    zarr_node,
+)
 
 SUFFIXES = (".zarr", ".n5")
 AFFINITIES = "affinities"
@@ -56,14 +64,41 @@ def read(path) -> list[tuple]:
         return [_read_volume(path)]
     if kind in ("group", "n5-group"):
         return _read_container(path)
+    if kind == "hdf5-file":
+        return [_read_volume(path / name) for name in _hdf5_layers(path)]
     raise ValueError(f"{path} is not a zarr, OME-Zarr, N5 or HDF5 array or container")
 
 
 # ---------------------------------------------------------------------------- detection
 def _kind(path: Path) -> str | None:
-    if any(p.endswith((".h5", ".hdf5", ".hdf")) for p in path.parts):
-        return "hdf5" if not path.name.endswith((".h5", ".hdf5", ".hdf")) else None
+    if path.name.endswith(HDF5_SUFFIXES):
+        return "hdf5-file" if path.is_file() else None
+    if any(p.endswith(HDF5_SUFFIXES) for p in path.parts):
+        return "hdf5"
     return node_kind(path) if path.is_dir() else None
+
+
+def _hdf5_layers(path: Path) -> list[str]:
+    """The datasets an HDF5 file opens as: its affinities, else every dataset of 2 to 4
+    axes (napari checks that a path exists before any reader sees it, so a dataset inside
+    the file cannot be named from its dialogs)."""
+    import h5py
+
+    datasets = {}
+
+    def note(name, node) -> None:  # (h5py stops at the first visit that returns something)
+        if isinstance(node, h5py.Dataset):
+            datasets[name] = node.ndim
+
+    with h5py.File(path, "r") as handle:
+        handle.visititems(note)
+    if AFFINITIES in datasets:
+        return [AFFINITIES]
+    volumes = [name for name, ndim in datasets.items() if 2 <= ndim <= 4]
+    if not volumes:
+        raise ValueError(f"{path} holds no dataset of 2 to 4 axes (its datasets: "
+                         f"{', '.join(datasets) or 'none'})")
+    return volumes
 
 
 def _attributes(path: Path, kind: str) -> dict:
@@ -141,9 +176,10 @@ def _read_container(path: Path) -> list[tuple]:
             continue
         layers.append(_read_volume(child))
     if not layers:
+        held = arrays_in(path)
         raise ValueError(
             f"{path} holds no '{AFFINITIES}' array and no labels written by this plugin; "
-            f"open one of its arrays directly (e.g. {path}/<name>)"
+            f"open one of its arrays directly: {', '.join(held) if held else 'it holds none'}"
         )
     # affinities first (bottom), labels above them
     layers.sort(key=lambda layer: layer[2] != "image")
