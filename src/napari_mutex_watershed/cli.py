@@ -261,6 +261,7 @@ def command_segment(args) -> int:
 
 
 def command_sweep(args) -> int:
+    import signal
     import time
 
     from .regions import split_roi
@@ -280,6 +281,15 @@ def command_sweep(args) -> int:
           f"voxels at {data.offset} ({data.labelled} labelled) with "
           f"{_count(workers, 'worker')}", file=sys.stderr)
     started = time.perf_counter()
+
+    def stop(_signum, _frame):  # a scheduler's or timeout's SIGTERM: as Ctrl-C, workers too
+        raise Cancelled("stopped: the settings under way were dropped")
+
+    signal.signal(signal.SIGTERM, stop)
+    # workers killed while they compute leave their pool's semaphores to Python's resource
+    # tracker (a process that starts with the pool and takes these flags), which removes them
+    # and warns about each on our stderr: the one line a stop prints is ours
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     results = run_sweep(data.affinities, settings, data.ground_truth, workers=args.workers,
                         keep_labels=False)
     print(format_table(results))

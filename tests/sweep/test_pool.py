@@ -140,3 +140,25 @@ def wait_inside_a_setting(sweeper, job, seconds: float) -> int:
 
 
 # ------------------------------------------------------------------------------ CLI
+def test_sigterm_stops_the_sweep_and_its_workers(tmp_path):
+    """A scheduler's or timeout's SIGTERM ends a sweep as Ctrl-C does: one line, code 130,
+    no worker left computing after its parent."""
+    from napari_mutex_watershed.synthetic import write_sample
+
+    sample = write_sample(tmp_path / "s.zarr", (48, 128, 128))
+    command = subprocess.Popen(
+        [sys.executable, "-m", "napari_mutex_watershed.cli", "sweep",
+         str(sample["affinities"]), "--gt", str(sample["ground_truth"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert command.stderr.readline().startswith("sweeping 5 settings")
+    process = psutil.Process(command.pid)
+    deadline = time.monotonic() + patience(30)
+    while len(process.children(recursive=True)) < 2:  # its two workers
+        assert time.monotonic() < deadline and command.poll() is None
+        time.sleep(0.02)  # (polling the condition)
+    family = process.children(recursive=True)
+    command.send_signal(signal.SIGTERM)
+    _, err = command.communicate(timeout=patience(30))
+    assert command.returncode == 130
+    assert err.strip().splitlines() == ["error: stopped: the settings under way were dropped"]
+    assert wait_gone(family, patience(10)) == []
