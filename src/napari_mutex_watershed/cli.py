@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     tuning = run.add_argument_group("parameters (see docs/parameters.md)")
     tuning.add_argument("--offsets", type=_offsets,
                         help="one per channel, e.g. '1,0,0 0,1,0 0,0,1' (default: from the input)")
-    tuning.add_argument("--bias", type=float, nargs="+", help="one bias for all offsets or one each")
+    tuning.add_argument("--bias", type=float, nargs="+",
+                        help="one bias for all offsets or one each")
     tuning.add_argument("--bias-short", type=float, help="bias of nearest-neighbour offsets")
     tuning.add_argument("--bias-long", type=float, help="bias of long-range offsets")
     tuning.add_argument("--threshold", type=float)

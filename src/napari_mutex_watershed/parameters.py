@@ -128,7 +128,8 @@ class WatershedParameters(BaseModel):
         description="Keep each long-range edge with probability 1/prod(strides) instead of "
         "on a regular grid, drawn from `seed` so runs are reproducible.",
     )
-    seed: int = Field(default=0, ge=0, title="Seed", description="Random seed of randomized strides.")
+    seed: int = Field(default=0, ge=0, title="Seed",
+                      description="Random seed of randomized strides.")
     invert: bool = Field(
         default=False,
         title="Invert",

@@ -242,7 +242,8 @@ class WatershedPostProcessor(PostProcessor):
         try:
             offsets = tuple(tuple(o) for o in offsets)
         except TypeError:
-            raise UsageError(f"offsets must be a list of integer vectors, got {offsets!r}") from None
+            raise UsageError(
+                f"offsets must be a list of integer vectors, got {offsets!r}") from None
         if not offsets:
             raise InvalidInputError("at least one offset is needed")
         # the parameters' validation of offsets (integers, same length, 2D or 3D, no zero, no
