@@ -39,7 +39,7 @@ def open_guide(path, role: str, affinities) -> str:
     if role == "seeds" and not np.issubdtype(dtype, np.integer):
         raise InvalidInputError(f"the seeds {volume.path} have dtype {dtype}: seeds are "
                                 "integer ids (0 = no seed)")
-    if role == "mask" and not (dtype == bool or np.issubdtype(dtype, np.number)):
+    if role == "mask" and not (dtype.kind == "b" or np.issubdtype(dtype, np.number)):
         raise InvalidInputError(f"the mask {volume.path} has dtype {dtype}: use bool or "
                                 "numbers (0 = outside)")
     return str(volume.path.resolve())
