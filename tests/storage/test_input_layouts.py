@@ -142,6 +142,12 @@ LAYOUTS = {
                              unit="micrometer"),
                          r / "level4.ome.zarr/s0")[1],
         VOXEL, OFFSET, False),
+    "OME-Zarr 0.5 level in fractional nanometres (light microscopy)": (
+        lambda r, a, o: (ome(r / "light.ome.zarr", a, "0.5",
+                             scale=(1, 0.0025, 0.0001625, 0.0001625),
+                             translation=(0, 0.005, 0.000325, 0.000325), unit="millimeter"),
+                         r / "light.ome.zarr")[1],
+        (2500000, 162500, 162500), (5000000, 325000, 325000), False),
     "N5 with DaCapo resolution and offset": (
         lambda r, a, o: (n5(r / "volume.n5/affs", a, resolution=list(VOXEL[::-1]),
                             offset=list(OFFSET[::-1]), offsets=offsets_list(o)),

@@ -157,16 +157,18 @@ def _integral(values) -> tuple[int, ...] | None:
 
 def _world_geometry(scale, translation, units):
     """Integer voxel size and offset for funlib: as stored when integral, else converted to
-    nanometres when the unit is a length, else None."""
+    nanometres when the unit is a length, or to picometres where nanometres are fractions
+    (light microscopy's 0.1625 um is 162.5 nm, 162500 pm), else None."""
     voxel_size, offset = _integral(scale), _integral(translation)
     if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
         return voxel_size, offset, list(units)
     if units and all(u in NANOMETRES for u in units):
-        factors = [NANOMETRES[u] for u in units]
-        voxel_size = _integral([s * f for s, f in zip(scale, factors)])
-        offset = _integral([t * f for t, f in zip(translation, factors)])
-        if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
-            return voxel_size, offset, ["nanometer"] * len(units)
+        for unit, per_nanometre in (("nanometer", 1), ("picometer", 1000)):
+            factors = [NANOMETRES[u] * per_nanometre for u in units]
+            voxel_size = _integral([s * f for s, f in zip(scale, factors)])
+            offset = _integral([t * f for t, f in zip(translation, factors)])
+            if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
+                return voxel_size, offset, [unit] * len(units)
     return None
 
 
