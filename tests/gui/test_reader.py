@@ -151,6 +151,18 @@ def test_hdf5_file(tmp_path, affinities, make_napari_viewer_proxy, plugin_manage
     assert sorted(layer.name for layer in opened) == ["affs", "gt"]
 
 
+def test_affinities_without_axes_get_a_channel_axis(tmp_path, affinities):
+    """As the command reads them: four axes of floats, or an offsets attribute (2D here)."""
+    zarr.create_array(str(tmp_path / "plain.zarr"), data=affinities)
+    flat = zarr.create_array(str(tmp_path / "flat.zarr"), data=affinities[:2, 0])
+    flat.attrs["offsets"] = [[1, 0], [0, 1]]
+    zarr.create_array(str(tmp_path / "raw.zarr"), data=affinities[0])  # a 3D image: no channel
+    for path, labels in (("plain.zarr", ("c", "z", "y", "x")), ("flat.zarr", ("c", "y", "x")),
+                         ("raw.zarr", ("z", "y", "x"))):
+        ((_, kwargs, kind),) = read(tmp_path / path)
+        assert kind == "image" and kwargs["axis_labels"] == labels, path
+
+
 def test_not_ours(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "image.tif").write_bytes(b"")

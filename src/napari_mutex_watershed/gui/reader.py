@@ -5,7 +5,8 @@ have the geometry the CLI and the blockwise runs see.
 
 - An affinities array (channel axis first) opens as an Image layer of dask data, with
   ``metadata["offsets"]`` from its ``offsets`` attribute and scale/translate from its voxel
-  size and offset.
+  size and offset. Without stored axes, an array with an ``offsets`` attribute, or of four
+  axes of floats or uint8, is taken as affinities (channel first), as the command does.
 - Labels written by this package (attribute ``mutex_watershed_parameters``: blockwise results,
   which are OME-Zarr labels with a pyramid) open as a multiscale Labels layer with the
   parameters in its metadata (and the block size, input and completeness), so the widget can
@@ -153,6 +154,10 @@ def _read_volume(path: Path) -> tuple:
     from ..storage import open_volume
 
     volume = open_volume(path, AFFINITIES)
+    if volume.note and (volume.attrs.get("offsets") or (
+            volume.data.ndim == 4 and np.dtype(volume.data.dtype).kind in "fu")):
+        # no axes stored, but affinities: an offsets attribute, or four axes of floats
+        volume = open_volume(path, AFFINITIES, role="affinities")
     levels = volume.dask_levels()
     attrs = dict(volume.attrs)
     if volume.kind == "ome-zarr":
