@@ -257,6 +257,13 @@ def test_zarr_array_create_modes(tmp_path):
             create(LocalArrayIdentifier(tmp_path / "m.zarr", dataset), ["y", "x"], roi, None,
                    voxel_size, np.uint8, overwrite=True)
     assert (tmp_path / "m.zarr/group/kept").is_dir() and (tmp_path / "m.zarr/labels").is_dir()
+    (tmp_path / "m.zarr/notes.txt").write_text("mine")
+    with pytest.raises(UnsafeOutputError, match="is a file: only an array"):
+        create(LocalArrayIdentifier(tmp_path / "m.zarr", "notes.txt"), ["y", "x"], roi, None,
+               voxel_size, np.uint8, mode="w")
+    with pytest.raises(OutputExistsError, match="already exists"):  # not replacing: says so
+        create(LocalArrayIdentifier(tmp_path / "m.zarr", "group"), ["y", "x"], roi, None,
+               voxel_size, np.uint8, mode="w-")
 
 
 def test_block_unique_ids_differ_between_blocks():
@@ -362,10 +369,11 @@ def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
         post_processor = WatershedPostProcessor(offsets)
         post_processor.set_prediction(prediction)  # a path
         parameters = list(post_processor.enumerate_parameters())[2]
-        output = post_processor.process(parameters, f"{container}/results{len(shape)}d/0",
+        output = post_processor.process(parameters, f"{container}/results{len(shape)}d",
                                         num_workers=1)
         np.testing.assert_array_equal(output[output.roi], segment(
             affinities, post_processor.watershed_parameters(parameters)))
+    # an array put inside the output (its labels group): the output is no longer ours alone
     mine = zarr.open_group(str(container / "results3d")).create_array(
         "proofread", data=np.full((8, 32, 32), 42, np.uint32))
     before = sorted(p.name for p in (container / "results3d").iterdir())
@@ -627,6 +635,7 @@ def test_segment_blockwise_refuses_bad_arguments_before_any_worker(sample, tmp_p
     for options, error, message in (
             ({"max_retries": -1}, InvalidInputError, "max_retries must be at least 0"),
             ({"timeout": 0}, InvalidInputError, "the timeout must be a positive number"),
+            ({"timeout": True}, InvalidInputError, "the timeout must be a positive number"),
             ({"num_workers": "2"}, UsageError, "num_workers must be an integer"),
             ({"context": Coordinate(9, 9)}, InvalidInputError, "must have as many axes"),
             ({"total": total.grow((48, 0, 0), (0, 0, 0))}, InvalidInputError,

@@ -286,13 +286,18 @@ def command_sweep(args) -> int:
     def stop(_signum, _frame):  # a scheduler's or timeout's SIGTERM: as Ctrl-C, workers too
         raise Cancelled("stopped: the settings under way were dropped")
 
-    signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)
     # workers killed while they compute leave their pool's semaphores to Python's resource
     # tracker (a process that starts with the pool and takes these flags), which removes them
     # and warns about each on our stderr: the one line a stop prints is ours
-    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
-    results = run_sweep(data.affinities, settings, data.ground_truth, workers=args.workers,
-                        keep_labels=False)
+    quiet = "ignore:resource_tracker:UserWarning"
+    sys.warnoptions.append(quiet)
+    try:
+        results = run_sweep(data.affinities, settings, data.ground_truth, workers=args.workers,
+                            keep_labels=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.warnoptions.remove(quiet)
     print(format_table(results))
     winner = best(results)
     if winner is not None:

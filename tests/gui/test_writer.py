@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import dask.array as da
 import numpy as np
@@ -137,6 +138,12 @@ def test_an_export_saved_onto_itself_or_failing_keeps_its_data(tmp_path, labels,
     lazy = da.from_zarr(zarr.open_array(written))  # as the reader opens it
     write_labels_zarr(str(tmp_path / "out.zarr"), lazy, meta())
     np.testing.assert_array_equal(zarr.open_array(written)[...], labels)
+    # a save a kill interrupted leaves its hidden folder: the reader does not open it
+    shutil.copytree(written, tmp_path / "out.zarr/.seg.0123.partial")
+    names = [kwargs["name"] for _, kwargs, _ in napari_get_reader(
+        str(tmp_path / "out.zarr"))(str(tmp_path / "out.zarr"))]
+    assert names == ["seg"]
+    shutil.rmtree(tmp_path / "out.zarr/.seg.0123.partial")
 
     class Failing:  # a layer whose data cannot be read past its first plane
         shape, dtype, ndim = labels.shape, np.dtype(np.uint32), labels.ndim

@@ -80,6 +80,14 @@ def test_the_ground_truth_lines_up_and_negative_ids_are_unlabelled(tmp_path, cap
     assert "taken to cover the affinities' voxels" in caplog.text
     assert f"{np.count_nonzero(truth <= 0)} voxels with negative ids" in caplog.text
 
+    # an offset of its own, without a voxel size: kept (voxel size 1, as the affinities')
+    plain_source = write_affinities(tmp_path / "p.zarr/affinities", affinities, offsets)
+    shifted = zarr.create_array(str(tmp_path / "t.zarr/shifted"), data=truth)
+    shifted.attrs["offset"] = [4, 0, 0]
+    placed = open_sweep_data(plain_source, tmp_path / "t.zarr/shifted").ground_truth
+    np.testing.assert_array_equal(placed[4:], truth[:4])
+    assert not placed[:4].any()
+
     off_grid = tmp_path / "t.zarr/off_grid"
     create_array(off_grid, "off_grid", truth.shape, np.uint32, ["z", "y", "x"],
                  voxel_size=(4, 2, 2), offset=(9, 5, 5))[...] = truth

@@ -232,10 +232,12 @@ def holds_work(plan: BlockwisePlan) -> bool:
     block recorded or stitched, a chunk of labels written (at any level, or in an array an
     older version wrote in the labels' place)? One that holds nothing (left by a run refused
     for its values, or stopped before its first block) is replaced without ``overwrite``, as
-    that loses nothing."""
-    return (is_complete(plan) or is_marked_complete(plan.labels_path)
-            or plan.lookup_path.exists() or bool(plan.recorded_blocks())
-            or holds_chunks(plan.labels_path))
+    that loses nothing. Without a plan of ours beside it (the output named by another path,
+    a symlink or its level 0, whose work folder is elsewhere; an older version's) what it
+    holds is not known here: it counts as holding work."""
+    return (earlier_plan(plan) is None or is_complete(plan)
+            or is_marked_complete(plan.labels_path) or plan.lookup_path.exists()
+            or bool(plan.recorded_blocks()) or holds_chunks(plan.labels_path))
 
 
 def prepare_output(plan: BlockwisePlan, affinities) -> None:

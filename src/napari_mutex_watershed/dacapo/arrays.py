@@ -174,12 +174,16 @@ class ZarrArray:
 
         identifier = LocalArrayIdentifier(array_identifier.container, array_identifier.dataset)
         location = identifier.path
-        if location.exists() and zarr_node(location)[0] != "array":
-            held = sorted(p.name for p in location.iterdir() if p.is_dir())
+        replacing = overwrite or mode == "w"
+        if replacing and location.exists() and zarr_node(location)[0] != "array":
+            kind = ("a file" if not location.is_dir() else
+                    "a group" if zarr_node(location)[0] else "a folder")
+            held = sorted(p.name for p in location.iterdir() if p.is_dir()) \
+                if location.is_dir() else []
             raise UnsafeOutputError(
-                f"{location} is {'a group' if zarr_node(location)[0] else 'a folder'}"
-                + (f" holding {', '.join(held)}" if held else "") + ": only an array is "
-                "replaced; name a dataset for the new array (nothing was changed)")
+                f"{location} is {kind}" + (f" holding {', '.join(held)}" if held else "")
+                + ": only an array is replaced; name a dataset for the new array (nothing was "
+                "changed)")
         if location.exists() and not overwrite and mode != "w":
             if mode == "w-":
                 raise OutputExistsError(f"{location} already exists")

@@ -202,7 +202,8 @@ def segment_blockwise(
             raise UsageError(f"{name} must be an integer, got {value!r}")
         if value < least:
             raise InvalidInputError(f"{name} must be at least {least}, got {value}")
-    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+            timeout, int | float | np.integer | np.floating) or not timeout > 0):
         raise InvalidInputError(f"the timeout must be a positive number of seconds or None, "
                                 f"got {timeout!r}")
     context = Coordinate(context)

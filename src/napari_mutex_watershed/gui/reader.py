@@ -171,7 +171,8 @@ def _read_volume(path: Path) -> tuple:
 
 def _read_container(path: Path) -> list[tuple]:
     layers = []
-    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+    # (hidden: a save under way, or one a kill interrupted)
+    for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         kind = _kind(child)
         if kind not in ("array", "n5-array", "ome"):
             continue

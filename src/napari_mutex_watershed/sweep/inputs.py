@@ -56,11 +56,13 @@ def open_sweep_data(input_path, truth_path, parameters=None, roi=None) -> SweepD
     if np.dtype(volume.data.dtype).kind not in "biu":
         raise InvalidInputError(f"the ground truth {location} has dtype {volume.data.dtype}: "
                                 "ground truth holds integer ids (0 = unlabelled)")
-    if volume.note and tuple(volume.data.shape) == spatial:  # no geometry of its own
+    stores_geometry = volume.kind == "ome-zarr" or any(
+        key in volume.attrs for key in ("voxel_size", "resolution", "offset"))
+    if not stores_geometry and tuple(volume.data.shape) == spatial:
         volume = dataclasses.replace(volume, voxel_size=tuple(affinities.voxel_size),
                                      offset=tuple(affinities.spatial_roi.offset))
-        logger.warning("%s: no voxel size stored: taken to cover the affinities' voxels",
-                       location)
+        logger.warning("%s: no voxel size or offset stored: taken to cover the affinities' "
+                       "voxels", location)
     elif volume.note:
         logger.warning("%s: %s", location, volume.note)
     truth = volume.funlib()

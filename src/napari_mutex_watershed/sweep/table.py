@@ -99,6 +99,9 @@ def write_csv(results: Sequence[SweepResult], path: str | Path) -> Path:
         partial.unlink(missing_ok=True)
         raise MutexWatershedError(f"cannot write the table to {path}: "
                                   f"{error.strerror or error}") from None
+    except BaseException:  # a signal: nothing half-written stays
+        partial.unlink(missing_ok=True)
+        raise
     return path
 
 
