@@ -83,6 +83,11 @@ def nearest_neighbours_only(folder):
     del zarr.open_array(str(path), mode="r+").attrs["offsets"]
 
 
+def earlier_output(folder):
+    done = cli(*SEGMENT, "o.zarr/labels", "--progress", "none", cwd=folder)
+    assert done.returncode == 0, done.stderr
+
+
 def foreign_folder(folder):
     (folder / "in.zarr/notes").mkdir()
     (folder / "in.zarr/notes/readme.txt").write_text("mine")
@@ -130,6 +135,9 @@ CASES = [
          r"contains the input", make=nested_input),
     Case("output is a foreign array", [*SEGMENT, "in.zarr/ground_truth", "--overwrite"],
          r"in.zarr/ground_truth exists and is not an output of napari-mutex-watershed"),
+    Case("output is a level of an earlier output", [*SEGMENT, "o.zarr/labels/0", "--overwrite"],
+         r"the output o.zarr/labels/0 is a level of the OME-Zarr image o.zarr/labels: name the "
+         r"image itself", make=earlier_output),
     Case("output is a foreign folder", [*SEGMENT, "in.zarr/notes", "--overwrite"],
          r"in.zarr/notes exists and is not an output", make=foreign_folder),
     # shapes and offsets, before any worker starts
@@ -280,6 +288,7 @@ def test_bad_input_gets_one_line_and_loses_nothing(case, clean, tmp_path):
     if case.make is not None:
         case.make(tmp_path)
     before = fingerprint(tmp_path)
+    work_folders = set(tmp_path.glob("*.mutex_watershed"))  # an earlier output's
     result = cli(*case.args, cwd=tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == case.code, result.stderr
@@ -291,4 +300,4 @@ def test_bad_input_gets_one_line_and_loses_nothing(case, clean, tmp_path):
     assert not lost, f"changed or deleted: {sorted(lost)}"
     if "(log: " not in lines[0]:  # refused before a job started: nothing left behind either
         assert not set(after) - set(before), sorted(set(after) - set(before))
-        assert not list(tmp_path.glob("*.mutex_watershed"))
+        assert set(tmp_path.glob("*.mutex_watershed")) == work_folders

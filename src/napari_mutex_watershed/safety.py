@@ -62,3 +62,15 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
         raise UnsafeOutputError(
             f"{output} exists and is not an output of napari-mutex-watershed (or holds other "
             "arrays beside one), so it is never replaced: choose another output")
+
+
+def check_not_a_level(output: str | Path) -> None:
+    """Refuse an output that is a level of an OME-Zarr image (``out.zarr/labels/0``): a
+    labels image written there would nest inside the image and break both."""
+    target = Path(output)
+    kind, attributes = zarr_node(target.parent)
+    pyramid = multiscales(attributes) if kind == "group" else None
+    if pyramid and target.name in {str(d.get("path")) for d in pyramid[0].get("datasets", [])}:
+        raise UnsafeOutputError(
+            f"the output {output} is a level of the OME-Zarr image {target.parent}: name the "
+            f"image itself ({target.parent}), or another output")
