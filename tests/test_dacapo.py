@@ -379,6 +379,10 @@ def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
     before = sorted(p.name for p in (container / "results3d").iterdir())
     with pytest.raises(UnsafeOutputError, match="holds other arrays"):
         post_processor.process(parameters, LocalArrayIdentifier(container, "results3d"))
+    reversed_offsets = WatershedPostProcessor([o[::-1] for o in offsets])
+    with pytest.warns(UserWarning, match="stores the offsets .* but the post-processor was "
+                      "given"):
+        reversed_offsets.set_prediction(prediction)
     with pytest.raises(UsageError, match="names no dataset"):
         post_processor.process(parameters, LocalArrayIdentifier(tmp_path / "e.zarr", ""))
     assert sorted(p.name for p in (container / "results3d").iterdir()) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated, Any
@@ -294,6 +295,13 @@ class WatershedPostProcessor(PostProcessor):
                 f"{array} has {array.num_channels} channels but there are "
                 f"{len(self.offsets)} offsets"
             )
+        stored = array.attrs.get("offsets")
+        if stored and [tuple(int(v) for v in o) for o in stored[:len(self.offsets)]] != [
+                tuple(o) for o in self.offsets]:
+            warnings.warn(  # given offsets win, as in DaCapo; a mismatch is most likely a slip
+                f"{array} stores the offsets {[list(o) for o in stored]} but the "
+                f"post-processor was given {[list(o) for o in self.offsets]}: the given ones "
+                "are used (check the axis order)", UserWarning, stacklevel=2)
         self._set_prediction_attributes(
             prediction_array_identifier=prediction_array_identifier, prediction_array=array
         )
