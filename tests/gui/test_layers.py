@@ -101,3 +101,30 @@ def test_the_layer_arrives_when_the_caller_keeps_no_reference(viewer, qtbot):
     gc.collect()
     qtbot.waitUntil(lambda: bool(arrived), timeout=patience_ms(10))
     assert arrived[0] in viewer.layers
+
+
+def test_a_layer_is_read_from_its_file_only_while_it_shows_the_file(tmp_path):
+    """The full run reads a layer's zarr in place only while the layer's data is that array
+    as a reader opened it: data replaced (a processed copy, a flipped view) or a new layer
+    given a copy of the metadata are the layer's own, which the run copies."""
+    from types import SimpleNamespace
+
+    import dask.array as da
+
+    from napari_mutex_watershed.gui.reader import napari_get_reader
+    from napari_mutex_watershed.gui.run_layers import zarr_source
+    from napari_mutex_watershed.storage import write_affinities
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, _, offsets = sample_volume((8, 32, 32), seed=1)
+    path = write_affinities(tmp_path / "v.zarr/affinities", affinities, offsets)
+    ((data, kwargs, _),) = napari_get_reader(str(path))(str(path))
+
+    def layer(values):
+        return SimpleNamespace(data=values, multiscale=False, metadata=kwargs["metadata"],
+                               source=SimpleNamespace(path=None))
+
+    assert zarr_source(layer(data)) == path
+    assert zarr_source(layer(da.from_zarr(str(path)))) == path  # napari's own zarr reader
+    for replaced in (data[..., ::-1], np.asarray(data) * 0.5, np.asarray(data)):
+        assert zarr_source(layer(replaced)) is None

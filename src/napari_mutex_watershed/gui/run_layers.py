@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..blockwise.run_outputs import (
     DEFAULT_OUTPUT_NAME,
     content_hash,
@@ -29,8 +27,9 @@ def zarr_source(layer) -> Path | None:
     """The zarr affinities array ``layer`` shows, if it can be read in place; else None.
 
     Candidates: ``metadata["source"]`` (set by this plugin's reader to the array path) and
-    ``layer.source.path``. The array must open as affinities and match the layer's shape
-    and dtype (a layer whose data was replaced is not read from its old file).
+    ``layer.source.path``. The array must open as affinities and the layer's data must be
+    that array as a reader opened it (``reads_the_file``): a layer whose data was replaced,
+    or a new layer given a copy of another's metadata, is copied, not read from the file.
     """
     from ..storage import open_affinities
 
@@ -48,11 +47,29 @@ def zarr_source(layer) -> Path | None:
             affinities = open_affinities(path)
         except Exception:  # not an affinities array (a container, OME group, N5, ...)
             continue
-        if tuple(affinities.array.shape) == tuple(data.shape) and np.dtype(
-            affinities.array.dtype
-        ) == np.dtype(data.dtype):
+        if reads_the_file(data, affinities.path):
             return affinities.path
     return None
+
+
+def reads_the_file(data, path: Path) -> bool:
+    """Is ``data`` the zarr array at ``path``, or the dask array a reader made of it and
+    nothing more (a slice, a computation or a copy of it is not the file's data)?"""
+    import zarr
+
+    def is_the_array(value) -> bool:
+        store = getattr(value, "store", None)  # a LocalStore has a root, an FsspecStore a path
+        root = getattr(store, "root", None) or getattr(store, "path", None)
+        return (isinstance(value, zarr.Array) and root is not None
+                and (Path(str(root)) / value.path).resolve() == Path(path).resolve())
+
+    if isinstance(data, zarr.Array):
+        return is_the_array(data)
+    layers = getattr(getattr(data, "dask", None), "layers", None)
+    if not layers or len(layers) > 2:  # da.from_array: the array, and its chunks' reads
+        return False
+    return any(is_the_array(value) for name, layer in layers.items()
+               if name.startswith("original-") for value in layer.values())
 
 
 def default_output(layer) -> Path:
