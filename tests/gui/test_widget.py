@@ -371,3 +371,15 @@ def test_values_are_remembered_between_sessions(make_napari_viewer_proxy, plugin
     settings_path().write_text("{not json")
     fresh = MutexWatershedWidget(viewer)
     assert fresh.inputs.fields["bias_long"].value == 0.7
+
+
+def test_removing_the_affinities_layer_leaves_no_panel_on_it(viewer_with_widget, qtbot):
+    """The combo falls back without a change event of its own: every panel hears of it."""
+    viewer, widget = viewer_with_widget
+    layer = widget.inputs.affinities.value
+    assert layer is not None and widget.full_run.inputs.layer is layer
+    viewer.layers.remove(layer)
+    assert widget.inputs.affinities.value is None
+    assert widget.inputs.latest.layer is None and widget.full_run.inputs.layer is None
+    assert not widget.full_run.start()  # nothing to run
+    assert widget.full_run.job is None

@@ -167,6 +167,11 @@ class InputsPanel:
     @recorded("inputs.layers_changed")
     def _on_layers_changed(self, _event=None) -> None:
         self.reset_choices()
+        latest = self.latest
+        if (latest.layer, latest.mask, latest.seeds) != (
+                self.affinities.value, self.mask.value, self.seeds.value):
+            # a chosen layer was removed: the combo shows another (or none) without a word
+            self._on_layer_chosen()
 
     # ------------------------------------------------------------------ parameters
     def resolved_offsets(self, source: str | None = None) -> tuple[list[tuple[int, ...]], str]:
