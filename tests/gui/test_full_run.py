@@ -395,3 +395,29 @@ def test_mask_and_seeds_apply_to_the_full_run(make_napari_viewer_proxy, plugin_m
     panel.start()
     wait_until_idle(qtbot, panel, seconds=10)
     assert asked == [output] and panel.last_job is job
+
+
+def test_an_output_the_job_would_refuse_is_refused_before_any_dialog(
+        make_napari_viewer_proxy, plugin_manager, qtbot, tmp_path, monkeypatch):
+    """The input itself (or another tool's array) is never offered for replacing, and an
+    output that is not in a .zarr container is refused before anything starts."""
+    affinities, truth, offsets = sample_volume((8, 32, 32), seed=2)
+    source = write_affinities(tmp_path / "v.zarr/affinities", affinities, offsets)
+    zarr.create_array(str(tmp_path / "v.zarr/ground_truth"), data=truth)
+    viewer = make_napari_viewer_proxy()
+    viewer.open(str(source), plugin=PLUGIN)
+    widget = dock_widget(viewer)
+    panel = widget.full_run
+    asked = []
+    monkeypatch.setattr(panel, "confirm_overwrite", lambda path: asked.append(path) or True)
+    for output, refusal in ((source, "is the input"),
+                            (tmp_path / "v.zarr/ground_truth", "is not an output of")):
+        panel.output.value = str(output)
+        panel.start()
+        qtbot.waitUntil(lambda: not panel.running, timeout=patience_ms(20))
+        assert refusal in panel.run_status.value and panel.last_job is None
+    assert asked == []
+    panel.output.value = str(tmp_path / "o.n5/labels")
+    assert not panel.start()
+    assert "outputs are written into a .zarr container" in panel.run_status.value
+    np.testing.assert_array_equal(zarr.open_array(str(source))[...], affinities)

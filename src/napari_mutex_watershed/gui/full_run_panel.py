@@ -32,8 +32,9 @@ from ..blockwise.run_outputs import (
     output_state,
     parse_block_size,
 )
-from ..errors import with_world_position
+from ..errors import InvalidInputError, UnsafeOutputError, with_world_position
 from ..parameters import WatershedParameters
+from ..safety import check_output_location
 from .callback_time import recorded
 from .inputs_panel import Inputs
 from .layers import (
@@ -200,12 +201,12 @@ class FullRunPanel:
         self.output.native.setPlaceholderText(text or "volume.zarr/labels_mws")
 
     def output_path(self) -> Path:
-        from ..storage import split_path
-
         text = self.output.value.strip()
         layer = self.inputs.layer
         path = Path(text).expanduser() if text else default_output(layer)
-        split_path(path, DEFAULT_OUTPUT_NAME)  # raises when not inside a .zarr container
+        if not any(part.endswith(".zarr") for part in path.parts):  # as the job would say
+            raise InvalidInputError(f"{path}: outputs are written into a .zarr container "
+                                    "(e.g. volume.zarr/labels_mws)")
         if str(path).rstrip("/").endswith(".zarr"):
             path = path / DEFAULT_OUTPUT_NAME
         return path.absolute()
@@ -294,6 +295,11 @@ class FullRunPanel:
         busy = output_in_use(request.output)
         if busy is not None:  # the CLI's refusal, in full (no dialog, nothing written)
             return self._reset(f"Not started: {busy}", error=True)
+        try:  # the input, inside it, another tool's array: the job's refusal, before a dialog
+            check_output_location(request.output, {"input": request.input_path,
+                                                   **request.guide_paths})
+        except UnsafeOutputError as error:
+            return self._reset(f"Not started: {error}", error=True)
         state = output_state(request.input_path, request.output, request.parameters,
                              request.block_size, request.shape, request.guide_paths)
         if not request.copy_current and state != "absent":
