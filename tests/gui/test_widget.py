@@ -383,3 +383,27 @@ def test_removing_the_affinities_layer_leaves_no_panel_on_it(viewer_with_widget,
     assert widget.inputs.latest.layer is None and widget.full_run.inputs.layer is None
     assert not widget.full_run.start()  # nothing to run
     assert widget.full_run.job is None
+
+
+def test_closing_the_dock_stops_every_process_while_the_widget_is_referred_to(
+        viewer_with_widget, qtbot):
+    """napari's close takes the widget out of its dock and deletes the dock alone; a console
+    or a notebook holding the widget kept its processes running."""
+    import psutil
+    from patience import patience, wait_gone
+
+    viewer, widget = viewer_with_widget  # (the fixture refers to the widget throughout)
+    before = set(psutil.Process().children(recursive=True))
+    widget.preview_panel.preview.value = True
+    wait_for_new_result(qtbot, widget)
+    widget.sweep_panel.run()
+    qtbot.waitUntil(lambda: widget.sweep_panel.job is not None, timeout=patience_ms(20))
+    started = set(psutil.Process().children(recursive=True)) - before
+    assert started  # the preview's and the sweep's workers
+    viewer.window.remove_dock_widget(widget.native)
+    assert wait_gone(list(started), patience(20)) == []
+    viewer.camera.center = (0, 40, 40)  # no preview is asked for any more
+    assert not widget.preview_panel._debounce.isActive()
+    left = [p for p in set(psutil.Process().children(recursive=True)) - before
+            if "resource_tracker" not in " ".join(p.cmdline())]  # (the stdlib's, for life)
+    assert not left, [p.cmdline() for p in left]

@@ -21,7 +21,7 @@ from . import settings as settings_store
 from .callback_time import recorded
 from .full_run_panel import FullRunPanel
 from .inputs_panel import InputsPanel
-from .lifecycle import stop_with_widget
+from .lifecycle import on_undocked, stop_with_widget
 from .parameter_widgets import OFFSET_SOURCES
 from .preview_panel import VIEW_OPTIONS, PreviewPanel
 from .sections import Section, scroll_area
@@ -71,6 +71,7 @@ class MutexWatershedWidget(Container):
         self.inputs._on_layer_chosen()  # the first Inputs, to every panel
         # kill the worker processes when the widget goes away, whoever closes it
         self._finalizer = stop_with_widget(self, self.preview_panel.service_box, _close_service)
+        on_undocked(self.native, self._closed_by_napari)
 
     # ------------------------------------------------------------------ remembering
     def _remember_soon(self, *_args) -> None:
@@ -116,6 +117,13 @@ class MutexWatershedWidget(Container):
         is deleted)."""
         self.sweep_panel.close_sweep()
         self.preview_panel.close_preview()
+
+    def _closed_by_napari(self) -> None:
+        """Its dock closed: stop listening and every process (the preview's, the sweep's, a
+        full run's), though the widget object may live on."""
+        self._teardown()
+        self.sweep_panel._teardown()
+        self.close_preview()
 
     def _teardown(self) -> None:
         """The Qt side is gone: stop listening to the viewer and the layers."""
