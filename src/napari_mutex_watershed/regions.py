@@ -43,3 +43,15 @@ def split_roi(values: Sequence[int] | None):
         return None
     half = len(values) // 2
     return tuple(values[:half]), tuple(values[half:])
+
+
+def check_offsets_fit(shape: Sequence[int], offsets) -> None:
+    """Refuse a region that some offset is as long as or longer than: no edge of it fits (a
+    preview of a crop drops such offsets; a run over the region cannot)."""
+    for offset in offsets:
+        if any(abs(o) >= s for o, s in zip(offset, shape)):
+            axis = next(i for i, (o, s) in enumerate(zip(offset, shape)) if abs(o) >= s)
+            raise InvalidInputError(
+                f"the region {tuple(shape)} is not longer than offset {tuple(offset)} along "
+                f"axis {axis}: no edge of that offset fits; use a larger region or other "
+                "offsets")

@@ -421,3 +421,15 @@ def test_an_output_the_job_would_refuse_is_refused_before_any_dialog(
     assert not panel.start()
     assert "outputs are written into a .zarr container" in panel.run_status.value
     np.testing.assert_array_equal(zarr.open_array(str(source))[...], affinities)
+
+
+def test_a_region_shorter_than_an_offset_cannot_run(make_napari_viewer_proxy, plugin_manager):
+    """The preview drops offsets a crop is too short for; a run cannot, and says so before
+    it starts (it failed after starting)."""
+    affinities, _, offsets = sample_volume((3, 9, 9), seed=1)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(affinities, name="tiny", metadata={"offsets": [list(o) for o in offsets]})
+    panel = dock_widget(viewer).full_run
+    assert not panel.start() and panel.last_job is None
+    assert panel.run_status.value.startswith(
+        "Cannot run: the region (3, 9, 9) is not longer than offset (3, 0, 0) along axis 0")

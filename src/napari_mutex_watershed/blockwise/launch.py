@@ -31,7 +31,7 @@ from ..errors import (
     checked_arguments,
 )
 from ..parameters import WatershedParameters, checked_before_offsets
-from ..regions import region_inside, voxels
+from ..regions import check_offsets_fit, region_inside, voxels
 from ..safety import check_not_a_level, check_output_location
 from ..storage import (
     DEFAULT_OUTPUT,
@@ -142,12 +142,7 @@ def validate_request(
 
     ndim = len(spatial)
     roi_offset, shape = region_inside(roi, spatial)
-    for offset in parameters.offsets:
-        if any(abs(o) >= s for o, s in zip(offset, shape)):
-            axis = next(i for i, (o, s) in enumerate(zip(offset, shape)) if abs(o) >= s)
-            raise InvalidInputError(
-                f"the region {shape} is not longer than offset {offset} along axis {axis}: no "
-                "edge of that offset fits; use a larger region or other offsets")
+    check_offsets_fit(shape, parameters.offsets)
 
     given = block_size
     if given is not None:

@@ -34,6 +34,7 @@ from ..blockwise.run_outputs import (
 )
 from ..errors import InvalidInputError, UnsafeOutputError, with_world_position
 from ..parameters import WatershedParameters
+from ..regions import check_offsets_fit
 from ..safety import check_output_location
 from .callback_time import recorded
 from .inputs_panel import Inputs
@@ -171,6 +172,7 @@ class FullRunPanel:
         try:
             self.block_size_value(level0(inputs.layer).ndim - 1)
             self.output_path()
+            check_offsets_fit(level0(inputs.layer).shape[1:], inputs.parameters.offsets)
         except Exception as error:  # ValueError, InvalidInputError
             return str(error)
         return ""
