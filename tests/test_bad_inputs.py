@@ -182,6 +182,8 @@ CASES = [
     # parameters files
     Case("params file missing", [*SEGMENT, "o.zarr/labels", "--params", "nope.json"],
          r"parameters file nope.json does not exist"),
+    Case("params file of null", [*SEGMENT, "o.zarr/labels", "--params", "p.json"],
+         r"parameters file p.json holds no parameters", make=write_file("p.json", "null")),
     Case("params file is a folder", [*SEGMENT, "o.zarr/labels", "--params", "in.zarr"],
          r"parameters file in.zarr is a folder"),
     Case("params file broken JSON", [*SEGMENT, "o.zarr/labels", "--params", "p.json"],

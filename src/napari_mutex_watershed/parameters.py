@@ -266,16 +266,20 @@ def read_parameters_file(path: str | Path):
         import yaml
 
         try:
-            return yaml.safe_load(text)
+            values = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise InvalidInputError(f"parameters file {path} is not valid YAML: "
                                     f"{' '.join(str(error).split())}") from None
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise InvalidInputError(
-            f"parameters file {path} is not valid JSON ({error}); YAML files need "
-            "the suffix .yaml or .yml") from None
+    else:
+        try:
+            values = json.loads(text)
+        except ValueError as error:
+            raise InvalidInputError(
+                f"parameters file {path} is not valid JSON ({error}); YAML files need "
+                "the suffix .yaml or .yml") from None
+    if values is None:  # null, or an empty YAML file: not "every default"
+        raise InvalidInputError(f"parameters file {path} holds no parameters")
+    return values
 
 
 #: pydantic's errors for a value of the wrong kind: where a field takes one of several kinds
