@@ -154,9 +154,10 @@ def _read_volume(path: Path) -> tuple:
     from ..storage import open_volume
 
     volume = open_volume(path, AFFINITIES)
+    dtype = np.dtype(volume.data.dtype)
     if volume.note and (volume.attrs.get("offsets") or (
-            volume.data.ndim == 4 and np.dtype(volume.data.dtype).kind in "fu")):
-        # no axes stored, but affinities: an offsets attribute, or four axes of floats
+            volume.data.ndim == 4 and (dtype.kind == "f" or dtype == np.uint8))):
+        # no axes stored, but affinities: an offsets attribute, or four axes of floats or uint8
         volume = open_volume(path, AFFINITIES, role="affinities")
     levels = volume.dask_levels()
     attrs = dict(volume.attrs)

@@ -15,7 +15,7 @@
 Both write uint32 when the ids fit (64-bit and signed ids are narrowed), and read lazy
 (dask / zarr) layers one slab at a time, so an export does not load the whole volume. Both
 write beside the target and put the result in its place once complete: a save that fails
-leaves what was there, and a layer saved onto the export it was read from is read whole
+leaves what was there, and a layer saved onto the export it was read from is copied in full
 before that export goes. Refusals are ``UnsafeOutputError``, not ``ValueError``, which
 napari takes for "not this writer" and drops with its message.
 """

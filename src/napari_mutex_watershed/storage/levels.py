@@ -47,8 +47,8 @@ METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 
 
 def holds_chunks(location: str | Path) -> bool:
-    """Is any chunk written in the array or group at ``location`` (a file other than
-    metadata, or the partial file of one being replaced)? Stops at the first it finds."""
+    """Is any chunk written in the array or group at ``location``: a file that is neither
+    metadata nor the partial file of a write under way? Stops at the first it finds."""
     for _, _, files in os.walk(location):
         if any(name not in METADATA_FILES and not name.endswith(PARTIAL_SUFFIX) for name in files):
             return True
