@@ -402,7 +402,7 @@ def test_closing_the_dock_stops_every_process_while_the_widget_is_referred_to(
     assert started  # the preview's and the sweep's workers
     viewer.window.remove_dock_widget(widget.native)
     assert wait_gone(list(started), patience(20)) == []
-    viewer.camera.center = (0, 40, 40)  # no preview is asked for any more
+    viewer.scene.camera.center = (0, 40, 40)  # no preview is asked for any more
     assert not widget.preview_panel._debounce.isActive()
     left = [p for p in set(psutil.Process().children(recursive=True)) - before
             if "resource_tracker" not in " ".join(p.cmdline())]  # (the stdlib's, for life)
