@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .attributes import OUR_ATTRIBUTE_PREFIX
 from .errors import UnsafeOutputError
-from .storage.paths import multiscales, zarr_node
+from .storage.paths import level_paths, zarr_node
 
 
 def _carries_our_names(attributes: dict) -> bool:
@@ -28,10 +28,7 @@ def is_ours(path: str | Path) -> bool:
     kind, attributes = zarr_node(path)  # {} if not a zarr node, or a broken one
     if kind == "array":
         return _carries_our_names(attributes)
-    pyramid = multiscales(attributes) if kind == "group" else None
-    if not pyramid:
-        return False
-    levels = [str(d.get("path")) for d in pyramid[0].get("datasets", [])]
+    levels = level_paths(attributes) if kind == "group" else []
     if not levels or not {p.name for p in path.iterdir() if p.is_dir()} <= set(levels):
         return False
     return _carries_our_names(attributes) or _carries_our_names(zarr_node(path / levels[0])[1])
@@ -69,8 +66,7 @@ def check_not_a_level(output: str | Path) -> None:
     labels image written there would nest inside the image and break both."""
     target = Path(output)
     kind, attributes = zarr_node(target.parent)
-    pyramid = multiscales(attributes) if kind == "group" else None
-    if pyramid and target.name in {str(d.get("path")) for d in pyramid[0].get("datasets", [])}:
+    if kind == "group" and target.name in level_paths(attributes):
         raise UnsafeOutputError(
             f"the output {output} is a level of the OME-Zarr image {target.parent}: name the "
             f"image itself ({target.parent}), or another output")

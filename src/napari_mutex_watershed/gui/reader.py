@@ -85,14 +85,10 @@ def _hdf5_layers(path: Path) -> list[str]:
     the file cannot be named from its dialogs)."""
     import h5py
 
-    datasets = {}
-
-    def note(name, node) -> None:  # (h5py stops at the first visit that returns something)
-        if isinstance(node, h5py.Dataset):
-            datasets[name] = node.ndim
+    from ..storage.blocks import hdf5_datasets
 
     with h5py.File(path, "r") as handle:
-        handle.visititems(note)
+        datasets = hdf5_datasets(handle)
     if AFFINITIES in datasets:
         return [AFFINITIES]
     volumes = [name for name, ndim in datasets.items() if 2 <= ndim <= 4]

@@ -56,13 +56,26 @@ class TensorStoreArray:
         self.__init__(state["path"])
 
 
+def hdf5_datasets(handle) -> dict[str, int]:
+    """Every dataset of an open HDF5 file, by path, with its number of axes."""
+    import h5py
+
+    found = {}
+
+    def note(name, node) -> None:  # (h5py stops at the first visit that returns something)
+        if isinstance(node, h5py.Dataset):
+            found[name] = node.ndim
+
+    handle.visititems(note)
+    return found
+
+
 def hdf5_dataset(container: Path, dataset: str):
     import h5py
 
     handle = h5py.File(container, "r")
     if dataset not in handle or not isinstance(handle[dataset], h5py.Dataset):
-        names = []
-        handle.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        names = list(hdf5_datasets(handle))
         handle.close()
         raise InvalidInputError(
             f"{container} has no dataset {dataset!r}; its datasets: {', '.join(names) or 'none'}"

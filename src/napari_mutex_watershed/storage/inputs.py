@@ -27,6 +27,7 @@ from .paths import (
     DEFAULT_INPUT,
     arrays_in,
     container_kind,
+    level_paths,
     multiscales,
     read_json,
     split_path,
@@ -269,13 +270,13 @@ def _open_zarr(location: Path, role: str) -> Volume:
     else:
         parent_node, parent_attrs = zarr_node(location.parent)
         if parent_node == "group" and multiscales(parent_attrs):
-            paths = [d["path"] for d in multiscales(parent_attrs)[0]["datasets"]]
+            paths = level_paths(parent_attrs)
             if location.name in paths:
                 group, group_attrs, level = location.parent, parent_attrs, paths.index(
                     location.name)
     try:
         if group is not None:
-            paths = [d["path"] for d in multiscales(group_attrs)[0]["datasets"]]
+            paths = level_paths(group_attrs)
             levels = [open_local_array(group / p) for p in paths]
             data = levels[level]
         else:

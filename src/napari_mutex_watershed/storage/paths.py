@@ -150,6 +150,13 @@ def multiscales(attrs: dict) -> list | None:
     return attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
 
 
+
+def level_paths(attrs: dict) -> list[str]:
+    """The paths of the levels of the OME-Zarr image whose group has ``attrs``, level 0
+    first; [] for anything else."""
+    pyramid = multiscales(attrs) or [{}]
+    return [str(d.get("path")) for d in pyramid[0].get("datasets", [])]
+
 def first_level(location: Path) -> Path:
     """The first (full-resolution) level of the OME-Zarr image at ``location``, or
     ``location`` itself when it is no such image."""

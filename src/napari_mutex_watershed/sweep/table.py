@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InvalidInputError, MutexWatershedError, UnsafeOutputError
+from ..storage.paths import replace_file
 from .scoring import SweepResult, rank
 
 #: Columns of the table: (CSV header, title in the GUI and the printed table).
@@ -80,28 +81,23 @@ def _is_our_table(path: Path) -> bool:
 
 
 def write_csv(results: Sequence[SweepResult], path: str | Path) -> Path:
-    """The ranked table as CSV, with each setting's full parameters as JSON; written beside
-    ``path`` and put in its place once complete."""
+    """The ranked table as CSV, with each setting's full parameters as JSON; the file is
+    replaced at once (``replace_file``), never left half-written."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for row in table_rows(results):
+        writer.writerow({
+            key: "" if value is None else (json.dumps(value) if isinstance(value, list)
+                                           else value)
+            for key, value in row.items()
+        })
     try:
-        with partial.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for row in table_rows(results):
-                writer.writerow({
-                    key: "" if value is None else (json.dumps(value) if isinstance(value, list)
-                                                   else value)
-                    for key, value in row.items()
-                })
-        os.replace(partial, path)
+        replace_file(path, text.getvalue().encode())
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise MutexWatershedError(f"cannot write the table to {path}: "
                                   f"{error.strerror or error}") from None
-    except BaseException:  # a signal: nothing half-written stays
-        partial.unlink(missing_ok=True)
-        raise
     return path
 
 
