@@ -226,7 +226,7 @@ def command_segment(args) -> int:
     # first: it imports while we validate (none for a region this process segments itself)
     job = None if is_quick_region(args) else JobProcess()
     try:
-        from .blockwise.launch import segment_blockwise_zarr
+        from .blockwise.launch import ALREADY_COMPLETE, segment_blockwise_zarr
         from .regions import split_roi
 
         parameters = parameters_from(args)
@@ -236,12 +236,18 @@ def command_segment(args) -> int:
             job.abandon()
         raise
     status = sys.stderr if args.progress == "json" else sys.stdout
+    said = []
+
+    def notify(line: str) -> None:
+        said.append(line)
+        print(line, file=status, flush=True)
+
     output = segment_blockwise_zarr(
         args.input,
         args.output,
         parameters,
         job=job,
-        notify=lambda line: print(line, file=status, flush=True),
+        notify=notify,
         block_size=tuple(args.block_size) if args.block_size else None,
         num_workers=args.workers,
         roi=roi,
@@ -257,7 +263,8 @@ def command_segment(args) -> int:
         seeds_path=args.seeds,
     )
     # ``output`` is level 0; its folder is the OME-Zarr labels image users open
-    print(f"labels written to {output.parent}", file=status)
+    if not any(line.startswith(ALREADY_COMPLETE) for line in said):
+        print(f"labels written to {output.parent}", file=status)
     return 0
 
 

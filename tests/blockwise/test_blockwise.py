@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,12 +155,19 @@ def test_an_output_that_holds_nothing_computed_is_replaced_without_overwrite(vol
     assert output_state(path, target, PARAMS, (12, 32, 32), (24, 64, 64)) == "other"
     with pytest.raises(OutputExistsError, match="--overwrite"):
         plan_run(path, target, PARAMS, block_size=(12, 32, 32))
-    # named through a symlink its work folder is elsewhere: what it holds is not known there
+    # named through a symlink it is the same output, with the same plan beside it
     (tmp_path / "link.zarr").symlink_to(tmp_path / "o.zarr")
-    zarr.open_array(replaced.output_path, mode="r+")[:12, :32, :32] = 0  # no chunk left
-    assert not holds_work(replaced)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         plan_run(path, tmp_path / "link.zarr/labels", PARAMS, block_size=(12, 32, 32))
+    zarr.open_array(replaced.output_path, mode="r+")[:12, :32, :32] = 0  # no chunk left
+    assert not holds_work(replaced)
+    linked = plan_run(path, tmp_path / "link.zarr/labels", PARAMS, block_size=(12, 32, 32))
+    assert linked.work_dir == replaced.work_dir
+    assert zarr.open_group(str(target)).attrs[PARAMETERS_ATTR]["bias_short"] == 0.4
+    # without a plan of ours beside it, what an output holds is not known: it counts as work
+    shutil.rmtree(linked.work_dir)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        plan_run(path, target, other, block_size=(12, 32, 32))
     # an array of ours with labels in the labels' place, no level 0 (an older layout)
     older = tmp_path / "older.zarr/labels"
     create_array(older, "labels", (24, 64, 64), np.uint32, ["z", "y", "x"],

@@ -81,6 +81,26 @@ def test_a_run_on_an_output_in_use_is_refused_at_once_even_with_overwrite(affini
     assert not output.exists()
 
 
+def test_one_output_has_one_lock_whatever_names_it(affinities, tmp_path):
+    """Through a symlinked container, a symlinked folder above it or a relative path, a run
+    on an output another run holds is refused: each spelling once had a lock of its own."""
+    output = tmp_path / "o.zarr/labels"
+    (tmp_path / "link.zarr").symlink_to(tmp_path / "o.zarr")
+    (tmp_path / "above").symlink_to(tmp_path)
+    (tmp_path / "o.zarr").mkdir()
+    with RunLock(work_dir_for(output), output):
+        for name, where in ((tmp_path / "link.zarr/labels", None),
+                            (tmp_path / "above/o.zarr", None),
+                            ("o.zarr/x/../labels", tmp_path)):
+            result = cli("segment", affinities, name, "--overwrite", cwd=where)
+            assert result.returncode == 1, (name, result.stdout)
+            assert f"is in use by pid {os.getpid()} (" in result.stderr, name
+    assert not output.exists()
+    assert work_dir_for("o.zarr/labels") != work_dir_for(output)  # (cwd is elsewhere)
+    assert {work_dir_for(tmp_path / "link.zarr"), work_dir_for(tmp_path / "above/o.zarr")} == {
+        work_dir_for(output)}
+
+
 def test_the_job_keeps_the_lock_when_the_command_that_started_it_dies(affinities, tmp_path):
     """The lock travels with the plan to the job process: killing the command leaves the job
     running and the output still locked, naming the job."""

@@ -63,12 +63,21 @@ from .supervise import JobProcess, is_quick
 #: relabel: zstd at level 1 writes them 40 % and reads them 55 % faster than zarr's default
 #: (level 3), for 1.4 times the bytes (4.7 against 3.4 MB at 256^3; docs/blockwise.md, *Speed*).
 FRAGMENTS_COMPRESSION_LEVEL = 1
+#: How ``segment_blockwise_zarr`` tells ``notify`` that the output was complete before it.
+ALREADY_COMPLETE = "already complete"
 
 
 def work_dir_for(output_path: str | Path) -> Path:
     """Resume state lives beside the output container (``out.zarr.mutex_watershed/labels``),
-    outside it, so zarr readers walking the container find nothing foreign."""
-    container, dataset = split_path(output_path, DEFAULT_OUTPUT)
+    outside it, so zarr readers walking the container find nothing foreign. It follows the
+    output's real place: one output named through a symlink or a relative path has one lock
+    and one plan, so two runs can never write it at once."""
+    real = array_path(output_path, DEFAULT_OUTPUT).resolve()
+    try:
+        container, dataset = split_path(real, DEFAULT_OUTPUT)
+    except InvalidInputError:  # a link to a folder not named like a container
+        container, dataset = split_path(output_path, DEFAULT_OUTPUT)
+        container = container.resolve()
     return container.with_name(container.name + WORK_DIR) / dataset
 
 
@@ -228,9 +237,9 @@ def holds_work(plan: BlockwisePlan) -> bool:
     block recorded or stitched, a chunk of labels written (at any level, or in an array an
     older version wrote in the labels' place)? One that holds nothing (left by a run refused
     for its values, or stopped before its first block) is replaced without ``overwrite``, as
-    that loses nothing. Without a plan of ours beside it (the output named by another path,
-    a symlink or its level 0, whose work folder is elsewhere; an older version's) what it
-    holds is not known here: it counts as holding work."""
+    that loses nothing. Without a plan of ours beside it (an older version's output, one
+    whose work folder was removed) what it holds is not known here: it counts as holding
+    work."""
     return (earlier_plan(plan) is None or is_complete(plan)
             or is_marked_complete(plan.labels_path) or plan.lookup_path.exists()
             or bool(plan.recorded_blocks()) or holds_chunks(plan.labels_path))
@@ -323,7 +332,7 @@ def segment_blockwise_zarr(input_path, output_path, parameters=None, supervised=
                 lock.discard()  # refused before anything was made: leave nothing behind
                 raise
             if is_complete(plan):
-                notify(f"already complete: {where.resolve()} (nothing to do)")
+                notify(f"{ALREADY_COMPLETE}: {where.resolve()} (nothing to do)")
                 if job is not None:
                     job.abandon()
                 return Path(plan.output_path)
