@@ -8,9 +8,11 @@ import numpy as np
 import psutil
 import pytest
 from main_thread import assert_callbacks_short, napari_step_limit, recording_callbacks
+from napari.layers._source import Source
 from patience import patience_ms, wait_gone
 
 from napari_mutex_watershed import segment
+from napari_mutex_watershed.errors import UnsafeOutputError
 from napari_mutex_watershed.gui import callback_time
 from napari_mutex_watershed.sweep import score
 
@@ -45,6 +47,11 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     viewer.scene.camera.zoom = 5.0
     viewer.scene.camera.center = (0, 64, 64)
     assert panel.ground_truth.value.name == "ground truth"  # preselected
+    # as if read from a file (the reader's layers carry their source)
+    source = tmp_path / "affinities.zarr"
+    source.mkdir()
+    (source / "zarr.json").write_text("{}")
+    viewer.layers["affinities"]._source = Source(path=str(source))
     panel.bias_values.value = "0.25, 0.5, 0.75"
     assert panel.run() is True
     assert panel.running and panel.cancel_button.enabled
@@ -125,6 +132,14 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert rows[0]["setting"] == f"bias={best_bias:.2f}"
     assert float(rows[0]["adapted_rand_error"]) == pytest.approx(expected_error[best_bias])
+    # ... with sweep --csv's checks: never into what the sweep read, nor over another file
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for target in (source / "zarr.json", notes):
+        with pytest.raises(UnsafeOutputError):
+            panel.save_csv(target)
+    assert (source / "zarr.json").read_text() == "{}" and notes.read_text() == "mine"
+    assert panel.save_csv(path) == path  # an earlier table is replaced
 
     # grid view is napari's grid mode, both ways
     panel.grid_view.value = True

@@ -37,6 +37,7 @@ from ..sweep import (
     parse_values,
     write_csv,
 )
+from ..sweep.table import check_csv_target
 from .callback_time import excluded, recorded
 from .inputs_panel import Inputs
 from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
@@ -301,6 +302,9 @@ class SweepPanel(Container):
             "units": tuple(layer.units)[1:], "layer": layer.name,
             "ground_truth": None if truth is None else truth.name,
             "settings": settings, "started": time.perf_counter(),
+            "sources": {role: other.source.path for role, other in (
+                ("affinities", layer), ("ground truth", truth), ("mask", mask),
+                ("seeds", seeds)) if other is not None and other.source.path},
         }
         self.job = self.sweeper().start(inputs, settings)
         self._active = True
@@ -489,6 +493,9 @@ class SweepPanel(Container):
         return result
 
     def save_csv(self, path):
+        """The table as ``sweep --csv`` writes it, with its checks: never onto or into the
+        files the sweep read, never over a file that is not an earlier table."""
+        check_csv_target(path, self._meta.get("sources", {}))
         return write_csv(self.results, path)
 
     def _save_dialog(self, *_args) -> None:
