@@ -214,6 +214,13 @@ def test_zarr_array_create_open_read_write(tmp_path):
     beyond = array[Roi((0, 0, 0), (12, 2, 2))]  # reaches before the array: zeros there
     assert beyond.shape == (3, 3, 1, 1) and np.all(beyond[:, :2] == 0)
     assert np.array_equal(beyond[:, 2], values[:, 0, :1, :1])
+    # a ROI off the voxel grid is refused: funlib rounded it, a voxel away from what was asked
+    for off_grid in (Roi((10, 0, 0), (8, 2, 2)), Roi((8, 0, 0), (8, 3, 2))):
+        with pytest.raises(InvalidInputError, match="off .* voxel grid"):
+            array[off_grid]
+        with pytest.raises(InvalidInputError, match="off .* voxel grid"):
+            array[off_grid] = np.zeros((3, 2, 1, 1), np.float32)
+    assert np.array_equal(array[roi], values)
     array.add_metadata({"offsets": [[1, 0, 0]], "note": "x"})
 
     reopened = ZarrArray.open_from_array_identifier(identifier, mode="r")

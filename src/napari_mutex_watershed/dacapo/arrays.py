@@ -274,12 +274,25 @@ class ZarrArray:
     # ------------------------------------------------------------------ data
     def __getitem__(self, roi: Roi) -> np.ndarray:
         """The voxels of a world-unit ROI; parts outside the array read as 0."""
-        return self._array.to_ndarray(roi, fill_value=0)
+        return self._array.to_ndarray(self._on_grid(roi), fill_value=0)
 
     def __setitem__(self, roi: Roi, value) -> None:
         if not self.writable:
             raise PermissionError(f"{self} is open read-only (mode 'r')")
-        self._array[roi] = value
+        self._array[self._on_grid(roi)] = value
+
+    def _on_grid(self, roi: Roi) -> Roi:
+        """``roi``, refused unless it starts and ends on the array's voxels: funlib would
+        round it down, reading or writing voxels half a voxel away from those asked for."""
+        roi = Roi(roi.offset, roi.shape)
+        grid_offset = self.roi.offset
+        if ((roi.offset - grid_offset) % self.voxel_size != Coordinate((0,) * self.dims)
+                or roi.shape % self.voxel_size != Coordinate((0,) * self.dims)):
+            raise InvalidInputError(
+                f"ROI {roi} is off {self}'s voxel grid (voxel size {self.voxel_size}, offset "
+                f"{grid_offset}): give a ROI whose offset and shape are multiples of the "
+                "voxel size from that offset")
+        return roi
 
     def add_metadata(self, metadata: dict[str, Any]) -> None:
         """Store JSON-serializable values in the array's attributes."""
