@@ -411,6 +411,15 @@ def test_unsupported_dtype(dtype, params_2d):
         segment(affs, params_2d)
 
 
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_floats_are_floats(dtype, sample_2d, params_2d):
+    """HDF5 files and zarr v2 arrays may store big-endian floats: the same affinities."""
+    affs = sample_2d[0]
+    native = np.dtype(dtype).newbyteorder("=")
+    np.testing.assert_array_equal(segment(affs.astype(dtype), params_2d),
+                                  segment(affs.astype(native), params_2d))
+
+
 def test_mask_of_wrong_shape(sample_2d, params_2d):
     with pytest.raises(InvalidInputError, match=r"mask has shape \(96, 95\), expected \(96, 96\)"):
         segment(sample_2d[0], params_2d, mask=np.ones((96, 95), bool))

@@ -157,6 +157,15 @@ LAYOUTS = {
         lambda r, a, o: (hdf5(r / "volume.h5", "volumes/affs", a, resolution=VOXEL,
                               offset=OFFSET), r / "volume.h5/volumes/affs")[1],
         VOXEL, OFFSET, False),
+    "zarr v2 big-endian (>f4, as older numpy pipelines wrote) with DaCapo metadata": (
+        lambda r, a, o: (zarr_bare(r / "big.zarr/affs", a.astype(">f4"), 2,
+                                   resolution=list(VOXEL), offset=list(OFFSET),
+                                   offsets=offsets_list(o)), r / "big.zarr/affs")[1],
+        VOXEL, OFFSET, False),
+    "HDF5 big-endian (>f4) with resolution and offset": (
+        lambda r, a, o: (hdf5(r / "big.h5", "affs", a.astype(">f4"), resolution=VOXEL,
+                              offset=OFFSET), r / "big.h5/affs")[1],
+        VOXEL, OFFSET, False),
     "HDF5 (.hdf5) without metadata": (
         lambda r, a, o: (hdf5(r / "volume.hdf5", "affs", a), r / "volume.hdf5/affs")[1],
         (1, 1, 1), (0, 0, 0), True),

@@ -23,6 +23,7 @@ from ..attributes import (
     PARAMETERS_ATTR,
     VERSION_ATTR,
 )
+from ..engine.weights import DTYPE_ADVICE, is_supported_dtype
 from ..errors import (
     BlockwiseError,
     InvalidInputError,
@@ -141,10 +142,8 @@ def validate_request(
         raise InvalidInputError(
             f"{affinities.path} has voxel size {tuple(affinities.voxel_size)}: every axis needs "
             "a size above 0; fix its metadata")
-    if affinities.dtype not in (np.float32, np.float64, np.uint8):
-        raise InvalidInputError(
-            f"affinities have dtype {affinities.dtype}; use float32, float64 or uint8"
-        )
+    if not is_supported_dtype(affinities.dtype):
+        raise InvalidInputError(f"affinities have dtype {affinities.dtype}; {DTYPE_ADVICE}")
 
     guides = {role: open_guide(path, role, affinities)
               for role, path in (("mask", mask_path), ("seeds", seeds_path)) if path is not None}

@@ -12,6 +12,13 @@ from ..errors import InvalidInputError, InvalidValuesError
 from ..parameters import WatershedParameters
 
 SUPPORTED_DTYPES = (np.float32, np.float64, np.uint8)
+#: What affinities of another dtype are told.
+DTYPE_ADVICE = "use float32, float64 (values in [0, 1]) or uint8 (0..255)"
+
+
+def is_supported_dtype(dtype) -> bool:
+    """In either byte order: a big-endian float32 (HDF5's and zarr v2's ``>f4``) is float32."""
+    return np.dtype(dtype).newbyteorder("=") in [np.dtype(d) for d in SUPPORTED_DTYPES]
 
 
 def edge_slices(offset, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
@@ -38,12 +45,8 @@ def check_affinities(affinities, parameters: WatershedParameters) -> list[int]:
         )
     if any(s == 0 for s in shape):
         raise InvalidInputError(f"affinities are empty (shape {shape})")
-    dtype = np.dtype(affinities.dtype)
-    if dtype not in [np.dtype(d) for d in SUPPORTED_DTYPES]:
-        raise InvalidInputError(
-            f"affinities have dtype {dtype}; use float32, float64 (values in [0, 1]) or "
-            "uint8 (0..255)"
-        )
+    if not is_supported_dtype(affinities.dtype):
+        raise InvalidInputError(f"affinities have dtype {affinities.dtype}; {DTYPE_ADVICE}")
     n_offsets, n_channels = len(parameters.offsets), shape[0]
     if parameters.channels is not None:
         bad = [c for c in parameters.channels if c >= n_channels]

@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 from psygnal import Signal
 from pydantic import ValidationError
 
-from ..engine.weights import SUPPORTED_DTYPES
+from ..engine.weights import DTYPE_ADVICE, is_supported_dtype
 from ..errors import MutexWatershedError
 from ..parameters import (
     OFFSETS_2D,
@@ -295,9 +295,8 @@ class InputsPanel:
             return parameters, "Choose an affinities layer (an Image layer, channels first)."
         data = level0(layer)
         spatial = data.ndim - 1
-        if np.dtype(data.dtype) not in [np.dtype(d) for d in SUPPORTED_DTYPES]:
-            return None, (f"'{layer.name}' has dtype {data.dtype}: affinities must be float32, "
-                          "float64 (0..1) or uint8 (0..255).")
+        if not is_supported_dtype(data.dtype):
+            return None, f"'{layer.name}' has dtype {data.dtype}: {DTYPE_ADVICE}."
         if parameters.ndim != spatial:
             return None, (f"The offsets are {parameters.ndim}D but '{layer.name}' has "
                           f"{spatial} spatial axes (shape {tuple(data.shape)}).")
