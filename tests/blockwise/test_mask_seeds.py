@@ -163,6 +163,24 @@ def test_one_block_equals_the_engine_with_mask_and_seeds(volume, tmp_path):
     np.testing.assert_array_equal(read(out), expected)
 
 
+@pytest.mark.parametrize("blocks", [SHAPE, BLOCKS], ids=["one block", "blockwise"])
+def test_a_seed_id_beyond_uint32_is_one_line_that_says_so(volume, tmp_path, blocks):
+    """The output is uint32: a seed id above it is named, in one block as in several (one
+    block said '8589934595 segments do not fit ...; use a larger min_size')."""
+    path, _, truth, _, _ = volume
+    seeds = np.zeros(SHAPE, np.uint64)
+    seeds[12, 32, 32] = 2**33
+    write_labels(tmp_path / "seeds.zarr/seeds", seeds)
+    done = subprocess.run(
+        [*CLI, "segment", str(path), str(tmp_path / "o.zarr/labels"), "--block-size",
+         *map(str, blocks), "--seeds", str(tmp_path / "seeds.zarr/seeds"), "--progress",
+         "none"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(
+        f"error: seed id {2**33} does not fit the uint32 output: seed ids go up to "
+        f"{2**32 - 1}"), done.stderr
+
+
 @pytest.mark.slow
 def test_a_resumed_run_is_identical_and_other_guides_are_another_job(volume, tmp_path):
     path, _, _, _, folder = volume

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_mutex_watershed import WatershedParameters
-from napari_mutex_watershed.blockwise import stitch
+from napari_mutex_watershed.blockwise import mask_seeds, stitch
 from napari_mutex_watershed.blockwise.plan import BlockwisePlan
 from napari_mutex_watershed.blockwise.stitch import build_lookup
 from napari_mutex_watershed.errors import IncompleteRunError, MutexWatershedError
@@ -127,7 +127,7 @@ def test_a_missing_record_names_the_block(tmp_path):
 def test_more_segments_than_the_output_holds_is_a_clear_error(tmp_path, monkeypatch):
     plan = make_plan(tmp_path, 1)
     write_block(plan, 0, [3, 3, 3])
-    monkeypatch.setattr(stitch, "MAX_SEGMENTS", 2)
+    monkeypatch.setattr(mask_seeds, "MAX_SEGMENTS", 2)
     with pytest.raises(MutexWatershedError, match="3 segments do not fit the uint32 output"):
         build_lookup(plan)
     assert not plan.lookup_path.exists()

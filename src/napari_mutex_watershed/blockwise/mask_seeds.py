@@ -11,9 +11,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MutexWatershedError
 from ..storage.blocks import open_block_source
 from .task import box, read_region
+
+#: Ids the output array holds: ``plan_run`` creates it as uint32.
+MAX_SEGMENTS = int(np.iinfo(np.uint32).max)
+
+
+def check_ids_fit(n_segments: int, seed_max: int) -> None:
+    """Refuse, in one line saying which, seed ids or segments the uint32 output cannot hold
+    (unseeded segments are numbered above the largest seed id)."""
+    if seed_max > MAX_SEGMENTS:
+        raise MutexWatershedError(f"seed id {seed_max} does not fit the uint32 output: "
+                                  f"seed ids go up to {MAX_SEGMENTS}")
+    if seed_max + n_segments > MAX_SEGMENTS:
+        raise MutexWatershedError(
+            f"{n_segments} segments" + (f" above the largest seed id {seed_max}" if seed_max
+                                         else "")
+            + " do not fit the uint32 output; use larger min_size or a smaller region (--roi)"
+        )
 
 
 def open_guide(path, role: str, affinities) -> str:

@@ -22,13 +22,11 @@ import mwatershed
 import numpy as np
 
 from ..engine.labels import segment_keep_mask, smallest_label_dtype
-from ..errors import IncompleteRunError, MutexWatershedError
+from ..errors import IncompleteRunError
 from .disk import allocated_memmap, temporary_name
-from .mask_seeds import load_seeds
+from .mask_seeds import check_ids_fit, load_seeds
 from .plan import BlockwisePlan
 
-#: Ids the output array holds: ``plan_run`` creates it as uint32.
-MAX_SEGMENTS = int(np.iinfo(np.uint32).max)
 #: A separation weighs SEPARATION_WEIGHT times its summed repulsion (minus the summed
 #: affinity minus bias over the edges between the two fragments), in voxels of overlap, and at
 #: least SEPARATION_FLOOR: no weak join crosses a separation whose contact repels. Chosen in
@@ -158,9 +156,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
     u, v = position(joins)
     # seeded fragments are nodes even without a join: their segment takes the seed id
     seeded, seed_ids, seed_max = load_seeds(plan)
-    if seed_max > MAX_SEGMENTS:
-        raise MutexWatershedError(f"seed id {seed_max} does not fit the uint32 output: "
-                                  f"seed ids go up to {MAX_SEGMENTS}")
+    check_ids_fit(0, seed_max)
     seeded = position(seeded)
     nodes = np.unique(np.concatenate([u, v, seeded]))  # ascending: block order
     # a fragment without a join is a segment of its own: its separations hold already
@@ -193,12 +189,7 @@ def build_lookup(plan: BlockwisePlan) -> dict:
         plan.parameters.threshold, np.bincount(representative, node_nn, minlength=n),
     ) & (representative == np.arange(n)) & (segment_seed == 0)
     n_segments = int(outside_kept.sum() + segment_kept.sum())
-    if seed_max + n_segments > MAX_SEGMENTS:  # unseeded segments are numbered above the seeds
-        raise MutexWatershedError(
-            f"{n_segments} segments" + (f" above the largest seed id {seed_max}" if seed_max
-                                         else "")
-            + " do not fit the uint32 output; use larger min_size or a smaller region (--roi)"
-        )
+    check_ids_fit(n_segments, seed_max)
 
     lookup = allocated_memmap(temporary_name(plan.lookup_path),
                               smallest_label_dtype(seed_max + n_segments), (total + 1,))

@@ -13,13 +13,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 from ..engine import segment
-from ..errors import InvalidValuesError, MutexWatershedError
+from ..errors import InvalidValuesError
 from ..storage.blocks import open_block_source
 from ..storage.chunk_files import open_chunk_files
-from .mask_seeds import Guides
+from .mask_seeds import Guides, check_ids_fit
 from .plan import BlockwisePlan
 from .relabel_here import pyramid_here, threads
 from .task import box, read_region
@@ -35,6 +33,8 @@ def run_whole(plan: BlockwisePlan, reporter) -> dict:
     affinities = read_region(open_block_source(plan.input_path, threads(plan)), region,
                              plan.input_path)
     mask, seeds = Guides(plan).read((0,) * plan.ndim, plan.shape)
+    seed_max = 0 if seeds is None else int(seeds.max(initial=0))
+    check_ids_fit(0, seed_max)  # before the kernel
     try:
         kernel_started = time.perf_counter()
         labels = segment(affinities, plan.parameters, mask=mask, seeds=seeds)
@@ -42,11 +42,9 @@ def run_whole(plan: BlockwisePlan, reporter) -> dict:
     except InvalidValuesError as error:  # voxels in the input's own coordinates
         raise error.at(plan.roi_offset) from None
     del affinities
-    output = open_chunk_files(plan.output_path, "r+")
-    if labels.dtype != output.dtype and int(labels.max(initial=0)) > np.iinfo(output.dtype).max:
-        raise MutexWatershedError(f"{int(labels.max())} segments do not fit the {output.dtype} "
-                                  "output; use a larger min_size")
     segments = int(labels.max(initial=0))
+    check_ids_fit(segments - seed_max, seed_max)
+    output = open_chunk_files(plan.output_path, "r+")
     labels = labels.astype(output.dtype, copy=False)
     output[...] = labels
     reporter.emit("even", 1, 1)

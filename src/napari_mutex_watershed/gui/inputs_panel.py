@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 from psygnal import Signal
 from pydantic import ValidationError
