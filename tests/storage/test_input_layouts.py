@@ -6,6 +6,7 @@ group and level), N5 and HDF5. Small synthetic volumes, nothing downloaded."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -148,6 +149,12 @@ LAYOUTS = {
                              translation=(0, 0.005, 0.000325, 0.000325), unit="millimeter"),
                          r / "light.ome.zarr")[1],
         (2500000, 162500, 162500), (5000000, 325000, 325000), False),
+    "zarr v3 with funlib metadata in fractional nanometres": (
+        lambda r, a, o: (zarr_bare(r / "fraction.zarr/affs", a, 3, voxel_size=[8, 4.5, 4.5],
+                                   offset=list(OFFSET), units=["nm"] * 3,
+                                   axis_names=["c^", "z", "y", "x"], offsets=offsets_list(o)),
+                         r / "fraction.zarr/affs")[1],
+        (8000, 4500, 4500), tuple(1000 * v for v in OFFSET), False),
     "N5 with DaCapo resolution and offset": (
         lambda r, a, o: (n5(r / "volume.n5/affs", a, resolution=list(VOXEL[::-1]),
                             offset=list(OFFSET[::-1]), offsets=offsets_list(o)),
@@ -192,6 +199,25 @@ def test_layout_segments_like_a_plain_zarr_array(layout, affinities, reference, 
     assert len(geometry) == (1 if assumed else 0), done.stderr
     assert len(defaults) == (1 if opened.offsets is None else 0), done.stderr
     assert len(notes) == len(geometry) + len(defaults), done.stderr
+
+
+def test_geometry_funlib_would_truncate_or_cannot_read_is_one_line(affinities, tmp_path):
+    """funlib makes 4.5 nm voxels 4 nm: without a length unit to convert them, refused."""
+    affs, _ = affinities
+    cases = {"unitless.zarr": ({"resolution": [8, 4.5, 4.5]}, "has voxel size (8, 4.5, 4.5)"
+                               " and offset (0, 0, 0): not whole numbers, and it stores no units"),
+             "pixels.zarr": ({"voxel_size": [1, 1, 1], "offset": [0, 0.5, 0],
+                              "units": ["px"] * 3}, "its units ('px', 'px', 'px') are not"),
+             "text.zarr": ({"resolution": "8,4,4"},
+                           "its resolution attribute '8,4,4' is not a list of numbers")}
+    for name, (attributes, expected) in cases.items():
+        zarr_bare(tmp_path / name, affs, 2, **attributes)
+        with pytest.raises(InvalidInputError, match=re.escape(expected)):
+            open_affinities(tmp_path / name)
+        done = segment(tmp_path / name, tmp_path / "o.zarr")
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert expected in done.stderr
+    assert not (tmp_path / "o.zarr").exists()
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -185,12 +185,29 @@ def _axis_roles(ndim: int, names, n_spatial: int | None):
     return channels + spatial
 
 
-def _from_attributes(shape, attrs: dict, reverse: bool, role: str, dimension_names=None):
+def _stored_numbers(location: Path, attrs: dict, *keys: str) -> list | None:
+    """The first of ``keys`` the attributes hold, a list of numbers; one line if it is not."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is None or (isinstance(value, list | tuple) and not value):
+            continue
+        if not isinstance(value, list | tuple) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise InvalidInputError(f"{location}: its {key} attribute {value!r} is not a list "
+                                    "of numbers; fix its metadata")
+        return list(value)
+    return None
+
+
+def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: str,
+                     dimension_names=None):
     """Geometry from funlib (voxel_size, offset, axis_names, units) or DaCapo/daisy
-    (resolution, offset) attributes; N5 stores them fastest axis first (``reverse``)."""
+    (resolution, offset) attributes; N5 stores them fastest axis first (``reverse``).
+    Fractions of a length unit become whole nanometres or picometres, as for OME-Zarr;
+    other fractions are refused (funlib would truncate 4.5 to 4)."""
     flip = (lambda v: list(v)[::-1]) if reverse else (lambda v: list(v))
-    voxel_size = attrs.get("voxel_size") or attrs.get("resolution")
-    offset = attrs.get("offset")
+    voxel_size = _stored_numbers(location, attrs, "voxel_size", "resolution")
+    offset = _stored_numbers(location, attrs, "offset")
     names = attrs.get("axis_names")
     if names is None and dimension_names and all(dimension_names):
         names = list(dimension_names)
@@ -216,9 +233,19 @@ def _from_attributes(shape, attrs: dict, reverse: bool, role: str, dimension_nam
         note = (f"no voxel size stored: assumed axes ({described}), "
                 + ("channel first, " if ndim > n_spatial else "")
                 + "voxel size 1, offset 0")
-    voxel_size = tuple(int(v) for v in (voxel_size or (1,) * n_spatial))
-    offset = tuple(int(v) for v in (offset or (0,) * n_spatial))
+    stored = (voxel_size or [1] * n_spatial, offset or [0] * n_spatial)
     units = [str(u) for u in units] if units and len(units) == n_spatial else [""] * n_spatial
+    voxel_size, offset = _integral(stored[0]), _integral(stored[1])
+    if voxel_size is None or offset is None:
+        world = _world_geometry(*stored, units)
+        if world is None:
+            raise InvalidInputError(
+                f"{location} has voxel size {tuple(stored[0])} and offset {tuple(stored[1])}:"
+                " not whole numbers, and " + (f"its units {tuple(units)} are not lengths"
+                                              if any(units) else "it stores no units")
+                + " to convert them to whole nanometres; store whole numbers, or units such as "
+                "\"nm\" or \"um\"")
+        voxel_size, offset, units = world
     return axis_names, voxel_size, offset, units, note
 
 
@@ -293,7 +320,8 @@ def _open_zarr(location: Path, role: str) -> Volume:
                       merged, "ome-zarr", levels[level:], note)
     dimension_names = getattr(data.metadata, "dimension_names", None)
     axis_names, voxel_size, offset, units, note = _from_attributes(
-        data.shape, array_attrs, reverse=False, role=role, dimension_names=dimension_names)
+        location, data.shape, array_attrs, reverse=False, role=role,
+        dimension_names=dimension_names)
     return Volume(location, data, axis_names, voxel_size, offset, units, array_attrs, "zarr",
                   [data], note)
 
@@ -309,7 +337,7 @@ def _open_n5(location: Path, role: str) -> Volume:
         raise InvalidInputError(f"cannot open {location} as an N5 dataset: {error}") from None
     user = {k: v for k, v in attrs.items()
             if k not in ("dimensions", "blockSize", "dataType", "compression", "n5")}
-    geometry = _from_attributes(data.shape, user, reverse=True, role=role)
+    geometry = _from_attributes(location, data.shape, user, reverse=True, role=role)
     return Volume(location, data, *geometry[:4], user, "n5", [data], geometry[4])
 
 
@@ -319,7 +347,8 @@ def _open_hdf5(container: Path, dataset: str, role: str) -> Volume:
     except OSError as error:
         raise InvalidInputError(f"cannot open {container} as an HDF5 file: {error}") from None
     attrs = {k: _plain(v) for k, v in data.attrs.items()}
-    geometry = _from_attributes(data.shape, attrs, reverse=False, role=role)
+    geometry = _from_attributes(container / dataset, data.shape, attrs, reverse=False,
+                                role=role)
     return Volume(container / dataset, data, *geometry[:4], attrs, "hdf5", [data], geometry[4])
 
 
