@@ -87,8 +87,12 @@ def test_offsets_from_array_unless_given(stored):
     assert taken.offsets == opened.offsets and taken.bias_short == 0.4
     explicit = WatershedParameters(offsets=[(1, 0, 0), (0, 1, 0), (0, 0, 1)], channels=[0, 1, 2])
     assert parameters_for(opened, explicit).offsets == explicit.offsets
+    # chosen channels take their own offsets (the array's are one per channel)
+    chosen = parameters_for(opened, {"channels": [3, 4, 5], "bias": [0.3, 0.4, 0.5]})
+    assert chosen.offsets == opened.offsets[3:] and chosen.channels == [3, 4, 5]
     opened.offsets = None
     assert parameters_for(opened, explicit) is explicit
+    assert parameters_for(opened, {"channels": [0, 4]}).offsets == [(1, 0, 0), (0, 9, 0)]
 
 
 def test_a_bias_per_offset_is_checked_against_the_array_s_offsets(tmp_path, small_sample):

@@ -422,7 +422,8 @@ def parameters_for(affinities: Affinities, parameters):
     """``parameters`` (None, a WatershedParameters or a dict of its fields) validated for
     ``affinities``: with the array's own offsets (its ``offsets`` attribute) unless they name
     some; with neither, the defaults of its dimension (3D or 2D), which a line says, since
-    the channels may mean other offsets. Refused when they do not fit its axes or channels."""
+    the channels may mean other offsets. Selected ``channels`` take those channels' offsets.
+    Refused when they do not fit its axes or channels."""
     from ..parameters import (
         WatershedParameters,
         as_parameters,
@@ -438,6 +439,12 @@ def parameters_for(affinities: Affinities, parameters):
     assumed = "offsets" not in named and offsets is None
     if assumed:
         offsets = default_offsets(ndim)
+    chosen = (parameters.channels if isinstance(parameters, WatershedParameters)
+              else (parameters or {}).get("channels"))
+    if ("offsets" not in named and chosen is not None
+            and len(offsets) == affinities.num_channels
+            and all(isinstance(c, int) and 0 <= c < len(offsets) for c in chosen)):
+        offsets = [offsets[c] for c in chosen]  # one per channel: those of the chosen ones
     parameters = as_parameters(parameters, offsets=offsets)
     if parameters.ndim != ndim:
         raise InvalidInputError(
