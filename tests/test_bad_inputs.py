@@ -162,6 +162,13 @@ CASES = [
     Case("no array at the path", ["segment", "in.zarr/affs", "o.zarr/labels"],
          r"no affinities at in.zarr/affs: the path does not exist; in.zarr holds affinities, "
          r"ground_truth"),
+    Case("no input container", ["segment", "none.zarr", "o.zarr/labels"],
+         r"^error: no affinities at none.zarr: the path does not exist$"),
+    Case("no mask container", [*SEGMENT, "o.zarr/labels", "--mask", "none.zarr"],
+         r"^error: no mask at none.zarr: the path does not exist$"),
+    Case("no seeds in the container", [*SEGMENT, "o.zarr/labels", "--seeds", "in.zarr"],
+         r"no seeds at in.zarr/seeds: the path does not exist; in.zarr holds affinities, "
+         r"ground_truth"),
     Case("roi outside the volume", [*SEGMENT, "o.zarr/labels", "--roi", 0, 0, 0, 16, 32, 64],
          r"roi \(0, 0, 0\) \+ \(16, 32, 64\) is not inside the volume"),
     Case("block size of the wrong length", [*SEGMENT, "o.zarr/labels", "--block-size", 16, 16],
@@ -236,7 +243,7 @@ CASES = [
          r"the seeds .*s.zarr/seeds have dtype float32: seeds are integer ids",
          make=lambda f: write_labels(f / "s.zarr/seeds", np.ones(SHAPE, np.float32))),
     Case("seeds missing", [*SEGMENT, "o.zarr/labels", "--seeds", "s.zarr/seeds"],
-         r"no array at s.zarr/seeds"),
+         r"no seeds at s.zarr/seeds: the path does not exist"),
     Case("negative seed id", [*SEGMENT, "o.zarr/labels", *BLOCKS, "--seeds", "s.zarr/seeds"],
          r"the seeds hold a negative id, first at voxel \(2, 20, 3\)",
          make=lambda f: write_labels(f / "s.zarr/seeds", one_voxel((2, 20, 3), -1, np.int32))),

@@ -39,7 +39,7 @@ def open_guide(path, role: str, affinities) -> str:
     and offset when it stores any; integer ids for the seeds."""
     from ..storage import open_volume
 
-    volume = open_volume(path, role=role)
+    volume = open_volume(path, role, role=role)  # a bare container: its "mask" or "seeds"
     shape = tuple(int(s) for s in volume.data.shape)
     spatial = affinities.shape[1:]
     if volume.channel_dims or shape != spatial:

@@ -355,15 +355,17 @@ def _open_hdf5(container: Path, dataset: str, role: str) -> Volume:
 def open_volume(path: str | Path, default_dataset: str = DEFAULT_INPUT,
                 role: str = "labels") -> Volume:
     """Open any supported layout lazily. ``role="affinities"`` assumes a channel axis first
-    when nothing says which axes are spatial."""
+    when nothing says which axes are spatial; the role ("mask", "seeds", ...) names what is
+    missing."""
     container, dataset = split_path(path, default_dataset)
     location = container / dataset if dataset else container
-    what = "affinities" if role == "affinities" else "array"
+    what = "array" if role == "labels" else role
     if not location.exists() and container_kind(container) != "hdf5":
         held = ""
         if container.is_dir():
             held = f"; {container} holds " + (", ".join(arrays_in(container)) or "no arrays")
-        raise InvalidInputError(f"no {what} at {location}: the path does not exist{held}")
+        missing = location if container.exists() else Path(path)  # as given
+        raise InvalidInputError(f"no {what} at {missing}: the path does not exist{held}")
     kind = container_kind(container)
     if kind == "hdf5":
         if not container.is_file():
