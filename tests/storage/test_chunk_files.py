@@ -2,6 +2,7 @@
 every other layout and index to zarr."""
 
 import json
+import shutil
 
 import numcodecs
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdCodec
 
+from napari_mutex_watershed.blockwise.task import read_region
+from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.storage import open_block_source, write_affinities
 from napari_mutex_watershed.storage.chunk_files import ChunkFiles, open_local_array
 from napari_mutex_watershed.storage.paths import update_attributes
@@ -140,6 +143,21 @@ def test_a_damaged_chunk_is_an_error_not_a_fill(tmp_path):
     files[:, :8]  # chunks before the damaged one
     with pytest.raises(Exception):
         files[:, 8:16, 16:32, 16:32]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_array_deleted_while_open_is_an_error_not_a_fill(tmp_path, zarr_format):
+    """A worker holds its input open for many blocks: once the array is gone, its chunks
+    are not "never written" (a run segmented zeros and called itself complete)."""
+    array = zarr.create_array(tmp_path / "a.zarr", shape=SHAPE, chunks=CHUNKS, dtype="uint8",
+                              zarr_format=zarr_format)
+    array[...] = values("uint8")
+    files = ChunkFiles.of(array)
+    np.testing.assert_array_equal(files[:, :8], values("uint8")[:, :8])
+    shutil.rmtree(tmp_path / "a.zarr")
+    for read in (lambda: files[:, 8:16], lambda: read_region(files, (slice(None),) * 4, "a")):
+        with pytest.raises(InvalidInputError, match=r"a.zarr is gone: it was deleted or moved"):
+            read()
 
 
 WRITABLE = ["v3 zstd", "v3 gzip", "v3 raw", "v2 blosc", "v2 zstd /", "v2 raw"]

@@ -263,6 +263,8 @@ def read_region(source, region: tuple[slice, ...], path: str) -> np.ndarray:
     it will not help."""
     try:
         return np.asarray(source[region])
+    except InvalidInputError:  # says what is wrong already (an input deleted meanwhile)
+        raise
     except Exception as error:
         chunk = broken_chunk(source, region)
         where = f"chunk {chunk}" if chunk is not None else "the voxels " + ", ".join(

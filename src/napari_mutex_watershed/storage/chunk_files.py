@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .paths import json_object, read_bytes, replace_file
 
 
@@ -251,10 +252,15 @@ class ChunkFiles:
 
     def _chunk(self, grid) -> np.ndarray | None:
         """The chunk at ``grid`` (full chunk shape, as zarr stores edge chunks), None if it
-        was never written."""
+        was never written; an array deleted while it is read is an error, not fill values
+        (a run would segment zeros and call it complete)."""
         try:
             data = self._path(grid).read_bytes()
         except FileNotFoundError:
+            metadata = "zarr.json" if self.array.metadata.zarr_format == 3 else ".zarray"
+            if not (self.directory / metadata).exists():
+                raise InvalidInputError(f"{self.directory} is gone: it was deleted or moved "
+                                        "while it was read") from None
             return None
         if self.codec is not None:
             data = self.codec.decode(data)
