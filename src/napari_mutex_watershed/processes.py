@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 KILL_SIGNAL = getattr(signal, "SIGKILL", signal.SIGTERM)
 #: Seconds between SIGTERM and SIGKILL when a tree is stopped.
 STOP_GRACE = 0.5
+#: At most this many rounds of ``stop_descendants`` (each stops those started meanwhile).
+STOP_ROUNDS = 10
 
 
 def own_group() -> dict:
@@ -159,8 +161,14 @@ def stop_tree(pid: int, grace: float = STOP_GRACE, include_root: bool = True) ->
 
 
 def stop_descendants(grace: float = STOP_GRACE) -> None:
-    """Stop every process below this one."""
-    stop(descendants(), grace)
+    """Stop every process below this one, and again those started meanwhile: daisy's
+    scheduler, which cannot be stopped, replaces the workers that end (they outlived the
+    job by a minute, still writing blocks)."""
+    for _ in range(STOP_ROUNDS):
+        family = descendants()
+        if not family:
+            return
+        stop(family, grace)
 
 
 def holder_description(pid: int) -> str:

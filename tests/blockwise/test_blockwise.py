@@ -321,6 +321,33 @@ def test_input_error_stops_the_run_at_once_at_its_voxel(tmp_path):
     assert len(tries) == 1, tries
 
 
+def test_no_worker_outlives_a_run_an_input_error_stopped(tmp_path):
+    """daisy's scheduler starts new workers while the first are stopped: they outlived the
+    run and wrote blocks after its error line (many blocks left: 128, the error in the
+    even step)."""
+    affinities, _, offsets = sample_volume((64, 128, 128), seed=2)
+    affinities[2, 40, 70, 70] = np.nan  # read by even block (2, 1, 1) of 16 x 32 x 32
+    path = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    result = _run_cli(["segment", path, tmp_path / "in.zarr/labels", "--block-size", 16, 32, 32,
+                       "--progress", "none"])
+    ended = time.time()
+    assert result.returncode == 1 and "1 NaN" in result.stderr, result.stderr
+    work_dir = work_dir_for(tmp_path / "in.zarr/labels")
+    left = wait_gone([p for p in psutil.process_iter() if _serves(p, work_dir)], 2)
+    assert not left, f"still running: {[p.pid for p in left]}"
+    assert all(record.stat().st_mtime <= ended for record in (work_dir / "blocks").iterdir())
+
+
+def _serves(process, work_dir) -> bool:
+    """Does ``process`` work for the run whose folder is ``work_dir`` (in its command line
+    or its environment, as daisy's workers)?"""
+    try:
+        text = " ".join(process.cmdline()) + " ".join(process.environ().values())
+    except psutil.Error:
+        return False
+    return str(work_dir) in text
+
+
 def test_worker_command_template(volume, tmp_path):
     path, affinities, _ = volume
     marker = tmp_path / "launched"

@@ -47,6 +47,16 @@ def report_fatal(work_dir: str | Path, message: str) -> None:
         time.sleep(STOP_WAIT)
 
 
+def run_stopped(work_dir: str | Path) -> bool:
+    """Has a worker met such an error? Then no worker takes another block, not even one
+    daisy starts while the job stops the others."""
+    try:
+        with open(Path(work_dir) / FATAL_FILE, "rb") as handle:
+            return bool(handle.read(1).strip(b"\0"))
+    except OSError:
+        return False
+
+
 def reserve(work_dir: str | Path) -> None:
     """Empty message files with their space allocated, so that a message still fits when
     the disk is full (that is one of the messages)."""

@@ -16,6 +16,7 @@ import daisy
 
 from ..processes import exit_at_once
 from .even_blocks import EvenBlocks
+from .fatal import run_stopped
 from .odd_blocks import OddBlocks
 from .pyramid import STEP as PYRAMID
 from .pyramid import PyramidLevel
@@ -33,14 +34,18 @@ def step_named(plan_path: str, name: str) -> BlockTask:
 
 
 def serve(step: BlockTask) -> None:
-    """Process the blocks daisy hands out until none are left; a block that raises ends the
-    worker (daisy has marked it failed)."""
+    """Process the blocks daisy hands out until none are left or the run stops for an
+    input error; a block that raises ends the worker (daisy has marked it failed)."""
+    if run_stopped(step.plan.work_dir):  # started while the job stops the others
+        return
     client = daisy.Client()
     while True:
         with client.acquire_block() as block:
             if block is None:
                 return
             step(block)
+        if run_stopped(step.plan.work_dir):
+            return
 
 
 class LocalWorker:
