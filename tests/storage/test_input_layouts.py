@@ -86,6 +86,18 @@ def ome(path, affs, version: str, scale=(1, *VOXEL), translation=(0, *OFFSET),
         root.attrs["multiscales"] = [{**multiscale, "version": "0.4"}]
 
 
+def ome_scaled_after(path, affs):
+    """OME-Zarr 0.5 whose levels are in voxels (scale 1, translation in voxels) and whose
+    multiscale scales them: its translation is scaled too (applied in order)."""
+    ome(path, affs, "0.5", scale=(1, 1, 1, 1),
+        translation=(0, *[o // v for o, v in zip(OFFSET, VOXEL)]))
+    root = zarr.open_group(str(path), mode="r+")
+    attributes = root.attrs["ome"]
+    attributes["multiscales"][0]["coordinateTransformations"] = [
+        {"type": "scale", "scale": [1, *VOXEL]}]
+    root.attrs["ome"] = attributes
+
+
 def n5(path, affs, **attributes):
     """An N5 dataset as Java N5 / z5 / DaCapo write it: fastest axis first, ``resolution``
     and ``offset`` for the spatial axes only (which tensorstore itself refuses)."""
@@ -133,6 +145,9 @@ LAYOUTS = {
         VOXEL, OFFSET, False),
     "OME-Zarr 0.5 level": (
         lambda r, a, o: (ome(r / "level5.ome.zarr", a, "0.5"), r / "level5.ome.zarr/s0")[1],
+        VOXEL, OFFSET, False),
+    "OME-Zarr 0.5 image scaled by its multiscale": (
+        lambda r, a, o: (ome_scaled_after(r / "after.ome.zarr", a), r / "after.ome.zarr")[1],
         VOXEL, OFFSET, False),
     "OME-Zarr 0.4 image group": (
         lambda r, a, o: (ome(r / "image4.ome.zarr", a, "0.4"), r / "image4.ome.zarr")[1],

@@ -259,9 +259,11 @@ def _ome_geometry(group: Path, attrs: dict, level: int):
     space = [t == "space" or (t is None and n in SPATIAL_NAMES) for n, t in zip(names, types)]
     scale, translation = np.ones(len(names)), np.zeros(len(names))
     transforms = (multiscale["datasets"][level].get("coordinateTransformations") or [])
+    # in order, the dataset's then the multiscale's: a scale after a translation scales it
     for transform in transforms + (multiscale.get("coordinateTransformations") or []):
         if transform.get("type") == "scale":
-            scale = scale * np.asarray(transform["scale"], float)
+            factor = np.asarray(transform["scale"], float)
+            scale, translation = scale * factor, translation * factor
         elif transform.get("type") == "translation":
             translation = translation + np.asarray(transform["translation"], float)
     spatial = [i for i, s in enumerate(space) if s]
