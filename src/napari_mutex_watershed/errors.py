@@ -121,8 +121,10 @@ class IncompleteRunError(BlockwiseError):
     folder)."""
 
 
-class Cancelled(MutexWatershedError):
-    """The run was stopped by a signal; finished blocks are kept for a resume."""
+class Cancelled(KeyboardInterrupt):
+    """The run was stopped by a signal; finished blocks are kept for a resume. A
+    KeyboardInterrupt, as Ctrl-C is in Python: a caller's ``except Exception`` (a loop over
+    settings that skips failures) does not take it for a failed run and go on."""
 
 
 def checked_arguments(function):

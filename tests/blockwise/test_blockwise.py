@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -298,6 +299,47 @@ def test_cancel_stops_every_process(bigger, tmp_path):
     assert process.returncode == 130
     assert "resume" in process.stderr.read()
     assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is False
+
+
+@pytest.mark.parametrize("target, sig", [("job", signal.SIGINT), ("command", signal.SIGHUP)])
+def test_a_signal_to_one_process_of_a_run_is_one_line(bigger, tmp_path, target, sig):
+    """SIGINT to the job alone printed a traceback and 'exit code -2'; SIGHUP to the command
+    alone (a lost ssh session) left the job running, silently. Either stops the run."""
+    output = tmp_path / "out.zarr/labels"
+    process = _start_cli(["segment", bigger, output, "--block-size", 12, 24, 24, "--workers", 2,
+                          "--progress", "none"])
+    _wait_for_blocks(output, 2, process)
+    family = [psutil.Process(process.pid)] + psutil.Process(process.pid).children(recursive=True)
+    job = next(p for p in family if "blockwise.job" in " ".join(p.cmdline()))
+    (job if target == "job" else family[0]).send_signal(sig)
+    _, stderr = process.communicate(timeout=patience(10))
+    assert len(stderr.splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert "resume" in stderr
+    assert process.returncode == (1 if target == "job" else 130)
+    assert wait_gone(family, 5) == []
+    assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is False
+
+
+def test_a_cancelled_run_is_not_taken_for_a_failed_one(bigger, tmp_path):
+    """Ctrl-C during ``segment_blockwise_zarr`` raises a KeyboardInterrupt: a script that
+    skips failed settings with ``except Exception`` went on to the next one."""
+    script = textwrap.dedent(f"""
+        from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr
+        for bias in (0.4, 0.5):
+            try:
+                segment_blockwise_zarr({str(bigger)!r}, {str(tmp_path)!r} + f"/{{bias}}.zarr",
+                                       {{"bias": bias}}, block_size=(12, 24, 24),
+                                       progress="none")
+            except Exception as error:
+                print("skipped", type(error).__name__, flush=True)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_blocks(tmp_path / "0.4.zarr", 2, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=patience(10))
+    assert "skipped" not in stdout and "Cancelled" in stderr, stdout + stderr
+    assert not (tmp_path / "0.5.zarr").exists()
 
 
 def test_input_error_stops_the_run_at_once_at_its_voxel(tmp_path):

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from .lock import note_job
 from .plan import PLAN_FILE, BlockwisePlan
 from .progress import ColourProgress, ProgressReporter, blocks_by_colour
 from .scheduler import cancel_jobs, start_attempt
-from .supervise import DEBUG_ENV, receive_plan
+from .supervise import DEBUG_ENV, STOPPED, receive_plan
 from .zygote import start_zygote, stop_zygote
 
 STEPS = ("even", "odd", "stitch", "relabel", "pyramid")
@@ -220,6 +221,10 @@ def _log_to(path: Path) -> None:
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
     logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
+    # a thread's uncaught error (the watchdog's) goes to the log, not to the terminal
+    threading.excepthook = lambda hook: root.error(
+        "uncaught in thread %s", hook.thread.name if hook.thread else "?",
+        exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
     if os.environ.get(DEBUG_ENV):
         root.addHandler(logging.StreamHandler(sys.stderr))
         return
@@ -279,6 +284,14 @@ def main(argv=None) -> int:
             return fail(str(no_space_error(error.filename or work_dir)))
         return fail(f"{type(error).__name__}: {error}")
     except Exception as error:
+        log.exception("the run failed")
+        return fail(f"unexpected {type(error).__name__}: {error}")
+    except KeyboardInterrupt:  # SIGINT to this process alone (the command's Ctrl-C stops it)
+        log.exception("the run was interrupted")
+        return fail(f"the run's job process was interrupted (SIGINT): {STOPPED}")
+    except BaseException as error:  # a Rust panic (pyo3's PanicException), not SystemExit
+        if isinstance(error, SystemExit):
+            raise
         log.exception("the run failed")
         return fail(f"unexpected {type(error).__name__}: {error}")
     finally:

@@ -40,6 +40,10 @@ def is_quick(voxels: int) -> bool:
     return 0 < voxels <= QUICK_REGION_VOXELS
 
 
+#: What a stopped run keeps, and how to go on.
+STOPPED = "finished blocks are kept; run the same command again to resume"
+
+
 class JobProcess:
     """The job's process, started early; ``run`` hands it a plan, ``abandon`` lets it go.
 
@@ -85,8 +89,9 @@ class JobProcess:
             self.process.wait(timeout=30)
 
     def run(self, plan_path: str | Path, lock_fd: int | None = None) -> int:
-        """Run the plan; return the job's exit code. On SIGINT/SIGTERM stop it and every
-        worker below it and raise Cancelled."""
+        """Run the plan; return the job's exit code. On SIGINT, SIGTERM or SIGHUP (a closed
+        terminal, a lost ssh session) stop it and every worker below it and raise
+        Cancelled."""
         cancelled = []
 
         def cancel(signum, _frame):
@@ -95,7 +100,8 @@ class JobProcess:
 
         # signal handlers can only be set from the main thread; elsewhere the caller cancels
         on_main = threading.current_thread() is threading.main_thread()
-        signals = (signal.SIGINT, signal.SIGTERM) if on_main else ()
+        signals = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                        if hasattr(signal, name)) if on_main else ()
         previous = {s: signal.signal(s, cancel) for s in signals}
         try:
             self._send(f"{plan_path}\n", lock_fd)
@@ -106,8 +112,7 @@ class JobProcess:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if cancelled:
-            raise Cancelled(
-                "cancelled: finished blocks are kept; run the same command again to resume")
+            raise Cancelled(f"cancelled: {STOPPED}")
         return code
 
     @staticmethod
