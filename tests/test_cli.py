@@ -5,6 +5,7 @@ The table of refusals is tests/test_bad_inputs.py; here are the other things it 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -166,6 +167,26 @@ def test_an_unexpected_error_gets_one_line_and_a_log(monkeypatch, capsys, tmp_pa
     assert line.startswith("error: unexpected KeyError: 'a bug' (details: ")
     log = line.split("(details: ")[1].rstrip(")")
     assert log.startswith(str(tmp_path)) and "Traceback" in open(log).read()
+
+
+def test_a_disk_full_before_a_run_starts_is_one_line_and_leaves_nothing(
+        volume, monkeypatch, capsys, tmp_path):
+    """The lock is the first thing a run writes: a full disk there was 'unexpected OSError'
+    and left the lock file (and the sample's writes the same)."""
+    path, _ = volume
+    real_pwrite = os.pwrite
+
+    def full(fd, data, offset):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".lock"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", full)
+    assert cli.main(["segment", str(path), str(tmp_path / "o.zarr/labels")]) == 1
+    line, = capsys.readouterr().err.splitlines()
+    assert line == ("error: no space left on device: free some space, then run the same "
+                    "command again")
+    assert [p.name for p in tmp_path.iterdir()] == ["in.zarr"]  # no lock, no work folder
 
 
 def test_sample_overwrites_only_a_sample(tmp_path):

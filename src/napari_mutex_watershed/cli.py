@@ -335,12 +335,26 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # a bug or an environment problem: details to a log
-        if args.debug:
-            raise
-        print(f"error: unexpected {type(error).__name__}: {error} "
-              f"(details: {log_traceback(error)})", file=sys.stderr)
+    except OSError as error:  # a full disk before a run, or while a sample is written
+        from .blockwise.disk import no_space
+
+        if not no_space(error):
+            return unexpected(error, args)
+        where = f" at {error.filename}" if error.filename else ""
+        print(f"error: no space left on device{where}: free some space, then run the same "
+              "command again", file=sys.stderr)
         return 1
+    except Exception as error:  # a bug or an environment problem: details to a log
+        return unexpected(error, args)
+
+
+def unexpected(error: Exception, args) -> int:
+    """A bug or an environment problem: one line, the details in a log of its own."""
+    if args.debug:
+        raise error
+    print(f"error: unexpected {type(error).__name__}: {error} "
+          f"(details: {log_traceback(error)})", file=sys.stderr)
+    return 1
 
 
 def log_traceback(error: BaseException) -> Path:

@@ -60,8 +60,13 @@ class RunLock:
                     f"{self.output} is in use by {holder}: wait for that run to finish or "
                     "stop it, then run again"
                 ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        except OSError:  # a full disk: nothing of this run is left behind
+            os.close(fd)
+            self._remove_made()
+            raise
         self.fd = fd
         return self
 
@@ -75,8 +80,10 @@ class RunLock:
         refused before it started leaves nothing beside the output."""
         held = self.fd is not None
         self.release()
-        if not held:
-            return
+        if held:
+            self._remove_made()
+
+    def _remove_made(self) -> None:
         if self.path in self._made:
             self.path.unlink(missing_ok=True)
         for folder in (p for p in self._made if p != self.path):
