@@ -10,6 +10,7 @@ command never calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,6 +56,27 @@ def start_module(module: str, args=(), *, niceness: int = 0, group: bool = False
     if niceness:  # its disk priority; and its niceness where ``nice`` could not set it
         lower_priority(process.pid, niceness, cpu=nice is None)
     return process
+
+
+@contextlib.contextmanager
+def main_script_hidden():
+    """multiprocessing's spawn runs the parent's ``__main__`` script again in each child it
+    starts, to find functions defined there: ours need none, and a script that opens napari
+    without an ``if __name__ == "__main__":`` guard opened a viewer in each and the sweep
+    never ran. While this holds, children start without it."""
+    main = sys.modules.get("__main__")
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+             if main is not None and name in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                main.__dict__.pop("__spec__", None)
 
 
 def nice_command(niceness: int) -> list[str] | None:

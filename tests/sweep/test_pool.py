@@ -123,6 +123,29 @@ def test_workers_exit_when_their_parent_dies(tmp_path):
     assert wait_gone(workers, seconds=10) == []
 
 
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path):
+    """The workers never re-run the caller's script: one that opens napari without an
+    ``if __name__ == "__main__":`` guard opened a viewer in each, and the sweep hung."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np
+        from napari_mutex_watershed import WatershedParameters
+        from napari_mutex_watershed.sweep import Sweeper, SweepInputs, parameter_grid
+
+        print("script ran", flush=True)
+        sweeper = Sweeper(workers=2)
+        settings = parameter_grid(WatershedParameters(offsets=[(1, 0), (0, 1)]),
+                                  bias=[0.4, 0.6])
+        results = sweeper.start(SweepInputs(np.random.rand(2, 32, 32)), settings).wait(
+            timeout=600)
+        print("swept", [r.error for r in results], flush=True)
+        sweeper.close()
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=patience(60))
+    assert out.stdout.splitlines() == ["script ran", "swept [None, None]"], out.stderr
+
+
 def wait_inside_a_setting(sweeper, job, seconds: float) -> int:
     """The pid of a worker once it computes a setting: it has the job's affinities mapped
     (run_setting memory-maps them while it segments). A condition, not a guessed delay."""

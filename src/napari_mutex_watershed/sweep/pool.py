@@ -333,7 +333,8 @@ class Sweeper:
                         initargs=(self.nice,),
                     )
             executor = self._executor
-        return executor.submit(run_setting, task)
+            with processes.main_script_hidden():  # the pool starts its workers here
+                return executor.submit(run_setting, task)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the running workers (diagnostics, tests)."""
