@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.layers import Image, Labels
 
 from napari_mutex_watershed.gui.visible_region import (
     NotVisible,
     Region,
+    apply_placement,
     placement,
     visible_data_box,
     visible_region,
@@ -125,9 +127,38 @@ def test_scale_and_translate():
     )
     assert region.shown_start[0] == 12
     assert region.start[1:] == (40, 40) and region.stop[1:] == (61, 81)
-    scale, translate = placement(region, (4, 2, 2), (100, 10, 20))
-    assert scale == (4, 2, 2)
-    assert translate == (100 + 4 * 12, 10 + 2 * 40, 20 + 2 * 40)
+    layer = Image(np.zeros((6, 30, 100, 200), np.float32), scale=(1, 4, 2, 2),
+                  translate=(0, 100, 10, 20))
+    placed = placement(layer, region.shown_start)
+    assert placed["scale"] == (4, 2, 2)
+    assert placed["translate"] == (100 + 4 * 12, 10 + 2 * 40, 20 + 2 * 40)
+
+
+@pytest.mark.parametrize("transform", [
+    {"rotate": 30}, {"shear": [0, 0, 0, 0.5, 0.2, 0.1]},
+    {"affine": np.diag([1, 1.5, 1, 1, 1]) + np.eye(5, k=1) * [0, 0, 0.3, 7, 0]},
+], ids=["rotate", "shear", "affine"])
+def test_a_result_sits_on_its_voxels_whatever_the_layer_s_transform(transform):
+    """Results took only scale and translate: on a rotated, sheared or affine layer they
+    sat elsewhere (voxel (10, 20) of a sheared layer at world (10, 20), not (20, 20))."""
+    affinities = Image(np.zeros((6, 30, 100, 200), np.float32), scale=(1, 4, 2, 2),
+                       translate=(0, 100, 10, 20), **transform)
+    origin = (12, 40, 40)
+    result = Labels(np.zeros((5, 20, 30), np.uint32), **placement(affinities, origin))
+    for voxel in [(0, 0, 0), (4, 19, 29), (2, 7, 3)]:
+        np.testing.assert_allclose(
+            result.data_to_world(voxel),
+            affinities.data_to_world((0, *np.add(voxel, origin)))[1:], atol=1e-9)
+    moved = Labels(np.zeros((5, 20, 30), np.uint32))  # placed later, as the preview's
+    apply_placement(moved, placement(affinities, origin))
+    np.testing.assert_allclose(moved.data_to_world((2, 7, 3)), result.data_to_world((2, 7, 3)))
+
+
+def test_a_transform_mixing_channels_with_space_cannot_be_followed():
+    mixed = Image(np.zeros((6, 30, 100, 200), np.float32), name="affs",
+                  shear=[0.5, 0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="'affs' has a transform that mixes its channel axis"):
+        placement(mixed, (0, 0, 0))
 
 
 def test_flipped_axis_gives_the_same_box():

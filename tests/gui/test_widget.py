@@ -50,14 +50,13 @@ def expected_labels(viewer, widget, parameters=None):
 
 
 def check_placement(viewer, region):
+    """The preview's voxels sit on the affinities' voxels they were computed from."""
     affinities, preview = viewer.layers["affinities"], preview_layer(viewer)
-    np.testing.assert_allclose(preview.scale, affinities.scale[1:])
-    np.testing.assert_allclose(
-        preview.translate,
-        np.asarray(affinities.translate[1:]) + np.asarray(affinities.scale[1:])
-        * np.asarray(region.shown_start),
-    )
     assert preview.data.shape == region.shown_shape
+    for voxel in [(0,) * preview.ndim, tuple(n - 1 for n in preview.data.shape)]:
+        np.testing.assert_allclose(
+            preview.data_to_world(voxel),
+            affinities.data_to_world((0, *np.add(voxel, region.shown_start)))[1:], atol=1e-9)
 
 
 # -------------------------------------------------------------------------------- widget
@@ -108,6 +107,26 @@ def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manage
     try:
         assert widget.inputs.resolved_offsets()[0] == OFFSETS_2D
         assert "2D preset" in widget.inputs.message.value
+        widget.preview_panel.preview.value = True
+        qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
+                        timeout=patience_ms(PREVIEW_SECONDS))
+        expected, region = expected_labels(viewer, widget)
+        np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+        check_placement(viewer, region)
+    finally:
+        widget.close_preview()
+
+
+def test_the_preview_sits_on_a_rotated_and_sheared_layer(make_napari_viewer_proxy,
+                                                          plugin_manager, qtbot):
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    viewer = make_napari_viewer_proxy(show=True, ensure_main_thread=True)
+    affinities, _, offsets = sample_volume((96, 96))
+    viewer.add_image(affinities, name="affinities", scale=(1, 2.0, 3.0), rotate=25,
+                     shear=[0, 0, 0.4], metadata={"offsets": offsets})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
+    try:
         widget.preview_panel.preview.value = True
         qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
                         timeout=patience_ms(PREVIEW_SECONDS))

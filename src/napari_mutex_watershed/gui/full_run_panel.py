@@ -48,6 +48,7 @@ from .run_layers import RunRequest, default_output, world_geometry, zarr_source
 from .run_progress import RunProgress
 from .run_result import RunResult
 from .sections import show_text, wrapping
+from .visible_region import placement
 
 #: Status texts that say why a run cannot start: recomputed when the inputs change.
 CANNOT_RUN = "Cannot run: "
@@ -252,6 +253,12 @@ class FullRunPanel:
             if parameters is not None and layer is not None:  # (the inputs show their own)
                 show_error(f"Mutex watershed: {refusal}")
             return False
+        try:
+            placed = placement(layer)
+        except ValueError as error:
+            self._status(CANNOT_RUN + str(error))
+            show_error(f"Mutex watershed: {error}")
+            return False
         data = level0(layer)
         shape = tuple(int(s) for s in data.shape[1:])
         block_size = block_size_for(shape, parameters, self.block_size_value(len(shape)))
@@ -259,8 +266,7 @@ class FullRunPanel:
         source = zarr_source(layer)
         request = RunRequest(
             layer_name=layer.name,
-            placement={"scale": tuple(layer.scale[1:]), "translate": tuple(layer.translate[1:]),
-                       "units": tuple(layer.units)[1:]},
+            placement=placed,
             parameters=parameters, workers=int(self.workers.value),
             block_size=block_size, output=output, source=source, shape=shape,
         )

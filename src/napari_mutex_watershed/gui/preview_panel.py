@@ -22,7 +22,7 @@ from .lifecycle import disconnect_all
 from .parameter_widgets import segmentation_key
 from .preview import PreviewRequest, PreviewService
 from .sections import Section, show_text, wrapping
-from .visible_region import NotVisible, placement, visible_region
+from .visible_region import NotVisible, apply_placement, placement, visible_region
 
 PREVIEW_LAYER_NAME = "mutex watershed preview"
 #: The view options, remembered between sessions.
@@ -311,7 +311,12 @@ class PreviewPanel(Container):
         layer = self.inputs.layer
         if layer is None:
             return
-        scale, translate = placement(region, layer.scale[1:], layer.translate[1:])
+        try:
+            placed = placement(layer, region.shown_start)
+        except ValueError as error:
+            self.problem.emit(str(error))
+            self._status("Preview failed", str(error))
+            return
         metadata = {
             PREVIEW_KEY: True,
             "region_start": region.start,
@@ -328,16 +333,11 @@ class PreviewPanel(Container):
             if self._arriving is None:
                 self._arriving = add_labels_without_blocking(
                     self.viewer, result.labels, record="preview.add_layer",
-                    name=PREVIEW_LAYER_NAME, scale=scale, translate=translate,
-                    metadata=metadata, units=tuple(layer.units)[1:],
+                    name=PREVIEW_LAYER_NAME, metadata=metadata, **placed,
                     then=self._layer_arrived, failed=lambda _error: self._layer_arrived(None))
             self._waiting_result = result
             return
-        # each set re-slices the layer (10-30 ms in 3D): only what changed
-        if not np.array_equal(preview.scale, scale):
-            preview.scale = scale
-        if not np.array_equal(preview.translate, translate):
-            preview.translate = translate
+        apply_placement(preview, placed)
         preview.metadata = metadata
         if preview.data is not result.labels:
             preview.data = result.labels

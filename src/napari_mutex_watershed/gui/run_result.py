@@ -19,6 +19,7 @@ from .layers import (
     level0,
 )
 from .run_layers import RunRequest, open_result
+from .visible_region import apply_placement
 
 
 class RunResult:
@@ -78,8 +79,7 @@ class RunResult:
         if existing.ndim == level0(data).ndim and existing.multiscale == isinstance(data, list):
             existing.data = data
             existing.metadata = metadata
-            existing.scale = request.placement["scale"]
-            existing.translate = request.placement["translate"]
+            apply_placement(existing, request.placement)
             self.layer = existing
 
     def _arrived(self, layer, request: RunRequest, command: list[str]) -> None:

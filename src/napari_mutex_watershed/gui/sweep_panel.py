@@ -253,6 +253,7 @@ class SweepPanel(Container):
             return False
         try:
             region = self.region_of(layer)
+            placed = placement(layer, region.shown_start)
         except NotVisible as reason:
             self._say(CANNOT_SWEEP + str(reason))
             return False
@@ -296,10 +297,8 @@ class SweepPanel(Container):
         self.results = []
         self._arrived = []
         self.best_result = None
-        scale, translate = placement(region, layer.scale[1:], layer.translate[1:])
         self._meta = {
-            "region": region, "scale": scale, "translate": translate,
-            "units": tuple(layer.units)[1:], "layer": layer.name,
+            "region": region, "placement": placed, "layer": layer.name,
             "ground_truth": None if truth is None else truth.name,
             "settings": settings, "started": time.perf_counter(),
             "sources": {role: other.source.path for role, other in (
@@ -411,9 +410,8 @@ class SweepPanel(Container):
             self._arriving = add_labels_without_blocking(
                 self.viewer, result.labels, record="sweep.add_layer",
                 position=self._insert_position(result.setting.index),
-                name=LAYER_PREFIX + result.name, scale=self._meta["scale"],
-                translate=self._meta["translate"], units=self._meta["units"],
-                metadata=metadata)
+                name=LAYER_PREFIX + result.name, metadata=metadata,
+                **self._meta["placement"])
         self.table.add_result(result)
         done, total = len(self.results), len(self._meta["settings"])
         if not self.job.done:
