@@ -89,6 +89,8 @@ def test_ome_zarr_multiscale(tmp_path, affinities):
     np.testing.assert_array_equal(np.asarray(data[0]), affinities)
     assert kwargs["scale"] == (1, 4, 2, 2) and kwargs["translate"] == (0, 8, 0, 6)
     assert kwargs["metadata"]["offsets"] == OFFSETS
+    # its unit, for napari's scale bar and status (it said pixels)
+    assert kwargs["units"] == ("pixel", "nanometer", "nanometer", "nanometer")
 
 
 def write_n5(path, array, block, attributes):

@@ -107,8 +107,12 @@ def _attributes(path: Path, kind: str) -> dict:
 
 # ---------------------------------------------------------------------------- layers
 def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, path: Path,
-                 multiscale: bool = False) -> tuple:
-    """An Image tuple for affinities (channels first), a Labels tuple for labels."""
+                 multiscale: bool = False, units=()) -> tuple:
+    """An Image tuple for affinities (channels first), a Labels tuple for labels; the
+    spatial axes carry the stored length unit (napari's scale bar and status say nm, not
+    pixels)."""
+    from ..storage.inputs import NANOMETRES
+
     level0 = data[0] if multiscale else data
     spatial = len(voxel_size)
     channels = level0.ndim - spatial
@@ -116,6 +120,8 @@ def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, p
     translate = (0.0,) * channels + tuple(float(v) for v in offset)
     meta = {"source": str(path)}
     kwargs = {"name": name, "scale": scale, "translate": translate, "metadata": meta}
+    if len(units) == spatial and all(u in NANOMETRES or u == "picometer" for u in units):
+        kwargs["units"] = ("pixel",) * channels + tuple(units)
     if axis_names and len(axis_names) == level0.ndim:
         kwargs["axis_labels"] = tuple(a.rstrip("^") for a in axis_names)
     if multiscale:
@@ -163,7 +169,7 @@ def _read_volume(path: Path) -> tuple:
     name = path.name if _kind(path) != "array" or volume.kind != "ome-zarr" else path.parent.name
     return _layer_tuple(levels if len(levels) > 1 else levels[0], attrs, volume.voxel_size,
                         volume.offset, volume.axis_names, name=name, path=path,
-                        multiscale=len(levels) > 1)
+                        multiscale=len(levels) > 1, units=tuple(volume.units))
 
 
 def _read_container(path: Path) -> list[tuple]:
