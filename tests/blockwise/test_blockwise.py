@@ -29,7 +29,7 @@ from napari_mutex_watershed.blockwise.launch import (
 )
 from napari_mutex_watershed.blockwise.plan import RECORD_FORMAT, BlockwisePlan
 from napari_mutex_watershed.blockwise.run_outputs import output_state
-from napari_mutex_watershed.errors import InvalidInputError, OutputExistsError
+from napari_mutex_watershed.errors import BlockwiseError, InvalidInputError, OutputExistsError
 from napari_mutex_watershed.storage import create_array, labels_level0, write_affinities
 from napari_mutex_watershed.synthetic import affinities_from_labels, sample_volume
 
@@ -318,6 +318,33 @@ def test_a_signal_to_one_process_of_a_run_is_one_line(bigger, tmp_path, target, 
     assert process.returncode == (1 if target == "job" else 130)
     assert wait_gone(family, 5) == []
     assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is False
+
+
+def test_a_run_under_nohup_outlives_sighup(bigger, tmp_path):
+    """nohup ignores SIGHUP so that a run outlives its terminal: the run keeps it ignored."""
+    output = tmp_path / "out.zarr/labels"
+    process = subprocess.Popen(
+        ["nohup", *CLI, "segment", str(bigger), str(output), "--block-size", "12", "24", "24",
+         "--progress", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, cwd=tmp_path)
+    _wait_for_blocks(output, 2, process)
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=patience(60))
+    assert process.returncode == 0, stderr
+    assert zarr.open(str(output)).attrs[COMPLETE_ATTR] is True
+
+
+def test_an_unwatched_run_stops_at_its_input_error(tmp_path, capfd):
+    """Without the job's watchdog (``supervised=False``) the block's error ends the run:
+    workers daisy starts afterwards still take blocks, rather than return at once and burn
+    daisy's start budget one by one (36 s and 96 warnings for 32 blocks)."""
+    affinities, _, offsets = sample_volume((24, 64, 128), seed=2)
+    affinities[0, 5, 5, 5] = np.nan
+    path = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    with pytest.raises(BlockwiseError, match="NaN"):
+        segment_blockwise_zarr(path, tmp_path / "o.zarr/labels", PARAMS, block_size=(12, 32, 32),
+                               progress="none", supervised=False)
+    assert "start budget" not in capfd.readouterr().err
 
 
 def test_a_cancelled_run_is_not_taken_for_a_failed_one(bigger, tmp_path):

@@ -160,6 +160,22 @@ def test_an_array_deleted_while_open_is_an_error_not_a_fill(tmp_path, zarr_forma
             read()
 
 
+def test_a_block_read_of_any_layout_notices_its_array_is_gone(tmp_path):
+    """Layouts read by zarr itself (sharded here; N5 by tensorstore likewise) return fill
+    values for an array deleted meanwhile: a block's read checks the array is still there."""
+    array = zarr.create_array(tmp_path / "s.zarr", shape=SHAPE, chunks=CHUNKS,
+                              shards=tuple(2 * c for c in CHUNKS), dtype="uint8")
+    array[...] = values("uint8")
+    source = ChunkFiles.of(array)
+    assert source is array  # not through chunk files
+    region = (slice(None),) * 4
+    np.testing.assert_array_equal(read_region(source, region, str(tmp_path / "s.zarr")),
+                                  values("uint8"))
+    shutil.rmtree(tmp_path / "s.zarr")
+    with pytest.raises(InvalidInputError, match=r"s.zarr is gone: it was deleted or moved"):
+        read_region(source, region, str(tmp_path / "s.zarr"))
+
+
 WRITABLE = ["v3 zstd", "v3 gzip", "v3 raw", "v2 blosc", "v2 zstd /", "v2 raw"]
 
 

@@ -48,8 +48,11 @@ def report_fatal(work_dir: str | Path, message: str) -> None:
 
 
 def run_stopped(work_dir: str | Path) -> bool:
-    """Has a worker met such an error? Then no worker takes another block, not even one
-    daisy starts while the job stops the others."""
+    """Has a worker met such an error, under a watchdog that is stopping the run? Then no
+    worker takes another block, not even one daisy starts while the job stops the others.
+    (Without a watchdog the error fails its block, and daisy ends the run.)"""
+    if not os.environ.get(WATCHED_ENV):
+        return False
     try:
         with open(Path(work_dir) / FATAL_FILE, "rb") as handle:
             return bool(handle.read(1).strip(b"\0"))

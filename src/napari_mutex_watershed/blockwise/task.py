@@ -24,6 +24,7 @@ from ..engine import edge_weights
 from ..errors import InvalidInputError, InvalidValuesError
 from ..freed_memory import IdleTrim
 from ..storage.chunk_files import chunk_grids
+from ..storage.paths import check_still_there
 from .cluster import ClusterWorkerLauncher
 from .disk import no_space, no_space_error, temporary_name
 from .fatal import report_fatal
@@ -260,9 +261,12 @@ class BlockInput(NamedTuple):
 
 def read_region(source, region: tuple[slice, ...], path: str) -> np.ndarray:
     """``source[region]``; a chunk that cannot be read or decoded is named, since retrying
-    it will not help."""
+    it will not help, and so is an array deleted meanwhile (checked after the read, one
+    stat: its chunks would have read as fill values)."""
     try:
-        return np.asarray(source[region])
+        values = np.asarray(source[region])
+        check_still_there(path)
+        return values
     except InvalidInputError:  # says what is wrong already (an input deleted meanwhile)
         raise
     except Exception as error:

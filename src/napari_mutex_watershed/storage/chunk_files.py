@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from .paths import json_object, read_bytes, replace_file
+from .paths import gone, json_object, read_bytes, replace_file
 
 
 def _v3_codec(codecs):
@@ -259,8 +258,7 @@ class ChunkFiles:
         except FileNotFoundError:
             metadata = "zarr.json" if self.array.metadata.zarr_format == 3 else ".zarray"
             if not (self.directory / metadata).exists():
-                raise InvalidInputError(f"{self.directory} is gone: it was deleted or moved "
-                                        "while it was read") from None
+                raise gone(self.directory) from None
             return None
         if self.codec is not None:
             data = self.codec.decode(data)

@@ -46,6 +46,20 @@ def split_path(path: str | Path, default_dataset: str) -> tuple[Path, str]:
     )
 
 
+def check_still_there(path: str | Path) -> None:
+    """Refuse to go on reading an array that was deleted or moved (an HDF5 dataset: its
+    file): zarr and N5 readers take its missing chunks for never written, fill values."""
+    container, dataset = split_path(path, DEFAULT_INPUT)
+    there = (container.is_file() if container_kind(container) == "hdf5"
+             else (container / dataset if dataset else container).exists())
+    if not there:
+        raise gone(path)
+
+
+def gone(path: str | Path) -> InvalidInputError:
+    return InvalidInputError(f"{path} is gone: it was deleted or moved while it was read")
+
+
 def array_path(path: str | Path, default_dataset: str) -> Path:
     container, dataset = split_path(path, default_dataset)
     return container / dataset if dataset else container
