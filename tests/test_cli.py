@@ -184,9 +184,20 @@ def test_a_disk_full_before_a_run_starts_is_one_line_and_leaves_nothing(
     monkeypatch.setattr(os, "pwrite", full)
     assert cli.main(["segment", str(path), str(tmp_path / "o.zarr/labels")]) == 1
     line, = capsys.readouterr().err.splitlines()
-    assert line == ("error: no space left on device: free some space, then run the same "
-                    "command again")
+    assert line.startswith(f"error: no space left on device at {tmp_path}") and (
+        "free some space, then run the same command again" in line), line
     assert [p.name for p in tmp_path.iterdir()] == ["in.zarr"]  # no lock, no work folder
+    # a sample's writes too
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s.zarr"))
+
+    monkeypatch.setattr("napari_mutex_watershed.synthetic.write_sample", full_disk)
+    assert cli.main(["sample", str(tmp_path / "s.zarr")]) == 1
+    line, = capsys.readouterr().err.splitlines()
+    assert line == (f"error: no space left on device at {tmp_path / 's.zarr'}: free some "
+                    "space, then run the same command again")
 
 
 def test_sample_overwrites_only_a_sample(tmp_path):

@@ -1,14 +1,15 @@
 """The project's own error types: what a user sees instead of a library's traceback.
 
 Every refusal is one of these, with a message that fits on one line and says what to do.
-Fronts (CLI, widget) match them by type.
+Fronts (CLI, widget) match them by type. A cancel is not an error: ``Cancelled`` is a
+KeyboardInterrupt.
 """
 
 import re
 
 
 class MutexWatershedError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose (a cancel aside: ``Cancelled``)."""
 
 
 class UsageError(MutexWatershedError, TypeError):

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -64,19 +65,23 @@ def main_script_hidden():
     starts, to find functions defined there: ours need none, and a script that opens napari
     without an ``if __name__ == "__main__":`` guard opened a viewer in each and the sweep
     never ran. While this holds, children start without it."""
-    main = sys.modules.get("__main__")
-    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
-             if main is not None and name in main.__dict__}
-    try:
-        if main is not None:
-            main.__dict__.pop("__file__", None)
-            main.__dict__["__spec__"] = None
-        yield
-    finally:
-        if main is not None:
-            main.__dict__.update(saved)
-            if "__spec__" not in saved:
-                main.__dict__.pop("__spec__", None)
+    with _MAIN_HIDDEN:  # one at a time, or one would restore what another hid
+        main = sys.modules.get("__main__")
+        saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+                 if main is not None and name in main.__dict__}
+        try:
+            if main is not None:
+                main.__dict__.pop("__file__", None)
+                main.__dict__["__spec__"] = None
+            yield
+        finally:
+            if main is not None:
+                main.__dict__.update(saved)
+                if "__spec__" not in saved:
+                    main.__dict__.pop("__spec__", None)
+
+
+_MAIN_HIDDEN = threading.Lock()
 
 
 def nice_command(niceness: int) -> list[str] | None:

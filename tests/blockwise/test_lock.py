@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from napari_mutex_watershed.blockwise.launch import work_dir_for
 from napari_mutex_watershed.blockwise.lock import RunLock, lock_path
-from napari_mutex_watershed.errors import OutputInUseError
+from napari_mutex_watershed.errors import NoSpaceError, OutputInUseError
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -37,7 +38,7 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
     with RunLock(tmp_path / "run", "out.zarr/labels"):
         code = textwrap.dedent(f"""
             from napari_mutex_watershed.blockwise.lock import RunLock
-            from napari_mutex_watershed.errors import OutputInUseError
+            from napari_mutex_watershed.errors import NoSpaceError, OutputInUseError
             try:
                 RunLock({str(tmp_path / "run")!r}, "out.zarr/labels").acquire()
             except OutputInUseError as error:
@@ -63,6 +64,22 @@ def test_the_lock_dies_with_its_holder(tmp_path):
     holder.wait(timeout=PATIENCE)
     with RunLock(tmp_path / "run"):  # the operating system released it
         pass
+
+
+def test_a_lock_that_cannot_be_made_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk when the lock file is made: one line saying so, and the folders made
+    for it are removed."""
+    real_open = os.open
+
+    def full(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full)
+    with pytest.raises(NoSpaceError, match=f"no space left on device at {tmp_path / 'a'}"):
+        RunLock(tmp_path / "a" / "b" / "run").acquire()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_on_an_output_in_use_is_refused_at_once_even_with_overwrite(affinities, tmp_path):
@@ -99,6 +116,12 @@ def test_one_output_has_one_lock_whatever_names_it(affinities, tmp_path):
     assert work_dir_for("o.zarr/labels") != work_dir_for(output)  # (cwd is elsewhere)
     assert {work_dir_for(tmp_path / "link.zarr"), work_dir_for(tmp_path / "above/o.zarr")} == {
         work_dir_for(output)}
+    # a run started through the link before the work folder followed links resumes there
+    legacy = tmp_path / "link.zarr.mutex_watershed/labels"
+    legacy.mkdir(parents=True)
+    (legacy / "plan.json").write_text("{}")
+    assert work_dir_for(tmp_path / "link.zarr/labels") == legacy
+    assert work_dir_for(output) == tmp_path / "o.zarr.mutex_watershed/labels"
 
 
 def test_the_job_keeps_the_lock_when_the_command_that_started_it_dies(affinities, tmp_path):

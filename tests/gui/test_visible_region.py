@@ -136,8 +136,9 @@ def test_scale_and_translate():
 
 @pytest.mark.parametrize("transform", [
     {"rotate": 30}, {"shear": [0, 0, 0, 0.5, 0.2, 0.1]},
+    {"shear": np.eye(4) + np.diag([0, 0, 0.5], k=-1)},  # lower-triangular: kept whole
     {"affine": np.diag([1, 1.5, 1, 1, 1]) + np.eye(5, k=1) * [0, 0, 0.3, 7, 0]},
-], ids=["rotate", "shear", "affine"])
+], ids=["rotate", "shear", "lower shear", "affine"])
 def test_a_result_sits_on_its_voxels_whatever_the_layer_s_transform(transform):
     """Results took only scale and translate: on a rotated, sheared or affine layer they
     sat elsewhere (voxel (10, 20) of a sheared layer at world (10, 20), not (20, 20))."""

@@ -220,7 +220,8 @@ def test_geometry_funlib_would_truncate_or_cannot_read_is_one_line(affinities, t
     """funlib makes 4.5 nm voxels 4 nm: without a length unit to convert them, refused."""
     affs, _ = affinities
     cases = {"unitless.zarr": ({"resolution": [8, 4.5, 4.5]}, "has voxel size (8, 4.5, 4.5)"
-                               " and offset (0, 0, 0): not whole numbers, and it stores no units"),
+                               " and offset (0, 0, 0): not whole numbers, and it stores no "
+                               "unit for"),
              "pixels.zarr": ({"voxel_size": [1, 1, 1], "offset": [0, 0.5, 0],
                               "units": ["px"] * 3}, "its units ('px', 'px', 'px') are not"),
              "text.zarr": ({"resolution": "8,4,4"},

@@ -79,7 +79,12 @@ def work_dir_for(output_path: str | Path) -> Path:
     except InvalidInputError:  # a link to a folder not named like a container
         container, dataset = split_path(output_path, DEFAULT_OUTPUT)
         container = container.resolve()
-    return container.with_name(container.name + WORK_DIR) / dataset
+    found = container.with_name(container.name + WORK_DIR) / dataset
+    spelled, named = split_path(output_path, DEFAULT_OUTPUT)
+    earlier = spelled.with_name(spelled.name + WORK_DIR) / named
+    if earlier != found and (earlier / PLAN_FILE).exists() and not (found / PLAN_FILE).exists():
+        return earlier  # a run started by that name before the work folder followed links
+    return found
 
 
 def validate_request(

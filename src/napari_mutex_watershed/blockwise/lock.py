@@ -39,17 +39,17 @@ class RunLock:
     def acquire(self) -> RunLock:
         try:
             missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._made = [*missing, self.path] if not self.path.exists() else missing
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except PermissionError:
+            self._remove_made()
             raise MutexWatershedError(
                 f"cannot write beside {self.output}: permission denied at {self.path.parent}"
             ) from None
         except OSError as error:
-            raise MutexWatershedError(
-                f"cannot write beside {self.output}: {error.strerror} at {self.path.parent}"
-            ) from None
+            self._remove_made()
+            raise _refusal(self.output, self.path.parent, error) from None
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,10 +63,10 @@ class RunLock:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-        except OSError:  # a full disk: nothing of this run is left behind
+        except OSError as error:  # a full disk: nothing of this run is left behind
             os.close(fd)
             self._remove_made()
-            raise
+            raise _refusal(self.output, self.path.parent, error) from None
         self.fd = fd
         return self
 
@@ -97,6 +97,15 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _refusal(output, folder: Path, error: OSError) -> MutexWatershedError:
+    """One line for a lock that cannot be made: a full disk says so as a run would."""
+    from .disk import no_space, no_space_error  # (numpy: only when it fails)
+
+    if no_space(error):
+        return no_space_error(folder)
+    return MutexWatershedError(f"cannot write beside {output}: {error.strerror} at {folder}")
 
 
 def note_job(fd: int) -> None:

@@ -254,6 +254,7 @@ class PreviewPanel(Container):
             return
         try:
             region = self.current_region(layer)
+            placement(layer, region.shown_start)  # a transform no result can follow: say so
         except NotVisible as reason:
             self._status(f"Preview: {reason}")
             return

@@ -130,7 +130,7 @@ class RunRequest:
     """One full run as asked: what the job is given, and the copies written for it."""
 
     layer_name: str
-    placement: dict  # scale, translate, units of the result layer (the affinities' spatial)
+    placement: dict  # where the result layer goes (``visible_region.placement``)
     parameters: WatershedParameters
     workers: int
     block_size: tuple[int, ...]

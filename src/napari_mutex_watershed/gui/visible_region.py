@@ -216,14 +216,10 @@ def placement(layer, origin: Sequence[int] | None = None) -> dict:
     the channel axis with space (no layer of the spatial axes alone can follow it)."""
     n = layer.ndim
     rotate = np.asarray(layer.rotate, float)
-    shear = np.asarray(layer.shear, float)
-    if shear.ndim == 1:  # napari keeps the upper triangle
-        full = np.eye(n)
-        full[np.triu_indices(n, 1)] = shear
-        shear = full
+    shear = _shear_matrix(layer.shear, n)
     affine = np.asarray(layer.affine.affine_matrix, float)
     for matrix in (rotate, shear, affine[:n, :n]):
-        if np.any(matrix[0, 1:]) or np.any(matrix[1:, 0]):
+        if not (np.allclose(matrix[0, 1:], 0) and np.allclose(matrix[1:, 0], 0)):
             raise ValueError(f"'{layer.name}' has a transform that mixes its channel axis "
                              "with space: set its rotate, shear and affine on the spatial "
                              "axes only")
@@ -234,10 +230,20 @@ def placement(layer, origin: Sequence[int] | None = None) -> dict:
         "scale": tuple(scale),
         "translate": tuple(np.asarray(layer.translate[1:], float) + linear @ start),
         "rotate": rotate[1:, 1:],
-        "shear": shear[1:, 1:][np.triu_indices(n - 1, 1)],
+        "shear": shear[1:, 1:],  # whole: napari keeps a shear that is not upper-triangular
         "affine": affine[1:, 1:],
         "units": tuple(layer.units)[1:],
     }
+
+
+def _shear_matrix(shear, n: int) -> np.ndarray:
+    """napari keeps an upper-triangular shear as its n (n - 1) / 2 values, any other whole."""
+    shear = np.asarray(shear, float)
+    if shear.ndim == 2:
+        return shear
+    full = np.eye(n)
+    full[np.triu_indices(n, 1)] = shear
+    return full
 
 
 #: What ``apply_placement`` sets: ``units`` are set once, when the layer is made.
@@ -247,8 +253,9 @@ PLACED = ("scale", "translate", "rotate", "shear", "affine")
 def apply_placement(layer, placed: dict) -> None:
     """Move ``layer`` to ``placed`` (from ``placement``), setting only what changed: each
     set re-slices the layer (10-30 ms in 3D)."""
+    current = {"scale": layer.scale, "translate": layer.translate, "rotate": layer.rotate,
+               "shear": _shear_matrix(layer.shear, layer.ndim),
+               "affine": layer.affine.affine_matrix}
     for name in PLACED:
-        current = getattr(layer, name)
-        current = current.affine_matrix if name == "affine" else current
-        if not np.allclose(current, placed[name]):
+        if not np.allclose(current[name], placed[name]):
             setattr(layer, name, placed[name])

@@ -242,7 +242,8 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
             raise InvalidInputError(
                 f"{location} has voxel size {tuple(stored[0])} and offset {tuple(stored[1])}:"
                 " not whole numbers, and " + (f"its units {tuple(units)} are not lengths"
-                                              if any(units) else "it stores no units")
+                                              if any(units) else
+                                              "it stores no unit for each of its axes")
                 + " to convert them to whole nanometres; store whole numbers, or units such as "
                 "\"nm\" or \"um\"")
         voxel_size, offset, units = world
