@@ -221,7 +221,15 @@ def test_rerun_of_finished_job_is_quick(volume, tmp_path):
 
 def _start_cli(args):
     return subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
+
+
+def _as_from_a_terminal() -> None:
+    """SIGINT and SIGHUP as a command typed in a terminal has them: a test runner started
+    in the background (or under nohup) passes them on ignored."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _wait_for_blocks(output, n, process, timeout=40):
@@ -361,7 +369,8 @@ def test_a_cancelled_run_is_not_taken_for_a_failed_one(bigger, tmp_path):
                 print("skipped", type(error).__name__, flush=True)
     """)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_as_from_a_terminal)
     _wait_for_blocks(tmp_path / "0.4.zarr", 2, process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=patience(10))

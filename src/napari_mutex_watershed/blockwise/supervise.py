@@ -100,11 +100,11 @@ class JobProcess:
 
         # signal handlers can only be set from the main thread; elsewhere the caller cancels
         on_main = threading.current_thread() is threading.main_thread()
-        # a signal ignored stays ignored: ``nohup`` keeps a run going when the terminal goes
-        signals = tuple(
-            getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-            if hasattr(signal, name) and signal.getsignal(getattr(signal, name))
-            is not signal.SIG_IGN) if on_main else ()
+        # SIGHUP ignored stays ignored: ``nohup`` keeps a run going when the terminal goes
+        hangup = getattr(signal, "SIGHUP", None)
+        signals = (signal.SIGINT, signal.SIGTERM) + (
+            (hangup,) if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN
+            else ()) if on_main else ()
         previous = {s: signal.signal(s, cancel) for s in signals}
         try:
             self._send(f"{plan_path}\n", lock_fd)
