@@ -59,6 +59,16 @@ def check_placement(viewer, region):
             affinities.data_to_world((0, *np.add(voxel, region.shown_start)))[1:], atol=1e-9)
 
 
+def check_first_preview(qtbot, viewer, widget):
+    """Preview on: the first result equals the engine on its crop, placed on its voxels."""
+    widget.preview_panel.preview.value = True
+    qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
+                    timeout=patience_ms(PREVIEW_SECONDS))
+    expected, region = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    check_placement(viewer, region)
+
+
 # -------------------------------------------------------------------------------- widget
 def test_docks_through_the_manifest(viewer_with_widget):
     viewer, widget = viewer_with_widget
@@ -107,12 +117,7 @@ def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manage
     try:
         assert widget.inputs.resolved_offsets()[0] == OFFSETS_2D
         assert "2D preset" in widget.inputs.message.value
-        widget.preview_panel.preview.value = True
-        qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
-                        timeout=patience_ms(PREVIEW_SECONDS))
-        expected, region = expected_labels(viewer, widget)
-        np.testing.assert_array_equal(preview_layer(viewer).data, expected)
-        check_placement(viewer, region)
+        check_first_preview(qtbot, viewer, widget)
     finally:
         widget.close_preview()
 
@@ -127,12 +132,7 @@ def test_the_preview_sits_on_a_rotated_and_sheared_layer(make_napari_viewer_prox
                      shear=[0, 0, 0.4], metadata={"offsets": offsets})
     _, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
     try:
-        widget.preview_panel.preview.value = True
-        qtbot.waitUntil(lambda: widget.preview_panel.last_result is not None,
-                        timeout=patience_ms(PREVIEW_SECONDS))
-        expected, region = expected_labels(viewer, widget)
-        np.testing.assert_array_equal(preview_layer(viewer).data, expected)
-        check_placement(viewer, region)
+        check_first_preview(qtbot, viewer, widget)
     finally:
         widget.close_preview()
 
