@@ -164,3 +164,25 @@ def _wait_for_job(lock, command) -> psutil.Process:
         assert command.poll() is None, command.communicate()
         psutil.wait_procs([process], timeout=0.05)  # returns at once if it ends
     raise AssertionError("the job never took the lock")
+
+
+@pytest.mark.parametrize("first, second", [("seg", "seg.lock"), ("seg.lock", "seg"),
+                                           ("seg", "seg.lock/inner")])
+def test_an_output_named_like_a_lock_is_refused_in_one_line(affinities, tmp_path, first,
+                                                            second):
+    """A dataset ``seg.lock`` would keep its work folder where ``seg``'s lock file is: refused
+    before anything is made, whichever ran first, and the other's output is untouched."""
+    container = tmp_path / "o.zarr"
+    runs = [cli("segment", affinities, container / name, "--progress", "none")
+            for name in (first, second)]
+    named_like_a_lock = [r for r, name in zip(runs, (first, second)) if ".lock" in name]
+    other = [r for r, name in zip(runs, (first, second)) if ".lock" not in name]
+    assert other[0].returncode == 0, other[0].stderr
+    refused = named_like_a_lock[0]
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: an output named {(first if '.lock' in first else second)!r} would keep its "
+        "run files where another output's lock goes: choose a name with no part ending in "
+        ".lock"]
+    assert sorted(p.name for p in container.iterdir()) == ["seg", "zarr.json"]
+    assert cli("segment", affinities, container / "seg").stdout.startswith("already complete")

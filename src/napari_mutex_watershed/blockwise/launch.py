@@ -48,7 +48,7 @@ from . import fatal
 from .block_shape import block_size_for
 from .disk import no_space, no_space_error
 from .job import blocks_done, is_complete, run_plan
-from .lock import RunLock
+from .lock import LOCK_SUFFIX, RunLock
 from .mask_seeds import open_guide
 from .plan import PLAN_FILE, WORK_DIR, BlockwisePlan
 from .scheduler import (
@@ -72,13 +72,18 @@ def work_dir_for(output_path: str | Path) -> Path:
     """Resume state lives beside the output container (``out.zarr.mutex_watershed/labels``),
     outside it, so zarr readers walking the container find nothing foreign. It follows the
     output's real place: one output named through a symlink or a relative path has one lock
-    and one plan, so two runs can never write it at once."""
+    and one plan, so two runs can never write it at once. A dataset named like a lock
+    (``seg.lock``) is refused: its work folder would be dataset ``seg``'s lock file."""
     real = array_path(output_path, DEFAULT_OUTPUT).resolve()
     try:
         container, dataset = split_path(real, DEFAULT_OUTPUT)
     except InvalidInputError:  # a link to a folder not named like a container
         container, dataset = split_path(output_path, DEFAULT_OUTPUT)
         container = container.resolve()
+    if any(part.endswith(LOCK_SUFFIX) for part in Path(dataset).parts):
+        raise InvalidInputError(
+            f"an output named {dataset!r} would keep its run files where another output's "
+            f"lock goes: choose a name with no part ending in {LOCK_SUFFIX}")
     found = container.with_name(container.name + WORK_DIR) / dataset
     spelled, named = split_path(output_path, DEFAULT_OUTPUT)
     earlier = spelled.with_name(spelled.name + WORK_DIR) / named

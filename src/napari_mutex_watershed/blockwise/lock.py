@@ -22,8 +22,12 @@ except ImportError:  # not POSIX: no lock, as before
     fcntl = None
 
 
+#: The lock file's suffix: the lock of dataset ``seg`` is ``seg.lock`` beside its work folder.
+LOCK_SUFFIX = ".lock"
+
+
 def lock_path(work_dir: Path) -> Path:
-    return Path(work_dir).with_name(Path(work_dir).name + ".lock")
+    return Path(work_dir).with_name(Path(work_dir).name + LOCK_SUFFIX)
 
 
 class RunLock:
