@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,45 @@ def test_a_layer_is_read_from_its_file_only_while_it_shows_the_file(tmp_path):
     assert zarr_source(layer(da.from_zarr(str(path)))) == path  # napari's own zarr reader
     for replaced in (data[..., ::-1], np.asarray(data) * 0.5, np.asarray(data)):
         assert zarr_source(layer(replaced)) is None
+
+
+@pytest.mark.parametrize("image", ["image.ome.zarr", "plate.zarr/A/1/0"])
+def test_a_full_run_on_an_ome_zarr_image_goes_to_its_labels_group(tmp_path, image):
+    """OME viewers list an image's labels from its ``labels`` group: the default output of a
+    layer read from an OME-Zarr image goes there (it went inside the image group, or to the
+    root of a plate), and ome-zarr-py then finds it as the image's label."""
+    from types import SimpleNamespace
+
+    import ome_zarr.io
+    import ome_zarr.reader
+
+    from napari_mutex_watershed import WatershedParameters
+    from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr
+    from napari_mutex_watershed.gui.reader import napari_get_reader
+    from napari_mutex_watershed.gui.run_layers import default_output, zarr_source
+    from napari_mutex_watershed.parameters import OFFSETS_3D
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, _, _ = sample_volume((8, 32, 32), seed=1)
+    path = tmp_path / image
+    root = zarr.open_group(str(path), mode="w")
+    root.create_array("s0", data=affinities, chunks=(6, 8, 16, 16))
+    root.create_array("s1", data=affinities[:, :, ::2, ::2].copy(), chunks=(6, 8, 16, 16))
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}] + [
+            {"name": n, "type": "space", "unit": "nanometer"} for n in "zyx"],
+        "datasets": [{"path": p, "coordinateTransformations": [
+            {"type": "scale", "scale": s}]} for p, s in (("s0", [1, 4, 2, 2]),
+                                                           ("s1", [1, 4, 4, 4]))]}]}
+    ((data, kwargs, _),) = napari_get_reader(str(path))(str(path))
+    layer = SimpleNamespace(data=data, multiscale=True, metadata=kwargs["metadata"],
+                            source=SimpleNamespace(path=str(path)), name="image")
+    assert zarr_source(layer) == path / "s0"
+    output = default_output(layer)
+    assert output == path / "labels/labels_mws"
+
+    segment_blockwise_zarr(zarr_source(layer), output,
+                           WatershedParameters(offsets=OFFSETS_3D), progress="none")
+    nodes = list(ome_zarr.reader.Reader(ome_zarr.io.parse_url(str(path)))())
+    labels = [n for n in nodes if any(type(s).__name__ == "Label" for s in n.specs)]
+    assert [Path(str(n.zarr.path)).resolve() for n in labels] == [output.resolve()]

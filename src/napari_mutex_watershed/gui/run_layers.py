@@ -73,13 +73,14 @@ def reads_the_file(data, path: Path) -> bool:
 
 
 def default_output(layer) -> Path:
-    """``<container>.zarr/labels_mws`` beside zarr input, else a container in the data dir."""
-    from ..storage import split_path
+    """``labels_mws`` beside zarr input (``<container>.zarr/labels_mws``, or
+    ``image.zarr/labels/labels_mws`` for an OME-Zarr image), else a container in the data
+    dir."""
+    from ..storage.paths import labels_place
 
     source = zarr_source(layer)
     if source is not None:
-        container, _ = split_path(source, "affinities")
-        return container / DEFAULT_OUTPUT_NAME
+        return labels_place(source, DEFAULT_OUTPUT_NAME)
     return data_dir() / "runs" / f"{safe_name(layer.name)}.zarr" / DEFAULT_OUTPUT_NAME
 
 

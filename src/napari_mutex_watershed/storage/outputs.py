@@ -27,6 +27,7 @@ from .levels import labels_level0
 from .paths import (
     DEFAULT_INPUT,
     DEFAULT_OUTPUT,
+    LABELS_GROUP,
     array_path,
     container_kind,
     replace_file,
@@ -251,7 +252,7 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
     chunk_shape = tuple(min(int(c), int(s)) for c, s in zip(chunk_shape, shape))
     factors = pyramid_factors(shape, voxel_size, chunk_shape)
     parent = dataset.rsplit("/", 1)[0] if "/" in dataset else ""
-    in_labels_group = parent.split("/")[-1] == "labels"
+    in_labels_group = parent.split("/")[-1] == LABELS_GROUP
     metadata = ome_metadata(location.name, axis_names, voxel_size, offset, units, factors,
                             zarr_format, "../../" if in_labels_group else None)
     write_group(location, zarr_format, {**metadata, **attributes})

@@ -21,6 +21,8 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 CONTAINER_SUFFIXES = ZARR_SUFFIXES + N5_SUFFIXES + HDF5_SUFFIXES
 DEFAULT_INPUT = "affinities"
 DEFAULT_OUTPUT = "labels"
+#: The group of an OME-Zarr image that lists its labels images (``image.zarr/labels/<name>``).
+LABELS_GROUP = "labels"
 #: The one line an unknown layout gets: everything the readers accept.
 ACCEPTED = (
     "accepted: zarr v2/v3 arrays (funlib, DaCapo resolution/offset or no metadata), "
@@ -170,6 +172,17 @@ def level_paths(attrs: dict) -> list[str]:
     first; [] for anything else."""
     pyramid = multiscales(attrs) or [{}]
     return [str(d.get("path")) for d in pyramid[0].get("datasets", [])]
+
+def labels_place(source: str | Path, name: str) -> Path:
+    """Where labels made from the array at ``source`` go by default: in its OME-Zarr image's
+    labels group when it is a level of one (OME viewers then list them with the image),
+    else at the root of its container."""
+    source = Path(source)
+    kind, attrs = zarr_node(source.parent)
+    if kind == "group" and source.name in level_paths(attrs):
+        return source.parent / LABELS_GROUP / name
+    return split_path(source, DEFAULT_INPUT)[0] / name
+
 
 def first_level(location: Path) -> Path:
     """The first (full-resolution) level of the OME-Zarr image at ``location``, or
