@@ -280,3 +280,49 @@ def test_labels_written_into_an_image_are_listed_by_it(tmp_path, version):
     attrs = dict(zarr.open_group(str(image / "labels/mws"), mode="r").attrs)
     label = (attrs.get("ome") or attrs)["image-label"]
     assert label["source"] == {"image": "../../"}
+
+
+def test_labels_of_fractional_micrometre_input_overlay_it_in_every_reader(tmp_path):
+    """Light microscopy: an OME-Zarr image in 0.1625 um voxels. The run's geometry is whole
+    picometres (funlib needs integers), but the labels' OME scale is in the image's own
+    micrometres: napari-ome-zarr and this plugin's reader put image and labels at one scale
+    and translation (the labels were a million times larger in napari-ome-zarr)."""
+    from funlib.persistence import open_ds
+    from napari_ome_zarr import napari_get_reader as ome_reader
+
+    from napari_mutex_watershed.gui.reader import napari_get_reader
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, _, offsets = sample_volume((8, 24, 24), seed=2)
+    image = tmp_path / "light.ome.zarr"
+    root = zarr.open_group(str(image), mode="w")
+    root.create_array("s0", data=affinities, chunks=(6, 8, 12, 12))
+    root.attrs["offsets"] = [list(o) for o in offsets]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}] + [
+            {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 0.5, 0.1625, 0.1625]},
+            {"type": "translation", "translation": [0, 1.0, 0.325, 0.325]}]}]}]}
+    labels = image / "labels/mws"
+    run_segment(image, labels)
+
+    geometry = {}
+    for name, reader in (("ours", napari_get_reader), ("napari-ome-zarr", ome_reader)):
+        for path in (image, labels):
+            # napari-ome-zarr opens the image with its labels: the one asked for
+            _, kwargs, _ = reader(str(path))(str(path))[0 if path == image else -1]
+            spatial = slice(-3, None)
+            geometry[name, path.name] = (tuple(kwargs["scale"])[spatial],
+                                         tuple(kwargs.get("translate") or (0, 0, 0))[spatial],
+                                         tuple(kwargs["units"])[spatial])
+    assert geometry["ours", "light.ome.zarr"] == (
+        (0.5, 0.1625, 0.1625), (1.0, 0.325, 0.325), ("micrometer",) * 3)
+    assert geometry["ours", "mws"] == geometry["ours", "light.ome.zarr"]
+    assert geometry["napari-ome-zarr", "mws"][0::2] == (
+        geometry["napari-ome-zarr", "light.ome.zarr"][0::2])
+    assert geometry["napari-ome-zarr", "mws"][0] == (0.5, 0.1625, 0.1625)
+    # funlib reads whole picometres of the same place
+    level0 = open_ds(str(labels / "0"))
+    assert tuple(level0.voxel_size) == (500000, 162500, 162500)
+    assert tuple(level0.offset) == (1000000, 325000, 325000)

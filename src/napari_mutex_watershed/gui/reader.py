@@ -111,7 +111,7 @@ def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, p
     """An Image tuple for affinities (channels first), a Labels tuple for labels; the
     spatial axes carry the stored length unit (napari's scale bar and status say nm, not
     pixels)."""
-    from ..storage.inputs import NANOMETRES
+    from ..storage.inputs import PICOMETRES
 
     level0 = data[0] if multiscale else data
     spatial = len(voxel_size)
@@ -120,7 +120,7 @@ def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, p
     translate = (0.0,) * channels + tuple(float(v) for v in offset)
     meta = {"source": str(path)}
     kwargs = {"name": name, "scale": scale, "translate": translate, "metadata": meta}
-    if len(units) == spatial and all(u in NANOMETRES or u == "picometer" for u in units):
+    if len(units) == spatial and all(u in PICOMETRES for u in units):
         kwargs["units"] = ("pixel",) * channels + tuple(units)
     if axis_names and len(axis_names) == level0.ndim:
         kwargs["axis_labels"] = tuple(a.rstrip("^") for a in axis_names)
@@ -167,9 +167,11 @@ def _read_volume(path: Path) -> tuple:
         attrs.update(_attributes(path if _kind(path) == "ome" else path.parent, "ome"))
     # the image's name, not its level's ("labels", not "0")
     name = path.name if _kind(path) != "array" or volume.kind != "ome-zarr" else path.parent.name
-    return _layer_tuple(levels if len(levels) > 1 else levels[0], attrs, volume.voxel_size,
-                        volume.offset, volume.axis_names, name=name, path=path,
-                        multiscale=len(levels) > 1, units=tuple(volume.units))
+    # in the file's own units, as other readers (napari-ome-zarr) place its layers
+    return _layer_tuple(levels if len(levels) > 1 else levels[0], attrs,
+                        volume.as_stored(volume.voxel_size), volume.as_stored(volume.offset),
+                        volume.axis_names, name=name, path=path, multiscale=len(levels) > 1,
+                        units=tuple(volume.stored_units or volume.units))
 
 
 def _read_container(path: Path) -> list[tuple]:

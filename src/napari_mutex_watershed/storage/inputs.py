@@ -41,10 +41,18 @@ logger = logging.getLogger("napari_mutex_watershed.storage")
 
 SPATIAL_NAMES = ("z", "y", "x")
 CHANNEL_NAMES = ("c", "ch", "channel", "channels")
-#: OME/UDUNITS length units and their size in nanometres, to turn fractional scales into
-#: the integer voxel sizes funlib's geometry needs.
-NANOMETRES = {"angstrom": 0.1, "nanometer": 1, "nm": 1, "micrometer": 1000, "um": 1000,
-              "µm": 1000, "micron": 1000, "millimeter": 1e6, "mm": 1e6}
+#: OME/UDUNITS length units and their size in picometres (whole numbers, so conversions
+#: between them are exact), to turn fractional scales into the integer voxel sizes funlib's
+#: geometry needs, and back.
+PICOMETRES = {"picometer": 1, "pm": 1, "angstrom": 100, "nanometer": 1000, "nm": 1000,
+              "micrometer": 10**6, "um": 10**6, "µm": 10**6, "micron": 10**6,
+              "millimeter": 10**9, "mm": 10**9}
+
+
+def in_units(values, units, to_units) -> tuple[float, ...]:
+    """Lengths in ``units`` expressed in ``to_units`` (the same units: unchanged)."""
+    return tuple(float(v) if u == t else v * PICOMETRES[u] / PICOMETRES[t]
+                 for v, u, t in zip(values, units, to_units))
 
 
 @dataclass
@@ -61,6 +69,14 @@ class Volume:
     kind: str  # "zarr", "ome-zarr", "n5" or "hdf5"
     levels: list = field(default_factory=list)  # every level of a pyramid, level 0 first
     note: str | None = None
+    #: The length units the file states its geometry in, when fractions of them were
+    #: converted to whole nanometres or picometres (``units``); else None.
+    stored_units: list[str] | None = None
+
+    def as_stored(self, values) -> tuple[float, ...]:
+        """World values (voxel size, offset) in the file's own units: a layer or an output's
+        OME scale in them overlays what other readers open from the same file."""
+        return in_units(values, self.units, self.stored_units or self.units)
 
     @property
     def channel_dims(self) -> int:
@@ -157,19 +173,20 @@ def _integral(values) -> tuple[int, ...] | None:
 
 
 def _world_geometry(scale, translation, units):
-    """Integer voxel size and offset for funlib: as stored when integral, else converted to
-    nanometres when the unit is a length, or to picometres where nanometres are fractions
-    (light microscopy's 0.1625 um is 162.5 nm, 162500 pm), else None."""
+    """Integer voxel size and offset for funlib, their units and the units stored (None
+    unless converted): as stored when integral, else converted to nanometres when the unit
+    is a length, or to picometres where nanometres are fractions (light microscopy's
+    0.1625 um is 162.5 nm, 162500 pm), else None."""
     voxel_size, offset = _integral(scale), _integral(translation)
     if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
-        return voxel_size, offset, list(units)
-    if units and all(u in NANOMETRES for u in units):
-        for unit, per_nanometre in (("nanometer", 1), ("picometer", 1000)):
-            factors = [NANOMETRES[u] * per_nanometre for u in units]
+        return voxel_size, offset, list(units), None
+    if units and all(u in PICOMETRES for u in units):
+        for unit in ("nanometer", "picometer"):
+            factors = [PICOMETRES[u] / PICOMETRES[unit] for u in units]
             voxel_size = _integral([s * f for s, f in zip(scale, factors)])
             offset = _integral([t * f for t, f in zip(translation, factors)])
             if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
-                return voxel_size, offset, [unit] * len(units)
+                return voxel_size, offset, [unit] * len(units), list(units)
     return None
 
 
@@ -236,6 +253,7 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
     stored = (voxel_size or [1] * n_spatial, offset or [0] * n_spatial)
     units = [str(u) for u in units] if units and len(units) == n_spatial else [""] * n_spatial
     voxel_size, offset = _integral(stored[0]), _integral(stored[1])
+    stored_units = None
     if voxel_size is None or offset is None:
         world = _world_geometry(*stored, units)
         if world is None:
@@ -246,8 +264,8 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
                                               "it stores no unit for each of its axes")
                 + " to convert them to whole nanometres; store whole numbers, or units such as "
                 "\"nm\" or \"um\"")
-        voxel_size, offset, units = world
-    return axis_names, voxel_size, offset, units, note
+        voxel_size, offset, units, stored_units = world
+    return axis_names, voxel_size, offset, units, note, stored_units
 
 
 def _ome_geometry(group: Path, attrs: dict, level: int):
@@ -275,9 +293,9 @@ def _ome_geometry(group: Path, attrs: dict, level: int):
     if world is None:
         note = (f"OME scale {list(scale[spatial])} and translation "
                 f"{list(translation[spatial])} are not whole numbers: used voxel size 1, offset 0")
-        world = ((1,) * len(spatial), (0,) * len(spatial), spatial_units)
-    voxel_size, offset, spatial_units = world
-    return axis_names, voxel_size, offset, spatial_units, note
+        world = ((1,) * len(spatial), (0,) * len(spatial), spatial_units, None)
+    voxel_size, offset, spatial_units, stored_units = world
+    return axis_names, voxel_size, offset, spatial_units, note, stored_units
 
 
 # ---------------------------------------------------------------------------- opening
@@ -316,17 +334,18 @@ def _open_zarr(location: Path, role: str) -> Volume:
         raise InvalidInputError(f"cannot open {location} as a zarr array: {error}") from None
     array_attrs = dict(data.attrs)
     if group is not None:
-        axis_names, voxel_size, offset, units, note = _ome_geometry(group, group_attrs, level)
+        axis_names, voxel_size, offset, units, note, stored_units = _ome_geometry(
+            group, group_attrs, level)
         merged = {k: v for k, v in group_attrs.items() if k not in ("ome", "multiscales")}
         merged.update(array_attrs)
         return Volume(group / paths[level], data, axis_names, voxel_size, offset, units,
-                      merged, "ome-zarr", levels[level:], note)
+                      merged, "ome-zarr", levels[level:], note, stored_units)
     dimension_names = getattr(data.metadata, "dimension_names", None)
-    axis_names, voxel_size, offset, units, note = _from_attributes(
+    axis_names, voxel_size, offset, units, note, stored_units = _from_attributes(
         location, data.shape, array_attrs, reverse=False, role=role,
         dimension_names=dimension_names)
     return Volume(location, data, axis_names, voxel_size, offset, units, array_attrs, "zarr",
-                  [data], note)
+                  [data], note, stored_units)
 
 
 def _open_n5(location: Path, role: str) -> Volume:
@@ -341,7 +360,7 @@ def _open_n5(location: Path, role: str) -> Volume:
     user = {k: v for k, v in attrs.items()
             if k not in ("dimensions", "blockSize", "dataType", "compression", "n5")}
     geometry = _from_attributes(location, data.shape, user, reverse=True, role=role)
-    return Volume(location, data, *geometry[:4], user, "n5", [data], geometry[4])
+    return Volume(location, data, *geometry[:4], user, "n5", [data], *geometry[4:])
 
 
 def _open_hdf5(container: Path, dataset: str, role: str) -> Volume:
@@ -352,7 +371,8 @@ def _open_hdf5(container: Path, dataset: str, role: str) -> Volume:
     attrs = {k: _plain(v) for k, v in data.attrs.items()}
     geometry = _from_attributes(container / dataset, data.shape, attrs, reverse=False,
                                 role=role)
-    return Volume(container / dataset, data, *geometry[:4], attrs, "hdf5", [data], geometry[4])
+    return Volume(container / dataset, data, *geometry[:4], attrs, "hdf5", [data],
+                  *geometry[4:])
 
 
 def open_volume(path: str | Path, default_dataset: str = DEFAULT_INPUT,
