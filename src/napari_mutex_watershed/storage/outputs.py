@@ -42,8 +42,7 @@ if TYPE_CHECKING:  # funlib.persistence imports dask, xarray and pandas: only wh
 
 #: OME/UDUNITS names of the units funlib users write.
 OME_UNITS = {"nm": "nanometer", "um": "micrometer", "µm": "micrometer", "micron": "micrometer",
-             "mm": "millimeter",
-             "A": "angstrom", "pm": "picometer"}
+             "mm": "millimeter", "A": "angstrom", "pm": "picometer"}
 
 
 # ---------------------------------------------------------------------------- containers
