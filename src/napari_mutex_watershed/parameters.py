@@ -61,6 +61,16 @@ def nearest_neighbours(ndim: int) -> list[Offset]:
     return [tuple(int(i == axis) for i in range(ndim)) for axis in range(ndim)]
 
 
+def offsets_of_channels(offsets, channels, num_channels: int):
+    """The offsets of the selected ``channels`` when ``offsets`` describe every one of the
+    input's ``num_channels`` (as stored with it, or a preset); else ``offsets`` as they are
+    (typed for the selection)."""
+    if (channels is not None and len(offsets) == num_channels
+            and all(isinstance(c, int) and 0 <= c < len(offsets) for c in channels)):
+        return [offsets[c] for c in channels]
+    return offsets
+
+
 def offsets_text(offsets) -> str:
     """Offsets as the command line takes them: ``1,0,0 0,1,0``."""
     return " ".join(",".join(str(int(v)) for v in o) for o in offsets)

@@ -107,6 +107,23 @@ def test_channel_offset_mismatch_is_a_message(viewer_with_widget, qtbot):
     wait_for_new_result(qtbot, widget)
 
 
+def test_chosen_channels_take_the_layers_offsets_for_them(viewer_with_widget, qtbot):
+    """Channels 0, 1, 2 and 4 of six: the layer's offsets of those channels, no message and
+    no offsets to type again (the widget said '4 channels for 6 offsets'), as the CLI does;
+    typed (custom) offsets are those of the chosen channels."""
+    viewer, widget = viewer_with_widget
+    widget.inputs.fields["channels"].value = "0, 1, 2, 4"
+    assert widget.inputs.message.value == ""
+    chosen = [OFFSETS_3D[c] for c in (0, 1, 2, 4)]
+    assert widget.inputs.parameters() == WatershedParameters(offsets=chosen,
+                                                             channels=[0, 1, 2, 4])
+    check_first_preview(qtbot, viewer, widget)
+    widget.inputs.offsets_source.value = OFFSETS_CUSTOM
+    widget.inputs.offsets_text.value = "1,0,0; 0,1,0; 0,0,1; 0,9,0"
+    assert widget.inputs.parameters().offsets == chosen
+    assert widget.inputs.message.value == ""
+
+
 def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manager, qtbot):
     from napari_mutex_watershed.synthetic import sample_volume
 

@@ -23,6 +23,7 @@ from ..parameters import (
     OFFSETS_3D,
     WatershedParameters,
     default_offsets,
+    offsets_of_channels,
     validation_problems,
 )
 from .callback_time import recorded
@@ -204,6 +205,11 @@ class InputsPanel:
                 except ValueError:
                     raise ValueError(f"{widget.label}: cannot read {widget.value!r}") from None
             values[name] = value
+        layer = self.affinities.value
+        if self.offsets_source.value != OFFSETS_CUSTOM and layer is not None:
+            # the layer's (or a preset's) offsets describe all its channels: those chosen
+            values["offsets"] = offsets_of_channels(values["offsets"], values.get("channels"),
+                                                    int(level0(layer).shape[0]))
         try:
             return WatershedParameters(**values)
         except ValidationError as error:

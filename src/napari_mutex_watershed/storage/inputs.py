@@ -454,6 +454,7 @@ def parameters_for(affinities: Affinities, parameters):
         as_parameters,
         default_offsets,
         nearest_neighbours,
+        offsets_of_channels,
         offsets_text,
     )
 
@@ -466,10 +467,8 @@ def parameters_for(affinities: Affinities, parameters):
         offsets = default_offsets(ndim)
     chosen = (parameters.channels if isinstance(parameters, WatershedParameters)
               else (parameters or {}).get("channels"))
-    if ("offsets" not in named and chosen is not None
-            and len(offsets) == affinities.num_channels
-            and all(isinstance(c, int) and 0 <= c < len(offsets) for c in chosen)):
-        offsets = [offsets[c] for c in chosen]  # one per channel: those of the chosen ones
+    if "offsets" not in named:  # one per channel: those of the chosen ones
+        offsets = offsets_of_channels(offsets, chosen, affinities.num_channels)
     parameters = as_parameters(parameters, offsets=offsets)
     if parameters.ndim != ndim:
         raise InvalidInputError(
