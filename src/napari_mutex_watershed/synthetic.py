@@ -19,10 +19,12 @@ from .parameters import default_offsets
 #: The largest sample ``write_sample`` makes: it is built in memory (about 70 bytes a voxel
 #: at its peak, 0.49 GB at 64 x 256 x 256, so 2**27 voxels take about 9 GB).
 MAX_SAMPLE_VOXELS = 2**27
+#: The cells' size in voxels; halved for a volume that would otherwise hold fewer than two.
+CELL_SIZE = 16.0
 
 
 def cell_labels(
-    shape: tuple[int, ...], cell_size: float = 16.0, membrane: float = 1.0, seed: int = 0
+    shape: tuple[int, ...], cell_size: float = CELL_SIZE, membrane: float = 1.0, seed: int = 0
 ) -> np.ndarray:
     """Ground-truth cells (uint32, 0 = membrane) from a warped Voronoi tessellation."""
     rng = np.random.default_rng(seed)
@@ -102,7 +104,11 @@ def sample_volume(
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
     """(affinities, ground-truth labels, offsets) for a 2D or 3D shape."""
     offsets = default_offsets(len(shape))
-    labels = cell_labels(shape, seed=seed)
+    cell_size = CELL_SIZE
+    labels = cell_labels(shape, cell_size, seed=seed)
+    while labels.max() < 2 and cell_size > 2:  # a few voxels a side: smaller cells
+        cell_size /= 2
+        labels = cell_labels(shape, cell_size, seed=seed)
     affs = affinities_from_labels(labels, offsets, noise=noise, seed=seed + 1, dtype=dtype)
     return affs, labels, offsets
 
