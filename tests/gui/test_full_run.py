@@ -392,10 +392,11 @@ def test_cannot_run_is_recomputed_when_the_inputs_change(viewer_with_widget):
     fields["channels"].value = "0, 1, 2, 3, 4, 9"
     assert not panel.start() and panel.last_job is None
     assert panel.run_status.value.startswith("Cannot run: Channels [9] do not exist")
-    fields["channels"].value = "0, 1, 2, 3"  # another problem: the text follows
+    fields["bias"].value = "0.5, 0.6"  # another problem: the text follows
     assert panel.run_status.value.startswith("Cannot run: ")
-    assert "selects 4 channels" in panel.run_status.value
-    fields["channels"].value = ""
+    assert "bias has 2 values for 6 offsets" in panel.run_status.value
+    fields["bias"].value = ""
+    fields["channels"].value = "0, 1, 2, 3"  # with the layer's offsets of those: fine
     assert panel.run_status.value == "Ready to run."
     assert panel.run_status.tooltip == panel.run_status.value
 
