@@ -29,7 +29,8 @@ class InvalidValuesError(InvalidInputError):
 
     ``voxel`` is relative to the array that was checked; ``at(origin, scale, translate)``
     says where that array starts in the whole layer or input (a crop, a block) and, given
-    the layer's scale and translate, the message adds the voxel's world position.
+    the layer's scale (or whole linear map, ``world_position``) and translate, the message
+    adds the voxel's world position.
     """
 
     def __init__(self, problem: str, channel: int, voxel, advice: str = "", origin=None,
@@ -39,7 +40,7 @@ class InvalidValuesError(InvalidInputError):
         self.voxel = tuple(int(v) for v in voxel)
         self.advice = advice
         self.origin = tuple(int(v) for v in origin) if origin is not None else None
-        self.scale = tuple(float(v) for v in scale) if scale is not None else None
+        self.scale = _linear_map(scale) if scale is not None else None
         self.translate = tuple(float(v) for v in translate) if translate is not None else None
         where = self.voxel if self.origin is None else tuple(
             v + o for v, o in zip(self.voxel, self.origin))
@@ -68,11 +69,23 @@ VOXEL_AT = "first at voxel "
 _VOXEL = re.compile(re.escape(VOXEL_AT) + r"\((-?\d+(?:, -?\d+)*)\)(?!, world)")
 
 
+def _linear_map(scale) -> tuple:
+    """A scale per axis as floats, or a linear map as rows of floats."""
+    if all(hasattr(row, "__len__") for row in scale):
+        return tuple(tuple(float(v) for v in row) for row in scale)
+    return tuple(float(v) for v in scale)
+
+
 def world_position(voxel, scale, translate=None) -> str:
-    """``", world position (...)"``: where ``voxel`` lies in napari's world coordinates
-    (data index times scale, plus translate)."""
+    """``", world position (...)"``: where ``voxel`` lies in napari's world coordinates:
+    data index times ``scale`` plus ``translate``, where ``scale`` is a scale per axis or
+    the whole linear map (rows) of a rotated, sheared or affine-transformed layer."""
     translate = translate if translate is not None else (0.0,) * len(voxel)
-    world = ", ".join(f"{v * s + t:g}" for v, s, t in zip(voxel, scale, translate))
+    scale = _linear_map(scale)
+    rows = scale if scale and isinstance(scale[0], tuple) else [
+        [s if i == j else 0.0 for j in range(len(voxel))] for i, s in enumerate(scale)]
+    world = ", ".join(f"{sum(r * v for r, v in zip(row, voxel)) + t:g}"
+                      for row, t in zip(rows, translate))
     return f", world position ({world})"
 
 

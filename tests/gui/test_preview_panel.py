@@ -94,11 +94,15 @@ def test_a_parameter_change_is_sent_at_once_and_only_the_data_is_set(
     assert layer.data is panel.last_result.labels and placed == []
 
 
+@pytest.mark.parametrize("shear, world", [(None, "(180, 50, 60)"), ([0, 0, 0, 0, 0, 0.5],
+                                                                     "(180, 80, 60)")],
+                         ids=["scaled", "sheared"])
 def test_a_bad_value_is_named_in_the_layers_own_coordinates(
-    make_napari_viewer_proxy, plugin_manager, qtbot
+    make_napari_viewer_proxy, plugin_manager, qtbot, shear, world
 ):
     """The preview segments a crop of the layer; its message names the voxel of the whole
-    layer and its world position (scale and translate), not the crop's voxel."""
+    layer and its world position (where napari puts that voxel, also on a sheared layer:
+    it said (180, 50, 60) there), not the crop's voxel."""
     from napari_mutex_watershed.synthetic import sample_volume
 
     affinities, _, offsets = sample_volume((32, 64, 64), seed=4)
@@ -106,8 +110,9 @@ def test_a_bad_value_is_named_in_the_layers_own_coordinates(
     affinities[2, z, 20, 30] = np.nan
     viewer = make_napari_viewer_proxy(show=True)
     layer = viewer.add_image(affinities, name="affinities", scale=(1, 4, 2, 2),
-                             translate=(0, 100, 10, 0),
+                             translate=(0, 100, 10, 0), shear=shear,
                              metadata={"offsets": [list(o) for o in offsets]})
+    assert world == "(" + ", ".join(f"{v:g}" for v in layer.data_to_world((0, z, 20, 30))[1:]) + ")"
     viewer.dims.set_current_step(1, z)
     assert round(layer.world_to_data(viewer.dims.point)[1]) == z
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed",
@@ -118,6 +123,6 @@ def test_a_bad_value_is_named_in_the_layers_own_coordinates(
     qtbot.waitUntil(lambda: panel.status.value == "Preview failed",
                     timeout=patience_ms(PREVIEW_SECONDS))
     assert panel.current_region(layer).start[0] == z - panel.context_slices.value  # a crop
-    assert ("in channel 2, first at voxel (20, 20, 30), world position (180, 50, 60)"
+    assert (f"in channel 2, first at voxel (20, 20, 30), world position {world}"
             in panel.status.tooltip), panel.status.tooltip
     widget.close_preview()

@@ -14,6 +14,7 @@ from napari_mutex_watershed.gui.visible_region import (
     visible_data_box,
     visible_region,
     visible_world_box,
+    world_map,
 )
 
 
@@ -153,6 +154,26 @@ def test_a_result_sits_on_its_voxels_whatever_the_layer_s_transform(transform):
     moved = Labels(np.zeros((5, 20, 30), np.uint32))  # placed later, as the preview's
     apply_placement(moved, placement(affinities, origin))
     np.testing.assert_allclose(moved.data_to_world((2, 7, 3)), result.data_to_world((2, 7, 3)))
+
+
+@pytest.mark.parametrize("transform", [
+    {}, {"rotate": 30}, {"shear": [0, 0, 0, 0.5, 0.2, 0.1]},
+    {"shear": np.eye(4) + np.diag([0, 0, 0.5], k=-1)},
+    {"affine": np.diag([1, 1.5, 1, 1, 1]) + np.eye(5, k=1) * [0, 0, 0.3, 7, 0]},
+], ids=["scale and translate", "rotate", "shear", "lower shear", "affine"])
+def test_a_bad_value_s_world_position_is_where_napari_puts_its_voxel(transform):
+    """Messages gave index times scale plus translate: on a rotated, sheared or affine layer
+    not where the layer (and the result layers) put that voxel."""
+    from napari_mutex_watershed.errors import InvalidValuesError, with_world_position
+
+    layer = Image(np.zeros((6, 30, 100, 200), np.float32), scale=(1, 4, 2, 2),
+                  translate=(0, 100, 10, 20), **transform)
+    error = InvalidValuesError("affinities contain 1 NaN", 2, (1, 2, 3)).at((11, 38, 57))
+    placed = str(error.at((0, 0, 0), *world_map(placement(layer))))
+    world = layer.data_to_world((0, 12, 40, 60))[1:]
+    expected = "world position (" + ", ".join(f"{v:g}" for v in world) + ")"
+    assert expected in placed, placed
+    assert expected in with_world_position(str(error), *world_map(placement(layer)))
 
 
 def test_a_transform_mixing_channels_with_space_cannot_be_followed():

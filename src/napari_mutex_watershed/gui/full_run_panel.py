@@ -48,7 +48,7 @@ from .run_layers import RunRequest, default_output, world_geometry, zarr_source
 from .run_progress import RunProgress
 from .run_result import RunResult
 from .sections import show_text, wrapping
-from .visible_region import placement
+from .visible_region import placement, world_map
 
 #: Status texts that say why a run cannot start: recomputed when the inputs change.
 CANNOT_RUN = "Cannot run: "
@@ -430,8 +430,7 @@ class FullRunPanel:
         else:
             # a bad value's voxel is the layer's own index (the job reads the whole layer);
             # its world position is the layer's (a copy stores only integral geometry)
-            message = with_world_position(job.error_message(), request.placement["scale"],
-                                          request.placement["translate"])
+            message = with_world_position(job.error_message(), *world_map(request.placement))
             self.last_error = message
             self._reset(f"Failed: {message}", whole=True)
             show_error(f"Mutex watershed run failed: {message}")

@@ -87,7 +87,7 @@ class PreviewResult:
 def placed_error(info: dict, meta: dict) -> str:
     """A worker's error message; a bad value's voxel (which the worker counts from its crop)
     as the index in the whole layer and, given ``meta["scale"]``/``["translate"]`` (the
-    layer's spatial ones), its world position."""
+    layer's spatial map, ``visible_region.world_map``), its world position."""
     invalid, region = info.get("invalid"), meta.get("region")
     if invalid is None or region is None:
         return info["error"]

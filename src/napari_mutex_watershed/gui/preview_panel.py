@@ -22,7 +22,13 @@ from .lifecycle import disconnect_all
 from .parameter_widgets import segmentation_key
 from .preview import PreviewRequest, PreviewService
 from .sections import Section, show_text, wrapping
-from .visible_region import NotVisible, apply_placement, placement, visible_region
+from .visible_region import (
+    NotVisible,
+    apply_placement,
+    placement,
+    visible_region,
+    world_map,
+)
 
 PREVIEW_LAYER_NAME = "mutex watershed preview"
 #: The view options, remembered between sessions.
@@ -281,7 +287,7 @@ class PreviewPanel(Container):
             mask=_crop(inputs.mask, region),
             seeds=_crop(inputs.seeds, region),
             meta={"region": region, "layer": layer.name, "parameters": parameters,
-                  "scale": tuple(layer.scale[1:]), "translate": tuple(layer.translate[1:])},
+                  **dict(zip(("scale", "translate"), world_map(placement(layer))))},
         )
         self._shown_status = (f"Preview: computing {' x '.join(map(str, region.shape))} ...",
                               None)

@@ -44,7 +44,7 @@ from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
 from .lifecycle import disconnect_all, stop_with_widget
 from .sections import show_text, wrapping
 from .sweep_table import SweepTable
-from .visible_region import NotVisible, placement
+from .visible_region import NotVisible, placement, world_map
 
 LAYER_PREFIX = "sweep "
 #: Status texts that say why a sweep cannot start: recomputed when the inputs change.
@@ -287,8 +287,7 @@ class SweepPanel(Container):
             seeds=None if seeds is None else _reader(level0(seeds), region.slices),
             shown=region.shown_in_crop,
             origin=region.start,
-            scale=tuple(layer.scale[1:]),
-            translate=tuple(layer.translate[1:]),
+            **dict(zip(("scale", "translate"), world_map(placement(layer)))),
         )
         self._job_number += 1
         self._stop_arrival()

@@ -246,6 +246,19 @@ def _shear_matrix(shear, n: int) -> np.ndarray:
     return full
 
 
+def world_map(placed: dict) -> tuple[tuple, tuple]:
+    """(linear map as rows, translate) taking a voxel index of a layer at ``placed`` (from
+    ``placement``) to napari's world coordinates, as its whole transform does: the affine
+    after translate + rotate @ shear @ scale. For the world positions messages give."""
+    k = len(placed["scale"])
+    affine = np.asarray(placed["affine"], float)
+    outer, shift = affine[:k, :k], affine[:k, k]
+    linear = (np.asarray(placed["rotate"], float) @ np.asarray(placed["shear"], float)
+              @ np.diag(np.asarray(placed["scale"], float)))
+    return (tuple(map(tuple, outer @ linear)),
+            tuple(outer @ np.asarray(placed["translate"], float) + shift))
+
+
 #: What ``apply_placement`` sets: ``units`` are set once, when the layer is made.
 PLACED = ("scale", "translate", "rotate", "shear", "affine")
 

@@ -120,7 +120,8 @@ class SweepInputs:
     ``shown`` (slices of the crop) selects the part whose labels are returned and scored,
     and ``ground_truth`` has the shape of that part (the whole crop without ``shown``).
     ``origin`` (the crop's start in the whole layer) and ``scale``/``translate`` (the
-    layer's) place a bad value's voxel in a message (``InvalidValuesError.at``).
+    layer's: a scale per axis or its whole linear map, ``errors.world_position``) place a
+    bad value's voxel in a message (``InvalidValuesError.at``).
     """
 
     affinities: ArrayOrReader
@@ -129,7 +130,7 @@ class SweepInputs:
     seeds: ArrayOrReader = None
     shown: tuple[slice, ...] | None = None
     origin: tuple[int, ...] | None = None
-    scale: tuple[float, ...] | None = None
+    scale: tuple | None = None
     translate: tuple[float, ...] | None = None
 
 
