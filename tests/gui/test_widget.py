@@ -244,6 +244,47 @@ def test_preview_follows_bias_pan_and_slice(viewer_with_widget, qtbot):
     assert preview_layer(viewer).world_to_data(viewer.dims.point)[0] == pytest.approx(0)
 
 
+def test_a_load_message_stays_while_the_preview_follows_the_view(viewer_with_widget, qtbot,
+                                                                tmp_path, monkeypatch):
+    """'Cannot load' stays while the preview follows a pan: the next preview result wiped
+    it at once (only a failure of the preview's own is over when a preview succeeds)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer, widget = viewer_with_widget
+    viewer.scene.camera.zoom = 4.0
+    widget.preview_panel.preview.value = True
+    first = wait_for_new_result(qtbot, widget)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *args, **kwargs: (str(bad), "")))
+    widget.inputs._load_dialog()
+    message = widget.inputs.message.value
+    assert message.startswith(f"Cannot load {bad}") and widget.inputs.message.visible
+    viewer.scene.camera.center = (0, 80, 90)  # a pan: a new preview, no input changed
+    qtbot.waitUntil(lambda: widget.preview_panel.last_result is not first,
+                    timeout=patience_ms(PREVIEW_SECONDS))
+    assert widget.inputs.message.value == message
+
+
+def test_a_preview_failure_is_over_when_a_preview_succeeds(viewer_with_widget, qtbot):
+    """Its own failure (a NaN in view) the preview clears once the view moves off it."""
+    viewer, widget = viewer_with_widget
+    layer = viewer.layers["affinities"]
+    layer.data = np.array(layer.data)  # a copy: the sample data is shared between tests
+    layer.data[2, 30, 60, 50] = np.nan
+    viewer.dims.set_current_step(1, 30)
+    viewer.scene.camera.zoom = 16.0
+    viewer.scene.camera.center = (0, 60, 50)
+    panel = widget.preview_panel
+    panel.preview.value = True
+    qtbot.waitUntil(lambda: panel.status.value == "Preview failed",
+                    timeout=patience_ms(PREVIEW_SECONDS))
+    assert widget.inputs.message.value.startswith("Preview failed: affinities contain 1 NaN")
+    viewer.scene.camera.center = (0, 20, 105)
+    wait_for_new_result(qtbot, widget)  # (and the message line is empty)
+
+
 def test_newest_request_wins(viewer_with_widget, qtbot):
     viewer, widget = viewer_with_widget
     viewer.scene.camera.zoom = 3.0

@@ -53,6 +53,7 @@ class PreviewPanel(Container):
         self.leading_edge = True
         self._closed = False
         self._request_id = 0
+        self._failure_shown = False  # the inputs' message line shows our failure
         self._last_key = None
         self._last_dispatch = 0.0
         self._shown_status = ("Preview off", None)
@@ -265,7 +266,7 @@ class PreviewPanel(Container):
             self._status(f"Preview: {reason}")
             return
         except ValueError as error:
-            self.problem.emit(str(error))
+            self._show_failure(str(error))
             return
         data = level0(layer)
         crop_key = (inputs.key_of(layer), id(data), region.start, region.stop)
@@ -306,12 +307,16 @@ class PreviewPanel(Container):
                 continue  # overtaken: a newer request is on its way
             self._apply(result)
 
+    def _show_failure(self, text: str) -> None:
+        self._failure_shown = True
+        self.problem.emit(text)
+
     @recorded("preview.apply")
     def _apply(self, result) -> None:
         """Show a result (main thread only)."""
         if result.error is not None:
             self._last_key = None  # let the next event try again
-            self.problem.emit(f"Preview failed: {result.error}")
+            self._show_failure(f"Preview failed: {result.error}")
             self._status("Preview failed", f"Preview failed: {result.error}")
             return
         region = result.meta["region"]
@@ -321,7 +326,7 @@ class PreviewPanel(Container):
         try:
             placed = placement(layer, region.shown_start)
         except ValueError as error:
-            self.problem.emit(str(error))
+            self._show_failure(str(error))
             self._status("Preview failed", str(error))
             return
         metadata = {
@@ -349,7 +354,9 @@ class PreviewPanel(Container):
         if preview.data is not result.labels:
             preview.data = result.labels
         self.last_result = result
-        self.problem.emit(self.inputs.problem)  # (a failure shown before is over)
+        if self._failure_shown:  # over; a message of others (a file not loaded) stays
+            self._failure_shown = False
+            self.problem.emit(self.inputs.problem)
         self._shown_status = (
             f"Preview of {' x '.join(map(str, region.shape))} voxels: "
             f"{result.compute_seconds:.2f} s",
