@@ -207,3 +207,19 @@ def test_from_json_validates():
 def test_defaults_round_trip():
     p = WatershedParameters()
     assert WatershedParameters.from_json(p.to_json()) == p
+
+
+def test_chosen_channels_take_their_offsets_or_are_refused_in_one_line():
+    """Offsets that describe every channel give the chosen ones theirs; a channel the input
+    lacks or one chosen twice is named (it was 'channels selects 3 channels for 6 offsets'
+    or 'offsets contain duplicates', with no offsets typed)."""
+    from napari_mutex_watershed.parameters import offsets_of_channels
+
+    assert offsets_of_channels(OFFSETS_3D, [5, 0], 6) == [OFFSETS_3D[5], OFFSETS_3D[0]]
+    assert offsets_of_channels(OFFSETS_3D[:2], [5, 0], 6) == OFFSETS_3D[:2]  # typed for them
+    assert offsets_of_channels(OFFSETS_3D, None, 6) == OFFSETS_3D
+    with pytest.raises(InvalidInputError, match=r"^channels 7, 9 do not exist: the input has "
+                       r"6 channels \(0 to 5\)$"):
+        offsets_of_channels(OFFSETS_3D, [0, 7, 9], 6)
+    with pytest.raises(ValidationError, match="channels contain duplicates"):
+        WatershedParameters(offsets=OFFSETS_3D[:3], channels=[0, 0, 1])

@@ -64,11 +64,24 @@ def nearest_neighbours(ndim: int) -> list[Offset]:
 def offsets_of_channels(offsets, channels, num_channels: int):
     """The offsets of the selected ``channels`` when ``offsets`` describe every one of the
     input's ``num_channels`` (as stored with it, or a preset); else ``offsets`` as they are
-    (typed for the selection)."""
-    if (channels is not None and len(offsets) == num_channels
-            and all(isinstance(c, int) and 0 <= c < len(offsets) for c in channels)):
-        return [offsets[c] for c in channels]
-    return offsets
+    (typed for the selection; channels that are not distinct whole numbers are refused by
+    the parameters). A channel the input does not have is refused here, in one line."""
+    if (channels is None or len(offsets) != num_channels or len(set(channels)) != len(channels)
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                       for c in channels)):
+        return offsets
+    check_channels_exist(channels, num_channels)
+    return [offsets[c] for c in channels]
+
+
+def check_channels_exist(channels, num_channels: int) -> None:
+    """Refuse, in one line, chosen channels the input does not have."""
+    missing = [c for c in channels or () if c >= num_channels]
+    if missing:
+        raise InvalidInputError(
+            f"channel{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            f"{'do' if len(missing) > 1 else 'does'} not exist: the input has {num_channels} "
+            f"channels (0 to {num_channels - 1})")
 
 
 def offsets_text(offsets) -> str:
@@ -183,6 +196,8 @@ class WatershedParameters(BaseModel):
     def _check_channels(cls, channels: list[int] | None) -> list[int] | None:
         if channels is not None and any(c < 0 for c in channels):
             raise ValueError("channel indices must be >= 0")
+        if channels is not None and len(set(channels)) != len(channels):
+            raise ValueError("channels contain duplicates")
         return channels
 
     @model_validator(mode="after")

@@ -391,12 +391,13 @@ def test_cannot_run_is_recomputed_when_the_inputs_change(viewer_with_widget):
     panel, fields = widget.full_run, widget.inputs.fields
     fields["channels"].value = "0, 1, 2, 3, 4, 9"
     assert not panel.start() and panel.last_job is None
-    assert panel.run_status.value.startswith("Cannot run: Channels [9] do not exist")
-    fields["bias"].value = "0.5, 0.6"  # another problem: the text follows
+    assert panel.run_status.value == (
+        "Cannot run: channel 9 does not exist: the input has 6 channels (0 to 5)")
+    fields["bias"].value = "0.5, 0.6"
+    fields["channels"].value = "0, 1, 2, 3"  # another problem: the text follows
     assert panel.run_status.value.startswith("Cannot run: ")
-    assert "bias has 2 values for 6 offsets" in panel.run_status.value
-    fields["bias"].value = ""
-    fields["channels"].value = "0, 1, 2, 3"  # with the layer's offsets of those: fine
+    assert "bias has 2 values for 4 offsets" in panel.run_status.value
+    fields["bias"].value = ""  # the layer's offsets of those channels: nothing wrong
     assert panel.run_status.value == "Ready to run."
     assert panel.run_status.tooltip == panel.run_status.value
 

@@ -118,10 +118,39 @@ def test_chosen_channels_take_the_layers_offsets_for_them(viewer_with_widget, qt
     assert widget.inputs.parameters() == WatershedParameters(offsets=chosen,
                                                              channels=[0, 1, 2, 4])
     check_first_preview(qtbot, viewer, widget)
+    widget.inputs.fields["channels"].value = "0, 1, 7"
+    assert widget.inputs.message.value == (
+        "channel 7 does not exist: the input has 6 channels (0 to 5)")
     widget.inputs.offsets_source.value = OFFSETS_CUSTOM
     widget.inputs.offsets_text.value = "1,0,0; 0,1,0; 0,0,1; 0,9,0"
+    widget.inputs.fields["channels"].value = "0, 1, 2, 4"
     assert widget.inputs.parameters().offsets == chosen
     assert widget.inputs.message.value == ""
+
+
+def test_loaded_channels_keep_the_layers_offsets(viewer_with_widget, tmp_path):
+    """Saved with channels 0, 1, 2 and loaded again, the offsets stay the layer's (they
+    turned 'custom', and channels 3, 4, 5 chosen next silently took (1,0,0), (0,1,0),
+    (0,0,1)); a file naming channels and no offsets loads as the command takes it (it was
+    'channels selects 3 channels for 6 offsets')."""
+    from napari_mutex_watershed.gui.parameter_widgets import OFFSETS_FROM_LAYER
+
+    _viewer, widget = viewer_with_widget
+    inputs = widget.inputs
+    inputs.fields["channels"].value = "0, 1, 2"
+    inputs.save_parameters(tmp_path / "first.json")
+    inputs.reset_parameters()
+    inputs.load_parameters(tmp_path / "first.json")
+    assert inputs.offsets_source.value == OFFSETS_FROM_LAYER
+    inputs.fields["channels"].value = "3, 4, 5"
+    assert inputs.parameters().offsets == list(OFFSETS_3D[3:])
+    (tmp_path / "channels.json").write_text(json.dumps({"channels": [3, 4, 5],
+                                                        "bias": [0.3, 0.4, 0.5]}))
+    inputs.reset_parameters()
+    inputs.load_parameters(tmp_path / "channels.json")
+    assert inputs.parameters() == WatershedParameters(offsets=OFFSETS_3D[3:],
+                                                      channels=[3, 4, 5], bias=[0.3, 0.4, 0.5])
+    assert inputs.offsets_source.value == OFFSETS_FROM_LAYER and inputs.message.value == ""
 
 
 def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manager, qtbot):

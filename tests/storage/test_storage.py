@@ -105,7 +105,7 @@ def test_a_bias_per_offset_is_checked_against_the_array_s_offsets(tmp_path, smal
         parameters_for(opened, WatershedParameters(bias=[0.5] * 6))
     with pytest.raises(InvalidInputError, match="has 3 channels but there are 6 offsets"):
         parameters_for(opened, WatershedParameters(offsets=offsets))
-    with pytest.raises(InvalidInputError, match="channel 3 selected but there are 3"):
+    with pytest.raises(InvalidInputError, match="channel 3 does not exist: the input has 3"):
         parameters_for(opened, WatershedParameters(offsets=offsets[:3], channels=[0, 1, 3]))
     with pytest.raises(InvalidInputError, match="the affinities are 3D but the offsets are 2D"):
         parameters_for(opened, WatershedParameters(offsets=[(1, 0), (0, 1), (2, 2)]))

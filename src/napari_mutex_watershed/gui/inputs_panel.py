@@ -22,8 +22,11 @@ from ..parameters import (
     OFFSETS_2D,
     OFFSETS_3D,
     WatershedParameters,
+    as_parameters,
+    check_channels_exist,
     default_offsets,
     offsets_of_channels,
+    read_parameters_file,
     validation_problems,
 )
 from .callback_time import recorded
@@ -194,9 +197,18 @@ class InputsPanel:
             )
         return list(OFFSETS_3D), ""
 
+    def offsets_for(self, channels, source: str | None = None) -> list[tuple[int, ...]]:
+        """The offsets in force for ``channels``: the layer's or a preset's describe every
+        channel of the layer, so those of the chosen ones; typed ones are for the chosen."""
+        offsets = self.resolved_offsets(source)[0]
+        layer = self.affinities.value
+        if (source or self.offsets_source.value) == OFFSETS_CUSTOM or layer is None:
+            return offsets
+        return offsets_of_channels(offsets, channels, int(level0(layer).shape[0]))
+
     def parameters(self) -> WatershedParameters:
         """The parameters the controls describe; raises ValueError if they are invalid."""
-        values: dict[str, Any] = {"offsets": self.resolved_offsets()[0]}
+        values: dict[str, Any] = {}
         for name, widget in self.fields.items():
             value = widget.value
             if isinstance(widget, LineEdit):
@@ -205,11 +217,7 @@ class InputsPanel:
                 except ValueError:
                     raise ValueError(f"{widget.label}: cannot read {widget.value!r}") from None
             values[name] = value
-        layer = self.affinities.value
-        if self.offsets_source.value != OFFSETS_CUSTOM and layer is not None:
-            # the layer's (or a preset's) offsets describe all its channels: those chosen
-            values["offsets"] = offsets_of_channels(values["offsets"], values.get("channels"),
-                                                    int(level0(layer).shape[0]))
+        values["offsets"] = self.offsets_for(values.get("channels"))
         try:
             return WatershedParameters(**values)
         except ValidationError as error:
@@ -235,10 +243,14 @@ class InputsPanel:
         self.offsets_text.value = format_offsets(parameters.offsets)
 
     def set_parameters(self, parameters: WatershedParameters) -> None:
-        """Show ``parameters`` in the controls (offsets: 'custom' unless they match)."""
+        """Show ``parameters`` in the controls (offsets: 'custom' unless they are the layer's,
+        or the layer's of the channels chosen)."""
         with self.loading():
-            current, _ = self.resolved_offsets(OFFSETS_FROM_LAYER)
-            if list(parameters.offsets) != list(current):
+            try:
+                current = self.offsets_for(parameters.channels, OFFSETS_FROM_LAYER)
+            except ValueError:  # channels the layer does not have: the check says so
+                current = None
+            if current is None or list(parameters.offsets) != list(current):
                 self.offsets_source.value = OFFSETS_CUSTOM
             self.show_values(parameters)
         self._on_changed()
@@ -252,8 +264,12 @@ class InputsPanel:
         self.parameters().save(path)
 
     def load_parameters(self, path) -> None:
-        """A file that names no offsets keeps those in force (the layer's, a preset or typed)."""
-        self.set_parameters(WatershedParameters.load(path, self.resolved_offsets()[0]))
+        """A file that names no offsets keeps those in force (the layer's, a preset or typed;
+        of the first two, those of the channels it chooses), as the command does."""
+        values = read_parameters_file(path)
+        chosen = values.get("channels") if isinstance(values, dict) else None
+        self.set_parameters(as_parameters(values, f"parameters file {path}",
+                                          self.offsets_for(chosen)))
 
     def _save_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -307,9 +323,10 @@ class InputsPanel:
                           f"{spatial} spatial axes (shape {tuple(data.shape)}).")
         channels = int(data.shape[0])
         if parameters.channels is not None:
-            bad = [c for c in parameters.channels if c >= channels]
-            if bad:
-                return None, f"Channels {bad} do not exist: '{layer.name}' has {channels}."
+            try:
+                check_channels_exist(parameters.channels, channels)
+            except ValueError as error:
+                return None, str(error)
         elif channels != len(parameters.offsets):
             return None, (
                 f"'{layer.name}' has {channels} channels but there are "

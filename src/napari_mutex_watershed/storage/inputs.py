@@ -452,6 +452,7 @@ def parameters_for(affinities: Affinities, parameters):
     from ..parameters import (
         WatershedParameters,
         as_parameters,
+        check_channels_exist,
         default_offsets,
         nearest_neighbours,
         offsets_of_channels,
@@ -481,9 +482,7 @@ def parameters_for(affinities: Affinities, parameters):
             f"{affinities.path} has {channels} channels but {given}: give one offset per "
             f"channel (e.g. {offsets_text(nearest_neighbours(ndim))} for nearest "
             "neighbours), or select channels")
-    if parameters.channels is not None and max(parameters.channels) >= channels:
-        raise InvalidInputError(
-            f"channel {max(parameters.channels)} selected but there are {channels}")
+    check_channels_exist(parameters.channels, channels)
     if assumed:
         logger.warning("%s: no offsets stored: assumed the %dD defaults %s", affinities.path,
                        ndim, offsets_text(parameters.offsets))
