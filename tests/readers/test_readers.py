@@ -282,28 +282,31 @@ def test_labels_written_into_an_image_are_listed_by_it(tmp_path, version):
     assert label["source"] == {"image": "../../"}
 
 
-def test_labels_of_fractional_micrometre_input_overlay_it_in_every_reader(tmp_path):
+UM = ("micrometer",) * 3
+LIGHT = {  # scale, translation, units of the image's axes; the funlib geometry of its labels
+    "0.1625 um": ((0.5, 0.1625, 0.1625), (1.0, 0.325, 0.325), UM,
+                  ((500000, 162500, 162500), (1000000, 325000, 325000))),
+    "not whole picometres": ((0.3, 0.10833333333, 0.10833333333), (0.6, 0.2, 0.2), UM,
+                             ((1, 1, 1), (0, 0, 0))),
+    "no unit": ((0.3, 0.10833333333, 0.10833333333), (0.6, 0.2, 0.2), (None,) * 3,
+                ((1, 1, 1), (0, 0, 0))),
+}
+
+
+@pytest.mark.parametrize("case", list(LIGHT))
+def test_labels_of_fractional_input_overlay_it_in_every_reader(tmp_path, case):
     """Light microscopy: an OME-Zarr image in 0.1625 um voxels. The run's geometry is whole
-    picometres (funlib needs integers), but the labels' OME scale is in the image's own
-    micrometres: napari-ome-zarr and this plugin's reader put image and labels at one scale
-    and translation (the labels were a million times larger in napari-ome-zarr)."""
+    picometres (funlib needs integers), or voxels where no whole number fits, but the
+    labels' OME scale is the image's own: napari-ome-zarr and this plugin's reader put image
+    and labels at one scale and translation (they were a million times larger in
+    napari-ome-zarr, or at scale 1 where no whole number fitted)."""
     from funlib.persistence import open_ds
     from napari_ome_zarr import napari_get_reader as ome_reader
 
     from napari_mutex_watershed.gui.reader import napari_get_reader
-    from napari_mutex_watershed.synthetic import sample_volume
 
-    affinities, _, offsets = sample_volume((8, 24, 24), seed=2)
-    image = tmp_path / "light.ome.zarr"
-    root = zarr.open_group(str(image), mode="w")
-    root.create_array("s0", data=affinities, chunks=(6, 8, 12, 12))
-    root.attrs["offsets"] = [list(o) for o in offsets]
-    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": "c", "type": "channel"}] + [
-            {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-        "datasets": [{"path": "s0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1, 0.5, 0.1625, 0.1625]},
-            {"type": "translation", "translation": [0, 1.0, 0.325, 0.325]}]}]}]}
+    scale, translation, units, (voxel_size, offset) = LIGHT[case]
+    image = _light_image(tmp_path, scale, translation, units)
     labels = image / "labels/mws"
     run_segment(image, labels)
 
@@ -312,17 +315,43 @@ def test_labels_of_fractional_micrometre_input_overlay_it_in_every_reader(tmp_pa
         for path in (image, labels):
             # napari-ome-zarr opens the image with its labels: the one asked for
             _, kwargs, _ = reader(str(path))(str(path))[0 if path == image else -1]
-            spatial = slice(-3, None)
-            geometry[name, path.name] = (tuple(kwargs["scale"])[spatial],
-                                         tuple(kwargs.get("translate") or (0, 0, 0))[spatial],
-                                         tuple(kwargs["units"])[spatial])
-    assert geometry["ours", "light.ome.zarr"] == (
-        (0.5, 0.1625, 0.1625), (1.0, 0.325, 0.325), ("micrometer",) * 3)
-    assert geometry["ours", "mws"] == geometry["ours", "light.ome.zarr"]
-    assert geometry["napari-ome-zarr", "mws"][0::2] == (
-        geometry["napari-ome-zarr", "light.ome.zarr"][0::2])
-    assert geometry["napari-ome-zarr", "mws"][0] == (0.5, 0.1625, 0.1625)
-    # funlib reads whole picometres of the same place
-    level0 = open_ds(str(labels / "0"))
-    assert tuple(level0.voxel_size) == (500000, 162500, 162500)
-    assert tuple(level0.offset) == (1000000, 325000, 325000)
+            geometry[name, path.name] = (tuple(kwargs["scale"])[-3:],
+                                         tuple(kwargs.get("translate") or (0, 0, 0))[-3:],
+                                         tuple(kwargs.get("units") or (None,) * 3)[-3:])
+    assert geometry["ours", image.name] == (scale, translation, units)
+    assert geometry["ours", "mws"] == geometry["ours", image.name]
+    assert geometry["napari-ome-zarr", "mws"][0::2] == (scale, units)
+    assert geometry["napari-ome-zarr", image.name][0::2] == (scale, units)
+    level0 = open_ds(str(labels / "0"))  # funlib: whole numbers of the same place
+    assert (tuple(level0.voxel_size), tuple(level0.offset)) == (voxel_size, offset)
+
+
+def test_mixed_units_are_shown_in_one(tmp_path):
+    """z in nanometres, y and x in micrometres: napari does not convert between units, so
+    image and labels are shown in picometres, in proportion (z was 3000 times too thick)."""
+    from napari_mutex_watershed.gui.reader import napari_get_reader
+
+    image = _light_image(tmp_path, (500, 0.1625, 0.1625), (0, 0, 0),
+                         ("nanometer", "micrometer", "micrometer"))
+    run_segment(image, image / "labels/mws")
+    for path in (image, image / "labels/mws"):
+        ((_, kwargs, _),) = napari_get_reader(str(path))(str(path))
+        assert tuple(kwargs["scale"])[-3:] == (500000, 162500, 162500)
+        assert tuple(kwargs["units"])[-3:] == ("picometer",) * 3
+
+
+def _light_image(folder, scale, translation, units):
+    from napari_mutex_watershed.synthetic import sample_volume
+
+    affinities, _, offsets = sample_volume((8, 24, 24), seed=2)
+    image = folder / "light.ome.zarr"
+    root = zarr.open_group(str(image), mode="w")
+    root.create_array("s0", data=affinities, chunks=(6, 8, 12, 12))
+    root.attrs["offsets"] = [list(o) for o in offsets]
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": n, "type": "space", **({"unit": u} if u else {})} for n, u in zip("zyx", units)]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+        {"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, *scale]},
+            {"type": "translation", "translation": [0, *translation]}]}]}]}
+    return image

@@ -167,11 +167,12 @@ def _read_volume(path: Path) -> tuple:
         attrs.update(_attributes(path if _kind(path) == "ome" else path.parent, "ome"))
     # the image's name, not its level's ("labels", not "0")
     name = path.name if _kind(path) != "array" or volume.kind != "ome-zarr" else path.parent.name
-    # in the file's own units, as other readers (napari-ome-zarr) place its layers
+    # in the file's own terms, as other readers (napari-ome-zarr) place its layers
+    stored = volume.file_geometry()
     return _layer_tuple(levels if len(levels) > 1 else levels[0], attrs,
-                        volume.as_stored(volume.voxel_size), volume.as_stored(volume.offset),
+                        stored.sizes(volume.voxel_size), stored.positions(volume.offset),
                         volume.axis_names, name=name, path=path, multiscale=len(levels) > 1,
-                        units=tuple(volume.stored_units or volume.units))
+                        units=stored.units)
 
 
 def _read_container(path: Path) -> list[tuple]:

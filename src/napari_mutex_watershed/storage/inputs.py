@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,10 +50,25 @@ PICOMETRES = {"picometer": 1, "pm": 1, "angstrom": 100, "nanometer": 1000, "nm":
               "millimeter": 10**9, "mm": 10**9}
 
 
-def in_units(values, units, to_units) -> tuple[float, ...]:
-    """Lengths in ``units`` expressed in ``to_units`` (the same units: unchanged)."""
-    return tuple(float(v) if u == t else v * PICOMETRES[u] / PICOMETRES[t]
-                 for v, u, t in zip(values, units, to_units))
+@dataclass(frozen=True)
+class FileGeometry:
+    """The geometry as the file states it, where a ``Volume``'s whole numbers differ from it
+    (fractions converted to nm or pm, or unit voxels at the origin where no whole numbers
+    could be made): per axis, a position ``p`` of the volume is ``factor * p + shift`` in the
+    file's ``units``, a size ``s`` is ``factor * s``. Layers and the output's OME scales use
+    it, so that they overlay what other readers open from the same file."""
+
+    factor: tuple[Fraction | float, ...]  # a unit conversion is an exact ratio
+    shift: tuple[float, ...]
+    units: tuple[str, ...]
+
+    def sizes(self, values) -> tuple[float, ...]:
+        return self.positions(values, (0.0,) * len(self.shift))
+
+    def positions(self, values, shift=None) -> tuple[float, ...]:
+        """Exact arithmetic, one rounding: 162500 pm is 0.1625 um, not 0.16249999999999998."""
+        return tuple(float(Fraction(f) * Fraction(float(v)) + Fraction(float(s)))
+                     for f, v, s in zip(self.factor, values, shift or self.shift))
 
 
 @dataclass
@@ -69,14 +85,14 @@ class Volume:
     kind: str  # "zarr", "ome-zarr", "n5" or "hdf5"
     levels: list = field(default_factory=list)  # every level of a pyramid, level 0 first
     note: str | None = None
-    #: The length units the file states its geometry in, when fractions of them were
-    #: converted to whole nanometres or picometres (``units``); else None.
-    stored_units: list[str] | None = None
+    #: The geometry as the file states it, where it is not ``voxel_size``/``offset``/
+    #: ``units`` themselves.
+    stored: FileGeometry | None = None
 
-    def as_stored(self, values) -> tuple[float, ...]:
-        """World values (voxel size, offset) in the file's own units: a layer or an output's
-        OME scale in them overlays what other readers open from the same file."""
-        return in_units(values, self.units, self.stored_units or self.units)
+    def file_geometry(self) -> FileGeometry:
+        """How this volume's world values read in the file's own terms."""
+        n = len(self.voxel_size)
+        return self.stored or FileGeometry((1.0,) * n, (0.0,) * n, tuple(self.units))
 
     @property
     def channel_dims(self) -> int:
@@ -173,10 +189,10 @@ def _integral(values) -> tuple[int, ...] | None:
 
 
 def _world_geometry(scale, translation, units):
-    """Integer voxel size and offset for funlib, their units and the units stored (None
-    unless converted): as stored when integral, else converted to nanometres when the unit
-    is a length, or to picometres where nanometres are fractions (light microscopy's
-    0.1625 um is 162.5 nm, 162500 pm), else None."""
+    """Integer voxel size and offset for funlib, their units and the file's geometry (None
+    unless converted, ``FileGeometry``): as stored when integral, else converted to
+    nanometres when the unit is a length, or to picometres where nanometres are fractions
+    (light microscopy's 0.1625 um is 162.5 nm, 162500 pm), else None."""
     voxel_size, offset = _integral(scale), _integral(translation)
     if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
         return voxel_size, offset, list(units), None
@@ -186,7 +202,13 @@ def _world_geometry(scale, translation, units):
             voxel_size = _integral([s * f for s, f in zip(scale, factors)])
             offset = _integral([t * f for t, f in zip(translation, factors)])
             if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
-                return voxel_size, offset, [unit] * len(units), list(units)
+                # one unit on every axis: shown in it (napari does not convert between
+                # units, so mixed ones stay in the common one, whose proportions are right)
+                stored = FileGeometry(tuple(Fraction(PICOMETRES[unit], PICOMETRES[u])
+                                            for u in units),
+                                      (0.0,) * len(units), tuple(units)) if len(
+                    set(units)) == 1 else None
+                return voxel_size, offset, [unit] * len(units), stored
     return None
 
 
@@ -253,7 +275,7 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
     stored = (voxel_size or [1] * n_spatial, offset or [0] * n_spatial)
     units = [str(u) for u in units] if units and len(units) == n_spatial else [""] * n_spatial
     voxel_size, offset = _integral(stored[0]), _integral(stored[1])
-    stored_units = None
+    in_file = None
     if voxel_size is None or offset is None:
         world = _world_geometry(*stored, units)
         if world is None:
@@ -264,8 +286,8 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
                                               "it stores no unit for each of its axes")
                 + " to convert them to whole nanometres; store whole numbers, or units such as "
                 "\"nm\" or \"um\"")
-        voxel_size, offset, units, stored_units = world
-    return axis_names, voxel_size, offset, units, note, stored_units
+        voxel_size, offset, units, in_file = world
+    return axis_names, voxel_size, offset, units, note, in_file
 
 
 def _ome_geometry(group: Path, attrs: dict, level: int):
@@ -290,12 +312,17 @@ def _ome_geometry(group: Path, attrs: dict, level: int):
     spatial_units = [units[i] or "" for i in spatial]
     world = _world_geometry(scale[spatial], translation[spatial], spatial_units)
     note = None
-    if world is None:
-        note = (f"OME scale {list(scale[spatial])} and translation "
-                f"{list(translation[spatial])} are not whole numbers: used voxel size 1, offset 0")
-        world = ((1,) * len(spatial), (0,) * len(spatial), spatial_units, None)
-    voxel_size, offset, spatial_units, stored_units = world
-    return axis_names, voxel_size, offset, spatial_units, note, stored_units
+    if world is None:  # computed in voxels; layers and outputs keep the file's scale
+        note = (f"OME scale ({', '.join(f'{v:g}' for v in scale[spatial])}) and translation "
+                f"({', '.join(f'{v:g}' for v in translation[spatial])}) are not whole numbers"
+                + ("" if all(spatial_units) else " and have no unit")
+                + ": computed in voxels (voxel size 1, offset 0)")
+        world = ((1,) * len(spatial), (0,) * len(spatial), spatial_units,
+                 FileGeometry(tuple(float(v) for v in scale[spatial]),
+                              tuple(float(v) for v in translation[spatial]),
+                              tuple(spatial_units)))
+    voxel_size, offset, spatial_units, stored = world
+    return axis_names, voxel_size, offset, spatial_units, note, stored
 
 
 # ---------------------------------------------------------------------------- opening
@@ -334,18 +361,18 @@ def _open_zarr(location: Path, role: str) -> Volume:
         raise InvalidInputError(f"cannot open {location} as a zarr array: {error}") from None
     array_attrs = dict(data.attrs)
     if group is not None:
-        axis_names, voxel_size, offset, units, note, stored_units = _ome_geometry(
+        axis_names, voxel_size, offset, units, note, stored = _ome_geometry(
             group, group_attrs, level)
         merged = {k: v for k, v in group_attrs.items() if k not in ("ome", "multiscales")}
         merged.update(array_attrs)
         return Volume(group / paths[level], data, axis_names, voxel_size, offset, units,
-                      merged, "ome-zarr", levels[level:], note, stored_units)
+                      merged, "ome-zarr", levels[level:], note, stored)
     dimension_names = getattr(data.metadata, "dimension_names", None)
-    axis_names, voxel_size, offset, units, note, stored_units = _from_attributes(
+    axis_names, voxel_size, offset, units, note, stored = _from_attributes(
         location, data.shape, array_attrs, reverse=False, role=role,
         dimension_names=dimension_names)
     return Volume(location, data, axis_names, voxel_size, offset, units, array_attrs, "zarr",
-                  [data], note, stored_units)
+                  [data], note, stored)
 
 
 def _open_n5(location: Path, role: str) -> Volume:

@@ -22,7 +22,7 @@ import zarr
 from ..attributes import PARAMETERS_ATTR
 from ..errors import InvalidInputError, OutputExistsError
 from ..parameters import WatershedParameters
-from .inputs import Affinities, in_units
+from .inputs import Affinities, FileGeometry
 from .levels import labels_level0
 from .paths import (
     DEFAULT_INPUT,
@@ -209,24 +209,25 @@ def _ome_unit(unit: str) -> str | None:
 
 
 def ome_metadata(name: str, axis_names, voxel_size, offset, units, factors, zarr_format: int,
-                 source_image: str | None = None, ome_units=None) -> dict:
+                 source_image: str | None = None, stored: FileGeometry | None = None) -> dict:
     """The group attributes of OME-Zarr labels: multiscales (0.5 under "ome" on zarr v3, 0.4
     on v2) and image-label. A level's voxel is the window of level 0 voxels it summarises,
-    so its translation is the window's centre. ``ome_units``: lengths to state the scales
-    in instead of ``units`` (the input's own)."""
+    so its translation is the window's centre. ``stored``: the input file's own terms, to
+    state the scales in (``Volume.stored``)."""
     version = "0.5" if zarr_format == 3 else "0.4"
-    ome_units = list(ome_units or units)
+    n = len(voxel_size)
+    stored = stored or FileGeometry((1.0,) * n, (0.0,) * n, tuple(units))
     axes = []
-    for axis, unit in zip(axis_names, ome_units):
+    for axis, unit in zip(axis_names, stored.units):
         entry = {"name": axis, "type": "space"}
         if _ome_unit(unit):
             entry["unit"] = _ome_unit(unit)
         axes.append(entry)
     datasets = []
     for i, factor in enumerate(factors):
-        scale = in_units([v * f for v, f in zip(voxel_size, factor)], units, ome_units)
-        translation = in_units([o + v * (f - 1) / 2 for o, v, f in
-                                zip(offset, voxel_size, factor)], units, ome_units)
+        scale = stored.sizes([v * f for v, f in zip(voxel_size, factor)])
+        translation = stored.positions([o + v * (f - 1) / 2 for o, v, f in
+                                        zip(offset, voxel_size, factor)])
         datasets.append({"path": str(i), "coordinateTransformations": [
             {"type": "scale", "scale": scale},
             {"type": "translation", "translation": translation}]})
@@ -242,12 +243,13 @@ def ome_metadata(name: str, axis_names, voxel_size, offset, units, factors, zarr
 
 def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, offset, units,
                         chunk_shape, attributes: dict, overwrite: bool,
-                        zarr_format: int | None = None, ome_units=None) -> Path:
+                        zarr_format: int | None = None,
+                        stored: FileGeometry | None = None) -> Path:
     """An OME-Zarr labels image: a group with every pyramid level created (level 0 to be
     written blockwise, the others by the pyramid step). Provenance ``attributes`` go on the
     group (OME readers, napari) and on level 0 (funlib, the blockwise job). Level 0's funlib
-    geometry is whole ``units``; the OME scales may be in other ``ome_units`` (an input's
-    fractional micrometres: OME readers then overlay the labels on the input)."""
+    geometry is whole ``units``; the OME scales are in the input file's own terms,
+    ``stored`` (fractional micrometres: OME readers then overlay the labels on the input)."""
     location = array_path(path, DEFAULT_OUTPUT)
     container, dataset = split_path(path, DEFAULT_OUTPUT)
     zarr_format = output_format(path, zarr_format)
@@ -259,7 +261,7 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
     parent = dataset.rsplit("/", 1)[0] if "/" in dataset else ""
     in_labels_group = parent.split("/")[-1] == LABELS_GROUP
     metadata = ome_metadata(location.name, axis_names, voxel_size, offset, units, factors,
-                            zarr_format, "../../" if in_labels_group else None, ome_units)
+                            zarr_format, "../../" if in_labels_group else None, stored)
     write_group(location, zarr_format, {**metadata, **attributes})
     for i, factor in enumerate(factors):
         level = level_shape(shape, factor)
@@ -306,7 +308,7 @@ def prepare_labels(
         tuple(source.voxel_size),
         tuple(o + r * v for o, r, v in zip(source.offset, roi_offset, source.voxel_size)),
         list(source.units), chunk_shape or tuple(min(64, s) for s in shape), attributes,
-        overwrite, zarr_format, source.stored_units)
+        overwrite, zarr_format, source.stored)
     return labels_level0(location)
 
 
