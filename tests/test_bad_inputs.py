@@ -88,6 +88,21 @@ def earlier_output(folder):
     assert done.returncode == 0, done.stderr
 
 
+def ome_image(path, nan=False):
+    """An OME-Zarr 0.5 affinities image (one level, offsets stored), a NaN in it if asked."""
+    affinities, _, offsets = sample_volume(SHAPE, seed=1)
+    if nan:
+        affinities[2, 3, 4, 5] = np.nan
+    root = zarr.open_group(str(path), mode="w")
+    root.create_array("s0", data=affinities, chunks=affinities.shape)
+    root.attrs["offsets"] = [list(o) for o in offsets]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}] + [{"name": n, "type": "space"}
+                                                      for n in "zyx"],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 1, 1]}]}]}]}
+
+
 def foreign_folder(folder):
     (folder / "in.zarr/notes").mkdir()
     (folder / "in.zarr/notes/readme.txt").write_text("mine")
@@ -138,6 +153,13 @@ CASES = [
     Case("output is a level of an earlier output", [*SEGMENT, "o.zarr/labels/0", "--overwrite"],
          r"the output o.zarr/labels/0 is a level of the OME-Zarr image o.zarr/labels: name the "
          r"image itself", make=earlier_output),
+    Case("output inside an earlier output", [*SEGMENT, "o.zarr/labels/inner"],
+         r"^error: the output o.zarr/labels/inner lies inside the labels image o.zarr/labels, "
+         r"which it would break: choose a place outside it$", make=earlier_output),
+    Case("output is an image's labels group", ["segment", "image.zarr", "image.zarr/labels"],
+         r"^error: the output image.zarr/labels is the labels group of the OME-Zarr image "
+         r"image.zarr, which lists the image's labels: write into it \(image.zarr/labels/"
+         r"<name>\)$", make=lambda folder: ome_image(folder / "image.zarr")),
     Case("output is a foreign folder", [*SEGMENT, "in.zarr/notes", "--overwrite"],
          r"in.zarr/notes exists and is not an output", make=foreign_folder),
     # shapes and offsets, before any worker starts
@@ -310,3 +332,18 @@ def test_bad_input_gets_one_line_and_loses_nothing(case, clean, tmp_path):
     if "(log: " not in lines[0]:  # refused before a job started: nothing left behind either
         assert not set(after) - set(before), sorted(set(after) - set(before))
         assert set(tmp_path.glob("*.mutex_watershed")) == work_folders
+
+
+def test_a_run_refused_for_its_values_lists_no_label_on_the_image(tmp_path):
+    """An image's labels group lists labels once they are complete: a run refused for a NaN
+    left an empty label listed with the image, which OME viewers then showed."""
+    ome_image(tmp_path / "image.zarr", nan=True)
+    result = cli("segment", "image.zarr", "image.zarr/labels/mws", cwd=tmp_path)
+    assert result.returncode == 1 and "contain 1 NaN" in result.stderr, result.stderr
+    listed = zarr.open_group(str(tmp_path / "image.zarr/labels")).attrs.get("ome", {})
+    assert "mws" not in listed.get("labels", []), listed
+    ome_image(tmp_path / "image.zarr")  # fixed: the same command lists it
+    result = cli("segment", "image.zarr", "image.zarr/labels/mws", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = zarr.open_group(str(tmp_path / "image.zarr/labels")).attrs["ome"]["labels"]
+    assert listed == ["mws"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .attributes import OUR_ATTRIBUTE_PREFIX
 from .errors import UnsafeOutputError
-from .storage.paths import level_paths, zarr_node
+from .storage.paths import CONTAINER_SUFFIXES, LABELS_GROUP, level_paths, zarr_node
 
 
 def _carries_our_names(attributes: dict) -> bool:
@@ -61,12 +61,28 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
             "arrays beside one), so it is never replaced: choose another output")
 
 
-def check_not_a_level(output: str | Path) -> None:
-    """Refuse an output that is a level of an OME-Zarr image (``out.zarr/labels/0``): a
-    labels image written there would nest inside the image and break both."""
+def check_output_place(output: str | Path) -> None:
+    """Refuse a place where labels written would break an OME-Zarr image or an earlier
+    output, whatever is there now: a level of an image (``out.zarr/labels/0``), the labels
+    group of an image itself (``image.zarr/labels``, which lists its labels), or anywhere
+    inside a labels image (an earlier output, ``seg/inner``)."""
     target = Path(output)
     kind, attributes = zarr_node(target.parent)
     if kind == "group" and target.name in level_paths(attributes):
         raise UnsafeOutputError(
             f"the output {output} is a level of the OME-Zarr image {target.parent}: name the "
             f"image itself ({target.parent}), or another output")
+    if kind == "group" and level_paths(attributes) and target.name == LABELS_GROUP:
+        raise UnsafeOutputError(
+            f"the output {output} is the labels group of the OME-Zarr image {target.parent}, "
+            f"which lists the image's labels: write into it ({output}/<name>)")
+    for parent in target.parents:
+        kind, attributes = zarr_node(parent)
+        if kind == "group" and level_paths(attributes) and (
+                "image-label" in {**attributes, **(attributes.get("ome") or {})}
+                or is_ours(parent)):
+            raise UnsafeOutputError(
+                f"the output {output} lies inside the labels image {parent}, which it would "
+                "break: choose a place outside it")
+        if parent.suffix in CONTAINER_SUFFIXES:
+            return  # the container's root: nothing above belongs to it

@@ -458,6 +458,18 @@ def test_an_output_the_job_would_refuse_is_refused_before_any_dialog(
     panel.output.value = str(tmp_path / "o.n5/labels")
     assert not panel.start()
     assert "outputs are written into a .zarr container" in panel.run_status.value
+    # places the job refuses whatever is there: said at once, before a dialog (a level was
+    # offered for replacing first; a lock's name failed after the job started)
+    from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr
+
+    segment_blockwise_zarr(source, tmp_path / "v.zarr/seg", widget.inputs.parameters(),
+                           progress="none")
+    for name, refusal in (("seg/0", "is a level of the OME-Zarr image"),
+                          ("seg/inner", "lies inside the labels image"),
+                          ("seg.lock", "would keep its run files where another output's lock")):
+        panel.output.value = str(tmp_path / "v.zarr" / name)
+        assert not panel.start() and refusal in panel.run_status.value, name
+    assert asked == [] and panel.last_job is None
     np.testing.assert_array_equal(zarr.open_array(str(source))[...], affinities)
 
 

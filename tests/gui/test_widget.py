@@ -296,8 +296,12 @@ def test_a_load_message_stays_while_the_preview_follows_the_view(viewer_with_wid
     assert widget.inputs.message.value == message
 
 
-def test_a_preview_failure_is_over_when_a_preview_succeeds(viewer_with_widget, qtbot):
-    """Its own failure (a NaN in view) the preview clears once the view moves off it."""
+def test_a_preview_failure_is_over_when_a_preview_succeeds(viewer_with_widget, qtbot,
+                                                            tmp_path, monkeypatch):
+    """Its own failure (a NaN in view) the preview clears once the view moves off it; not a
+    message shown after it (a file not loaded), which it wiped."""
+    from qtpy.QtWidgets import QFileDialog
+
     viewer, widget = viewer_with_widget
     layer = viewer.layers["affinities"]
     layer.data = np.array(layer.data)  # a copy: the sample data is shared between tests
@@ -311,7 +315,31 @@ def test_a_preview_failure_is_over_when_a_preview_succeeds(viewer_with_widget, q
                     timeout=patience_ms(PREVIEW_SECONDS))
     assert widget.inputs.message.value.startswith("Preview failed: affinities contain 1 NaN")
     viewer.scene.camera.center = (0, 20, 105)
-    wait_for_new_result(qtbot, widget)  # (and the message line is empty)
+    shown = wait_for_new_result(qtbot, widget)  # (and the message line is empty)
+
+    viewer.scene.camera.center = (0, 60, 50)  # back on the NaN, then a file not loaded
+    qtbot.waitUntil(lambda: panel.status.value == "Preview failed",
+                    timeout=patience_ms(PREVIEW_SECONDS))
+    (tmp_path / "bad.json").write_text("{not json")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *args, **kwargs: (str(tmp_path / "bad.json"), "")))
+    widget.inputs._load_dialog()
+    message = widget.inputs.message.value
+    assert message.startswith("Cannot load")
+    viewer.scene.camera.center = (0, 20, 105)
+    qtbot.waitUntil(lambda: panel.last_result is not shown, timeout=patience_ms(PREVIEW_SECONDS))
+    assert widget.inputs.message.value == message
+
+
+def test_the_preview_follows_a_new_transform_of_the_layer(viewer_with_widget, qtbot):
+    """A shear (or rotate, affine) set on the affinities layer moves the preview at once;
+    it stayed where it was until the camera moved."""
+    viewer, widget = viewer_with_widget
+    check_first_preview(qtbot, viewer, widget)
+    first = widget.preview_panel.last_result
+    viewer.layers["affinities"].shear = [0, 0, 0, 0, 0, 0.2]
+    shown = wait_for_new_result(qtbot, widget, first)
+    check_placement(viewer, shown.meta["region"])
 
 
 def test_newest_request_wins(viewer_with_widget, qtbot):

@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..parameters import WatershedParameters, checked_before_offsets
 from ..regions import check_offsets_fit, region_inside, voxels
-from ..safety import check_not_a_level, check_output_location
+from ..safety import check_output_location, check_output_place
 from ..storage import (
     DEFAULT_OUTPUT,
     array_path,
@@ -207,7 +207,7 @@ def validate_request(
             "2**32 voxels or more; labels within a block are 32-bit: use smaller blocks"
         )
     protected = {"input": affinities.path, **guides}
-    check_not_a_level(output_location)
+    check_output_place(output_location)
     check_output_location(output_location, protected)
     check_output_location(plan.work_dir, protected, only_ours=False)
     return plan, affinities

@@ -32,10 +32,15 @@ from ..blockwise.run_outputs import (
     output_state,
     parse_block_size,
 )
-from ..errors import InvalidInputError, UnsafeOutputError, with_world_position
+from ..errors import (
+    InvalidInputError,
+    MutexWatershedError,
+    UnsafeOutputError,
+    with_world_position,
+)
 from ..parameters import WatershedParameters
 from ..regions import check_offsets_fit
-from ..safety import check_output_location
+from ..safety import check_output_location, check_output_place
 from .callback_time import recorded
 from .inputs_panel import Inputs
 from .layers import (
@@ -175,14 +180,18 @@ class FullRunPanel:
 
     def _refusal(self) -> str:
         """Why a run cannot start with the current inputs and settings ('' if it can)."""
+        from ..blockwise.launch import work_dir_for  # (loaded off this thread: _warm_imports)
+
         inputs = self.inputs
         if inputs.parameters is None or inputs.layer is None:
             return inputs.problem
         try:
             self.block_size_value(level0(inputs.layer).ndim - 1)
-            self.output_path()
+            output = self.output_path()
+            check_output_place(output)  # before any dialog, as the job would refuse it
+            work_dir_for(output)  # a name its run files cannot take (seg.lock)
             check_offsets_fit(level0(inputs.layer).shape[1:], inputs.parameters.offsets)
-        except Exception as error:  # ValueError, InvalidInputError
+        except Exception as error:  # ValueError, InvalidInputError, UnsafeOutputError
             return str(error)
         return ""
 
@@ -316,8 +325,11 @@ class FullRunPanel:
                                                    **request.guide_paths})
         except UnsafeOutputError as error:
             return self._reset(f"Not started: {error}", error=True)
-        state = output_state(request.input_path, request.output, request.parameters,
-                             request.block_size, request.shape, request.guide_paths)
+        try:
+            state = output_state(request.input_path, request.output, request.parameters,
+                                 request.block_size, request.shape, request.guide_paths)
+        except MutexWatershedError as error:  # what the job would refuse: no dialog
+            return self._reset(f"Not started: {error}", error=True)
         if not request.copy_current and state != "absent":
             state = "other"  # a layer's data changed since that run
         if state in ("resumable", "finished"):

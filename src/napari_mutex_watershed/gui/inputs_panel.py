@@ -298,6 +298,12 @@ class InputsPanel:
     def show_message(self, text: str) -> None:
         show_text(self.message, text)
 
+    def clear_message(self, text: str) -> None:
+        """``text`` (a failure another panel showed) is over: the inputs' own problem, if
+        the line still shows it; another message (a file not loaded) stays."""
+        if self.message.value == text:
+            self.show_message(self.latest.problem)
+
     def check(self) -> tuple[WatershedParameters | None, str]:
         """(parameters, problem): what is wrong with the layer/parameters, '' if nothing."""
         layer = self.affinities.value
@@ -359,7 +365,8 @@ class InputsPanel:
     def _on_layer_chosen(self, *_args) -> None:
         self._unwatch_layers()
         for layer, events in (
-            (self.affinities.value, ("data", "scale", "translate", "metadata")),
+            (self.affinities.value, ("data", "scale", "translate", "rotate", "shear", "affine",
+                                     "metadata")),
             (self.mask.value, ("data", "paint", "scale", "translate")),
             (self.seeds.value, ("data", "paint", "scale", "translate")),
         ):

@@ -42,6 +42,7 @@ class PreviewPanel(Container):
     """Preview toggle, view options and status; the preview layer and the worker service."""
 
     problem = Signal(str)  # a text for the inputs' message line ('' clears it)
+    problem_over = Signal(str)  # a failure shown before is over: clear it if still shown
     options_changed = Signal()  # a view option changed (to remember)
 
     def __init__(self, viewer, *, preview_timeout: float | None = None) -> None:
@@ -53,7 +54,7 @@ class PreviewPanel(Container):
         self.leading_edge = True
         self._closed = False
         self._request_id = 0
-        self._failure_shown = False  # the inputs' message line shows our failure
+        self._failure_shown: str | None = None  # a failure of ours sent to the message line
         self._last_key = None
         self._last_dispatch = 0.0
         self._shown_status = ("Preview off", None)
@@ -308,7 +309,7 @@ class PreviewPanel(Container):
             self._apply(result)
 
     def _show_failure(self, text: str) -> None:
-        self._failure_shown = True
+        self._failure_shown = text
         self.problem.emit(text)
 
     @recorded("preview.apply")
@@ -354,9 +355,9 @@ class PreviewPanel(Container):
         if preview.data is not result.labels:
             preview.data = result.labels
         self.last_result = result
-        if self._failure_shown:  # over; a message of others (a file not loaded) stays
-            self._failure_shown = False
-            self.problem.emit(self.inputs.problem)
+        if self._failure_shown is not None:  # over; a message of others stays
+            self.problem_over.emit(self._failure_shown)
+            self._failure_shown = None
         self._shown_status = (
             f"Preview of {' x '.join(map(str, region.shape))} voxels: "
             f"{result.compute_seconds:.2f} s",

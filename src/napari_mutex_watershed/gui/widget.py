@@ -63,6 +63,7 @@ class MutexWatershedWidget(Container):
             self.inputs.changed.connect(panel.set_inputs)
         self.inputs.changed.connect(self._remember_soon)
         self.preview_panel.problem.connect(self.inputs.show_message)
+        self.preview_panel.problem_over.connect(self.inputs.clear_message)
         self.preview_panel.options_changed.connect(self._remember_soon)
         self.full_run.settings_changed.connect(self._remember_soon)
         self.full_run.parameters_chosen.connect(self.inputs.set_parameters)

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..attributes import COMPLETE_ATTR
 from .paths import (
     DEFAULT_OUTPUT,
+    LABELS_GROUP,
     PARTIAL_SUFFIX,
     array_path,
     first_level,
@@ -56,9 +57,26 @@ def holds_chunks(location: str | Path) -> bool:
 
 
 def mark_complete(level0: str | Path) -> None:
-    """Set the complete flag on level 0 (the job checks it) and on its labels group."""
+    """Set the complete flag on level 0 (the job checks it) and on its labels group, and
+    list the labels in their image's labels group: OME viewers show only finished ones (a
+    run refused for its input left an empty label listed with the image)."""
     level0 = Path(level0)
     update_attributes(level0, {COMPLETE_ATTR: True})
     node, attrs = zarr_node(level0.parent)
     if node == "group" and multiscales(attrs):
         update_attributes(level0.parent, {COMPLETE_ATTR: True})
+        if level0.parent.parent.name == LABELS_GROUP:
+            _list_label(level0.parent.parent, level0.parent.name)
+
+
+def _list_label(labels_group: Path, name: str) -> None:
+    """Add ``name`` to the list an OME-Zarr image's labels group keeps (0.5 or 0.4)."""
+    node, attrs = zarr_node(labels_group)
+    if node != "group":
+        return
+    if (labels_group / "zarr.json").exists():
+        ome = dict(attrs.get("ome") or {"version": "0.5"})
+        ome["labels"] = sorted(set(ome.get("labels", [])) | {name})
+        update_attributes(labels_group, {"ome": ome})
+    else:
+        update_attributes(labels_group, {"labels": sorted(set(attrs.get("labels", [])) | {name})})

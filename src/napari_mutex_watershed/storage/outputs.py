@@ -32,7 +32,6 @@ from .paths import (
     container_kind,
     replace_file,
     split_path,
-    update_attributes,
     write_group,
     zarr_node,
 )
@@ -270,19 +269,7 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
         _create(location / str(i), level, dtype,
                 tuple(min(c, s) for c, s in zip(chunk_shape, level)), zarr_format,
                 {**geometry, **(attributes if i == 0 else {})}, axis_names)
-    if in_labels_group:  # an image's labels group lists its labels (OME-Zarr)
-        _list_label(container / parent, location.name, zarr_format)
-    return location
-
-
-def _list_label(labels_group: Path, name: str, zarr_format: int) -> None:
-    _, attrs = zarr_node(labels_group)
-    if zarr_format == 3:
-        ome = dict(attrs.get("ome") or {"version": "0.5"})
-        ome["labels"] = sorted(set(ome.get("labels", [])) | {name})
-        update_attributes(labels_group, {"ome": ome})
-    else:
-        update_attributes(labels_group, {"labels": sorted(set(attrs.get("labels", [])) | {name})})
+    return location  # listed in an image's labels group once complete (``mark_complete``)
 
 
 # ---------------------------------------------------------------------------- outputs
