@@ -18,6 +18,7 @@ from napari_mutex_watershed import WatershedParameters
 from napari_mutex_watershed.attributes import BLOCK_SIZE_ATTR, COMPLETE_ATTR, PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise import run_outputs
 from napari_mutex_watershed.gui import callback_time, full_run_panel, run_layers
+from napari_mutex_watershed.gui.layers import level0
 from napari_mutex_watershed.storage import write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
 
@@ -483,3 +484,29 @@ def test_a_region_shorter_than_an_offset_cannot_run(make_napari_viewer_proxy, pl
     assert not panel.start() and panel.last_job is None
     assert panel.run_status.value.startswith(
         "Cannot run: the region (3, 9, 9) is not longer than offset (3, 0, 0) along axis 0")
+
+
+def test_a_run_into_another_output_adds_its_own_layer(make_napari_viewer_proxy, plugin_manager,
+                                                      qtbot, tmp_path):
+    """A second run into another output adds a layer of its own: it took over the first
+    run's layer (still named after the first output, showing the second), so the first
+    result left the viewer and a Start over on it kept a stale layer."""
+    affinities, _, offsets = sample_volume((8, 32, 32), seed=3)
+    viewer, widget, panel = widget_on_layer(make_napari_viewer_proxy, affinities, offsets,
+                                            "affs", (8, 32, 32))
+    outputs = {}
+    for name, bias in (("first", 0.5), ("second", 0.3)):
+        widget.inputs.fields["bias_short"].value = bias
+        outputs[name] = tmp_path / "o.zarr" / name
+        panel.output.value = str(outputs[name])
+        assert panel.start()
+        wait_until_idle(qtbot, panel)
+        assert panel.last_job.returncode == 0, list(panel.last_job.stderr_tail)
+    for name, output in outputs.items():
+        (layer,) = [layer for layer in viewer.layers if layer.name == name]
+        np.testing.assert_array_equal(np.asarray(level0(layer)),
+                                      zarr.open_array(str(output / "0"))[...])
+    assert not np.array_equal(zarr.open_array(str(outputs["first"] / "0"))[...],
+                              zarr.open_array(str(outputs["second"] / "0"))[...])
+    panel.result.remove(outputs["first"])  # a Start over on the first
+    assert [layer.name for layer in viewer.layers] == ["affs", "second"]

@@ -131,11 +131,13 @@ def test_a_layer_is_read_from_its_file_only_while_it_shows_the_file(tmp_path):
         assert zarr_source(layer(replaced)) is None
 
 
-@pytest.mark.parametrize("image", ["image.ome.zarr", "plate.zarr/A/1/0"])
+@pytest.mark.parametrize("image", ["image.ome.zarr", "plate.zarr/A/1/0"],
+                         ids=["image at a container's root", "image in groups, as in a plate"])
 def test_a_full_run_on_an_ome_zarr_image_goes_to_its_labels_group(tmp_path, image):
     """OME viewers list an image's labels from its ``labels`` group: the default output of a
-    layer read from an OME-Zarr image goes there (it went inside the image group, or to the
-    root of a plate), and ome-zarr-py then finds it as the image's label."""
+    layer read from an OME-Zarr image goes there (it went inside the image group, or for an
+    image in groups to the container's root), and ome-zarr-py then finds it as the image's
+    label."""
     from types import SimpleNamespace
 
     import ome_zarr.io

@@ -62,8 +62,9 @@ class RunResult:
             "source": str(request.output),
         }
         viewer = self.viewer
-        existing = self.layer
-        if existing is None or existing not in viewer.layers:
+        existing = self.layer  # the last run's, if of this output (else it is another's)
+        if (existing is None or existing not in viewer.layers
+                or existing.metadata.get(OUTPUT_KEY) != str(request.output)):
             existing = next((candidate for candidate in viewer.layers
                              if candidate.metadata.get(OUTPUT_KEY) == str(request.output)), None)
         if existing is None:
