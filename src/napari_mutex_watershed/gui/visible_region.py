@@ -223,17 +223,23 @@ def placement(layer, origin: Sequence[int] | None = None) -> dict:
             raise ValueError(f"'{layer.name}' has a transform that mixes its channel axis "
                              "with space: set its rotate, shear and affine on the spatial "
                              "axes only")
-    scale = np.asarray(layer.scale[1:], float)
     start = np.zeros(n - 1) if origin is None else np.asarray(origin, float)
-    linear = rotate[1:, 1:] @ shear[1:, 1:] @ np.diag(scale)
-    return {
-        "scale": tuple(scale),
-        "translate": tuple(np.asarray(layer.translate[1:], float) + linear @ start),
+    placed = {
+        "scale": tuple(np.asarray(layer.scale[1:], float)),
+        "translate": np.asarray(layer.translate[1:], float),
         "rotate": rotate[1:, 1:],
         "shear": shear[1:, 1:],  # whole: napari keeps a shear that is not upper-triangular
         "affine": affine[1:, 1:],
         "units": tuple(layer.units)[1:],
     }
+    placed["translate"] = tuple(placed["translate"] + _linear(placed) @ start)
+    return placed
+
+
+def _linear(placed: dict) -> np.ndarray:
+    """A placement's rotate @ shear @ scale: a voxel step in the layer's physical space."""
+    return (np.asarray(placed["rotate"], float) @ np.asarray(placed["shear"], float)
+            @ np.diag(np.asarray(placed["scale"], float)))
 
 
 def _shear_matrix(shear, n: int) -> np.ndarray:
@@ -253,9 +259,7 @@ def world_map(placed: dict) -> tuple[tuple, tuple]:
     k = len(placed["scale"])
     affine = np.asarray(placed["affine"], float)
     outer, shift = affine[:k, :k], affine[:k, k]
-    linear = (np.asarray(placed["rotate"], float) @ np.asarray(placed["shear"], float)
-              @ np.diag(np.asarray(placed["scale"], float)))
-    return (tuple(map(tuple, outer @ linear)),
+    return (tuple(map(tuple, outer @ _linear(placed))),
             tuple(outer @ np.asarray(placed["translate"], float) + shift))
 
 
