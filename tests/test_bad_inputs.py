@@ -160,6 +160,10 @@ CASES = [
          r"^error: the output image.zarr/labels is the labels group of the OME-Zarr image "
          r"image.zarr, which lists the image's labels: write into it \(image.zarr/labels/"
          r"<name>\)$", make=lambda folder: ome_image(folder / "image.zarr")),
+    Case("output is an image's labels group, spelled around", [
+        "segment", "image.zarr", "image.zarr/other/../labels"],
+         r"^error: the output image.zarr/other/../labels is the labels group of the OME-Zarr "
+         r"image image.zarr", make=lambda folder: ome_image(folder / "image.zarr")),
     Case("output is a foreign folder", [*SEGMENT, "in.zarr/notes", "--overwrite"],
          r"in.zarr/notes exists and is not an output", make=foreign_folder),
     # shapes and offsets, before any worker starts
@@ -347,3 +351,10 @@ def test_a_run_refused_for_its_values_lists_no_label_on_the_image(tmp_path):
     assert result.returncode == 0, result.stderr
     listed = zarr.open_group(str(tmp_path / "image.zarr/labels")).attrs["ome"]["labels"]
     assert listed == ["mws"]
+    # replaced by a run refused again: no longer listed while it holds nothing
+    source = zarr.open_array(str(tmp_path / "image.zarr/s0"), mode="r+")
+    source[2, 3, 4, 5] = np.nan
+    result = cli("segment", "image.zarr", "image.zarr/labels/mws", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 1 and "contain 1 NaN" in result.stderr, result.stderr
+    listed = zarr.open_group(str(tmp_path / "image.zarr/labels")).attrs["ome"]
+    assert listed.get("labels") == [], listed

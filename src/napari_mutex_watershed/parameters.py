@@ -66,9 +66,9 @@ def offsets_of_channels(offsets, channels, num_channels: int):
     input's ``num_channels`` (as stored with it, or a preset); else ``offsets`` as they are
     (typed for the selection; channels that are not distinct whole numbers are refused by
     the parameters). A channel the input does not have is refused here, in one line."""
-    if (channels is None or len(offsets) != num_channels or len(set(channels)) != len(channels)
+    if (not isinstance(channels, list | tuple) or len(offsets) != num_channels
             or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
-                       for c in channels)):
+                       for c in channels) or len(set(channels)) != len(channels)):
         return offsets
     check_channels_exist(channels, num_channels)
     return [offsets[c] for c in channels]

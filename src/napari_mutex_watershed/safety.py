@@ -7,6 +7,7 @@ inside the input, ``--overwrite`` or not.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .attributes import OUR_ATTRIBUTE_PREFIX
@@ -66,7 +67,7 @@ def check_output_place(output: str | Path) -> None:
     output, whatever is there now: a level of an image (``out.zarr/labels/0``), the labels
     group of an image itself (``image.zarr/labels``, which lists its labels), or anywhere
     inside a labels image (an earlier output, ``seg/inner``)."""
-    target = Path(output)
+    target = Path(os.path.normpath(output))  # (image.zarr/x/../labels is the labels group)
     kind, attributes = zarr_node(target.parent)
     if kind == "group" and target.name in level_paths(attributes):
         raise UnsafeOutputError(

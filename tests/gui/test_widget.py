@@ -12,6 +12,7 @@ from main_thread import assert_callbacks_short, napari_step_limit, recording_cal
 from patience import patience_ms
 
 from napari_mutex_watershed import WatershedParameters, segment
+from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.gui import callback_time
 from napari_mutex_watershed.gui.parameter_widgets import OFFSETS_CUSTOM
 from napari_mutex_watershed.gui.preview_panel import PREVIEW_LAYER_NAME
@@ -151,6 +152,27 @@ def test_loaded_channels_keep_the_layers_offsets(viewer_with_widget, tmp_path):
     assert inputs.parameters() == WatershedParameters(offsets=OFFSETS_3D[3:],
                                                       channels=[3, 4, 5], bias=[0.3, 0.4, 0.5])
     assert inputs.offsets_source.value == OFFSETS_FROM_LAYER and inputs.message.value == ""
+    # a channel list that is not one is the file's problem, in one line (it was a TypeError)
+    (tmp_path / "bad.json").write_text(json.dumps({"channels": 3}))
+    with pytest.raises(InvalidInputError, match="channels"):
+        inputs.load_parameters(tmp_path / "bad.json")
+
+
+def test_a_result_with_the_layers_offsets_leaves_a_preset(viewer_with_widget):
+    """Parameters whose offsets are the layer's for their channels switch the offsets back
+    to the layer's: a preset left selected gave its own offsets to those channels."""
+    from napari_mutex_watershed.gui.parameter_widgets import OFFSETS_FROM_LAYER
+
+    viewer, widget = viewer_with_widget
+    inputs = widget.inputs
+    own = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 4, 0), (0, 0, 4)]
+    layer = viewer.layers["affinities"]
+    layer.metadata = {**layer.metadata, "offsets": [list(o) for o in own]}
+    inputs.offsets_source.value = next(v for v in inputs.offsets_source.choices
+                                       if v not in (OFFSETS_FROM_LAYER, OFFSETS_CUSTOM))
+    inputs.set_parameters(WatershedParameters(offsets=own[:5], channels=[0, 1, 2, 3, 4]))
+    assert inputs.offsets_source.value == OFFSETS_FROM_LAYER
+    assert inputs.parameters().offsets == own[:5]
 
 
 def test_2d_affinities_use_the_2d_preset(make_napari_viewer_proxy, plugin_manager, qtbot):

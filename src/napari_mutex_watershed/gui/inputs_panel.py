@@ -252,6 +252,8 @@ class InputsPanel:
                 current = None
             if current is None or list(parameters.offsets) != list(current):
                 self.offsets_source.value = OFFSETS_CUSTOM
+            else:  # the layer's (a preset kept would give the preset's for those channels)
+                self.offsets_source.value = OFFSETS_FROM_LAYER
             self.show_values(parameters)
         self._on_changed()
 

@@ -65,18 +65,21 @@ def mark_complete(level0: str | Path) -> None:
     node, attrs = zarr_node(level0.parent)
     if node == "group" and multiscales(attrs):
         update_attributes(level0.parent, {COMPLETE_ATTR: True})
-        if level0.parent.parent.name == LABELS_GROUP:
-            _list_label(level0.parent.parent, level0.parent.name)
+        list_label(level0.parent, True)
 
 
-def _list_label(labels_group: Path, name: str) -> None:
-    """Add ``name`` to the list an OME-Zarr image's labels group keeps (0.5 or 0.4)."""
-    node, attrs = zarr_node(labels_group)
-    if node != "group":
+def list_label(location: Path, listed: bool) -> None:
+    """List (or no longer list) the labels image at ``location`` in its image's labels group
+    (``image.zarr/labels``, OME-Zarr 0.5 or 0.4), if it is in one: listed once complete,
+    unlisted while it is replaced."""
+    group, name = Path(location).parent, Path(location).name
+    node, attrs = zarr_node(group)
+    if group.name != LABELS_GROUP or node != "group":
         return
-    if (labels_group / "zarr.json").exists():
-        ome = dict(attrs.get("ome") or {"version": "0.5"})
-        ome["labels"] = sorted(set(ome.get("labels", [])) | {name})
-        update_attributes(labels_group, {"ome": ome})
-    else:
-        update_attributes(labels_group, {"labels": sorted(set(attrs.get("labels", [])) | {name})})
+    v3 = (group / "zarr.json").exists()
+    holder = dict(attrs.get("ome") or {"version": "0.5"}) if v3 else dict(attrs)
+    names = set(holder.get("labels", []))
+    if (name in names) == listed:
+        return
+    holder["labels"] = sorted(names | {name} if listed else names - {name})
+    update_attributes(group, {"ome": holder} if v3 else {"labels": holder["labels"]})

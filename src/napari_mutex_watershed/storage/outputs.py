@@ -23,7 +23,7 @@ from ..attributes import PARAMETERS_ATTR
 from ..errors import InvalidInputError, OutputExistsError
 from ..parameters import WatershedParameters
 from .inputs import Affinities, FileGeometry
-from .levels import labels_level0
+from .levels import labels_level0, list_label
 from .paths import (
     DEFAULT_INPUT,
     DEFAULT_OUTPUT,
@@ -253,6 +253,7 @@ def create_labels_image(path: str | Path, shape, dtype, axis_names, voxel_size, 
     container, dataset = split_path(path, DEFAULT_OUTPUT)
     zarr_format = output_format(path, zarr_format)
     _remove(location, overwrite)
+    list_label(location, False)  # listed again once complete (``mark_complete``)
     if dataset:
         _require_groups(container, dataset, zarr_format)
     chunk_shape = tuple(min(int(c), int(s)) for c, s in zip(chunk_shape, shape))
