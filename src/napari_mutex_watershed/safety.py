@@ -68,20 +68,19 @@ def check_output_place(output: str | Path) -> None:
     group of an image itself (``image.zarr/labels``, which lists its labels), or anywhere
     inside a labels image (an earlier output, ``seg/inner``)."""
     target = Path(os.path.normpath(output))  # (image.zarr/x/../labels is the labels group)
-    kind, attributes = zarr_node(target.parent)
-    if kind == "group" and target.name in level_paths(attributes):
-        raise UnsafeOutputError(
-            f"the output {output} is a level of the OME-Zarr image {target.parent}: name the "
-            f"image itself ({target.parent}), or another output")
-    if kind == "group" and level_paths(attributes) and target.name == LABELS_GROUP:
-        raise UnsafeOutputError(
-            f"the output {output} is the labels group of the OME-Zarr image {target.parent}, "
-            f"which lists the image's labels: write into it ({output}/<name>)")
-    for parent in target.parents:
+    for parent in target.parents:  # each read once, from the output's own group up
         kind, attributes = zarr_node(parent)
-        if kind == "group" and level_paths(attributes) and (
-                "image-label" in {**attributes, **(attributes.get("ome") or {})}
-                or is_ours(parent)):
+        levels = level_paths(attributes) if kind == "group" else []
+        if parent == target.parent and target.name in levels:
+            raise UnsafeOutputError(
+                f"the output {output} is a level of the OME-Zarr image {parent}: name the "
+                f"image itself ({parent}), or another output")
+        if parent == target.parent and levels and target.name == LABELS_GROUP:
+            raise UnsafeOutputError(
+                f"the output {output} is the labels group of the OME-Zarr image {parent}, "
+                f"which lists the image's labels: write into it ({output}/<name>)")
+        if levels and ("image-label" in {**attributes, **(attributes.get("ome") or {})}
+                       or is_ours(parent)):
             raise UnsafeOutputError(
                 f"the output {output} lies inside the labels image {parent}, which it would "
                 "break: choose a place outside it")

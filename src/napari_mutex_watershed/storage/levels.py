@@ -73,8 +73,10 @@ def list_label(location: Path, listed: bool) -> None:
     (``image.zarr/labels``, OME-Zarr 0.5 or 0.4), if it is in one: listed once complete,
     unlisted while it is replaced."""
     group, name = Path(location).parent, Path(location).name
+    if group.name != LABELS_GROUP:  # (no read for any other output)
+        return
     node, attrs = zarr_node(group)
-    if group.name != LABELS_GROUP or node != "group":
+    if node != "group":
         return
     v3 = (group / "zarr.json").exists()
     holder = dict(attrs.get("ome") or {"version": "0.5"}) if v3 else dict(attrs)
