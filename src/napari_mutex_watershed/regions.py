@@ -20,6 +20,26 @@ def voxels(name: str, values, ndim: int, minimum: int) -> tuple[int, ...]:
     return result
 
 
+def whole_numbers(values) -> tuple[int, ...] | None:
+    """``values`` as integers when each is one (to within float rounding), else None."""
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return tuple(int(round(v)) for v in values) if all(
+        abs(v - round(v)) < 1e-9 for v in values) else None
+
+
+def voxel_grid(scale, translate) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(voxel size, offset) of a scale and translate that fit funlib's integral grid (whole
+    positive sizes, an offset that is a whole number of voxels), else None."""
+    voxel_size, offset = whole_numbers(scale), whole_numbers(translate)
+    if voxel_size is None or offset is None or any(v <= 0 for v in voxel_size) or any(
+            o % v for o, v in zip(offset, voxel_size)):
+        return None
+    return voxel_size, offset
+
+
 def region_inside(roi, spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(offset, shape) of ``roi`` (an (offset, shape) pair, or None for the whole volume),
     refused unless it lies inside a volume of shape ``spatial``."""

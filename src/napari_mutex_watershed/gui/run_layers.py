@@ -20,6 +20,7 @@ from ..blockwise.run_outputs import (
     write_input_copy,
 )
 from ..parameters import WatershedParameters
+from ..regions import voxel_grid
 from .layers import level0
 
 
@@ -85,25 +86,13 @@ def default_output(layer) -> Path:
 
 
 
-def _integral(values) -> tuple[int, ...] | None:
-    values = [float(v) for v in values]
-    if all(v == int(v) for v in values):
-        return tuple(int(v) for v in values)
-    return None
-
-
 def world_geometry(layer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(voxel size, offset) for funlib metadata: the layer's scale and translate when they are
     integers (funlib's Coordinate is integral), else unit voxels at the origin. The result
     layer is always placed with the affinities layer's own scale and translate."""
     spatial = level0(layer).ndim - 1
-    scale = _integral(layer.scale[1:])
-    translate = _integral(layer.translate[1:])
-    if scale is None or translate is None or any(s <= 0 for s in scale) or any(
-        t % s for t, s in zip(translate, scale)
-    ):
-        return (1,) * spatial, (0,) * spatial
-    return scale, translate
+    grid = voxel_grid(layer.scale[1:], layer.translate[1:])
+    return grid if grid is not None else ((1,) * spatial, (0,) * spatial)
 
 
 

@@ -34,6 +34,7 @@ import numpy as np
 # EXPORT_ATTR marks exported arrays, so the reader opens them from a container
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 from ..errors import InvalidInputError, UnsafeOutputError
+from ..regions import voxel_grid
 from ..storage.paths import PARTIAL_SUFFIX, zarr_node
 from .layers import level0
 
@@ -74,20 +75,13 @@ def export_dtype(array) -> np.dtype:
     return dtype
 
 
-def _integral(values) -> tuple[int, ...] | None:
-    values = [float(v) for v in values]
-    return tuple(int(v) for v in values) if all(v == int(v) for v in values) else None
-
-
 def _geometry(meta: dict, ndim: int):
     scale = tuple(meta.get("scale") or (1,) * ndim)[-ndim:]
     translate = tuple(meta.get("translate") or (0,) * ndim)[-ndim:]
-    voxel_size, offset = _integral(scale), _integral(translate)
-    if voxel_size is None or offset is None or any(v <= 0 for v in voxel_size) or any(
-        o % v for o, v in zip(offset, voxel_size)
-    ):
+    grid = voxel_grid(scale, translate)
+    if grid is None:
         return (1,) * ndim, (0,) * ndim, scale, translate
-    return voxel_size, offset, scale, translate
+    return *grid, scale, translate
 
 
 def _axis_names(ndim: int) -> list[str]:

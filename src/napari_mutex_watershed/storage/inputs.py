@@ -22,6 +22,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from ..errors import InvalidInputError
+from ..regions import whole_numbers
 from .blocks import TensorStoreArray, hdf5_dataset
 from .paths import (
     ACCEPTED,
@@ -179,28 +180,19 @@ def _plain(value):
 
 
 # ---------------------------------------------------------------------------- geometry
-def _integral(values) -> tuple[int, ...] | None:
-    try:
-        values = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None
-    return tuple(int(round(v)) for v in values) if all(
-        abs(v - round(v)) < 1e-9 for v in values) else None
-
-
 def _world_geometry(scale, translation, units):
     """Integer voxel size and offset for funlib, their units and the file's geometry (None
     unless converted, ``FileGeometry``): as stored when integral, else converted to
     nanometres when the unit is a length, or to picometres where nanometres are fractions
     (light microscopy's 0.1625 um is 162.5 nm, 162500 pm), else None."""
-    voxel_size, offset = _integral(scale), _integral(translation)
+    voxel_size, offset = whole_numbers(scale), whole_numbers(translation)
     if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
         return voxel_size, offset, list(units), None
     if units and all(u in PICOMETRES for u in units):
         for unit in ("nanometer", "picometer"):
             factors = [PICOMETRES[u] / PICOMETRES[unit] for u in units]
-            voxel_size = _integral([s * f for s, f in zip(scale, factors)])
-            offset = _integral([t * f for t, f in zip(translation, factors)])
+            voxel_size = whole_numbers([s * f for s, f in zip(scale, factors)])
+            offset = whole_numbers([t * f for t, f in zip(translation, factors)])
             if voxel_size and offset is not None and all(v > 0 for v in voxel_size):
                 # one unit on every axis: shown in it (napari does not convert between
                 # units, so mixed ones stay in the common one, whose proportions are right)
@@ -274,7 +266,7 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
                 + "voxel size 1, offset 0")
     stored = (voxel_size or [1] * n_spatial, offset or [0] * n_spatial)
     units = [str(u) for u in units] if units and len(units) == n_spatial else [""] * n_spatial
-    voxel_size, offset = _integral(stored[0]), _integral(stored[1])
+    voxel_size, offset = whole_numbers(stored[0]), whole_numbers(stored[1])
     in_file = None
     if voxel_size is None or offset is None:
         world = _world_geometry(*stored, units)
