@@ -152,7 +152,15 @@ CASES = [
          r"in.zarr/ground_truth exists and is not an output of napari-mutex-watershed"),
     Case("output is a level of an earlier output", [*SEGMENT, "o.zarr/labels/0", "--overwrite"],
          r"the output o.zarr/labels/0 is a level of the OME-Zarr image o.zarr/labels: name the "
-         r"image itself", make=earlier_output),
+         r"labels image itself \(o.zarr/labels\), or another output$", make=earlier_output),
+    Case("output is a level of an image", [*SEGMENT, "image.zarr/s0", "--overwrite"],
+         r"^error: the output image.zarr/s0 is a level of the OME-Zarr image image.zarr: write "
+         r"into its labels group \(image.zarr/labels/<name>\)$",
+         make=lambda folder: ome_image(folder / "image.zarr")),
+    Case("output is an image", [*SEGMENT, "image.zarr", "--overwrite"],
+         r"^error: the output image.zarr is an OME-Zarr image, which is never replaced: write "
+         r"its labels into its labels group \(image.zarr/labels/<name>\)$",
+         make=lambda folder: ome_image(folder / "image.zarr")),
     Case("output inside an earlier output", [*SEGMENT, "o.zarr/labels/inner"],
          r"^error: the output o.zarr/labels/inner lies inside the labels image o.zarr/labels, "
          r"which it would break: choose a place outside it$", make=earlier_output),

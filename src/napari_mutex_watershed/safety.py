@@ -12,7 +12,14 @@ from pathlib import Path
 
 from .attributes import OUR_ATTRIBUTE_PREFIX
 from .errors import UnsafeOutputError
-from .storage.paths import CONTAINER_SUFFIXES, LABELS_GROUP, level_paths, zarr_node
+from .storage.paths import (
+    CONTAINER_SUFFIXES,
+    LABELS_GROUP,
+    is_image,
+    is_labels,
+    level_paths,
+    zarr_node,
+)
 
 
 def _carries_our_names(attributes: dict) -> bool:
@@ -68,19 +75,24 @@ def check_output_place(output: str | Path) -> None:
     group of an image itself (``image.zarr/labels``, which lists its labels), or anywhere
     inside a labels image (an earlier output, ``seg/inner``)."""
     target = Path(os.path.normpath(output))  # (image.zarr/x/../labels is the labels group)
+    if is_image(target) and not is_ours(target):
+        raise UnsafeOutputError(
+            f"the output {output} is an OME-Zarr image, which is never replaced: write its "
+            f"labels into its labels group ({output}/{LABELS_GROUP}/<name>)")
     for parent in target.parents:  # each read once, from the output's own group up
         kind, attributes = zarr_node(parent)
         levels = level_paths(attributes) if kind == "group" else []
         if parent == target.parent and target.name in levels:
+            advice = (f"write into its labels group ({parent}/{LABELS_GROUP}/<name>)"
+                      if not (is_labels(attributes) or is_ours(parent))
+                      else f"name the labels image itself ({parent}), or another output")
             raise UnsafeOutputError(
-                f"the output {output} is a level of the OME-Zarr image {parent}: name the "
-                f"image itself ({parent}), or another output")
+                f"the output {output} is a level of the OME-Zarr image {parent}: {advice}")
         if parent == target.parent and levels and target.name == LABELS_GROUP:
             raise UnsafeOutputError(
                 f"the output {output} is the labels group of the OME-Zarr image {parent}, "
                 f"which lists the image's labels: write into it ({output}/<name>)")
-        if levels and ("image-label" in {**attributes, **(attributes.get("ome") or {})}
-                       or is_ours(parent)):
+        if levels and (is_labels(attributes) or is_ours(parent)):
             raise UnsafeOutputError(
                 f"the output {output} lies inside the labels image {parent}, which it would "
                 "break: choose a place outside it")

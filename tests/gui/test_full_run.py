@@ -471,6 +471,18 @@ def test_an_output_the_job_would_refuse_is_refused_before_any_dialog(
         panel.output.value = str(tmp_path / "v.zarr" / name)
         assert not panel.start() and refusal in panel.run_status.value, name
     assert asked == [] and panel.last_job is None
+    # an OME-Zarr image named as the output: its labels go in its labels group (they went
+    # beside its levels, where OME viewers do not look); a container or our labels as named
+    image = tmp_path / "image.zarr"
+    zarr.open_group(str(image), mode="w").attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": n, "type": "space"} for n in "zyx"],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 1]}]}]}]}
+    for named, place in ((image, image / "labels" / "labels_mws"),
+                         (tmp_path / "new.zarr", tmp_path / "new.zarr" / "labels_mws"),
+                         (tmp_path / "v.zarr/seg", tmp_path / "v.zarr/seg")):
+        panel.output.value = str(named)
+        assert panel.output_path() == place
     np.testing.assert_array_equal(zarr.open_array(str(source))[...], affinities)
 
 

@@ -40,7 +40,8 @@ from ..errors import (
 )
 from ..parameters import WatershedParameters
 from ..regions import check_offsets_fit
-from ..safety import check_output_location, check_output_place
+from ..safety import check_output_location, check_output_place, is_ours
+from ..storage.paths import LABELS_GROUP, is_image
 from .callback_time import recorded
 from .inputs_panel import Inputs
 from .layers import (
@@ -227,7 +228,9 @@ class FullRunPanel:
         if not any(part.endswith(".zarr") for part in path.parts):  # as the job would say
             raise InvalidInputError(f"{path}: outputs are written into a .zarr container "
                                     "(e.g. volume.zarr/labels_mws)")
-        if str(path).rstrip("/").endswith(".zarr"):
+        if is_image(path) and not is_ours(path):  # its labels go in its labels group
+            path = path / LABELS_GROUP / DEFAULT_OUTPUT_NAME
+        elif str(path).rstrip("/").endswith(".zarr"):
             path = path / DEFAULT_OUTPUT_NAME
         return path.absolute()
 

@@ -173,6 +173,18 @@ def level_paths(attrs: dict) -> list[str]:
     pyramid = multiscales(attrs) or [{}]
     return [str(d.get("path")) for d in pyramid[0].get("datasets", [])]
 
+def is_labels(attrs: dict) -> bool:
+    """Do a group's attributes make it OME-Zarr labels (``image-label``, 0.4 or 0.5)?"""
+    return "image-label" in {**attrs, **(attrs.get("ome") or {})}
+
+
+def is_image(location: Path) -> bool:
+    """Is ``location`` an OME-Zarr image other than labels: one whose labels go in its
+    ``labels`` group?"""
+    kind, attrs = zarr_node(location)
+    return kind == "group" and bool(multiscales(attrs)) and not is_labels(attrs)
+
+
 def labels_place(source: str | Path, name: str) -> Path:
     """Where labels made from the array at ``source`` go by default: in its OME-Zarr image's
     labels group when it is a level of one (OME viewers then list them with the image),
