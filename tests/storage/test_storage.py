@@ -282,3 +282,18 @@ def test_arrays_created_here_are_zarr_s(tmp_path, zarr_format, dtype, zarr_round
         array = zarr.open_array(str(ours), mode="r+")
         array[...] = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
         np.testing.assert_array_equal(zarr.open_array(str(ours), mode="r")[...], array[...])
+
+
+def test_what_was_assumed_is_said_once_per_process(tmp_path, caplog):
+    """A widget opens its input for every preview, run and sweep: the same line each time
+    filled its log."""
+    path = tmp_path / "plain.zarr/affinities"
+    zarr.create_array(str(path), data=np.full((6, 8, 8, 8), 0.5, np.float32))
+    for _ in range(3):
+        parameters_for(open_affinities(path), None)
+    assert caplog.text.count("no offsets stored") == 1
+    assert caplog.text.count("no voxel size stored") == 1
+    other = tmp_path / "other.zarr/affinities"
+    zarr.create_array(str(other), data=np.full((6, 8, 8, 8), 0.5, np.float32))
+    parameters_for(open_affinities(other), None)  # another input: said for it too
+    assert caplog.text.count("no offsets stored") == 2

@@ -40,6 +40,16 @@ if TYPE_CHECKING:
     from funlib.persistence import Array
 
 logger = logging.getLogger("napari_mutex_watershed.storage")
+#: The (path, note) pairs already said in this process: a widget opens its input again for
+#: each preview, run and sweep, and the line is the same each time.
+_SAID: set[tuple[str, str]] = set()
+
+
+def say_note(path, note: str | None) -> None:
+    """Log what had to be assumed about the array at ``path``, once per process."""
+    if note and (str(path), note) not in _SAID:
+        _SAID.add((str(path), note))
+        logger.warning("%s: %s", path, note)
 
 SPATIAL_NAMES = ("z", "y", "x")
 CHANNEL_NAMES = ("c", "ch", "channel", "channels")
@@ -431,8 +441,7 @@ def open_affinities(path: str | Path) -> Affinities:
             f"{volume.path} has shape {shape} with axes {volume.axis_names}: "
             "expected (c^, [z,] y, x) affinities with one channel axis first"
         )
-    if volume.note:
-        logger.warning("%s: %s", volume.path, volume.note)
+    say_note(volume.path, volume.note)
     offsets = volume.attrs.get("offsets")
     offsets = stored_offsets(offsets, volume.path) if offsets is not None else None
     return Affinities(volume, offsets)
@@ -503,6 +512,6 @@ def parameters_for(affinities: Affinities, parameters):
             "neighbours), or select channels")
     check_channels_exist(parameters.channels, channels)
     if assumed:
-        logger.warning("%s: no offsets stored: assumed the %dD defaults %s", affinities.path,
-                       ndim, offsets_text(parameters.offsets))
+        say_note(affinities.path, f"no offsets stored: assumed the {ndim}D defaults "
+                 f"{offsets_text(parameters.offsets)}")
     return parameters

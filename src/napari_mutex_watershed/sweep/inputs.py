@@ -45,6 +45,7 @@ def open_sweep_data(input_path, truth_path, parameters=None, roi=None) -> SweepD
     from funlib.geometry import Coordinate, Roi
 
     from ..storage import array_path, open_affinities, open_volume, parameters_for, split_path
+    from ..storage.inputs import say_note
 
     affinities = open_affinities(input_path)
     base = parameters_for(affinities, parameters)
@@ -63,8 +64,8 @@ def open_sweep_data(input_path, truth_path, parameters=None, roi=None) -> SweepD
                                      offset=tuple(affinities.spatial_roi.offset))
         logger.warning("%s: no voxel size or offset stored: taken to cover the affinities' "
                        "voxels", location)
-    elif volume.note:
-        logger.warning("%s: %s", location, volume.note)
+    else:
+        say_note(location, volume.note)
     truth = volume.funlib()
     if truth.voxel_size != affinities.voxel_size or len(truth.shape) != len(spatial):
         raise InvalidInputError(
