@@ -71,9 +71,10 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
 
 def check_output_place(output: str | Path) -> None:
     """Refuse a place where labels written would break an OME-Zarr image or an earlier
-    output, whatever is there now: a level of an image (``out.zarr/labels/0``), the labels
-    group of an image itself (``image.zarr/labels``, which lists its labels), or anywhere
-    inside a labels image (an earlier output, ``seg/inner``)."""
+    output, whatever is there now: an image itself (never ours to replace: its labels go in
+    its labels group), a level of an image (``out.zarr/labels/0``), the labels group of an
+    image itself (``image.zarr/labels``, which lists its labels), or anywhere inside a
+    labels image (an earlier output, ``seg/inner``)."""
     target = Path(os.path.normpath(output))  # (image.zarr/x/../labels is the labels group)
     if is_image(target) and not is_ours(target):
         raise UnsafeOutputError(

@@ -51,6 +51,7 @@ def say_note(path, note: str | None) -> None:
         _SAID.add((str(path), note))
         logger.warning("%s: %s", path, note)
 
+
 SPATIAL_NAMES = ("z", "y", "x")
 CHANNEL_NAMES = ("c", "ch", "channel", "channels")
 #: OME/UDUNITS length units and their size in picometres (whole numbers, so conversions

@@ -173,6 +173,7 @@ def level_paths(attrs: dict) -> list[str]:
     pyramid = multiscales(attrs) or [{}]
     return [str(d.get("path")) for d in pyramid[0].get("datasets", [])]
 
+
 def is_labels(attrs: dict) -> bool:
     """Do a group's attributes make it OME-Zarr labels (``image-label``, 0.4 or 0.5)?"""
     return "image-label" in {**attrs, **(attrs.get("ome") or {})}
