@@ -149,6 +149,20 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     viewer.canvas.grid.enabled = False
     assert panel.grid_view.value is False
 
+    # a result kept with napari's Duplicate Layer is the user's: offered as an input, and
+    # neither replaced by the next sweep nor removed with its layers (the copy carries the
+    # metadata; it was deleted with them)
+    from napari.layers._layer_actions import _duplicate_layer
+
+    viewer.layers.selection = {panel.layers()[0]}
+    _duplicate_layer(viewer.layers)
+    kept = next(layer for layer in viewer.layers if layer.name.endswith(" copy"))
+    kept.name = "my kept segmentation"
+    for combo in (panel.ground_truth, widget.inputs.mask, widget.inputs.seeds):
+        combo.reset_choices()
+        assert kept in combo.choices
+    assert kept not in panel.layers()
+
     # a new sweep replaces the layers; min size joins the names
     panel.bias_values.value = "0.5"
     panel.min_size_values.value = "0, 20"
@@ -157,9 +171,11 @@ def test_sweep_scores_ranks_and_applies_the_best(panel, qtbot, tmp_path):
     assert [layer.name for layer in panel.layers()] == [
         "sweep bias=0.50 min_size=0", "sweep bias=0.50 min_size=20"]
     assert len([layer for layer in viewer.layers if layer.name.startswith("sweep")]) == 2
+    assert kept in viewer.layers
     panel.remove_layers()
     qtbot.waitUntil(lambda: not panel.removing, timeout=patience_ms(5))
     assert not [layer for layer in viewer.layers if layer.name.startswith("sweep")]
+    assert kept in viewer.layers
 
 
 def test_problems_are_messages(panel, qtbot):

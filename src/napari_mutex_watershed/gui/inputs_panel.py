@@ -30,7 +30,7 @@ from ..parameters import (
     validation_problems,
 )
 from .callback_time import recorded
-from .layers import PREVIEW_KEY, level0
+from .layers import is_transient, level0
 from .lifecycle import disconnect_all
 from .parameter_widgets import (
     FOLDED_FIELDS,
@@ -161,7 +161,7 @@ class InputsPanel:
         from napari.layers import Labels
 
         return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Labels) and not layer.metadata.get(PREVIEW_KEY)]
+                if isinstance(layer, Labels) and not is_transient(layer)]
 
     def reset_choices(self) -> None:
         for combo in (self.affinities, self.mask, self.seeds):

@@ -8,12 +8,15 @@ job control import this module too.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..attributes import BLOCK_SIZE_ATTR, INPUT_ATTR
 
-#: Set on layers the preview and the sweep make (never offered as input, replaced freely).
+#: Set on layers the preview and the sweep make. What makes a layer theirs (never offered
+#: as input, replaced freely) is ``is_transient``: napari's Duplicate Layer copies the
+#: metadata, and the copy is the user's, kept to compare or to paint seeds on.
 PREVIEW_KEY = "mutex_watershed_preview"
 #: Set on the sweep's result layers.
 SWEEP_KEY = "mutex_watershed_sweep"
@@ -31,6 +34,15 @@ def level0(data):
     if hasattr(data, "multiscale") and hasattr(data, "data"):  # a layer
         return data.data[0] if data.multiscale else data.data
     return data[0] if isinstance(data, Sequence) else data
+
+
+#: The layers the preview and the sweep made (``PREVIEW_KEY`` in their metadata on arrival).
+_TRANSIENT: weakref.WeakSet = weakref.WeakSet()
+
+
+def is_transient(layer) -> bool:
+    """Is ``layer`` one the preview or the sweep made (not a copy of one)?"""
+    return layer in _TRANSIENT
 
 
 # ---------------------------------------------------------------------------- arrival
@@ -131,6 +143,8 @@ class LabelsArrival:
 
         kwargs = {"multiscale": isinstance(data, list), **self._kwargs}
         self.layer = Labels(data, visible=False, **kwargs)
+        if self.layer.metadata.get(PREVIEW_KEY):
+            _TRANSIENT.add(self.layer)
         return self._insert
 
     def _insert(self):

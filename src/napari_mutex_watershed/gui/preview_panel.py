@@ -17,7 +17,7 @@ from qtpy.QtCore import QTimer
 
 from .callback_time import recorded
 from .inputs_panel import Inputs, identity
-from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
+from .layers import PREVIEW_KEY, add_labels_without_blocking, is_transient, level0
 from .lifecycle import disconnect_all
 from .parameter_widgets import segmentation_key
 from .preview import PreviewRequest, PreviewService
@@ -147,7 +147,7 @@ class PreviewPanel(Container):
     @recorded("preview.layer_inserted")
     def _on_layer_inserted(self, event=None) -> None:
         layer = getattr(event, "value", None)
-        if layer is None or layer.metadata.get(SWEEP_KEY) or layer.metadata.get(PREVIEW_KEY):
+        if layer is None or is_transient(layer):
             return  # (the sweep's layers belong above: they are the preview's alternatives)
         if self._keep_on_top and self.preview_layer is not None:
             QTimer.singleShot(0, self._raise_preview)  # after napari finished the insert

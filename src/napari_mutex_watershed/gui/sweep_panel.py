@@ -40,7 +40,13 @@ from ..sweep import (
 from ..sweep.table import check_csv_target
 from .callback_time import excluded, recorded
 from .inputs_panel import Inputs
-from .layers import PREVIEW_KEY, SWEEP_KEY, add_labels_without_blocking, level0
+from .layers import (
+    PREVIEW_KEY,
+    SWEEP_KEY,
+    add_labels_without_blocking,
+    is_transient,
+    level0,
+)
 from .lifecycle import disconnect_all, stop_with_widget
 from .sections import show_text, wrapping
 from .sweep_table import SweepTable
@@ -185,9 +191,7 @@ class SweepPanel(Container):
         return [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if isinstance(layer, Labels)
-            and not layer.metadata.get(SWEEP_KEY)
-            and not layer.metadata.get(PREVIEW_KEY)
+            if isinstance(layer, Labels) and not is_transient(layer)
         ]
 
     def _choose_ground_truth(self) -> None:
@@ -342,9 +346,10 @@ class SweepPanel(Container):
 
     # ------------------------------------------------------------------ results
     def _own_layers(self) -> list:
+        """The layers this panel made still in the viewer (not copies of them: their
+        metadata say the same, and they are the user's)."""
         return [layer for layer in self.viewer.layers
-                if layer.metadata.get(SWEEP_KEY)
-                and layer.metadata.get("sweep_panel") == id(self)]
+                if is_transient(layer) and layer.metadata.get("sweep_panel") == id(self)]
 
     def layers(self) -> list:
         """The current sweep's Labels layers in the viewer, in grid order."""
