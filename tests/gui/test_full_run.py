@@ -520,5 +520,10 @@ def test_a_run_into_another_output_adds_its_own_layer(make_napari_viewer_proxy, 
                                       zarr.open_array(str(output / "0"))[...])
     assert not np.array_equal(zarr.open_array(str(outputs["first"] / "0"))[...],
                               zarr.open_array(str(outputs["second"] / "0"))[...])
+    # the first output opened again with the reader (the labels, a level): a Start over
+    # on it removes those too (they stayed, with the replaced run's parameters)
+    viewer.open(str(outputs["first"]), plugin=PLUGIN)
+    viewer.open(str(outputs["first"] / "0"), plugin=PLUGIN)
+    assert len(viewer.layers) == 5
     panel.result.remove(outputs["first"])  # a Start over on the first
     assert [layer.name for layer in viewer.layers] == ["affs", "second"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..attributes import COMPLETE_ATTR, PARAMETERS_ATTR
 from ..blockwise.run_control import shell_command
+from ..storage.paths import level_paths, zarr_node
 from .callback_time import excluded
 from .layers import (
     BLOCK_SIZE_KEY,
@@ -66,7 +67,7 @@ class RunResult:
         if (existing is None or existing not in viewer.layers
                 or existing.metadata.get(OUTPUT_KEY) != str(request.output)):
             existing = next((candidate for candidate in viewer.layers
-                             if candidate.metadata.get(OUTPUT_KEY) == str(request.output)), None)
+                             if shows_output(candidate, request.output)), None)
         if existing is None:
             self._arriving = add_labels_without_blocking(
                 viewer, lambda: open_result(request.output, complete),
@@ -98,10 +99,23 @@ class RunResult:
         self._refresh_after_arrival = None
 
     def remove(self, output: Path) -> None:
-        """Remove this plugin's result layers of ``output`` (a Start over replaces it)."""
+        """Remove the layers that show ``output`` (a Start over replaces it)."""
         self.stop()
-        for layer in [layer for layer in self.viewer.layers
-                      if layer.metadata.get(OUTPUT_KEY) == str(output)]:
+        for layer in [layer for layer in self.viewer.layers if shows_output(layer, output)]:
             with excluded("full_run.remove_layer"):
                 self.viewer.layers.remove(layer)
         self.layer = None
+
+
+def shows_output(layer, output: Path) -> bool:
+    """Does ``layer`` show the labels at ``output``: a run's result layer, or one this
+    plugin's reader opened from it (``metadata["source"]``, the labels or a level of them)?"""
+    from napari.layers import Labels
+
+    if layer.metadata.get(OUTPUT_KEY) == str(output):
+        return True
+    source = layer.metadata.get("source")
+    if not isinstance(source, str) or not isinstance(layer, Labels):
+        return False
+    shown, target = Path(source).resolve(), Path(output).resolve()
+    return shown in (target, *(target / path for path in level_paths(zarr_node(target)[1])))
