@@ -17,7 +17,7 @@ def test_whole_numbers_within_float_rounding():
 @pytest.mark.parametrize(("scale", "translate", "grid"), [
     ((4, 4, 4), (8, 0, -4), ((4, 4, 4), (8, 0, -4))),
     ((4.000000000001, 2, 2), (0, 0, 0), ((4, 2, 2), (0, 0, 0))),
-    ((4, 4, 4), (2, 0, 0), None),  # not a whole number of voxels
+    ((4, 4, 4), (10, 0, 0), ((4, 4, 4), (10, 0, 0))),  # not a whole number of voxels
     ((0.5, 1, 1), (0, 0, 0), None),
     ((0, 1, 1), (0, 0, 0), None),
     ((-1, 1, 1), (0, 0, 0), None),

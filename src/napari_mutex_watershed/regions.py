@@ -31,11 +31,11 @@ def whole_numbers(values) -> tuple[int, ...] | None:
 
 
 def voxel_grid(scale, translate) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(voxel size, offset) of a scale and translate that fit funlib's integral grid (whole
-    positive sizes, an offset that is a whole number of voxels), else None."""
+    """(voxel size, offset) of a scale and translate that fit funlib's integral geometry
+    (whole positive sizes, a whole offset, in any relation to the size: funlib, OME-Zarr
+    and napari take an offset of 10 with voxels of 4), else None."""
     voxel_size, offset = whole_numbers(scale), whole_numbers(translate)
-    if voxel_size is None or offset is None or any(v <= 0 for v in voxel_size) or any(
-            o % v for o, v in zip(offset, voxel_size)):
+    if voxel_size is None or offset is None or any(v <= 0 for v in voxel_size):
         return None
     return voxel_size, offset
 

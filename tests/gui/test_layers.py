@@ -173,3 +173,20 @@ def test_a_full_run_on_an_ome_zarr_image_goes_to_its_labels_group(tmp_path, imag
     nodes = list(ome_zarr.reader.Reader(ome_zarr.io.parse_url(str(path)))())
     labels = [n for n in nodes if any(type(s).__name__ == "Label" for s in n.specs)]
     assert [Path(str(n.zarr.path)).resolve() for n in labels] == [output.resolve()]
+
+
+@pytest.mark.parametrize(("scale", "translate", "geometry"), [
+    ((1, 4, 4, 4), (0, 10, 0, 0), ((4, 4, 4), (10, 0, 0))),  # (was unit voxels: 10 % 4)
+    ((1, 4, 2, 2), (0, 8, -2, 0), ((4, 2, 2), (8, -2, 0))),
+    ((1, 0.5, 1, 1), (0, 0, 0, 0), ((1, 1, 1), (0, 0, 0))),  # fractions: unit voxels
+])
+def test_a_full_run_writes_the_layer_s_whole_geometry(scale, translate, geometry):
+    """An in-memory layer's input copy and output carry its scale and translate when they
+    are whole numbers, so the output overlays the image when opened again later."""
+    from types import SimpleNamespace
+
+    from napari_mutex_watershed.gui.run_layers import world_geometry
+
+    layer = SimpleNamespace(data=np.zeros((6, 4, 4, 4), np.float32), multiscale=False,
+                            scale=np.asarray(scale, float), translate=np.asarray(translate, float))
+    assert world_geometry(layer) == geometry

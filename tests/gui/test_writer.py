@@ -102,8 +102,12 @@ def test_non_integer_scale_falls_back_to_unit_voxels(tmp_path, labels):
     assert array.attrs[EXPORT_ATTR]["scale"] == [0.5, 0.25, 0.25]  # the real scale, kept
     (layer,) = napari_get_reader(written)(written)  # and the plugin's reader applies it
     assert layer[1]["scale"] == (0.5, 0.25, 0.25) and layer[1]["translate"] == (1.0, 0, 0)
-    (written,) = write_labels_zarr(str(tmp_path / "t.zarr"), labels,  # not on the grid
+    # whole numbers, the offset not a multiple of the voxel: kept as they are (funlib,
+    # OME-Zarr and napari take them; this was written in unit voxels)
+    (written,) = write_labels_zarr(str(tmp_path / "t.zarr"), labels,
                                    meta(scale=(4, 4, 4), translate=(2, 0, 0)))
+    array = open_ds(written)
+    assert tuple(array.voxel_size) == (4, 4, 4) and tuple(array.roi.offset) == (2, 0, 0)
     (layer,) = napari_get_reader(written)(written)
     assert layer[1]["scale"] == (4, 4, 4) and layer[1]["translate"] == (2, 0, 0)
 
