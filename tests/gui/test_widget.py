@@ -364,6 +364,26 @@ def test_the_preview_follows_a_new_transform_of_the_layer(viewer_with_widget, qt
     check_placement(viewer, shown.meta["region"])
 
 
+def test_the_preview_follows_data_edited_in_place(viewer_with_widget, qtbot):
+    """Affinities changed in place (a new checkpoint written into the same array) and the
+    layer refreshed, as napari asks: the preview segments the new values. It kept its
+    cached crop of the old ones, through later parameter changes too."""
+    viewer, widget = viewer_with_widget
+    check_first_preview(qtbot, viewer, widget)
+    first = widget.preview_panel.last_result
+    layer = viewer.layers["affinities"]
+    data = layer.data[0] if layer.multiscale else layer.data
+    data[...] = 1.0 - np.asarray(data)
+    layer.refresh()
+    shown = wait_for_new_result(qtbot, widget, first)
+    expected, _ = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    widget.inputs.fields["bias_short"].value = 0.3
+    wait_for_new_result(qtbot, widget, shown)
+    expected, _ = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+
+
 def test_newest_request_wins(viewer_with_widget, qtbot):
     viewer, widget = viewer_with_widget
     viewer.scene.camera.zoom = 3.0

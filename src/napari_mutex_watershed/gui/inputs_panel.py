@@ -366,11 +366,13 @@ class InputsPanel:
     @recorded("inputs.layer_chosen")
     def _on_layer_chosen(self, *_args) -> None:
         self._unwatch_layers()
+        # napari's ``refresh()`` after data edited in place emits only ``_extent_augmented``
+        # of these (``set_data`` also follows contrast limits and every pan of a pyramid)
         for layer, events in (
             (self.affinities.value, ("data", "scale", "translate", "rotate", "shear", "affine",
-                                     "metadata")),
-            (self.mask.value, ("data", "paint", "scale", "translate")),
-            (self.seeds.value, ("data", "paint", "scale", "translate")),
+                                     "metadata", "_extent_augmented")),
+            (self.mask.value, ("data", "paint", "scale", "translate", "_extent_augmented")),
+            (self.seeds.value, ("data", "paint", "scale", "translate", "_extent_augmented")),
         ):
             if layer is None:
                 continue
