@@ -10,36 +10,54 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .attributes import OUR_ATTRIBUTE_PREFIX
+from .attributes import EXPORT_ATTR, OUR_ATTRIBUTE_PREFIX, SAMPLE_ATTR
 from .errors import UnsafeOutputError
+from .storage.levels import METADATA_FILES
 from .storage.paths import (
     CONTAINER_SUFFIXES,
     LABELS_GROUP,
+    PARTIAL_SUFFIX,
     is_image,
     is_labels,
     level_paths,
     zarr_node,
 )
 
+#: What this tool wrote but a user keeps: sample data (its ground truth) and layers exported
+#: from napari (labels proofread by hand). A run never replaces them; only what wrote them.
+KEPT_MARKS = {SAMPLE_ATTR: "sample data: only `napari-mutex-watershed sample --overwrite` "
+                           "replaces it",
+              EXPORT_ATTR: "a layer exported from napari (labels that may have been edited by "
+                           "hand): only another export of a layer replaces it"}
 
-def _carries_our_names(attributes: dict) -> bool:
-    return any(str(k).startswith(OUR_ATTRIBUTE_PREFIX) for k in attributes)
+
+def _carries_our_names(attributes: dict, mark: str | None) -> bool:
+    if mark is not None:
+        return mark in attributes
+    return (any(str(k).startswith(OUR_ATTRIBUTE_PREFIX) for k in attributes)
+            and not any(kept in attributes for kept in KEPT_MARKS))
 
 
-def is_ours(path: str | Path) -> bool:
-    """Was ``path`` written by this tool, and does it hold nothing else? An array with our
-    attributes, or OME-Zarr labels (a group with multiscales) whose attributes or first
-    level's carry our names and whose folders are all its levels. A group holding more (an
-    array put beside our levels, a group of several outputs) is not ours to replace. Read
+def is_ours(path: str | Path, mark: str | None = None) -> bool:
+    """Was ``path`` written by this tool's runs (``mark``: by what writes that attribute, a
+    sample), and does it hold nothing else? An array with our attributes, or OME-Zarr labels
+    (a group with multiscales) whose attributes or first level's carry our names and whose
+    folders are all its levels, its files its metadata. A group holding more (an array or a
+    file put beside our levels, a group of several outputs) is not ours to replace. Read
     from the zarr attributes; anything unreadable is not ours."""
     path = Path(path)
     kind, attributes = zarr_node(path)  # {} if not a zarr node, or a broken one
     if kind == "array":
-        return _carries_our_names(attributes)
+        return _carries_our_names(attributes, mark)
     levels = level_paths(attributes) if kind == "group" else []
-    if not levels or not {p.name for p in path.iterdir() if p.is_dir()} <= set(levels):
+    if not levels:
         return False
-    return _carries_our_names(attributes) or _carries_our_names(zarr_node(path / levels[0])[1])
+    for entry in path.iterdir():
+        if entry.name not in (levels if entry.is_dir() else METADATA_FILES) and not (
+                entry.name.endswith(PARTIAL_SUFFIX)):
+            return False
+    return (_carries_our_names(attributes, mark)
+            or _carries_our_names(zarr_node(path / levels[0])[1], mark))
 
 
 def _is_empty_folder(path: Path) -> bool:
@@ -47,10 +65,10 @@ def _is_empty_folder(path: Path) -> bool:
 
 
 def check_output_location(output: str | Path, protected: dict[str, str | Path],
-                          only_ours: bool = True) -> None:
+                          only_ours: bool = True, mark: str | None = None) -> None:
     """Refuse an output that is, holds or lies in one of the ``protected`` paths (by role,
     e.g. ``{"input": ...}``), or (``only_ours``) that exists and is not an earlier output of
-    ours."""
+    ours (``is_ours``: of a run, or what carries ``mark``)."""
     target = Path(output).resolve()
     for role, path in protected.items():
         kept = Path(path).resolve()
@@ -63,10 +81,16 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
             raise UnsafeOutputError(
                 f"the output {output} contains the {role} {path}, which replacing it would "
                 "delete: choose another output")
-    if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(target):
+    if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(
+            target, mark):
+        attributes = zarr_node(target)[1]
+        kept = next((what for key, what in KEPT_MARKS.items()
+                     if key in attributes and key != mark), None)
+        if kept is not None:
+            raise UnsafeOutputError(f"{output} is {kept}; choose another output")
         raise UnsafeOutputError(
             f"{output} exists and is not an output of napari-mutex-watershed (or holds other "
-            "arrays beside one), so it is never replaced: choose another output")
+            "files beside one), so it is never replaced: choose another output")
 
 
 def check_output_place(output: str | Path) -> None:

@@ -133,7 +133,7 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
                "ground_truth": Path(container) / "ground_truth"}
     if overwrite:
         for target in targets.values():
-            check_output_location(target, {})
+            check_output_location(target, {}, mark=SAMPLE_ATTR)
     affinities, labels, offsets = sample_volume(tuple(shape), seed, noise, dtype)
     paths = {
         "affinities": write_affinities(targets["affinities"], affinities, offsets,
