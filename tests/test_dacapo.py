@@ -384,12 +384,19 @@ def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
     mine = zarr.open_group(str(container / "results3d")).create_array(
         "proofread", data=np.full((8, 32, 32), 42, np.uint32))
     before = sorted(p.name for p in (container / "results3d").iterdir())
-    with pytest.raises(UnsafeOutputError, match="holds other arrays"):
+    with pytest.raises(UnsafeOutputError, match="holds other files"):
         post_processor.process(parameters, LocalArrayIdentifier(container, "results3d"))
     reversed_offsets = WatershedPostProcessor([o[::-1] for o in offsets])
     with pytest.warns(UserWarning, match="stores the offsets .* but the post-processor was "
                       "given"):
         reversed_offsets.set_prediction(prediction)
+    # offsets stored as one flat list: the given ones are used, with a warning (a TypeError)
+    from napari_mutex_watershed.storage.paths import update_attributes
+
+    update_attributes(prediction, {"offsets": [v for o in offsets for v in o]})
+    with pytest.warns(UserWarning, match="is not a list of integer vectors: .*the "
+                      "post-processor's offsets are used"):
+        post_processor.set_prediction(prediction)
     with pytest.raises(UsageError, match="names no dataset"):
         post_processor.process(parameters, LocalArrayIdentifier(tmp_path / "e.zarr", ""))
     assert sorted(p.name for p in (container / "results3d").iterdir()) == before

@@ -163,6 +163,10 @@ def test_affinities_without_axes_get_a_channel_axis(tmp_path, affinities):
                          ("raw.zarr", ("z", "y", "x"))):
         ((_, kwargs, kind),) = read(tmp_path / path)
         assert kind == "image" and kwargs["axis_labels"] == labels, path
+    # offsets stored as one flat list: read as affinities without offsets (a TypeError)
+    flat.attrs["offsets"] = [1, 0, 0, 1]
+    ((_, kwargs, kind),) = read(tmp_path / "flat.zarr")
+    assert kind == "image" and "offsets" not in kwargs["metadata"]
 
 
 def test_not_ours(tmp_path):

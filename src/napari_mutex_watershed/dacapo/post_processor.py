@@ -24,6 +24,7 @@ from pydantic import (
 from ..blockwise.block_shape import DEFAULT_BLOCK_SIZE as blockwise_default_block_size
 from ..errors import InvalidInputError, NotReadyError, UsageError
 from ..parameters import DEFAULT_MIN_SIZE, WatershedParameters, validation_problems
+from ..storage.inputs import stored_offsets
 from .arrays import LocalArrayIdentifier, ZarrArray
 
 #: DaCapo's bias grid: ``enumerate_parameters`` yields one run per value.
@@ -295,9 +296,12 @@ class WatershedPostProcessor(PostProcessor):
                 f"{array} has {array.num_channels} channels but there are "
                 f"{len(self.offsets)} offsets"
             )
-        stored = array.attrs.get("offsets")
-        if stored and [tuple(int(v) for v in o) for o in stored[:len(self.offsets)]] != [
-                tuple(o) for o in self.offsets]:
+        value = array.attrs.get("offsets")
+        stored, problem = stored_offsets(value, array) if value is not None else (None, None)
+        if problem is not None:
+            warnings.warn(f"{problem}: the post-processor's offsets are used", UserWarning,
+                          stacklevel=2)
+        elif stored and stored[:len(self.offsets)] != list(self.offsets):
             warnings.warn(  # given offsets win, as in DaCapo; a mismatch is most likely a slip
                 f"{array} stores the offsets {[list(o) for o in stored]} but the "
                 f"post-processor was given {[list(o) for o in self.offsets]}: the given ones "

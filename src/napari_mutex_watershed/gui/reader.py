@@ -141,9 +141,12 @@ def _layer_tuple(data, attrs: dict, voxel_size, offset, axis_names, name: str, p
         return data, kwargs, "labels"
     if (attrs.get(EXPORT_ATTR) or attrs.get("image-label") is not None) and channels == 0:
         return data, kwargs, "labels"
-    offsets = attrs.get("offsets")
-    if offsets:
-        meta["offsets"] = [[int(v) for v in o] for o in offsets]
+    if attrs.get("offsets") is not None:  # (unreadable ones: the widget asks for offsets)
+        from ..storage.inputs import stored_offsets
+
+        offsets, _ = stored_offsets(attrs["offsets"], path)
+        if offsets:
+            meta["offsets"] = [list(o) for o in offsets]
     if np.issubdtype(level0.dtype, np.floating):
         kwargs["contrast_limits"] = (0.0, 1.0)
     if channels == 0 and np.issubdtype(level0.dtype, np.integer) and level0.dtype != np.uint8:

@@ -141,6 +141,9 @@ class Affinities:
 
     volume: Volume
     offsets: list[tuple[int, ...]] | None
+    #: What is wrong with an ``offsets`` attribute that is there but unreadable (``offsets``
+    #: is then None): said only when no offsets are given instead (``parameters_for``).
+    offsets_problem: str | None = None
 
     @property
     def path(self) -> Path:
@@ -265,8 +268,8 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
         n_spatial = sum(not (str(n).endswith("^") or n in CHANNEL_NAMES) for n in names)
     elif voxel_size or offset:
         n_spatial = len(voxel_size or offset)
-    elif offsets and role == "affinities":
-        n_spatial = len(offsets[0])
+    elif role == "affinities" and 1 <= _vector_length(offsets) < ndim:
+        n_spatial = _vector_length(offsets)
     else:
         n_spatial = ndim - 1 if role == "affinities" and ndim > 2 else ndim
     axis_names = _axis_roles(ndim, names, n_spatial)
@@ -291,6 +294,16 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
                 "\"nm\" or \"um\"")
         voxel_size, offset, units, in_file = world
     return axis_names, voxel_size, offset, units, note, in_file
+
+
+def _vector_length(offsets) -> int:
+    """The length of the vectors of an ``offsets`` attribute, 0 unless it is a list of
+    vectors of one length (a flat list, a mapping, nothing)."""
+    if not isinstance(offsets, list) or not offsets or not all(
+            isinstance(o, (list, tuple)) for o in offsets):
+        return 0
+    lengths = {len(o) for o in offsets}
+    return lengths.pop() if len(lengths) == 1 else 0
 
 
 def _ome_geometry(group: Path, attrs: dict, level: int):
@@ -443,24 +456,30 @@ def open_affinities(path: str | Path) -> Affinities:
             "expected (c^, [z,] y, x) affinities with one channel axis first"
         )
     say_note(volume.path, volume.note)
-    offsets = volume.attrs.get("offsets")
-    offsets = stored_offsets(offsets, volume.path) if offsets is not None else None
-    return Affinities(volume, offsets)
+    value = volume.attrs.get("offsets")
+    if value is None:
+        return Affinities(volume, None)
+    offsets, problem = stored_offsets(value, volume.path)
+    return Affinities(volume, offsets, problem)
 
 
-def stored_offsets(value, path) -> list[tuple[int, ...]]:
-    """The ``offsets`` attribute as integer vectors, or one line on what is wrong with it
-    (fractions are refused, not truncated)."""
+def stored_offsets(value, path) -> tuple[list[tuple[int, ...]] | None, str | None]:
+    """(the ``offsets`` attribute as integer vectors, None) or (None, one line on what is
+    wrong with it): fractions are refused, not truncated."""
     from pydantic import ValidationError
 
     from ..parameters import WatershedParameters, validation_problems
 
     try:
-        return WatershedParameters(offsets=value).offsets
-    except ValidationError as error:
+        return WatershedParameters(offsets=value).offsets, None
+    except (ValidationError, TypeError, ValueError) as error:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise InvalidInputError(f"the offsets attribute of {path} ({shown}) is not a list of "
-                                f"integer vectors: {validation_problems(error)}") from None
+        problems = (validation_problems(error).split("; ")
+                    if isinstance(error, ValidationError) else [])
+        why = "; ".join(problems[:2]) + (f"; and {len(problems) - 2} more"
+                                        if len(problems) > 2 else "")
+        return None, (f"the offsets attribute of {path} ({shown}) is not a list of integer "
+                      f"vectors" + (f": {why}" if why else ""))
 
 
 def stored_attributes(path: str | Path, default_dataset: str = "labels") -> dict:
@@ -492,6 +511,9 @@ def parameters_for(affinities: Affinities, parameters):
              else parameters or {})
     ndim = len(affinities.shape) - 1
     offsets = None if "offsets" in named else affinities.offsets
+    if "offsets" not in named and affinities.offsets_problem:
+        raise InvalidInputError(f"{affinities.offsets_problem}; give the offsets instead "
+                                "(--offsets, or in the parameters)")
     assumed = "offsets" not in named and offsets is None
     if assumed:
         offsets = default_offsets(ndim)
@@ -501,8 +523,10 @@ def parameters_for(affinities: Affinities, parameters):
         offsets = offsets_of_channels(offsets, chosen, affinities.num_channels)
     parameters = as_parameters(parameters, offsets=offsets)
     if parameters.ndim != ndim:
+        stored = "" if "offsets" in named else f" (its offsets attribute, {affinities.path})"
         raise InvalidInputError(
-            f"the affinities are {ndim}D but the offsets are {parameters.ndim}D")
+            f"the affinities are {ndim}D but the offsets{stored} are {parameters.ndim}D: give "
+            f"{ndim}D offsets")
     channels = affinities.num_channels
     if parameters.channels is None and channels != len(parameters.offsets):
         given = (f"stores no offsets, and the {ndim}D defaults are {len(parameters.offsets)}"
