@@ -174,6 +174,9 @@ CASES = [
     Case("output holds a file beside its levels", [*SEGMENT, "o.zarr/labels", "--overwrite"],
          r"^error: o.zarr/labels exists and is not an output of napari-mutex-watershed \(or "
          r"holds other files beside one\)", make=note_in_earlier_output),
+    Case("output under a file", [*SEGMENT, "in.zarr/notes.txt/labels"],
+         r"^error: cannot write in.zarr/notes.txt/labels: \S*in.zarr/notes.txt is a file, not a "
+         r"folder$", make=write_file("in.zarr/notes.txt", "mine")),
     Case("output is a level of an earlier output", [*SEGMENT, "o.zarr/labels/0", "--overwrite"],
          r"the output o.zarr/labels/0 is a level of the OME-Zarr image o.zarr/labels: name the "
          r"labels image itself \(o.zarr/labels\), or another output$", make=earlier_output),

@@ -91,3 +91,44 @@ def test_a_read_only_location_gets_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Read-only file system" in lines[0] and str(locked) in lines[0]
+
+
+def test_a_read_only_container_gets_one_line(tmp_path):
+    """A container mounted read-only, the folder beside it writable: the output's own
+    creation fails (it was an unexpected OSError), said in one line, nothing left."""
+    affinities, _, offsets = sample_volume((16, 32, 32), seed=6)
+    source = write_affinities(tmp_path / "in.zarr/affinities", affinities, offsets)
+    shared = tmp_path / "shared.zarr"
+    zarr.open_group(str(shared), mode="w")
+    mount = subprocess.run(["mount", "--bind", str(shared), str(shared)], capture_output=True,
+                           text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({mount.stderr.strip()}); CI runs as root")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(shared)], check=True)
+        result = subprocess.run([*CLI, "segment", str(source), str(shared / "labels")],
+                                capture_output=True, text=True, timeout=600)
+    finally:
+        subprocess.run(["umount", "-l", str(shared)], check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write {shared / 'labels'}: Read-only file system at "
+        f"{shared / 'labels'}"], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "shared.zarr"]
+
+
+def test_an_output_that_cannot_be_made_is_one_line():
+    """A file where a folder goes, no permission, a read-only disk: said, not a bug."""
+    import errno
+
+    from napari_mutex_watershed.blockwise.disk import write_refusal
+
+    cases = ((FileExistsError(errno.EEXIST, "File exists", "o.zarr/notes"),
+              "cannot write o.zarr/notes/seg: o.zarr/notes is a file, not a folder"),
+             (PermissionError(errno.EPERM, "Operation not permitted", "o.zarr/seg"),
+              "cannot write o.zarr/notes/seg: Operation not permitted at o.zarr/seg"),
+             (OSError(errno.EROFS, "Read-only file system", "o.zarr/seg"),
+              "cannot write o.zarr/notes/seg: Read-only file system at o.zarr/seg"))
+    for error, line in cases:
+        assert str(write_refusal(error, "o.zarr/notes/seg")) == line
+    assert write_refusal(OSError(errno.EIO, "I/O error"), "o.zarr/seg") is None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NoSpaceError
+from ..errors import MutexWatershedError, NoSpaceError
 
 #: Mark of files written under a temporary name and renamed when complete.
 TEMPORARY_MARK = ".tmp"
@@ -29,6 +29,17 @@ def no_space(error: BaseException) -> bool:
 def no_space_error(path) -> NoSpaceError:
     return NoSpaceError(f"no space left on device at {path}: free some space, then run the "
                         "same command again to resume")
+
+
+def write_refusal(error: OSError, output) -> MutexWatershedError | None:
+    """One line for an output that cannot be made where it was asked (a file where a folder
+    goes, no permission, a read-only disk); None for any other error."""
+    where = error.filename or output
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        return MutexWatershedError(f"cannot write {output}: {where} is a file, not a folder")
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        return MutexWatershedError(f"cannot write {output}: {error.strerror} at {where}")
+    return None
 
 
 def temporary_name(path: Path) -> Path:

@@ -46,7 +46,7 @@ from ..storage import (
 from ..storage.levels import holds_chunks, is_marked_complete
 from . import fatal
 from .block_shape import block_size_for
-from .disk import no_space, no_space_error
+from .disk import no_space, no_space_error, write_refusal
 from .job import blocks_done, is_complete, run_plan
 from .lock import LOCK_SUFFIX, RunLock
 from .mask_seeds import open_guide
@@ -299,6 +299,9 @@ def plan_run(input_path, output_path, parameters=None, overwrite: bool = False,
     except OSError as error:
         if no_space(error):
             raise no_space_error(plan.work_dir) from None
+        refusal = write_refusal(error, output_path)
+        if refusal is not None:
+            raise refusal from None
         raise
     return plan
 
