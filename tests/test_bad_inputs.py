@@ -240,7 +240,8 @@ CASES = [
          r"first at voxel \(10, 20, 30\)",
          make=lambda f: set_channel_value(f, 2, (10, 20, 30), np.nan)),
     Case("infinity", [*SEGMENT, "o.zarr/labels", *BLOCKS],
-         r"0 NaN and 1 infinite values in channel 0, first at voxel \(3, 4, 5\)",
+         r"0 NaN and 1 infinite values in channel 0, first at voxel \(3, 4, 5\).*; replace "
+         r"them \(with 0, say\) before segmenting: a mask does not skip them",
          make=lambda f: set_channel_value(f, 0, (3, 4, 5), np.inf)),
     Case("values above 1", [*SEGMENT, "o.zarr/labels", *BLOCKS],
          r"values outside 0..1 \(from .* to 7\) in channel 5, first at voxel \(1, 2, 3\); "

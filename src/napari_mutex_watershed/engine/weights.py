@@ -73,7 +73,7 @@ def check_values(channel: np.ndarray, index: int) -> None:
     if bad.any():
         n_nan = int(np.isnan(channel).sum())
         problem = f"affinities contain {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values"
-        advice = "fix or mask them before segmenting"
+        advice = "replace them (with 0, say) before segmenting: a mask does not skip them"
     else:
         bad = (channel < 0) | (channel > 1)
         problem = f"affinities have {int(bad.sum())} values outside 0..1 (from {lo:g} to {hi:g})"
