@@ -399,6 +399,9 @@ def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
         post_processor.set_prediction(prediction)
     with pytest.raises(UsageError, match="names no dataset"):
         post_processor.process(parameters, LocalArrayIdentifier(tmp_path / "e.zarr", ""))
+    with pytest.raises(InvalidInputError, match=r"block size must be 3 integers >= 1, got "
+                       r"\(32.9, 64, 64\)"):  # (it ran with 32: truncated)
+        post_processor.process(parameters, tmp_path / "e.zarr/out", block_size=(32.9, 64, 64))
     assert sorted(p.name for p in (container / "results3d").iterdir()) == before
     assert np.all(mine[...] == 42) and not (tmp_path / "e.zarr").exists()
 

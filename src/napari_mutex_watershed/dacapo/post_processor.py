@@ -370,7 +370,7 @@ class WatershedPostProcessor(PostProcessor):
             output_array_identifier.path,
             watershed,
             supervised=True,
-            block_size=tuple(int(b) for b in block_size),
+            block_size=tuple(block_size),  # (fractions refused there, not truncated)
             num_workers=num_workers,
             overwrite=True,
             progress="none",
