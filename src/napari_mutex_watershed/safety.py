@@ -14,12 +14,12 @@ from .attributes import EXPORT_ATTR, OUR_ATTRIBUTE_PREFIX, SAMPLE_ATTR
 from .errors import UnsafeOutputError
 from .storage.levels import METADATA_FILES
 from .storage.paths import (
-    CONTAINER_SUFFIXES,
     LABELS_GROUP,
     PARTIAL_SUFFIX,
     is_image,
     is_labels,
     level_paths,
+    named_like,
     zarr_node,
 )
 
@@ -121,5 +121,5 @@ def check_output_place(output: str | Path) -> None:
             raise UnsafeOutputError(
                 f"the output {output} lies inside the labels image {parent}, which it would "
                 "break: choose a place outside it")
-        if parent.suffix in CONTAINER_SUFFIXES:
+        if named_like(parent.name):
             return  # the container's root: nothing above belongs to it

@@ -147,6 +147,8 @@ def test_hdf5_file(tmp_path, affinities, make_napari_viewer_proxy, plugin_manage
         handle["affinities"] = affinities
         handle["other"] = labels
     assert [kwargs["name"] for _, kwargs, _ in read(tmp_path / "one.h5")] == ["affinities"]
+    (tmp_path / "one.h5").rename(tmp_path / "ONE.H5")  # any case (it was not read)
+    assert [kwargs["name"] for _, kwargs, _ in read(tmp_path / "ONE.H5")] == ["affinities"]
 
     viewer = make_napari_viewer_proxy()
     opened = viewer.open(str(tmp_path / "volumes.h5"), plugin="napari-mutex-watershed")

@@ -24,7 +24,7 @@ from napari_mutex_watershed.storage import (
     write_affinities,
     write_labels,
 )
-from napari_mutex_watershed.storage.paths import update_attributes, write_group
+from napari_mutex_watershed.storage.paths import container_kind, update_attributes, write_group
 from napari_mutex_watershed.synthetic import sample_volume
 
 
@@ -45,6 +45,10 @@ def test_split_path():
     assert split_path("a/b.zarr/seg/labels", "x") == (Path("a/b.zarr"), "seg/labels")
     assert split_path("a/b.zarr", "labels") == (Path("a/b.zarr"), "labels")
     assert split_path("c.n5/affs", "x") == (Path("c.n5"), "affs")
+    # container suffixes in any case (AFFS.H5 was refused as no container)
+    assert split_path("AFFS.H5/flat", "x") == (Path("AFFS.H5"), "flat")
+    assert container_kind(Path("AFFS.H5")) == "hdf5"
+    assert container_kind(Path("v.N5")) == "n5"
 
 
 def test_affinities_round_trip(stored, small_sample, tmp_path):

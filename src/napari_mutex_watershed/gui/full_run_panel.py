@@ -41,7 +41,7 @@ from ..errors import (
 from ..parameters import WatershedParameters
 from ..regions import check_offsets_fit
 from ..safety import check_output_location, check_output_place, is_ours
-from ..storage.paths import LABELS_GROUP, is_image
+from ..storage.paths import LABELS_GROUP, ZARR_SUFFIXES, is_image, named_like
 from .callback_time import recorded
 from .inputs_panel import Inputs
 from .layers import (
@@ -225,12 +225,12 @@ class FullRunPanel:
         text = self.output.value.strip()
         layer = self.inputs.layer
         path = Path(text).expanduser() if text else default_output(layer)
-        if not any(part.endswith(".zarr") for part in path.parts):  # as the job would say
+        if not any(named_like(part, ZARR_SUFFIXES) for part in path.parts):  # as the job says
             raise InvalidInputError(f"{path}: outputs are written into a .zarr container "
                                     "(e.g. volume.zarr/labels_mws)")
         if is_image(path) and not is_ours(path):  # its labels go in its labels group
             path = path / LABELS_GROUP / DEFAULT_OUTPUT_NAME
-        elif str(path).rstrip("/").endswith(".zarr"):
+        elif named_like(path.name, ZARR_SUFFIXES):
             path = path / DEFAULT_OUTPUT_NAME
         return path.absolute()
 

@@ -29,15 +29,14 @@ import numpy as np
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 from ..parameters import WatershedParameters
 from ..storage.paths import (
-    CONTAINER_SUFFIXES,
     HDF5_SUFFIXES,
     arrays_in,
+    named_like,
     node_kind,
     read_json,
     zarr_node,
 )
 
-SUFFIXES = (".zarr", ".n5")
 AFFINITIES = "affinities"
 
 
@@ -48,7 +47,7 @@ def napari_get_reader(path):
             return None
         path = path[0]
     path = Path(str(path).rstrip("/"))
-    if not any(p.endswith(CONTAINER_SUFFIXES) for p in path.parts):
+    if not any(named_like(p) for p in path.parts):
         return None
     if _kind(path) is None:
         return None
@@ -72,9 +71,9 @@ def read(path) -> list[tuple]:
 
 # ---------------------------------------------------------------------------- detection
 def _kind(path: Path) -> str | None:
-    if path.name.endswith(HDF5_SUFFIXES):
+    if named_like(path.name, HDF5_SUFFIXES):
         return "hdf5-file" if path.is_file() else None
-    if any(p.endswith(HDF5_SUFFIXES) for p in path.parts):
+    if any(named_like(p, HDF5_SUFFIXES) for p in path.parts):
         return "hdf5"
     return node_kind(path) if path.is_dir() else None
 

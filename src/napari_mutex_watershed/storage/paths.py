@@ -31,12 +31,17 @@ ACCEPTED = (
 )
 
 
+def named_like(name: str, suffixes: tuple[str, ...] = CONTAINER_SUFFIXES) -> bool:
+    """Does a file or folder name end in one of ``suffixes``, in any case (``AFFS.H5``)?"""
+    return name.lower().endswith(suffixes)
+
+
 def split_path(path: str | Path, default_dataset: str) -> tuple[Path, str]:
     """(container, dataset) of an array path such as ``a.zarr/seg/labels``; the dataset is
     empty when the container itself is the array (a zarr array at the root of its store)."""
     parts = Path(path).parts
     for i, part in enumerate(parts):
-        if part.endswith(CONTAINER_SUFFIXES):
+        if named_like(part):
             container = Path(*parts[: i + 1])
             dataset = "/".join(parts[i + 1:])
             if not dataset and not _is_zarr_node(container, "array", "ome"):
@@ -70,9 +75,9 @@ def array_path(path: str | Path, default_dataset: str) -> Path:
 def container_kind(container: Path) -> str:
     """"zarr", "n5" or "hdf5", from the container's suffix."""
     name = container.name
-    if name.endswith(HDF5_SUFFIXES):
+    if named_like(name, HDF5_SUFFIXES):
         return "hdf5"
-    if name.endswith(N5_SUFFIXES):
+    if named_like(name, N5_SUFFIXES):
         return "n5"
     return "zarr"
 
@@ -236,7 +241,7 @@ def stored_voxels(path: str | Path, default_dataset: str) -> int | None:
 def node_kind(path: Path) -> str | None:
     """What a folder of a zarr or N5 container is: "array", "ome" (an OME-Zarr image),
     "group", "n5-array", "n5-group", or None (nothing of these)."""
-    if (path / "attributes.json").exists() or path.suffix == ".n5":
+    if (path / "attributes.json").exists() or named_like(path.name, N5_SUFFIXES):
         return "n5-array" if "dimensions" in read_json(path / "attributes.json") else "n5-group"
     node, attrs = zarr_node(path)
     if node == "group":
