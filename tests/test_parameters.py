@@ -77,6 +77,10 @@ def test_validation_messages(kwargs, message):
     ({"zzz": 1}, "zzz: not a parameter"),
     ({"bias_short": 3, "sigma": -1}, "bias_short: Input should be less than or equal to 1 "
      "(got 3); sigma: Input should be greater than or equal to 0 (got -1)"),
+    # (NaN was "should be less than or equal to 1 (got nan)")
+    ({"bias": float("nan")}, "bias: Input should be a finite number (got nan)"),
+    ({"threshold": float("nan"), "sigma": float("inf")}, "threshold: Input should be a finite "
+     "number (got nan); sigma: Input should be a finite number (got inf)"),
 ])
 def test_invalid_values_read_as_one_line(values, line):
     with pytest.raises(InvalidInputError) as info:

@@ -92,7 +92,7 @@ def offsets_text(offsets) -> str:
 class WatershedParameters(BaseModel):
     """Parameters of one mutex-watershed segmentation."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     offsets: list[Offset] = Field(
         default_factory=lambda: list(OFFSETS_3D),

@@ -57,7 +57,8 @@ CoordinateField = Annotated[
 class PostProcessorParameters(BaseModel):
     """Base of all post-processor parameters: an ``id`` and immutable values."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
     id: int = Field(default=0, description="Index of this set among the enumerated ones.")
 
