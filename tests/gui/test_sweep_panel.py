@@ -259,3 +259,48 @@ def test_cancel_stops_the_workers(panel, qtbot):
     assert "cancelled" in panel.status.value
     assert panel.run_button.enabled and not panel.cancel_button.enabled
     assert wait_gone(workers, seconds=10) == []
+
+
+#: A sweep shown in 2D, the view switched to 3D, its layers removed: in a process of its
+#: own, since napari crashed there (under Xvfb) when a hidden layer was shown after a shown
+#: one had been removed.
+REMOVAL_IN_3D = """
+import sys, time
+import napari
+from qtpy.QtWidgets import QApplication
+
+def wait(condition, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not condition():
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+viewer = napari.Viewer()
+viewer.open_sample("napari-mutex-watershed", "cells3d")
+_, widget = viewer.window.add_plugin_dock_widget("napari-mutex-watershed", "Mutex Watershed")
+panel = widget.sweep_panel
+panel.bias_values.value = "0.3, 0.5, 0.7"
+panel.run()
+wait(lambda: panel.job is not None and panel.job.done and not panel.running, float(sys.argv[1]))
+assert len(panel.layers()) == 3, panel.status.value
+viewer.dims.ndisplay = 3
+wait(lambda: False, 0.5)
+panel.remove_layers()
+wait(lambda: not panel.removing, float(sys.argv[1]))
+print([layer.name for layer in viewer.layers])
+panel.close_sweep()
+viewer.close()
+"""
+
+
+def test_sweep_layers_are_removed_in_3d(tmp_path):
+    import subprocess
+    import sys
+
+    from patience import patience
+
+    done = subprocess.run([sys.executable, "-c", REMOVAL_IN_3D, str(patience(SWEEP_SECONDS))],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          timeout=patience(4 * SWEEP_SECONDS))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['affinities', 'ground truth']"

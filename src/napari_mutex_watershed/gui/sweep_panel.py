@@ -80,6 +80,7 @@ class SweepPanel(Container):
         self._closed = False
         self._job_number = 0
         self._to_remove: list = []
+        self._revealed = None  # the hidden layer shown, to be removed at the next step
         self._arrived: list = []  # results received, not shown yet
         self._arriving = None  # the LabelsArrival of the result being added
         self._active = False
@@ -383,11 +384,22 @@ class SweepPanel(Container):
 
     @recorded("sweep.remove_next")
     def _remove_next(self) -> None:
+        """One step: show the next hidden layer, or remove the one shown the step before;
+        the layers shown all along go last (docs/sweep.md: under Xvfb napari crashed on a
+        hidden layer removed, and in 3D on one shown after a shown one was removed)."""
         if self._to_remove:
             layer = self._to_remove[0]
-            if layer in self.viewer.layers and not layer.visible:
-                layer.visible = True  # (hidden by _show_only; removed at the next turn)
-                return
+            if layer is not self._revealed:
+                hidden = next((candidate for candidate in self._to_remove
+                               if candidate in self.viewer.layers and not candidate.visible),
+                              None)
+                if hidden is not None:  # (hidden by _show_only)
+                    self._to_remove.remove(hidden)
+                    self._to_remove.insert(0, hidden)
+                    hidden.visible = True
+                    self._revealed = hidden
+                    return
+            self._revealed = None
             self._to_remove.pop(0)
             if layer in self.viewer.layers:
                 with excluded("sweep.remove_layer"):  # napari's work
