@@ -61,6 +61,19 @@ def test_zarr_container_with_affinities_and_labels(tmp_path, affinities):
     assert kind == "labels"
 
 
+def test_a_sample_container_opens_with_its_ground_truth(tmp_path):
+    """What ``napari-mutex-watershed sample`` wrote, and a run's labels beside it (the
+    ground truth was left out: not written by a run)."""
+    from napari_mutex_watershed.blockwise.launch import segment_blockwise_zarr
+    from napari_mutex_watershed.synthetic import write_sample
+
+    write_sample(tmp_path / "s.zarr", (8, 32, 32))
+    segment_blockwise_zarr(tmp_path / "s.zarr/affinities", tmp_path / "s.zarr/labels",
+                           WatershedParameters(offsets=OFFSETS_3D), progress="none")
+    layers = [(kwargs["name"], kind) for _, kwargs, kind in read(tmp_path / "s.zarr")]
+    assert layers == [("affinities", "image"), ("ground_truth", "labels"), ("labels", "labels")]
+
+
 def test_ome_zarr_multiscale(tmp_path, affinities):
     path = tmp_path / "image.ome.zarr"
     root = zarr.open_group(str(path), mode="w")

@@ -14,7 +14,8 @@ have the geometry the CLI and the blockwise runs see.
   (``mutex_watershed_export``, whose scale and translate are the layer's, even where the
   array could only store unit voxels) and any OME-Zarr labels image (``image-label``).
 - A container path (``volume.zarr``, ``volume.n5``) opens its ``affinities`` array and every
-  top-level labels array or image written by this package; an OME-Zarr image group opens as
+  top-level labels array or image written by this package (a sample's ground truth too); an
+  OME-Zarr image group opens as
   a multiscale layer. An HDF5 file (``volume.h5``) opens its ``affinities`` dataset, else
   every dataset of 2 to 4 axes.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
+from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS, SAMPLE_ATTR
 from ..parameters import WatershedParameters
 from ..storage.paths import (
     HDF5_SUFFIXES,
@@ -186,7 +187,8 @@ def _read_container(path: Path) -> list[tuple]:
             continue
         attrs = _attributes(child, kind)
         if child.name != AFFINITIES and not any(
-                key in attrs for key in (PARAMETERS_ATTR, EXPORT_ATTR, "image-label")):
+                key in attrs for key in (PARAMETERS_ATTR, EXPORT_ATTR, SAMPLE_ATTR,
+                                         "image-label")):
             continue
         layers.append(_read_volume(child))
     if not layers:
