@@ -174,6 +174,9 @@ CASES = [
     Case("output holds a file beside its levels", [*SEGMENT, "o.zarr/labels", "--overwrite"],
          r"^error: o.zarr/labels exists and is not an output of napari-mutex-watershed \(or "
          r"holds other files beside one\)", make=note_in_earlier_output),
+    Case("an earlier output, other settings", [*SEGMENT, "o.zarr/labels", "--bias", 0.3],
+         r"^error: \S*o.zarr/labels already exists \(from another run or with other settings\); "
+         r"pass --overwrite to replace it$", make=earlier_output),
     Case("output under a file", [*SEGMENT, "in.zarr/notes.txt/labels"],
          r"^error: cannot write in.zarr/notes.txt/labels: \S*in.zarr/notes.txt is a file, not a "
          r"folder$", make=write_file("in.zarr/notes.txt", "mine")),

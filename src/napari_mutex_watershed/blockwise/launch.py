@@ -27,6 +27,7 @@ from ..engine.weights import DTYPE_ADVICE, is_supported_dtype
 from ..errors import (
     BlockwiseError,
     InvalidInputError,
+    MutexWatershedError,
     OutputExistsError,
     UsageError,
     checked_arguments,
@@ -296,6 +297,8 @@ def plan_run(input_path, output_path, parameters=None, overwrite: bool = False,
                     "settings); pass --overwrite to replace it")
             prepare_output(plan, affinities)
         plan.save()
+    except MutexWatershedError:  # (OutputExistsError is a FileExistsError too)
+        raise
     except OSError as error:
         if no_space(error):
             raise no_space_error(plan.work_dir) from None
