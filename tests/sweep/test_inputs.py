@@ -94,6 +94,20 @@ def test_the_ground_truth_lines_up_and_negative_ids_are_unlabelled(tmp_path, cap
     with pytest.raises(InvalidInputError, match="off the affinities' voxel grid"):
         open_sweep_data(source, off_grid)
 
+    # a crop stored at the affinities' own offset is placed there (it was refused as not
+    # lining up); one that stores no offset is taken to start at 0 and refused
+    crop = tmp_path / "t.zarr/crop"
+    create_array(crop, "crop", (4, 32, 32), np.uint32, ["z", "y", "x"], voxel_size=(4, 2, 2),
+                 offset=(8, 4, 4))[...] = truth[:4]
+    placed = open_sweep_data(source, crop).ground_truth
+    np.testing.assert_array_equal(placed[:4], truth[:4])
+    assert not placed[4:].any()
+    unplaced = zarr.create_array(str(tmp_path / "t.zarr/unplaced"), data=truth[:4])
+    unplaced.attrs["resolution"] = [1, 1, 1]
+    with pytest.raises(InvalidInputError, match="the ground truth has shape \\(4, 32, 32\\) "
+                       "but the affinities \\(8, 32, 32\\), both starting at"):
+        open_sweep_data(plain_source, tmp_path / "t.zarr/unplaced")
+
 
 def test_a_parameters_file_s_bias_is_kept():
     from napari_mutex_watershed.errors import InvalidInputError

@@ -71,7 +71,9 @@ def open_sweep_data(input_path, truth_path, parameters=None, roi=None) -> SweepD
         raise InvalidInputError(
             f"the ground truth ({len(truth.shape)}D, voxel size {truth.voxel_size}) does not "
             f"match the affinities ({len(spatial)}D, voxel size {affinities.voxel_size})")
-    if truth.roi.offset == affinities.spatial_roi.offset and truth.roi != affinities.spatial_roi:
+    stores_offset = volume.kind == "ome-zarr" or "offset" in volume.attrs
+    if (not stores_offset and truth.roi.offset == affinities.spatial_roi.offset
+            and truth.roi != affinities.spatial_roi):  # a crop taken to start at 0
         raise InvalidInputError(
             f"the ground truth has shape {tuple(truth.shape)} but the affinities "
             f"{spatial}, both starting at {tuple(truth.roi.offset)}: they do not line up (a "
