@@ -137,6 +137,20 @@ def test_offsets_the_input_stores_hold_with_a_parameters_file_or_a_bias_each(tmp
         assert made.bias_short == 0.4 if source == six else made.bias == [0.4, 0.5, 0.6]
 
 
+def test_biases_per_offset_given_as_flags_replace_a_file_s_uniform_bias(tmp_path):
+    """A sweep's CSV row or the widget's Save after Apply sets ``bias``, which replaces the
+    per-offset biases: given as flags over such a file, they were stored but not used."""
+    args = cli.build_parser().parse_args(
+        ["segment", "in.zarr", "out.zarr", "--params", str(tmp_path / "p.json"),
+         "--bias-short", "0.2", "--bias-long", "0.9"])
+    (tmp_path / "p.json").write_text(json.dumps({"bias": 0.5, "min_size": 3}))
+    assert cli.parameters_from(args) == {"bias_short": 0.2, "bias_long": 0.9, "min_size": 3}
+    args = cli.build_parser().parse_args(
+        ["segment", "in.zarr", "out.zarr", "--params", str(tmp_path / "p.json"),
+         "--bias", "0.3", "--bias-short", "0.2"])
+    assert cli.parameters_from(args)["bias"] == 0.3  # a uniform bias given: it wins
+
+
 def test_debug_shows_the_traceback_of_a_refusal(tmp_path):
     quiet = run("segment", tmp_path / "none.zarr/affinities", tmp_path / "o.zarr")
     loud = run("--debug", "segment", tmp_path / "none.zarr/affinities", tmp_path / "o.zarr")

@@ -170,6 +170,8 @@ def parameters_from(args) -> dict:
         value = getattr(args, name)
         if value is not None:
             values[name] = value[0] if name == "bias" and len(value) == 1 else value
+    if args.bias is None and (args.bias_short is not None or args.bias_long is not None):
+        values.pop("bias", None)  # the file's uniform bias would replace the flags' biases
     return values
 
 
