@@ -324,6 +324,8 @@ def test_labels_of_fractional_input_overlay_it_in_every_reader(tmp_path, case):
     assert geometry["napari-ome-zarr", image.name][0::2] == (scale, units)
     level0 = open_ds(str(labels / "0"))  # funlib: whole numbers of the same place
     assert (tuple(level0.voxel_size), tuple(level0.offset)) == (voxel_size, offset)
+    # in voxels where no whole number fits: no unit (they were micrometres, 1 um voxels)
+    assert any(level0.units) == (case == "0.1625 um"), level0.units
 
 
 def test_mixed_units_are_shown_in_one(tmp_path):

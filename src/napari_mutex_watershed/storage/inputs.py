@@ -333,7 +333,7 @@ def _ome_geometry(group: Path, attrs: dict, level: int):
                 f"({', '.join(f'{v:g}' for v in translation[spatial])}) are not whole numbers"
                 + ("" if all(spatial_units) else " and have no unit")
                 + ": computed in voxels (voxel size 1, offset 0)")
-        world = ((1,) * len(spatial), (0,) * len(spatial), spatial_units,
+        world = ((1,) * len(spatial), (0,) * len(spatial), [""] * len(spatial),  # voxels
                  FileGeometry(tuple(float(v) for v in scale[spatial]),
                               tuple(float(v) for v in translation[spatial]),
                               tuple(spatial_units)))
