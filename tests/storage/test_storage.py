@@ -303,16 +303,17 @@ def test_what_was_assumed_is_said_once_per_process(tmp_path, caplog):
     assert caplog.text.count("no offsets stored") == 2
 
 
-@pytest.mark.parametrize("stored", [
-    [1, 0, 0, 0, 1, 0, 0, 0, 1, 3, 0, 0, 0, 9, 0, 0, 0, 9],  # one flat list
-    {"z": [1, 0, 0]},
-    [[0, 1, 0], [0, 0, 1]],  # 3D vectors on 2D affinities, no other metadata
+@pytest.mark.parametrize("stored, ndim", [
+    ([1, 0, 0, 0, 1, 0, 0, 0, 1, 3, 0, 0, 0, 9, 0, 0, 0, 9], 3),  # one flat list
+    ({"z": [1, 0, 0]}, 3),
+    ([[0, 1, 0], [0, 0, 1]], 2),  # 3D vectors on 2D affinities, no other metadata
+    ([[0, 1], [1, 0]], 3),  # and the other way round
 ])
-def test_an_unreadable_offsets_attribute_gives_way_to_given_offsets(tmp_path, stored):
+def test_an_unreadable_offsets_attribute_gives_way_to_given_offsets(tmp_path, stored, ndim):
     """Offsets given win over a stored attribute that cannot be read or does not fit (it
-    was read first: a TypeError, a KeyError, or 3D offsets making the channels an axis);
-    without given ones, one line names the attribute."""
-    ndim = 2 if len(stored) == 2 else 3
+    was read first: a TypeError, a KeyError, or offsets of another dimension making the
+    channels an axis, or an axis a channel); without given ones, one line names the
+    attribute."""
     given = OFFSETS_2D if ndim == 2 else OFFSETS_3D
     path = tmp_path / "a.zarr/affinities"
     zarr.create_array(str(path), data=np.full((len(given),) + (16,) * ndim, 0.5, np.float32))
@@ -321,5 +322,5 @@ def test_an_unreadable_offsets_attribute_gives_way_to_given_offsets(tmp_path, st
     assert opened.shape[1:] == (16,) * ndim  # the first axis is the channels still
     assert parameters_for(opened, {"offsets": given}).offsets == given
     with pytest.raises(InvalidInputError, match=r"offsets attribute.*(is not a list of integer "
-                       r"vectors: .*give the offsets instead|are 3D: give 2D offsets)"):
+                       r"vectors: .*give the offsets instead|are \dD: give \dD offsets)"):
         parameters_for(opened, None)

@@ -257,7 +257,6 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
     if names is None and dimension_names and all(dimension_names):
         names = list(dimension_names)
     units = attrs.get("units")
-    offsets = attrs.get("offsets")
     ndim = len(shape)
     note = None
     voxel_size = flip(voxel_size) if voxel_size else None
@@ -268,8 +267,6 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
         n_spatial = sum(not (str(n).endswith("^") or n in CHANNEL_NAMES) for n in names)
     elif voxel_size or offset:
         n_spatial = len(voxel_size or offset)
-    elif role == "affinities" and 1 <= _vector_length(offsets) < ndim:
-        n_spatial = _vector_length(offsets)
     else:
         n_spatial = ndim - 1 if role == "affinities" and ndim > 2 else ndim
     axis_names = _axis_roles(ndim, names, n_spatial)
@@ -294,16 +291,6 @@ def _from_attributes(location: Path, shape, attrs: dict, reverse: bool, role: st
                 "\"nm\" or \"um\"")
         voxel_size, offset, units, in_file = world
     return axis_names, voxel_size, offset, units, note, in_file
-
-
-def _vector_length(offsets) -> int:
-    """The length of the vectors of an ``offsets`` attribute, 0 unless it is a list of
-    vectors of one length (a flat list, a mapping, nothing)."""
-    if not isinstance(offsets, list) or not offsets or not all(
-            isinstance(o, (list, tuple)) for o in offsets):
-        return 0
-    lengths = {len(o) for o in offsets}
-    return lengths.pop() if len(lengths) == 1 else 0
 
 
 def _ome_geometry(group: Path, attrs: dict, level: int):
