@@ -397,6 +397,15 @@ def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
     with pytest.warns(UserWarning, match="is not a list of integer vectors: .*the "
                       "post-processor's offsets are used"):
         post_processor.set_prediction(prediction)
+    # ... and by the blockwise worker (a TypeError there), refused when none are given
+    from napari_mutex_watershed.dacapo.watershed_worker import resolve_parameters
+
+    array = ZarrArray.open_from_array_identifier(LocalArrayIdentifier.of(prediction,
+                                                                         "prediction"))
+    assert resolve_parameters(parameters, array).offsets == list(offsets)
+    with pytest.raises(InvalidInputError, match="is not a list of integer vectors.*give the "
+                       "offsets instead"):
+        resolve_parameters(None, array)
     with pytest.raises(UsageError, match="names no dataset"):
         post_processor.process(parameters, LocalArrayIdentifier(tmp_path / "e.zarr", ""))
     with pytest.raises(InvalidInputError, match=r"block size must be 3 integers >= 1, got "

@@ -42,6 +42,7 @@ from napari_mutex_watershed.dacapo import (
 )
 from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.parameters import as_parameters
+from napari_mutex_watershed.storage.inputs import stored_offsets
 
 # every block writes only its own write ROI and reads only the input: no conflicts
 read_write_conflict = False
@@ -49,18 +50,27 @@ fit = "shrink"
 
 
 def resolve_parameters(parameters, input_array: ZarrArray) -> WatershedParameters:
-    """The ``WatershedParameters`` for this input, from any accepted form of ``parameters``."""
-    stored = input_array.attrs.get("offsets")
-    stored = [tuple(int(v) for v in o) for o in stored] if stored else None
-    if isinstance(parameters, WatershedPostProcessorParameters):
-        n = len(parameters.offsets or stored or ())
-        channels = list(range(n)) if n and input_array.num_channels > n else None
-        return parameters.watershed_parameters(input_array.voxel_size, stored, channels)
-    if parameters is not None and not isinstance(parameters, dict | WatershedParameters):
+    """The ``WatershedParameters`` for this input, from any accepted form of ``parameters``;
+    the offsets the input stores unless they give some (one line when they do not and the
+    stored ones cannot be read)."""
+    if parameters is not None and not isinstance(
+            parameters, dict | WatershedParameters | WatershedPostProcessorParameters):
         raise InvalidInputError(
             "parameters must be WatershedParameters, WatershedPostProcessorParameters, a dict "
             f"or None, got {type(parameters).__name__}"
         )
+    value = input_array.attrs.get("offsets")
+    stored, problem = stored_offsets(value, input_array) if value is not None else (None, None)
+    named = (bool(parameters.offsets) if isinstance(parameters, WatershedPostProcessorParameters)
+             else "offsets" in (parameters.model_fields_set
+                                if isinstance(parameters, WatershedParameters)
+                                else parameters or {}))
+    if problem is not None and not named:
+        raise InvalidInputError(f"{problem}; give the offsets instead")
+    if isinstance(parameters, WatershedPostProcessorParameters):
+        n = len(parameters.offsets or stored or ())
+        channels = list(range(n)) if n and input_array.num_channels > n else None
+        return parameters.watershed_parameters(input_array.voxel_size, stored, channels)
     return as_parameters(parameters, offsets=stored)  # one line for a bad value or name
 
 
