@@ -172,8 +172,8 @@ CASES = [
          r"been edited by hand\): only another export of a layer replaces it; choose another "
          r"output$", make=an_export),
     Case("output holds a file beside its levels", [*SEGMENT, "o.zarr/labels", "--overwrite"],
-         r"^error: o.zarr/labels exists and is not an output of napari-mutex-watershed \(or "
-         r"holds other files beside one\)", make=note_in_earlier_output),
+         r"^error: o.zarr/labels holds notes.csv beside its levels, so it is never replaced: "
+         r"move it elsewhere, or choose another output$", make=note_in_earlier_output),
     Case("an earlier output, other settings", [*SEGMENT, "o.zarr/labels", "--bias", 0.3],
          r"^error: \S*o.zarr/labels already exists \(from another run or with other settings\); "
          r"pass --overwrite to replace it$", make=earlier_output),

@@ -384,7 +384,7 @@ def test_process_replaces_only_its_own_output_and_takes_paths(tmp_path):
     mine = zarr.open_group(str(container / "results3d")).create_array(
         "proofread", data=np.full((8, 32, 32), 42, np.uint32))
     before = sorted(p.name for p in (container / "results3d").iterdir())
-    with pytest.raises(UnsafeOutputError, match="holds other files"):
+    with pytest.raises(UnsafeOutputError, match="holds proofread beside its levels"):
         post_processor.process(parameters, LocalArrayIdentifier(container, "results3d"))
     reversed_offsets = WatershedPostProcessor([o[::-1] for o in offsets])
     with pytest.warns(UserWarning, match="stores the offsets .* but the post-processor was "

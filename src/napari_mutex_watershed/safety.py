@@ -50,14 +50,27 @@ def is_ours(path: str | Path, mark: str | None = None) -> bool:
     if kind == "array":
         return _carries_our_names(attributes, mark)
     levels = level_paths(attributes) if kind == "group" else []
-    if not levels:
+    if not levels or foreign_entry(path, levels) is not None:
         return False
-    for entry in path.iterdir():
-        if entry.name not in (levels if entry.is_dir() else METADATA_FILES) and not (
-                entry.name.endswith(PARTIAL_SUFFIX)):
-            return False
     return (_carries_our_names(attributes, mark)
             or _carries_our_names(zarr_node(path / levels[0])[1], mark))
+
+
+#: Files a system or a zarr tool leaves in any folder (Finder's, Windows', consolidated
+#: metadata): they do not make an output another's.
+CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".zmetadata"})
+
+
+def foreign_entry(path: Path, levels: list[str]) -> str | None:
+    """The name of the first entry of a labels group that is none of its levels, its
+    metadata, a write under way or a system's clutter (a file put beside the levels)."""
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        if name in (levels if entry.is_dir() else METADATA_FILES | CLUTTER) or name.endswith(
+                PARTIAL_SUFFIX) or (name.startswith("._") and not entry.is_dir()):
+            continue
+        return name
+    return None
 
 
 def _is_empty_folder(path: Path) -> bool:
@@ -88,6 +101,12 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
                      if key in attributes and key != mark), None)
         if kept is not None:
             raise UnsafeOutputError(f"{output} is {kept}; choose another output")
+        levels = level_paths(attributes)
+        beside = foreign_entry(target, levels) if levels and target.is_dir() else None
+        if beside is not None and is_labels(attributes):
+            raise UnsafeOutputError(
+                f"{output} holds {beside} beside its levels, so it is never replaced: move "
+                "it elsewhere, or choose another output")
         raise UnsafeOutputError(
             f"{output} exists and is not an output of napari-mutex-watershed (or holds other "
             "files beside one), so it is never replaced: choose another output")
