@@ -379,6 +379,14 @@ def test_the_preview_follows_data_edited_in_place(viewer_with_widget, qtbot):
     expected, _ = expected_labels(viewer, widget)
     np.testing.assert_array_equal(preview_layer(viewer).data, expected)
     widget.inputs.fields["bias_short"].value = 0.3
+    shown = wait_for_new_result(qtbot, widget, shown)
+    expected, _ = expected_labels(viewer, widget)
+    np.testing.assert_array_equal(preview_layer(viewer).data, expected)
+    # edited while hidden (napari refreshes nothing then), then shown again
+    layer.visible = False
+    data[...] = 1.0 - np.asarray(data)
+    layer.refresh()
+    layer.visible = True
     wait_for_new_result(qtbot, widget, shown)
     expected, _ = expected_labels(viewer, widget)
     np.testing.assert_array_equal(preview_layer(viewer).data, expected)

@@ -367,12 +367,14 @@ class InputsPanel:
     def _on_layer_chosen(self, *_args) -> None:
         self._unwatch_layers()
         # napari's ``refresh()`` after data edited in place emits only ``_extent_augmented``
-        # of these (``set_data`` also follows contrast limits and every pan of a pyramid)
+        # of these (``set_data`` also follows contrast limits and every pan of a pyramid), and
+        # on a hidden layer nothing: a layer shown again may hold other data
+        edits = ("_extent_augmented", "visible")
         for layer, events in (
             (self.affinities.value, ("data", "scale", "translate", "rotate", "shear", "affine",
-                                     "metadata", "_extent_augmented")),
-            (self.mask.value, ("data", "paint", "scale", "translate", "_extent_augmented")),
-            (self.seeds.value, ("data", "paint", "scale", "translate", "_extent_augmented")),
+                                     "metadata", *edits)),
+            (self.mask.value, ("data", "paint", "scale", "translate", *edits)),
+            (self.seeds.value, ("data", "paint", "scale", "translate", *edits)),
         ):
             if layer is None:
                 continue
@@ -387,8 +389,11 @@ class InputsPanel:
         key = identity(layer)
         ref = weakref.ref(self)
 
-        def on_layer_event(_event=None):
+        def on_layer_event(event=None):
             panel = ref()
+            if getattr(event, "type", None) == "visible" and not getattr(
+                    getattr(event, "source", None), "visible", True):
+                return  # (hidden: what it holds is read again once shown)
             if panel is not None:
                 panel._versions[key] = panel._versions.get(key, 0) + 1
                 panel._on_changed()
