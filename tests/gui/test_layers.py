@@ -190,3 +190,27 @@ def test_a_full_run_writes_the_layer_s_whole_geometry(scale, translate, geometry
     layer = SimpleNamespace(data=np.zeros((6, 4, 4, 4), np.float32), multiscale=False,
                             scale=np.asarray(scale, float), translate=np.asarray(translate, float))
     assert world_geometry(layer) == geometry
+
+
+@pytest.mark.parametrize("container", ["low.zarr", "UP.ZARR"])
+def test_a_zarr_container_in_any_case_is_read_in_place(tmp_path, container):
+    """Affinities in UP.ZARR were taken for an in-memory layer: a full run first copied the
+    whole volume into memory and then to the user's data folder."""
+    from types import SimpleNamespace
+
+    from napari_mutex_watershed.gui.reader import napari_get_reader
+    from napari_mutex_watershed.gui.run_layers import default_output, zarr_source
+    from napari_mutex_watershed.gui.writer import write_labels_zarr
+    from napari_mutex_watershed.parameters import OFFSETS_3D
+    from napari_mutex_watershed.storage import write_affinities
+
+    path = write_affinities(tmp_path / container / "affinities",
+                            np.zeros((6, 4, 8, 8), np.float32), OFFSETS_3D)
+    ((data, kwargs, _),) = napari_get_reader(str(path))(str(path))
+    layer = SimpleNamespace(data=data, multiscale=False, metadata=kwargs["metadata"],
+                            source=SimpleNamespace(path=str(path)), name="affinities")
+    assert zarr_source(layer) == path
+    assert default_output(layer) == tmp_path / container / "labels_mws"
+    (written,) = write_labels_zarr(str(tmp_path / f"seg{Path(container).suffix}"),
+                                   np.ones((4, 8, 8), np.uint32), {"name": "seg"})
+    assert written.endswith("/seg")

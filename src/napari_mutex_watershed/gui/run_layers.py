@@ -21,6 +21,7 @@ from ..blockwise.run_outputs import (
 )
 from ..parameters import WatershedParameters
 from ..regions import voxel_grid
+from ..storage.paths import ZARR_SUFFIXES, named_like
 from .layers import level0
 
 
@@ -42,7 +43,7 @@ def zarr_source(layer) -> Path | None:
         if not candidate:
             continue
         path = Path(str(candidate))
-        if not path.is_dir() or not any(p.endswith((".zarr", ".zarr/")) for p in path.parts):
+        if not path.is_dir() or not any(named_like(p, ZARR_SUFFIXES) for p in path.parts):
             continue
         try:
             affinities = open_affinities(path)

@@ -35,7 +35,7 @@ import numpy as np
 from ..attributes import EXPORT_ATTR, PARAMETERS_ATTR, PROVENANCE_ATTRS
 from ..errors import InvalidInputError, UnsafeOutputError
 from ..regions import voxel_grid
-from ..storage.paths import PARTIAL_SUFFIX, zarr_node
+from ..storage.paths import PARTIAL_SUFFIX, ZARR_SUFFIXES, named_like, zarr_node
 from .layers import level0
 
 #: Layer metadata copied into the zarr attributes when present (provenance of results).
@@ -120,7 +120,7 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     from ..storage import write_labels
 
     container = Path(path)
-    if not container.name.endswith(".zarr"):
+    if not named_like(container.name, ZARR_SUFFIXES):
         raise ValueError(f"{path}: expected a path ending in .zarr")
     if container.exists() and not container.is_dir():
         raise UnsafeOutputError(f"{container} is a file, not a zarr container: save into "
