@@ -223,8 +223,18 @@ def test_sample_overwrites_only_a_sample(tmp_path):
     foreign[0, 0, 0] = 12345
     refused = run("sample", tmp_path / "s.zarr", "--shape", 16, 32, 32, "--overwrite")
     assert refused.returncode == 1
-    assert "ground_truth exists and is not an output of napari-mutex-watershed" in refused.stderr
+    assert refused.stderr.strip().endswith(
+        "ground_truth exists and is not sample data, the only thing `sample` replaces: write "
+        "the sample into another container")
     assert zarr.open_array(str(tmp_path / "s.zarr/ground_truth"))[0, 0, 0] == 12345
+    # a run's labels where the ground truth goes: refused, with or without --overwrite,
+    # before anything is written (affinities were written first, then refused by --overwrite)
+    assert run("segment", tmp_path / "s.zarr/affinities", tmp_path / "t.zarr/ground_truth",
+               "--progress", "none").returncode == 0
+    for flags in ((), ("--overwrite",)):
+        refused = run("sample", tmp_path / "t.zarr", "--shape", 16, 32, 32, *flags)
+        assert refused.returncode == 1 and "is not sample data" in refused.stderr
+        assert not (tmp_path / "t.zarr/affinities").exists()
 
 
 def test_the_default_min_size_applies_and_zero_keeps_every_segment(volume, tmp_path):

@@ -118,8 +118,8 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
     """Write sample affinities and their ground truth into ``container``; return paths and
     what was written. ``overwrite`` replaces only an earlier sample (marked as ours)."""
     from .attributes import SAMPLE_ATTR
-    from .errors import InvalidInputError
-    from .safety import check_output_location
+    from .errors import InvalidInputError, OutputExistsError, UnsafeOutputError
+    from .safety import is_ours
     from .storage import write_affinities, write_labels
     from .storage.paths import update_attributes
 
@@ -131,14 +131,21 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
             f"voxels (e.g. 512 x 512 x 512), got {' x '.join(map(str, shape))}")
     targets = {"affinities": Path(container) / "affinities",
                "ground_truth": Path(container) / "ground_truth"}
-    if overwrite:
-        for target in targets.values():
-            check_output_location(target, {}, mark=SAMPLE_ATTR)
+    for target in targets.values():  # all checked before anything is written
+        if target.is_dir() and not any(target.iterdir()):
+            continue  # (an empty folder holds nothing to lose)
+        if target.exists() and not is_ours(target, SAMPLE_ATTR):
+            raise UnsafeOutputError(
+                f"{target} exists and is not sample data, the only thing `sample` replaces: "
+                "write the sample into another container")
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} already exists (an earlier sample); pass "
+                                    "--overwrite to replace it")
     affinities, labels, offsets = sample_volume(tuple(shape), seed, noise, dtype)
     paths = {
         "affinities": write_affinities(targets["affinities"], affinities, offsets,
-                                       overwrite=overwrite),
-        "ground_truth": write_labels(targets["ground_truth"], labels, overwrite=overwrite,
+                                       overwrite=True),  # (checked above)
+        "ground_truth": write_labels(targets["ground_truth"], labels, overwrite=True,
                                      attributes={SAMPLE_ATTR: True}),
     }
     update_attributes(paths["affinities"], {SAMPLE_ATTR: True})
