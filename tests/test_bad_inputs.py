@@ -101,6 +101,14 @@ def note_in_earlier_output(folder):
     (folder / "o.zarr/labels/notes.csv").write_text("kept")
 
 
+def truth_without_offset(folder):
+    """A crop of ground truth that stores its voxel size but no offset (one that stores its
+    offset is placed there, and scored where it lies)."""
+    truth = zarr.create_array(str(folder / "gt.zarr/ground_truth"),
+                              data=np.ones((16, 32, 16), np.uint32))
+    truth.attrs["resolution"] = [1, 1, 1]
+
+
 def ome_image(path, nan=False):
     """An OME-Zarr 0.5 affinities image (one level, offsets stored), a NaN in it if asked."""
     affinities, _, offsets = sample_volume(SHAPE, seed=1)
@@ -317,11 +325,10 @@ CASES = [
          r"the output m.zarr/mask is the mask",
          make=lambda f: write_labels(f / "m.zarr/mask", np.ones(SHAPE, np.uint8))),
     # sweep
-    Case("sweep ground truth of another shape",
+    Case("sweep ground truth of another shape, no offset stored",
          ["sweep", "in.zarr/affinities", "--gt", "gt.zarr/ground_truth"],
          r"ground truth has shape \(16, 32, 16\) but the affinities \(16, 32, 32\)",
-         make=lambda f: write_labels(f / "gt.zarr/ground_truth",
-                                     np.ones((16, 32, 16), np.uint32))),
+         make=truth_without_offset),
     Case("sweep table onto the input's metadata",
          [*SWEEP, "--csv", "in.zarr/affinities/zarr.json"],
          r"the output in.zarr/affinities/zarr.json lies inside the input"),
