@@ -20,6 +20,7 @@ from napari_mutex_watershed import WatershedParameters, cli, segment
 from napari_mutex_watershed.attributes import PARAMETERS_ATTR
 from napari_mutex_watershed.blockwise.fatal import LAUNCHES_FILE, LOG_FILE
 from napari_mutex_watershed.blockwise.launch import work_dir_for
+from napari_mutex_watershed.errors import InvalidInputError
 from napari_mutex_watershed.parameters import DEFAULT_MIN_SIZE
 from napari_mutex_watershed.storage import stored_parameters, write_affinities
 from napari_mutex_watershed.synthetic import sample_volume
@@ -149,6 +150,14 @@ def test_biases_per_offset_given_as_flags_replace_a_file_s_uniform_bias(tmp_path
         ["segment", "in.zarr", "out.zarr", "--params", str(tmp_path / "p.json"),
          "--bias", "0.3", "--bias-short", "0.2"])
     assert cli.parameters_from(args)["bias"] == 0.3  # a uniform bias given: it wins
+    args = cli.build_parser().parse_args(  # one given: the file's bias for the other
+        ["segment", "in.zarr", "out.zarr", "--params", str(tmp_path / "p.json"),
+         "--bias-short", "0.2"])
+    assert cli.parameters_from(args) == {"bias_short": 0.2, "bias_long": 0.5, "min_size": 3}
+    (tmp_path / "p.json").write_text(json.dumps({"bias": [0.5] * 6}))
+    with pytest.raises(InvalidInputError, match="sets a bias per offset, which --bias-short "
+                       "and --bias-long cannot change: give --bias, or edit the file"):
+        cli.parameters_from(args)
 
 
 def test_debug_shows_the_traceback_of_a_refusal(tmp_path):
@@ -221,11 +230,12 @@ def test_sample_overwrites_only_a_sample(tmp_path):
     foreign = zarr.open_array(str(tmp_path / "s.zarr/ground_truth"), mode="r+")
     foreign.attrs.clear()
     foreign[0, 0, 0] = 12345
-    refused = run("sample", tmp_path / "s.zarr", "--shape", 16, 32, 32, "--overwrite")
-    assert refused.returncode == 1
-    assert refused.stderr.strip().endswith(
-        "ground_truth exists and is not sample data, the only thing `sample` replaces: write "
-        "the sample into another container")
+    for flags in ((), ("--overwrite",)):  # not "pass --overwrite" first, then a refusal
+        refused = run("sample", tmp_path / "s.zarr", "--shape", 16, 32, 32, *flags)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().endswith(
+            "ground_truth exists and is not sample data, the only thing `sample` replaces: "
+            "write the sample into another container")
     assert zarr.open_array(str(tmp_path / "s.zarr/ground_truth"))[0, 0, 0] == 12345
     # a run's labels where the ground truth goes: refused, with or without --overwrite,
     # before anything is written (affinities were written first, then refused by --overwrite)
@@ -235,6 +245,14 @@ def test_sample_overwrites_only_a_sample(tmp_path):
         refused = run("sample", tmp_path / "t.zarr", "--shape", 16, 32, 32, *flags)
         assert refused.returncode == 1 and "is not sample data" in refused.stderr
         assert not (tmp_path / "t.zarr/affinities").exists()
+    # a link where an array goes: one line (it was an unexpected OSError from rmtree)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "u.zarr").mkdir()
+    (tmp_path / "u.zarr/affinities").symlink_to(tmp_path / "empty")
+    refused = run("sample", tmp_path / "u.zarr", "--shape", 16, 32, 32, "--overwrite")
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(
+        "affinities is a link, which `sample` never replaces: write the sample into another "
+        "container")
 
 
 def test_the_default_min_size_applies_and_zero_keeps_every_segment(volume, tmp_path):

@@ -171,7 +171,16 @@ def parameters_from(args) -> dict:
         if value is not None:
             values[name] = value[0] if name == "bias" and len(value) == 1 else value
     if args.bias is None and (args.bias_short is not None or args.bias_long is not None):
-        values.pop("bias", None)  # the file's uniform bias would replace the flags' biases
+        uniform = values.pop("bias", None)  # it would replace the flags' biases
+        if isinstance(uniform, list):
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"the parameters file {args.params} sets a bias per offset, which --bias-short "
+                "and --bias-long cannot change: give --bias, or edit the file")
+        for name in ("bias_short", "bias_long"):  # the file's bias for the other
+            if uniform is not None and getattr(args, name) is None:
+                values[name] = uniform
     return values
 
 

@@ -67,7 +67,8 @@ def foreign_entry(path: Path, levels: list[str]) -> str | None:
     for entry in sorted(path.iterdir()):
         name = entry.name
         if name in (levels if entry.is_dir() else METADATA_FILES | CLUTTER) or name.endswith(
-                PARTIAL_SUFFIX) or (name.startswith("._") and not entry.is_dir()):
+                PARTIAL_SUFFIX) or (name.startswith("._") and not entry.is_dir()
+                                    and (path / name[2:]).exists()):  # (macOS's, of a file)
             continue
         return name
     return None
@@ -103,7 +104,8 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
             raise UnsafeOutputError(f"{output} is {kept}; choose another output")
         levels = level_paths(attributes)
         beside = foreign_entry(target, levels) if levels and target.is_dir() else None
-        if beside is not None and is_labels(attributes):
+        if beside is not None and (_carries_our_names(attributes, mark) or _carries_our_names(
+                zarr_node(target / levels[0])[1], mark)):  # (ours but for what is beside)
             raise UnsafeOutputError(
                 f"{output} holds {beside} beside its levels, so it is never replaced: move "
                 "it elsewhere, or choose another output")

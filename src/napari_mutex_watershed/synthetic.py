@@ -131,16 +131,20 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
             f"voxels (e.g. 512 x 512 x 512), got {' x '.join(map(str, shape))}")
     targets = {"affinities": Path(container) / "affinities",
                "ground_truth": Path(container) / "ground_truth"}
-    for target in targets.values():  # all checked before anything is written
-        if target.is_dir() and not any(target.iterdir()):
-            continue  # (an empty folder holds nothing to lose)
-        if target.exists() and not is_ours(target, SAMPLE_ATTR):
+    # all checked before anything is written, what is never replaced first
+    occupied = [t for t in targets.values() if t.is_symlink() or t.exists() and not (
+        t.is_dir() and not any(t.iterdir()))]  # (an empty folder holds nothing to lose)
+    for target in occupied:
+        if target.is_symlink():
+            raise UnsafeOutputError(f"{target} is a link, which `sample` never replaces: "
+                                    "write the sample into another container")
+        if not is_ours(target, SAMPLE_ATTR):
             raise UnsafeOutputError(
                 f"{target} exists and is not sample data, the only thing `sample` replaces: "
                 "write the sample into another container")
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} already exists (an earlier sample); pass "
-                                    "--overwrite to replace it")
+    if occupied and not overwrite:
+        raise OutputExistsError(f"{occupied[0]} already exists (an earlier sample); pass "
+                                "--overwrite to replace it")
     affinities, labels, offsets = sample_volume(tuple(shape), seed, noise, dtype)
     paths = {
         "affinities": write_affinities(targets["affinities"], affinities, offsets,

@@ -59,7 +59,7 @@ def resolve_parameters(parameters, input_array: ZarrArray) -> WatershedParameter
             "parameters must be WatershedParameters, WatershedPostProcessorParameters, a dict "
             f"or None, got {type(parameters).__name__}"
         )
-    value = input_array.attrs.get("offsets")
+    value = input_array.attrs.get("offsets") or None  # (an empty list: none stored)
     stored, problem = stored_offsets(value, input_array) if value is not None else (None, None)
     named = (bool(parameters.offsets) if isinstance(parameters, WatershedPostProcessorParameters)
              else "offsets" in (parameters.model_fields_set

@@ -388,12 +388,14 @@ class InputsPanel:
     def _layer_callback(self, layer):
         key = identity(layer)
         ref = weakref.ref(self)
+        shown = [bool(layer.visible)]  # (napari says "visible" on every set, changed or not)
 
         def on_layer_event(event=None):
             panel = ref()
-            if getattr(event, "type", None) == "visible" and not getattr(
-                    getattr(event, "source", None), "visible", True):
-                return  # (hidden: what it holds is read again once shown)
+            if getattr(event, "type", None) == "visible":
+                was, shown[0] = shown[0], bool(getattr(event.source, "visible", True))
+                if was or not shown[0]:
+                    return  # only a layer shown again may hold other data
             if panel is not None:
                 panel._versions[key] = panel._versions.get(key, 0) + 1
                 panel._on_changed()
