@@ -79,10 +79,10 @@ def _is_empty_folder(path: Path) -> bool:
 
 
 def check_output_location(output: str | Path, protected: dict[str, str | Path],
-                          only_ours: bool = True, mark: str | None = None) -> None:
+                          only_ours: bool = True) -> None:
     """Refuse an output that is, holds or lies in one of the ``protected`` paths (by role,
     e.g. ``{"input": ...}``), or (``only_ours``) that exists and is not an earlier output of
-    ours (``is_ours``: of a run, or what carries ``mark``)."""
+    a run of ours (``is_ours``)."""
     target = Path(output).resolve()
     for role, path in protected.items():
         kept = Path(path).resolve()
@@ -95,17 +95,15 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
             raise UnsafeOutputError(
                 f"the output {output} contains the {role} {path}, which replacing it would "
                 "delete: choose another output")
-    if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(
-            target, mark):
+    if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(target):
         attributes = zarr_node(target)[1]
-        kept = next((what for key, what in KEPT_MARKS.items()
-                     if key in attributes and key != mark), None)
+        kept = next((what for key, what in KEPT_MARKS.items() if key in attributes), None)
         if kept is not None:
             raise UnsafeOutputError(f"{output} is {kept}; choose another output")
         levels = level_paths(attributes)
         beside = foreign_entry(target, levels) if levels and target.is_dir() else None
-        if beside is not None and (_carries_our_names(attributes, mark) or _carries_our_names(
-                zarr_node(target / levels[0])[1], mark)):  # (ours but for what is beside)
+        if beside is not None and (_carries_our_names(attributes, None) or _carries_our_names(
+                zarr_node(target / levels[0])[1], None)):  # (ours but for what is beside)
             raise UnsafeOutputError(
                 f"{output} holds {beside} beside its levels, so it is never replaced: move "
                 "it elsewhere, or choose another output")

@@ -15,9 +15,8 @@ have the geometry the CLI and the blockwise runs see.
   array could only store unit voxels) and any OME-Zarr labels image (``image-label``).
 - A container path (``volume.zarr``, ``volume.n5``) opens its ``affinities`` array and every
   top-level labels array or image written by this package (a sample's ground truth too); an
-  OME-Zarr image group opens as
-  a multiscale layer. An HDF5 file (``volume.h5``) opens its ``affinities`` dataset, else
-  every dataset of 2 to 4 axes.
+  OME-Zarr image group opens as a multiscale layer. An HDF5 file (``volume.h5``) opens its
+  ``affinities`` dataset, else every dataset of 2 to 4 axes.
 """
 
 from __future__ import annotations
