@@ -344,13 +344,20 @@ def validation_problems(error: ValidationError) -> str:
     return "; ".join(dict.fromkeys(problems))
 
 
+def named_fields(value) -> set[str]:
+    """The fields a parameters value (None, a WatershedParameters or a dict) names."""
+    if isinstance(value, WatershedParameters):
+        return set(value.model_fields_set)
+    return set(value or {})
+
+
 def as_parameters(value, where: str = "parameters", offsets=None) -> WatershedParameters:
     """None (defaults), a WatershedParameters or a dict of its fields; anything else, or
     invalid values, is one of our errors. ``offsets``, when given, are those to use where the
     value names none (an input's own): a bias per offset or strides are checked against them."""
     _check_kind(value, where)
     if isinstance(value, WatershedParameters):
-        if offsets is None or "offsets" in value.model_fields_set:
+        if offsets is None or "offsets" in named_fields(value):
             return value
         value = value.model_dump(exclude_unset=True)
     values = dict(value or {})

@@ -52,6 +52,12 @@ def is_ours(path: str | Path, mark: str | None = None) -> bool:
     levels = level_paths(attributes) if kind == "group" else []
     if not levels or foreign_entry(path, levels) is not None:
         return False
+    return _labels_carry_our_names(path, attributes, levels, mark)
+
+
+def _labels_carry_our_names(path: Path, attributes: dict, levels: list[str],
+                            mark: str | None) -> bool:
+    """Do OME-Zarr labels' attributes, or their first level's, carry our names?"""
     return (_carries_our_names(attributes, mark)
             or _carries_our_names(zarr_node(path / levels[0])[1], mark))
 
@@ -74,7 +80,7 @@ def foreign_entry(path: Path, levels: list[str]) -> str | None:
     return None
 
 
-def _is_empty_folder(path: Path) -> bool:
+def is_empty_folder(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
@@ -95,15 +101,15 @@ def check_output_location(output: str | Path, protected: dict[str, str | Path],
             raise UnsafeOutputError(
                 f"the output {output} contains the {role} {path}, which replacing it would "
                 "delete: choose another output")
-    if only_ours and target.exists() and not _is_empty_folder(target) and not is_ours(target):
+    if only_ours and target.exists() and not is_empty_folder(target) and not is_ours(target):
         attributes = zarr_node(target)[1]
         kept = next((what for key, what in KEPT_MARKS.items() if key in attributes), None)
         if kept is not None:
             raise UnsafeOutputError(f"{output} is {kept}; choose another output")
         levels = level_paths(attributes)
         beside = foreign_entry(target, levels) if levels and target.is_dir() else None
-        if beside is not None and (_carries_our_names(attributes, None) or _carries_our_names(
-                zarr_node(target / levels[0])[1], None)):  # (ours but for what is beside)
+        if beside is not None and _labels_carry_our_names(target, attributes, levels, None):
+            # (ours but for what is beside)
             raise UnsafeOutputError(
                 f"{output} holds {beside} beside its levels, so it is never replaced: move "
                 "it elsewhere, or choose another output")

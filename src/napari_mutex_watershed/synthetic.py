@@ -119,7 +119,7 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
     what was written. ``overwrite`` replaces only an earlier sample (marked as ours)."""
     from .attributes import SAMPLE_ATTR
     from .errors import InvalidInputError, OutputExistsError, UnsafeOutputError
-    from .safety import is_ours
+    from .safety import is_empty_folder, is_ours
     from .storage import write_affinities, write_labels
     from .storage.paths import update_attributes
 
@@ -132,8 +132,8 @@ def write_sample(container, shape=(64, 128, 128), seed: int = 0, noise: float = 
     targets = {"affinities": Path(container) / "affinities",
                "ground_truth": Path(container) / "ground_truth"}
     # all checked before anything is written, what is never replaced first
-    occupied = [t for t in targets.values() if t.is_symlink() or t.exists() and not (
-        t.is_dir() and not any(t.iterdir()))]  # (an empty folder holds nothing to lose)
+    occupied = [t for t in targets.values()  # (an empty folder holds nothing to lose)
+                if t.is_symlink() or t.exists() and not is_empty_folder(t)]
     for target in occupied:
         if target.is_symlink():
             raise UnsafeOutputError(f"{target} is a link, which `sample` never replaces: "

@@ -41,7 +41,7 @@ from napari_mutex_watershed.dacapo import (
     require_block_aligned_chunks,
 )
 from napari_mutex_watershed.errors import InvalidInputError
-from napari_mutex_watershed.parameters import as_parameters
+from napari_mutex_watershed.parameters import as_parameters, named_fields
 from napari_mutex_watershed.storage.inputs import stored_offsets
 
 # every block writes only its own write ROI and reads only the input: no conflicts
@@ -62,9 +62,7 @@ def resolve_parameters(parameters, input_array: ZarrArray) -> WatershedParameter
     value = input_array.attrs.get("offsets") or None  # (an empty list: none stored)
     stored, problem = stored_offsets(value, input_array) if value is not None else (None, None)
     named = (bool(parameters.offsets) if isinstance(parameters, WatershedPostProcessorParameters)
-             else "offsets" in (parameters.model_fields_set
-                                if isinstance(parameters, WatershedParameters)
-                                else parameters or {}))
+             else "offsets" in named_fields(parameters))
     if problem is not None and not named:
         raise InvalidInputError(f"{problem}; give the offsets instead")
     if isinstance(parameters, WatershedPostProcessorParameters):

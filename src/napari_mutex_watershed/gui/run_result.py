@@ -66,8 +66,7 @@ class RunResult:
         existing = self.layer  # the last run's, if of this output (else it is another's)
         if (existing is None or existing not in viewer.layers
                 or existing.metadata.get(OUTPUT_KEY) != str(request.output)):
-            existing = next((candidate for candidate in viewer.layers
-                             if shows_output(candidate, request.output)), None)
+            existing = next(iter(layers_showing(viewer, request.output)), None)
         if existing is None:
             self._arriving = add_labels_without_blocking(
                 viewer, lambda: open_result(request.output, complete),
@@ -101,21 +100,27 @@ class RunResult:
     def remove(self, output: Path) -> None:
         """Remove the layers that show ``output`` (a Start over replaces it)."""
         self.stop()
-        for layer in [layer for layer in self.viewer.layers if shows_output(layer, output)]:
+        for layer in layers_showing(self.viewer, output):
             with excluded("full_run.remove_layer"):
                 self.viewer.layers.remove(layer)
         self.layer = None
 
 
-def shows_output(layer, output: Path) -> bool:
-    """Does ``layer`` show the labels at ``output``: a run's result layer, or one this
-    plugin's reader opened from it (``metadata["source"]``, the labels or a level of them)?"""
+def layers_showing(viewer, output: Path) -> list:
+    """The layers that show the labels at ``output``: a run's result layer, or one this
+    plugin's reader opened from it (``metadata["source"]``, the labels or a level of them)."""
     from napari.layers import Labels
 
-    if layer.metadata.get(OUTPUT_KEY) == str(output):
-        return True
-    source = layer.metadata.get("source")
-    if not isinstance(source, str) or not isinstance(layer, Labels):
-        return False
-    shown, target = Path(source).resolve(), Path(output).resolve()
-    return shown in (target, *(target / path for path in level_paths(zarr_node(target)[1])))
+    target = Path(output).resolve()
+    places = None  # read once, when a layer from a file needs them
+    found = []
+    for layer in viewer.layers:
+        source = layer.metadata.get("source")
+        if layer.metadata.get(OUTPUT_KEY) == str(output):
+            found.append(layer)
+        elif isinstance(source, str) and isinstance(layer, Labels):
+            if places is None:
+                places = {target, *(target / p for p in level_paths(zarr_node(target)[1]))}
+            if Path(source).resolve() in places:
+                found.append(layer)
+    return found

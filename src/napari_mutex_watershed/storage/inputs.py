@@ -489,13 +489,13 @@ def parameters_for(affinities: Affinities, parameters):
         as_parameters,
         check_channels_exist,
         default_offsets,
+        named_fields,
         nearest_neighbours,
         offsets_of_channels,
         offsets_text,
     )
 
-    named = (parameters.model_fields_set if isinstance(parameters, WatershedParameters)
-             else parameters or {})
+    named = named_fields(parameters)
     ndim = len(affinities.shape) - 1
     offsets = None if "offsets" in named else affinities.offsets
     if "offsets" not in named and affinities.offsets_problem:
